@@ -1,0 +1,27 @@
+"""The ingest asset: one partition per source, reading raw files into validated Parquet."""
+
+from dagster import AssetExecutionContext, DataVersion, MaterializeResult, PartitionsDefinition, asset
+
+from corpusmix.executor import make_executor
+from corpusmix.ingest import ingest_source
+from workflows.resources import CorpusSpec
+
+from .metadata import stage_metadata
+
+
+def build_ingest_asset(partitions: PartitionsDefinition):
+    @asset(
+        name="ingest",
+        partitions_def=partitions,
+        group_name="corpus",
+        kinds={"parquet", "python"},
+        description="Raw source files -> documents (zstd Parquet, schema-validated) + quarantine table. "
+                    "Per source: documents/tokens in and out, acceptance rates, quarantine per reason.",
+    )
+    def ingest(context: AssetExecutionContext, corpus: CorpusSpec) -> MaterializeResult:
+        loaded = corpus.load()
+        with make_executor(loaded.spec.execution.workers) as pool:
+            manifest, path = ingest_source(loaded, context.partition_key, pool, progress=context.log.info)
+        return MaterializeResult(metadata=stage_metadata(manifest, path), data_version=DataVersion(manifest["version"]))
+
+    return ingest

@@ -1,0 +1,134 @@
+"""The ``corpusmix`` command: init, validate, build, verify, demo.
+
+Exit codes: 0 success, 1 the build or verification found a problem, 2 the spec
+or the command line is wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from importlib import resources
+from pathlib import Path
+
+from .spec import SpecError, load_spec
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO_SPEC = REPO / "specs" / "demo.yaml"
+
+
+def _cmd_init(args) -> int:
+    target = Path(args.path)
+    if target.exists() and not args.force:
+        print(f"{target} exists; pass --force to overwrite", file=sys.stderr)
+        return 2
+    target.write_text(resources.files("corpusmix").joinpath("templates/example.yaml").read_text())
+    print(f"wrote {target}: edit the sources' paths, then `corpusmix validate {target}`")
+    return 0
+
+
+def _cmd_validate(args) -> int:
+    try:
+        loaded = load_spec(args.spec)
+    except SpecError as e:
+        print(f"{len(e.issues)} problem(s) in {e.file}:\n{e}", file=sys.stderr)
+        return 2
+    counts = ", ".join(f"{s.name} ({len(loaded.source_files(s))} files)" for s in loaded.spec.sources)
+    print(f"{loaded.path}: valid. sources: {counts}")
+    return 0
+
+
+def _cmd_build(args) -> int:
+    from workflows.build import run_build
+
+    try:
+        ok = run_build(args.spec, args.source or None)
+    except SpecError as e:
+        print(f"{len(e.issues)} problem(s) in {e.file}:\n{e}", file=sys.stderr)
+        return 2
+    return 0 if ok else 1
+
+
+def _row_count(path: Path) -> int:
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(path).metadata.num_rows
+
+
+def verify(spec_path: str) -> list[str]:
+    """Every mismatch between a build's manifests and the files on disk (empty = verified)."""
+    from .manifest import iter_manifests, verify_manifest
+
+    loaded = load_spec(spec_path, check_files=False)
+    manifests = iter_manifests(loaded.manifest_root)
+    if not manifests:
+        return [f"{loaded.manifest_root}: no manifests (nothing built yet?)"]
+    problems = []
+    for m in manifests:
+        problems += [p.render() for p in verify_manifest(m, loaded.storage_root, _row_count)]
+    return problems
+
+
+def _cmd_verify(args) -> int:
+    try:
+        problems = verify(args.spec)
+    except SpecError as e:
+        print(str(e), file=sys.stderr)
+        return 2
+    if problems:
+        print(f"{len(problems)} problem(s):", file=sys.stderr)
+        for p in problems:
+            print(f"  {p}", file=sys.stderr)
+        return 1
+    print("verified: every output matches its manifest (sha256, size, rows)")
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    from workflows.build import run_build
+
+    from .demo import harvest
+
+    loaded = load_spec(DEMO_SPEC, check_files=False)
+    raw = loaded.storage_root / "raw"
+    print(f"harvesting a demo corpus from this Python installation into {raw} ...")
+    harvest(raw)
+    ok = run_build(DEMO_SPEC)
+    problems = verify(str(DEMO_SPEC))
+    print()
+    print(f"spec:       {DEMO_SPEC}")
+    print(f"outputs:    {loaded.storage_root}")
+    print(f"manifests:  {loaded.manifest_root}")
+    print(f"verify:     {'ok' if not problems else problems}")
+    print("UI:         make ui   (dagster dev on http://127.0.0.1:3000, same DAGSTER_HOME: the runs above are there)")
+    return 0 if ok and not problems else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="corpusmix", description="Declarative, versioned LLM corpus builds.")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("init", help="write a commented example spec")
+    p.add_argument("path", nargs="?", default="corpus.yaml")
+    p.add_argument("--force", action="store_true")
+    p.set_defaults(fn=_cmd_init)
+    p = sub.add_parser("validate", help="check a spec; prints every problem with field, line and fix")
+    p.add_argument("spec")
+    p.set_defaults(fn=_cmd_validate)
+    p = sub.add_parser("build", help="materialize the spec's assets through Dagster (no UI)")
+    p.add_argument("spec")
+    p.add_argument("--source", action="append", help="only this source (repeatable)")
+    p.set_defaults(fn=_cmd_build)
+    p = sub.add_parser("verify", help="recompute every checksum and row count against the manifests")
+    p.add_argument("spec")
+    p.set_defaults(fn=_cmd_verify)
+    p = sub.add_parser("demo", help="harvest a demo corpus from this Python and build it")
+    p.set_defaults(fn=_cmd_demo)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

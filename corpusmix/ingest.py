@@ -1,0 +1,526 @@
+"""Ingest stage: raw files of one source -> validated Parquet documents + a quarantine table.
+
+Map: each unit (one JSONL or Parquet file, or a group of plain-text files) is
+read, screened and written by one worker into a staging directory. Reduce:
+duplicate ids across units are moved to quarantine, the token estimate is
+calibrated, the staging directory is published under a content key and the
+manifest is written last.
+
+A record is either kept or quarantined with exactly one reason (the first of
+the order below), so ``records_read == documents_out + quarantined`` always:
+
+    invalid_utf8, invalid_json, not_an_object, non_string_text, invalid_id,
+    truncated_record   (decided by the reader, see ``readers``)
+    missing_text, empty_text, nul_byte, text_too_long, missing_id, duplicate_id
+"""
+
+from __future__ import annotations
+
+import functools
+import glob
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from schemas.tables import ARROW_SCHEMAS, INGEST_DOCUMENTS, QUARANTINE, validate_table
+
+from .manifest import code_version, tool_versions, utc_now, write_manifest
+from .readers import BadRecord, FileReadResult, UnreadableFileError, read_unit
+from .spec import Format, Ingest, LoadedSpec, Source, canonical_hash, file_format
+from .storage import discard_dir, new_staging_dir, publish_dir, sha256_file
+from .tokencount import TokenEstimate, calibrate
+
+log = logging.getLogger("corpusmix.ingest")
+
+STAGE = "ingest"
+DOCS_SCHEMA = ARROW_SCHEMAS["ingest_documents"]
+QUAR_SCHEMA = ARROW_SCHEMAS["quarantine"]
+PARQUET_OPTS = dict(compression="zstd", compression_level=3, write_statistics=["doc_id", "record_no"],
+                    use_dictionary=["source", "file"])
+SAMPLE_EVERY = 8          # a doc is a calibration sample when _sample_key(doc_id) % SAMPLE_EVERY == 0
+SAMPLE_MAX_PER_UNIT = 32
+SAMPLE_CHARS = 2000
+TEXT_UNIT_BYTES = 32 << 20
+
+
+class IngestError(Exception):
+    """The partition cannot be built; the message names the file and the fix."""
+
+
+@dataclass
+class Unit:
+    """One independent piece of work for a worker (picklable)."""
+
+    index: int
+    fmt: Format
+    paths: list[str]
+    rels: list[str]
+    source: Source
+    cfg: Ingest
+    staging: str
+
+
+@dataclass
+class UnitResult:
+    index: int
+    inputs: list[dict]
+    parts: list[dict] = field(default_factory=list)      # {name, rows, bytes_text, sha256, bytes}
+    quarantine: dict | None = None
+    records_read: int = 0
+    docs_out: int = 0
+    bytes_out: int = 0
+    reasons: dict[str, list[int]] = field(default_factory=dict)  # reason -> [records, bytes]
+    samples: list[str] = field(default_factory=list)
+    skipped: dict | None = None
+    fast_blocks: int = 0
+    exact_blocks: int = 0
+    blank_lines: int = 0
+    extra_quarantine: dict | None = None
+
+
+class _PartWriter:
+    """Rolls Parquet parts over at ``part_bytes`` of text so no file grows with the corpus."""
+
+    def __init__(self, staging: Path, prefix: str, schema: pa.Schema, part_bytes: int):
+        self.staging, self.prefix, self.schema, self.part_bytes = staging, prefix, schema, part_bytes
+        self.parts: list[dict] = []
+        self._writer: pq.ParquetWriter | None = None
+        self._cur: dict | None = None
+
+    def write(self, table: pa.Table, text_bytes: int) -> None:
+        if table.num_rows == 0:
+            return
+        if self._writer is None:
+            name = f"{self.prefix}-{len(self.parts):03d}.parquet"
+            self._writer = pq.ParquetWriter(self.staging / name, self.schema, **PARQUET_OPTS)
+            self._cur = {"name": name, "rows": 0, "text_bytes": 0}
+        self._writer.write_table(table, row_group_size=max(1, table.num_rows))
+        self._cur["rows"] += table.num_rows
+        self._cur["text_bytes"] += text_bytes
+        if self._cur["text_bytes"] >= self.part_bytes:
+            self._close_part()
+
+    def _close_part(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            path = self.staging / self._cur["name"]
+            self._cur |= {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+            self.parts.append(self._cur)
+            self._writer, self._cur = None, None
+
+    def close(self) -> list[dict]:
+        self._close_part()
+        return self.parts
+
+
+def _sample_key(doc_id: str) -> int:
+    """A hash of the id that is independent of crc32: corpora are often sharded by crc32(id) % n,
+    and sampling on the same hash would take every sample from one shard."""
+    return int.from_bytes(hashlib.blake2b(doc_id.encode(), digest_size=4).digest(), "little")
+
+
+def _content_id(text: str) -> str:
+    return "sha1:" + hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+
+def _snippet(raw: bytes | str, chars: int) -> str:
+    s = raw if isinstance(raw, str) else raw[: chars * 4].decode("utf-8", "backslashreplace")
+    return s[:chars]
+
+
+def _screen(cand: pa.Table, unit: Unit, seen_ids: set[str]) -> tuple[pa.Table, list[tuple[int, str, str, str | None, str, int]]]:
+    """Split candidates into kept rows and quarantined rows (one reason each, first in order).
+
+    Returns the kept table (ingest_documents columns) and rows for quarantine:
+    (record_no, reason, detail, doc_id, snippet, n_bytes).
+    """
+    src, cfg = unit.source, unit.cfg
+    n = cand.num_rows
+    text = cand.column("text")
+    n_bytes = pc.fill_null(pc.binary_length(text), 0).cast(pa.int64())
+    reason = pa.nulls(n, pa.string())
+
+    def mark(mask, name: str):
+        nonlocal reason
+        mask = pc.fill_null(mask, False)
+        reason = pc.if_else(pc.and_(mask, pc.is_null(reason)), pa.scalar(name), reason)
+
+    mark(pc.is_null(text), "missing_text")
+    mark(pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(text)), 0), "empty_text")
+    mark(pc.match_substring(text, "\x00"), "nul_byte")
+    mark(pc.greater(n_bytes, cfg.max_text_bytes), "text_too_long")
+    ids = cand.column("doc_id")
+    if src.id_field is not None:
+        mark(pc.is_null(ids), "missing_id")
+    # Ids: content hashes where the source has none; duplicates (first wins) are quarantined.
+    id_list = ids.to_pylist()
+    reasons = reason.to_pylist()
+    texts = None
+    for i, r in enumerate(reasons):
+        if r is not None:
+            continue
+        if id_list[i] is None:
+            texts = texts if texts is not None else text
+            id_list[i] = _content_id(texts[i].as_py())
+        if id_list[i] in seen_ids:
+            reasons[i] = "duplicate_id"
+        else:
+            seen_ids.add(id_list[i])
+    ids = pa.array(id_list, pa.string())
+    keep = pc.is_null(pa.array(reasons, pa.string()))
+    n_keep = pc.sum(keep.cast(pa.int64())).as_py() or 0
+    kept_ids = ids.filter(keep)
+    files = kept_ids if unit.fmt is Format.TEXT else pa.array([unit.rels[0]] * n_keep, pa.string())
+    kept = pa.Table.from_arrays([
+        kept_ids,
+        pa.array([src.name] * n_keep, pa.string()),
+        text.filter(keep),
+        n_bytes.filter(keep),
+        cand.column("metadata").filter(keep),
+        files,
+        cand.column("record_no").filter(keep),
+        pa.array([False] * n_keep, pa.bool_()),
+    ], schema=DOCS_SCHEMA)
+    details = {"missing_text": f"no usable {src.text_field!r} field (absent or null)",
+               "empty_text": "text is empty or only whitespace",
+               "nul_byte": "text contains a NUL (\\x00) byte",
+               "text_too_long": f"longer than ingest.max_text_bytes={cfg.max_text_bytes}",
+               "missing_id": f"no {src.id_field!r} field (absent or null)",
+               "duplicate_id": "an earlier record of this source has the same id"}
+    nos = cand.column("record_no")
+    bad = []
+    for i, r in enumerate(reasons):
+        if r is not None:
+            t = text[i].as_py() or ""
+            bad.append((nos[i].as_py(), r, details[r], id_list[i], _snippet(t, cfg.snippet_chars),
+                        n_bytes[i].as_py()))
+    return kept, bad
+
+
+def _quarantine_table(source: str, rows: list[tuple]) -> pa.Table:
+    """rows: (record_no, reason, detail, doc_id, snippet, n_bytes, file)."""
+    cols = list(zip(*rows)) if rows else [[] for _ in range(7)]
+    return pa.Table.from_arrays([
+        pa.array([source] * len(rows), pa.string()),
+        pa.array(cols[6], pa.string()),
+        pa.array(cols[0], pa.int64()),
+        pa.array(cols[1], pa.string()),
+        pa.array(cols[2], pa.string()),
+        pa.array(cols[3], pa.string()),
+        pa.array(cols[4], pa.string()),
+        pa.array(cols[5], pa.int64()),
+    ], schema=QUAR_SCHEMA)
+
+
+def _bad_row(b: BadRecord, cfg: Ingest, file: str) -> tuple:
+    return (b.record_no, b.reason, b.detail, None, _snippet(b.raw, cfg.snippet_chars), len(b.raw), file)
+
+
+def _mark_truncated(staging: Path, parts: list[dict]) -> None:
+    """Flag every kept record of a damaged file (its parts are this unit's own)."""
+    for part in parts:
+        path = staging / part["name"]
+        table = pq.read_table(path, schema=DOCS_SCHEMA)
+        table = table.set_column(table.schema.get_field_index("truncated_input"), "truncated_input",
+                                 pa.array([True] * table.num_rows, pa.bool_()))
+        pq.write_table(table, path, row_group_size=max(1, table.num_rows), **PARQUET_OPTS)
+        part |= {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+
+
+def ingest_unit(unit: Unit) -> UnitResult:
+    """Worker: read, screen, validate and write one unit into the staging directory."""
+    staging = Path(unit.staging)
+    src, cfg = unit.source, unit.cfg
+    info = FileReadResult()
+    res = UnitResult(index=unit.index, inputs=[])
+    docs = _PartWriter(staging, f"part-{unit.index:05d}", DOCS_SCHEMA, cfg.part_bytes)
+    qrows: list[tuple] = []
+    seen: set[str] = set()
+    paths = [Path(p) for p in unit.paths]
+    file_label = unit.rels[0] if unit.fmt is not Format.TEXT else None
+    try:
+        for batch in read_unit(unit.fmt, paths, unit.rels, src, cfg.block_bytes, info):
+            for b in batch.bad:
+                qrows.append(_bad_row(b, cfg, b.file or file_label))
+            if batch.candidates.num_rows == 0:
+                continue
+            kept, bad = _screen(batch.candidates, unit, seen)
+            for row in bad:
+                qrows.append(row + ((file_label or row[3] or ""),))
+            validate_table(kept, INGEST_DOCUMENTS)
+            text_bytes = pc.sum(kept.column("n_bytes")).as_py() or 0
+            docs.write(kept, text_bytes)
+            res.docs_out += kept.num_rows
+            res.bytes_out += text_bytes
+            if len(res.samples) < SAMPLE_MAX_PER_UNIT:
+                for i, doc_id in enumerate(kept.column("doc_id").to_pylist()):
+                    if _sample_key(doc_id) % SAMPLE_EVERY == 0:
+                        res.samples.append(kept.column("text")[i].as_py()[:SAMPLE_CHARS])
+                        if len(res.samples) >= SAMPLE_MAX_PER_UNIT:
+                            break
+    except UnreadableFileError as e:
+        if src.on_unreadable == "fail":
+            raise
+        res.skipped = {"file": e.path, "error": e.detail, "records_kept": res.docs_out}
+    res.parts = docs.close()
+    if res.skipped is not None:
+        _mark_truncated(staging, res.parts)
+        res.skipped["file"] = unit.rels[0] if unit.fmt is not Format.TEXT else res.skipped["file"]
+    res.inputs = info.files or [{"path": unit.rels[0], "sha256": info.sha256, "bytes": info.bytes}]
+    res.fast_blocks, res.exact_blocks, res.blank_lines = info.fast_blocks, info.exact_blocks, info.blank_lines
+    res.records_read = info.lines - info.blank_lines
+    if qrows:
+        qt = _quarantine_table(src.name, qrows)
+        validate_table(qt, QUARANTINE)
+        name = f"quarantine-{unit.index:05d}.parquet"
+        pq.write_table(qt, staging / name, **PARQUET_OPTS)
+        res.quarantine = {"name": name, "rows": qt.num_rows, "sha256": sha256_file(staging / name),
+                          "bytes": (staging / name).stat().st_size}
+        for r in qrows:
+            rec = res.reasons.setdefault(r[1], [0, 0])
+            rec[0] += 1
+            rec[1] += r[5]
+    return res
+
+
+def _glob_base(pattern: str) -> str:
+    """The directory part of a glob before its first wildcard (ids of text files are relative to it)."""
+    parts = Path(pattern).parts
+    base = []
+    for part in parts:
+        if glob.has_magic(part):
+            break
+        base.append(part)
+    return str(Path(*base)) if base else "."
+
+
+def plan_units(loaded: LoadedSpec, source: Source, staging: Path) -> list[Unit]:
+    """Cut a source's files into independent units, in a fixed order (the output order)."""
+    files = loaded.source_files(source)
+    units: list[Unit] = []
+    text_group: list[tuple[str, str]] = []
+    text_bytes = 0
+
+    def flush_text():
+        nonlocal text_group, text_bytes
+        if text_group:
+            units.append(Unit(len(units), Format.TEXT, [p for p, _ in text_group], [r for _, r in text_group],
+                              source, loaded.spec.ingest, str(staging)))
+            text_group, text_bytes = [], 0
+
+    bases = [str(loaded.resolve(_glob_base(p))) for p in source.paths]
+    for f in files:
+        fmt = file_format(source, f)
+        if fmt is Format.TEXT:
+            base = next((b for b in bases if str(f).startswith(b.rstrip("/") + "/")), str(loaded.base_dir))
+            text_group.append((str(f), os.path.relpath(f, base)))
+            text_bytes += f.stat().st_size
+            if text_bytes >= TEXT_UNIT_BYTES:
+                flush_text()
+        else:
+            units.append(Unit(len(units), fmt, [str(f)], [os.path.relpath(f, loaded.base_dir)], source,
+                              loaded.spec.ingest, str(staging)))
+    flush_text()
+    return units
+
+
+def _run_unit(unit: Unit) -> UnitResult | UnreadableFileError:
+    """Worker entry: a damaged file comes back as a value so every unit finishes and all are reported."""
+    try:
+        return ingest_unit(unit)
+    except UnreadableFileError as e:
+        return e
+
+
+def _move_cross_unit_duplicates(staging: Path, results: list[UnitResult], cfg: Ingest, source: Source) -> None:
+    """Keep the first occurrence (unit order) of an id that several units share; quarantine the rest."""
+    import duckdb
+
+    parts = [str(staging / p["name"]) for r in results for p in r.parts]
+    if len(results) < 2 or len(parts) < 2:
+        return
+    con = duckdb.connect()
+    try:
+        dup_ids = {row[0] for row in con.execute(
+            "SELECT doc_id FROM read_parquet(?) GROUP BY doc_id HAVING count(*) > 1", [parts]).fetchall()}
+    finally:
+        con.close()
+    if not dup_ids:
+        return
+    seen: set[str] = set()
+    qrows: list[tuple] = []
+    for res in results:
+        for part in res.parts:
+            path = staging / part["name"]
+            table = pq.read_table(path, schema=DOCS_SCHEMA)
+            ids = table.column("doc_id").to_pylist()
+            drop = []
+            for i, doc_id in enumerate(ids):
+                if doc_id in dup_ids:
+                    drop.append(doc_id in seen)
+                    seen.add(doc_id)
+                else:
+                    drop.append(False)
+            if not any(drop):
+                continue
+            mask = pa.array(drop)
+            gone = table.filter(mask)
+            for row in gone.select(["record_no", "doc_id", "text", "n_bytes", "file"]).to_pylist():
+                qrows.append((row["record_no"], "duplicate_id", "an earlier file of this source has the same id",
+                              row["doc_id"], _snippet(row["text"], cfg.snippet_chars), row["n_bytes"], row["file"]))
+                rec = res.reasons.setdefault("duplicate_id", [0, 0])
+                rec[0] += 1
+                rec[1] += row["n_bytes"]
+            kept = table.filter(pc.invert(mask))
+            pq.write_table(kept, path, row_group_size=max(1, kept.num_rows), **PARQUET_OPTS)
+            removed_bytes = pc.sum(gone.column("n_bytes")).as_py() or 0
+            part |= {"rows": kept.num_rows, "text_bytes": part["text_bytes"] - removed_bytes,
+                     "sha256": sha256_file(path), "bytes": path.stat().st_size}
+            res.docs_out -= gone.num_rows
+            res.bytes_out -= removed_bytes
+    qt = _quarantine_table(source.name, qrows)
+    validate_table(qt, QUARANTINE)
+    name = "quarantine-duplicate-ids.parquet"
+    pq.write_table(qt, staging / name, **PARQUET_OPTS)
+    results[-1].extra_quarantine = {"name": name, "rows": qt.num_rows, "sha256": sha256_file(staging / name),
+                                    "bytes": (staging / name).stat().st_size}
+
+
+def _unreadable_message(errors: list[UnreadableFileError], source: Source) -> str:
+    lines = [f"source {source.name!r}: {len(errors)} file(s) cannot be read:"]
+    lines += [f"  {e.path}: {e.detail}" for e in errors]
+    lines.append(f"fix: re-fetch or repair the file(s), remove them from sources[{source.name}].paths, or set "
+                 f"'on_unreadable: skip' on source {source.name!r} to keep the records read before the damage "
+                 "(they are flagged truncated_input and the file is listed in the manifest as skipped)")
+    return "\n".join(lines)
+
+
+def ingest_source(loaded: LoadedSpec, source_name: str, executor=None,
+                  progress: Callable[[str], None] | None = None) -> tuple[dict, Path]:
+    """Build the ingest partition of one source; returns (manifest, manifest path)."""
+    from .executor import InlineExecutor
+
+    progress = progress or log.info
+    executor = executor or InlineExecutor()
+    source = loaded.source(source_name)
+    started, t0 = utc_now(), time.perf_counter()
+    out_parent = loaded.storage_root / STAGE / source.name
+    staging = new_staging_dir(out_parent)
+    try:
+        units = plan_units(loaded, source, staging)
+        if not units:
+            raise IngestError(f"source {source.name!r}: its paths match no file any more: {source.paths}; "
+                              "fix the globs (relative to the spec file) or restore the files")
+        progress(f"[{source.name}] ingest: {len(units)} unit(s) from {sum(len(u.paths) for u in units)} file(s)")
+        results: list[UnitResult] = []
+        errors: list[UnreadableFileError] = []
+        for unit, res in zip(units, executor.map(_run_unit, units)):
+            if isinstance(res, UnreadableFileError):
+                errors.append(res)
+                progress(f"[{source.name}] {unit.rels[0]}: UNREADABLE: {res.detail}")
+                continue
+            results.append(res)
+            q = sum(v[0] for v in res.reasons.values())
+            progress(f"[{source.name}] {len(results) + len(errors)}/{len(units)} {unit.rels[0]}"
+                     f"{' ..' if len(unit.rels) > 1 else ''}: {res.records_read} records, {res.docs_out} kept, "
+                     f"{q} quarantined{' (file damaged: skipped after ' + str(res.skipped['records_kept']) + ' records)' if res.skipped else ''}")
+        if errors:
+            raise IngestError(_unreadable_message(errors, source))
+        _move_cross_unit_duplicates(staging, results, loaded.spec.ingest, source)
+        manifest = _build_manifest(loaded, source, staging, results, started, t0)
+        final = out_parent / manifest["version"]
+        if not publish_dir(staging, final):
+            progress(f"[{source.name}] identical output already published at {final} (content key match)")
+    except BaseException:
+        discard_dir(staging)
+        raise
+    manifest["outputs"] = [o | {"path": f"{STAGE}/{source.name}/{manifest['version']}/{o['path']}"}
+                           for o in manifest["outputs"]]
+    manifest["finished_at"] = utc_now()
+    manifest["elapsed_s"] = round(time.perf_counter() - t0, 4)
+    manifest["timing"]["elapsed_s"] = manifest["elapsed_s"]
+    manifest["timing"]["text_mb_per_s"] = round(manifest["counts"]["bytes_in"] / 1e6 / max(1e-9, manifest["elapsed_s"]), 2)
+    path = write_manifest(loaded.manifest_root, manifest)
+    progress(f"[{source.name}] ingest done: {manifest['counts']['documents_out']}/{manifest['counts']['documents_in']} "
+             f"documents kept, token acceptance {manifest['rates']['token_acceptance']:.4f}, "
+             f"{manifest['timing']['text_mb_per_s']} MB/s; manifest {path}")
+    return manifest, path
+
+
+@functools.lru_cache(maxsize=8)
+def _file_sha(path: str) -> str:
+    return sha256_file(path)
+
+
+def _build_manifest(loaded: LoadedSpec, source: Source, staging: Path, results: list[UnitResult],
+                    started: str, t0: float) -> dict:
+    tok = loaded.spec.tokenizer
+    tok_path = loaded.resolve(tok.path) if tok.path else None
+    samples = [s for r in results for s in r.samples]
+    est: TokenEstimate = calibrate(samples, tok_path, _file_sha(str(tok_path)) if tok_path else None)
+    inputs = [i for r in results for i in r.inputs]
+    stage_cfg = {"source": source.model_dump(mode="json"), "ingest": loaded.spec.ingest.model_dump(mode="json")}
+    version = canonical_hash({"code": code_version(), "config": stage_cfg,
+                              "inputs": [(i["path"], i["sha256"]) for i in inputs]})[:20]
+    reasons: dict[str, list[int]] = {}
+    for r in results:
+        for k, (n, b) in r.reasons.items():
+            acc = reasons.setdefault(k, [0, 0])
+            acc[0] += n
+            acc[1] += b
+    docs_out = sum(r.docs_out for r in results)
+    bytes_out = sum(r.bytes_out for r in results)
+    quarantined = sum(n for n, _ in reasons.values())
+    bad_bytes = sum(b for _, b in reasons.values())
+    tokens_out = est.tokens(bytes_out)
+    tokens_in = tokens_out + est.tokens(bad_bytes)
+    records = sum(r.records_read for r in results)
+    if records != docs_out + quarantined:  # the accounting invariant: nothing is lost silently
+        raise RuntimeError(f"{source.name}: {records} records read != {docs_out} kept + {quarantined} quarantined")
+    outputs = []
+    for r in results:
+        for p in r.parts:
+            outputs.append({"path": p["name"], "kind": "documents", "sha256": p["sha256"], "bytes": p["bytes"],
+                            "rows": p["rows"], "tokens": est.tokens(p["text_bytes"])})
+        for q in (r.quarantine, r.extra_quarantine):
+            if q:
+                outputs.append({"path": q["name"], "kind": "quarantine", "sha256": q["sha256"], "bytes": q["bytes"],
+                                "rows": q["rows"], "tokens": 0})
+    elapsed = time.perf_counter() - t0
+    return {
+        "corpus": loaded.spec.name,
+        "asset": STAGE,
+        "partition": source.name,
+        "version": version,
+        "spec_hash": loaded.spec_hash(),
+        "stage_config_hash": canonical_hash(stage_cfg),
+        "code_version": code_version(),
+        "inputs": [i | {"path": i["path"], "upstream_manifest": None} for i in inputs],
+        "outputs": outputs,
+        "counts": {"records_read": records, "documents_in": records, "documents_out": docs_out,
+                   "quarantined": quarantined, "blank_lines": sum(r.blank_lines for r in results),
+                   "bytes_in": bytes_out + bad_bytes, "bytes_out": bytes_out,
+                   "tokens_in": tokens_in, "tokens_out": tokens_out,
+                   "input_file_bytes": sum(i["bytes"] for i in inputs), "input_files": len(inputs),
+                   "skipped_files": sum(1 for r in results if r.skipped)},
+        "rates": {"document_acceptance": docs_out / records if records else None,
+                  "token_acceptance": tokens_out / tokens_in if tokens_in else None},
+        "token_counting": est.as_dict(),
+        "reasons": {k: {"records": n, "bytes": b, "tokens": est.tokens(b)} for k, (n, b) in sorted(reasons.items())},
+        "skipped_files": [r.skipped for r in results if r.skipped],
+        "details": {"units": len(results), "fast_blocks": sum(r.fast_blocks for r in results),
+                    "exact_blocks": sum(r.exact_blocks for r in results)},
+        "tool_versions": tool_versions(),
+        "started_at": started,
+        "finished_at": started,
+        "elapsed_s": elapsed,
+        "timing": {},
+    }

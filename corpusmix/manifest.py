@@ -1,0 +1,129 @@
+"""Manifests: write them last and atomically, read them back, verify outputs against them.
+
+A stage's outputs live in a content-addressed directory under the storage
+root; its manifest, under the manifest root, is what declares them complete.
+Because it is written only after every output is published, a run killed at
+any point leaves either the previous manifest or the new one, never a manifest
+that names half-written files.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.metadata
+import platform
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import orjson
+
+from schemas.manifest import validate_manifest
+
+from . import __version__
+from .storage import atomic_write_bytes, sha256_file
+
+_VOLATILE = ("started_at", "finished_at", "elapsed_s", "timing", "content_hash")
+_TOOLS = ("pyarrow", "duckdb", "orjson", "pandera", "pydantic", "tokenizers", "zstandard", "datasketch")
+
+
+@functools.lru_cache(maxsize=1)
+def code_version() -> str:
+    """Digest of the engine and schema sources: any change to stage logic changes output keys."""
+    h = hashlib.sha256(__version__.encode())
+    root = Path(__file__).resolve().parent
+    for pkg in (root, root.parent / "schemas"):
+        for f in sorted(pkg.glob("*.py")):
+            h.update(f.name.encode() + b"\0" + f.read_bytes())
+    return f"{__version__}+{h.hexdigest()[:12]}"
+
+
+@functools.lru_cache(maxsize=1)
+def tool_versions() -> dict[str, str]:
+    out = {"python": platform.python_version(), "corpusmix": __version__}
+    for name in _TOOLS:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def content_hash(manifest: dict) -> str:
+    """Hash of a manifest without its timestamps and timing details (equal for equal builds)."""
+    stable = {k: v for k, v in manifest.items() if k not in _VOLATILE}
+    return hashlib.sha256(orjson.dumps(stable, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def manifest_path(manifest_root: Path, asset: str, partition: str | None) -> Path:
+    return manifest_root / asset / f"{partition or '_all'}.json"
+
+
+def write_manifest(manifest_root: Path, manifest: dict) -> Path:
+    """Seal (content hash), validate against the schema, and atomically write a manifest."""
+    manifest = dict(manifest)
+    manifest["content_hash"] = content_hash(manifest)
+    validate_manifest(manifest)
+    path = manifest_path(manifest_root, manifest["asset"], manifest["partition"])
+    atomic_write_bytes(path, orjson.dumps(manifest, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n")
+    return path
+
+
+def read_manifest(path: Path) -> dict:
+    data = orjson.loads(path.read_bytes())
+    validate_manifest(data)
+    return data
+
+
+def iter_manifests(manifest_root: Path) -> list[Path]:
+    return sorted(p for p in manifest_root.rglob("*.json") if not p.name.startswith("."))
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    manifest: str
+    path: str
+    problem: str
+
+    def render(self) -> str:
+        return f"{self.manifest}: {self.path}: {self.problem}"
+
+
+def verify_manifest(path: Path, storage_root: Path, row_count) -> list[Mismatch]:
+    """Every way the outputs on disk differ from what ``path`` declares.
+
+    ``row_count(file) -> int`` counts rows of an output (Parquet here), so the
+    documents a manifest claims are checked, not only the bytes.
+    """
+    try:
+        data = read_manifest(path)
+    except Exception as e:  # noqa: BLE001 - any parse/schema failure is a finding, not a crash
+        return [Mismatch(str(path), "", f"manifest unreadable or invalid: {e}")]
+    problems = []
+    if content_hash(data) != data["content_hash"]:
+        problems.append(Mismatch(str(path), "", "content_hash does not match the manifest's content (edited?)"))
+    for out in data["outputs"]:
+        f = storage_root / out["path"]
+        if not f.is_file():
+            problems.append(Mismatch(str(path), out["path"], "missing"))
+            continue
+        size = f.stat().st_size
+        if size != out["bytes"]:
+            problems.append(Mismatch(str(path), out["path"], f"size {size} != {out['bytes']} recorded"))
+        digest = sha256_file(f)
+        if digest != out["sha256"]:
+            problems.append(Mismatch(str(path), out["path"], f"sha256 {digest[:16]}… != {out['sha256'][:16]}… recorded"))
+            continue
+        try:
+            rows = row_count(f)
+        except Exception as e:  # noqa: BLE001
+            problems.append(Mismatch(str(path), out["path"], f"unreadable: {e}"))
+            continue
+        if rows != out["rows"]:
+            problems.append(Mismatch(str(path), out["path"], f"{rows} rows != {out['rows']} recorded"))
+    return problems

@@ -1,0 +1,452 @@
+"""The corpus spec: one YAML file that declares a whole build, validated before any work.
+
+Validation runs in two passes so that every message can name a field path, the
+bad value, the YAML line and a fix:
+
+1. structure and types (pydantic models with ``extra="forbid"``; an unknown
+   key gets the nearest valid key as a suggestion);
+2. meaning (globs that match no file, a tokenizer file that is missing,
+   weights naming unknown sources, negative or all-zero weights, phase
+   boundaries that do not increase).
+
+Relative paths in a spec are resolved against the directory of the spec file,
+so a spec and its data can move together.
+"""
+
+from __future__ import annotations
+
+import difflib
+import glob
+import hashlib
+import math
+import os
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+SOURCE_KINDS = ("prose", "web", "code", "math", "dialogue")
+FORMATS = ("auto", "jsonl", "parquet", "text")
+MiB = 1 << 20
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Storage(_Strict):
+    root: str = Field("data", description="Directory that holds stage outputs (Parquet parts, quarantine).")
+    manifests: str = Field("manifests", description="Directory that receives one JSON manifest per materialization.")
+
+
+class Execution(_Strict):
+    workers: int = Field(2, ge=0, description="Processes for shard-level work; 0 runs everything in-process.")
+
+
+class Ingest(_Strict):
+    block_bytes: int = Field(8 * MiB, ge=64 * 1024, description="Decompressed bytes parsed per batch.")
+    part_bytes: int = Field(256 * MiB, ge=MiB, description="Text bytes per output Parquet part before rolling over.")
+    max_text_bytes: int = Field(64 * MiB, ge=1, description="Longer documents are quarantined as text_too_long.")
+    snippet_chars: int = Field(200, ge=0, le=10_000, description="Raw characters kept per quarantined record.")
+
+
+class Source(_Strict):
+    name: str = Field(pattern=r"^[a-z][a-z0-9_\-]{0,63}$")
+    kind: Literal["prose", "web", "code", "math", "dialogue"]
+    paths: list[str] = Field(min_length=1)
+    format: Literal["auto", "jsonl", "parquet", "text"] = "auto"
+    text_field: str = "text"
+    id_field: str | None = "id"
+    metadata_fields: Literal["all", "none"] | list[str] = "all"
+    quality: float = Field(1.0, gt=0)
+    on_unreadable: Literal["fail", "skip"] = "fail"
+
+
+class TrainTokenizer(_Strict):
+    vocab_size: int = Field(ge=256)
+    special_tokens: list[str] = Field(default_factory=lambda: ["<|endoftext|>"])
+    sample_bytes: int = Field(64 * MiB, ge=MiB)
+
+
+class Tokenizer(_Strict):
+    path: str | None = None
+    train: TrainTokenizer | None = None
+    eos_token: str = "<|endoftext|>"
+
+
+class Phase(_Strict):
+    name: str
+    end: float = Field(description="Where the phase ends, as a fraction of total_tokens (0 < end <= 1).")
+    weights: dict[str, float]
+
+
+class Schedule(_Strict):
+    type: Literal["static", "phases"]
+    transition: Literal["step", "linear"] = "step"
+    weights: dict[str, float] | None = None
+    phases: list[Phase] | None = None
+
+
+class Mixture(_Strict):
+    total_tokens: int
+    seq_len: int
+    max_epochs: float = 4.0
+    on_over_cap: Literal["error", "cap_and_renormalize"] = "error"
+    seed: int = 0
+    schedule: Schedule
+
+
+class Output(_Strict):
+    shard_tokens: int = 1 << 27
+
+
+class Spec(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_\-.]{1,64}$")
+    storage: Storage = Storage()
+    execution: Execution = Execution()
+    ingest: Ingest = Ingest()
+    sources: list[Source] = Field(min_length=1)
+    tokenizer: Tokenizer
+    mixture: Mixture
+    output: Output = Output()
+
+    @field_validator("sources")
+    @classmethod
+    def _unique_names(cls, sources: list[Source]) -> list[Source]:
+        seen: set[str] = set()
+        for s in sources:
+            if s.name in seen:
+                raise ValueError(f"source name {s.name!r} is used twice; source names must be unique")
+            seen.add(s.name)
+        return sources
+
+
+@dataclass(frozen=True)
+class SpecIssue:
+    """One problem in a spec: where it is, what is wrong, and how to fix it."""
+
+    path: str
+    message: str
+    fix: str
+    line: int | None = None
+
+    def render(self, file: str) -> str:
+        where = f"{file}:{self.line}" if self.line else file
+        return f"{where}: {self.path or '<root>'}: {self.message}\n    fix: {self.fix}"
+
+
+class SpecError(Exception):
+    """A spec that must not be built; carries every issue found, not just the first."""
+
+    def __init__(self, file: str, issues: list[SpecIssue]):
+        self.file = file
+        self.issues = issues
+        super().__init__("\n".join(i.render(file) for i in issues))
+
+
+@dataclass(frozen=True)
+class LoadedSpec:
+    """A validated spec plus where it came from, which relative paths need."""
+
+    spec: Spec
+    path: Path
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent
+
+    def resolve(self, p: str) -> Path:
+        """Resolve a spec path (relative to the spec file) to an absolute path."""
+        q = Path(os.path.expanduser(p))
+        return q if q.is_absolute() else (self.base_dir / q).resolve()
+
+    @property
+    def storage_root(self) -> Path:
+        return self.resolve(self.spec.storage.root)
+
+    @property
+    def manifest_root(self) -> Path:
+        return self.resolve(self.spec.storage.manifests)
+
+    def source(self, name: str) -> Source:
+        for s in self.spec.sources:
+            if s.name == name:
+                return s
+        raise KeyError(f"no source {name!r} in {self.path}; sources are {self.source_names}")
+
+    @property
+    def source_names(self) -> list[str]:
+        return [s.name for s in self.spec.sources]
+
+    def source_files(self, source: Source) -> list[Path]:
+        """Every file a source's globs match, sorted and de-duplicated (the ingest order)."""
+        files: set[Path] = set()
+        for pattern in source.paths:
+            for m in glob.glob(str(self.resolve(pattern)), recursive=True):
+                if os.path.isfile(m):
+                    files.add(Path(m).resolve())
+        return sorted(files)
+
+    def spec_hash(self) -> str:
+        return canonical_hash(self.spec.model_dump(mode="json"))
+
+
+def canonical_hash(obj: Any) -> str:
+    """sha256 of an object's canonical JSON (sorted keys), for stable config keys."""
+    return hashlib.sha256(orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+# ---------------------------------------------------------------------------
+# YAML line numbers: map a field path to the line it sits on.
+
+def _line_index(text: str) -> dict[tuple, int]:
+    """Field path (tuple of keys/indices) -> 1-based line of that node in the YAML."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return {}
+    index: dict[tuple, int] = {}
+
+    def walk(node: yaml.Node, path: tuple) -> None:
+        index[path] = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                key = k.value
+                index[path + (key,)] = k.start_mark.line + 1
+                walk(v, path + (key,))
+                index[path + (key,)] = k.start_mark.line + 1
+        elif isinstance(node, yaml.SequenceNode):
+            for i, v in enumerate(node.value):
+                walk(v, path + (i,))
+
+    if root is not None:
+        walk(root, ())
+    return index
+
+
+def _line_for(index: dict[tuple, int], loc: tuple) -> int | None:
+    while loc:
+        if loc in index:
+            return index[loc]
+        loc = loc[:-1]
+    return index.get(())
+
+
+def _fmt_path(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _model_at(loc: tuple) -> type[BaseModel] | None:
+    """The pydantic model that owns the mapping at ``loc`` (for unknown-key suggestions)."""
+    model: Any = Spec
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part) if isinstance(model, type) and issubclass(model, BaseModel) else None
+        if field is None:
+            return None
+        ann = field.annotation
+        model = _first_model(ann)
+        if model is None:
+            return None
+    return model
+
+
+def _first_model(ann: Any) -> type[BaseModel] | None:
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return ann
+    for arg in getattr(ann, "__args__", ()) or ():
+        m = _first_model(arg)
+        if m is not None:
+            return m
+    return None
+
+
+_FIXES = {
+    "missing": "add this key; see the README's spec reference for its meaning",
+    "literal_error": "use one of the allowed values",
+    "int_parsing": "write a whole number",
+    "int_type": "write a whole number",
+    "float_parsing": "write a number",
+    "greater_than": "use a larger value",
+    "greater_than_equal": "use a larger value",
+    "less_than_equal": "use a smaller value",
+    "string_pattern_mismatch": "use lowercase letters, digits, '_' or '-', starting with a letter",
+    "too_short": "give at least one entry",
+}
+
+
+def _structural_issues(err: ValidationError, index: dict[tuple, int]) -> list[SpecIssue]:
+    issues = []
+    for e in err.errors():
+        loc = tuple(e["loc"])
+        path = _fmt_path(loc)
+        line = _line_for(index, loc)
+        if e["type"] == "extra_forbidden":
+            key = loc[-1]
+            owner = _model_at(loc[:-1])
+            valid = sorted(owner.model_fields) if owner else []
+            near = difflib.get_close_matches(str(key), valid, n=1, cutoff=0.5)
+            hint = f"did you mean {near[0]!r}?" if near else f"valid keys here: {', '.join(valid)}"
+            issues.append(SpecIssue(path, f"unknown key {key!r}", f"{hint}", line))
+            continue
+        value = e.get("input")
+        shown = repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
+        fix = _FIXES.get(e["type"], "correct the value")
+        if e["type"] == "literal_error":
+            fix = f"use one of: {e['ctx']['expected']}"
+        issues.append(SpecIssue(path, f"{e['msg']} (got {shown})", fix, line))
+    return issues
+
+
+# ---------------------------------------------------------------------------
+# Meaning: cross-field checks that need the whole spec and the file system.
+
+def _weight_issues(weights: dict[str, float], loc: tuple, names: list[str]) -> list[SpecIssue]:
+    issues = []
+    for src, w in weights.items():
+        if src not in names:
+            near = difflib.get_close_matches(src, names, n=1, cutoff=0.5)
+            hint = f"did you mean {near[0]!r}?" if near else f"sources are: {', '.join(names)}"
+            issues.append(SpecIssue(_fmt_path(loc + (src,)), f"weight names unknown source {src!r}", hint))
+        if not math.isfinite(w) or w < 0:
+            issues.append(SpecIssue(_fmt_path(loc + (src,)), f"weight {w!r} is negative or not finite",
+                                    "weights are token shares: use a number >= 0"))
+    if weights and all(w == 0 for w in weights.values()):
+        issues.append(SpecIssue(_fmt_path(loc), "all weights are zero", "give at least one source a positive weight"))
+    if not weights:
+        issues.append(SpecIssue(_fmt_path(loc), "no weights given", "map at least one source name to a positive weight"))
+    return issues
+
+
+def _semantic_issues(loaded: LoadedSpec, check_files: bool) -> list[SpecIssue]:
+    spec = loaded.spec
+    names = loaded.source_names
+    issues: list[SpecIssue] = []
+    if check_files:
+        for i, src in enumerate(spec.sources):
+            for j, pattern in enumerate(src.paths):
+                if not glob.glob(str(loaded.resolve(pattern)), recursive=True):
+                    issues.append(SpecIssue(
+                        f"sources[{i}].paths[{j}]",
+                        f"glob {pattern!r} matches no file (resolved to {loaded.resolve(pattern)})",
+                        "paths are relative to the spec file's directory; correct the pattern or remove it"))
+    tok = spec.tokenizer
+    if (tok.path is None) == (tok.train is None):
+        issues.append(SpecIssue("tokenizer", "give exactly one of 'path' or 'train'",
+                                "set tokenizer.path to a tokenizer.json file, or tokenizer.train to train one"))
+    elif tok.path is not None and check_files and not loaded.resolve(tok.path).is_file():
+        issues.append(SpecIssue("tokenizer.path", f"tokenizer file {tok.path!r} does not exist "
+                                f"(resolved to {loaded.resolve(tok.path)})",
+                                "point tokenizer.path at a Hugging Face tokenizer.json, or use tokenizer.train"))
+    mix = spec.mixture
+    if mix.total_tokens <= 0:
+        issues.append(SpecIssue("mixture.total_tokens", f"budget must be positive (got {mix.total_tokens})",
+                                "set the number of tokens to train on, e.g. 1000000000"))
+    if mix.seq_len <= 0:
+        issues.append(SpecIssue("mixture.seq_len", f"sequence length must be positive (got {mix.seq_len})",
+                                "set the trainer's context length, e.g. 2048"))
+    if not mix.max_epochs > 0:
+        issues.append(SpecIssue("mixture.max_epochs", f"must be positive (got {mix.max_epochs})",
+                                "allow at least a fraction of an epoch, e.g. 4"))
+    if spec.output.shard_tokens <= 0:
+        issues.append(SpecIssue("output.shard_tokens", f"must be positive (got {spec.output.shard_tokens})",
+                                "use e.g. 134217728 tokens per shard"))
+    sched = spec.mixture.schedule
+    base = ("mixture", "schedule")
+    if sched.type == "static":
+        if sched.weights is None:
+            issues.append(SpecIssue("mixture.schedule.weights", "a static schedule needs weights",
+                                    "map source names to token shares"))
+        else:
+            issues += _weight_issues(sched.weights, base + ("weights",), names)
+        if sched.phases:
+            issues.append(SpecIssue("mixture.schedule.phases", "a static schedule takes no phases",
+                                    "remove phases, or set type: phases"))
+    else:
+        if not sched.phases:
+            issues.append(SpecIssue("mixture.schedule.phases", "a phases schedule needs at least one phase",
+                                    "list phases with name, end and weights"))
+        else:
+            prev = 0.0
+            for i, ph in enumerate(sched.phases):
+                loc = base + ("phases", i)
+                issues += _weight_issues(ph.weights, loc + ("weights",), names)
+                if not (prev < ph.end <= 1.0):
+                    issues.append(SpecIssue(_fmt_path(loc + ("end",)),
+                                            f"phase boundary {ph.end} does not increase from {prev} (or exceeds 1)",
+                                            "phase ends are fractions of total_tokens, strictly increasing, "
+                                            "the last one 1.0"))
+                prev = max(prev, ph.end)
+            if sched.phases[-1].end != 1.0:
+                issues.append(SpecIssue(_fmt_path(base + ("phases", len(sched.phases) - 1, "end")),
+                                        f"the last phase ends at {sched.phases[-1].end}, not 1.0",
+                                        "end the last phase at 1.0 so the schedule covers the whole budget"))
+        if sched.weights is not None:
+            issues.append(SpecIssue("mixture.schedule.weights", "a phases schedule takes weights per phase",
+                                    "move the weights into the phases, or set type: static"))
+    return issues
+
+
+def _loc_of(path: str) -> tuple:
+    loc: list = []
+    for part in path.replace("]", "").replace("[", ".").split("."):
+        if part:
+            loc.append(int(part) if part.isdigit() else part)
+    return tuple(loc)
+
+
+def load_spec(path: str | os.PathLike, check_files: bool = True) -> LoadedSpec:
+    """Read, validate and return a spec, or raise SpecError listing every problem."""
+    path = Path(path).resolve()
+    file = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise SpecError(file, [SpecIssue("", f"cannot read the spec: {e}", "check the path and that it is UTF-8")])
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = mark.line + 1 if mark else None
+        raise SpecError(file, [SpecIssue("", f"not valid YAML: {getattr(e, 'problem', e)}",
+                                         "fix the YAML syntax (indentation, quotes, colons)", line)])
+    if not isinstance(data, dict):
+        raise SpecError(file, [SpecIssue("", "the spec must be a YAML mapping",
+                                         "start from `corpusmix init` for an example")])
+    index = _line_index(text)
+    try:
+        spec = Spec.model_validate(data)
+    except ValidationError as e:
+        raise SpecError(file, _structural_issues(e, index))
+    loaded = LoadedSpec(spec=spec, path=path)
+    issues = _semantic_issues(loaded, check_files)
+    if issues:
+        issues = [SpecIssue(i.path, i.message, i.fix, i.line or _line_for(index, _loc_of(i.path))) for i in issues]
+        raise SpecError(file, issues)
+    return loaded
+
+
+class Format(str, Enum):
+    JSONL = "jsonl"
+    PARQUET = "parquet"
+    TEXT = "text"
+
+
+def file_format(source: Source, path: Path) -> Format:
+    """The reader for one file: the source's explicit format, else the file name decides."""
+    if source.format != "auto":
+        return Format(source.format)
+    name = path.name.lower()
+    if name.endswith((".jsonl", ".jsonl.gz", ".jsonl.zst", ".json.gz", ".ndjson", ".ndjson.gz", ".jsonl.zstd")):
+        return Format.JSONL
+    if name.endswith(".parquet"):
+        return Format.PARQUET
+    return Format.TEXT

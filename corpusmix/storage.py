@@ -1,0 +1,91 @@
+"""Atomic, checksummed file output shared by every stage.
+
+Every writer in corpusmix goes through these helpers so that a killed run can
+never leave a file under its final name that a later run (or a trainer) would
+mistake for complete: data is written to a temporary name in the same
+directory and renamed into place only after it is flushed to disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+
+_HASH_CHUNK = 1 << 20
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks so memory stays flat."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_HASH_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temp file + rename (readers see old or new, never half)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def new_staging_dir(parent: str | os.PathLike) -> Path:
+    """A fresh hidden directory next to the final outputs, for one stage run to fill."""
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    staging = parent / f".staging-{uuid.uuid4().hex}"
+    staging.mkdir()
+    return staging
+
+
+def publish_dir(staging: Path, final: Path) -> bool:
+    """Move a filled staging directory to its final, content-addressed name.
+
+    The final name is derived from the content's inputs, so if it already
+    exists another run produced the same bytes: the staging copy is dropped.
+    Returns True when this call published the directory.
+    """
+    for f in staging.rglob("*"):
+        if f.is_file():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+    try:
+        os.rename(staging, final)
+    except OSError:
+        if final.is_dir():
+            shutil.rmtree(staging, ignore_errors=True)
+            return False
+        raise
+    _fsync_dir(final.parent)
+    return True
+
+
+def discard_dir(staging: Path) -> None:
+    shutil.rmtree(staging, ignore_errors=True)

@@ -1,0 +1,77 @@
+"""pandera schemas of the Parquet tables that stages write.
+
+Tables are checked as Arrow-backed pandas frames (``types_mapper=pd.ArrowDtype``),
+which avoids copying text into Python objects; string checks run in Arrow.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import pandera.pandas as pa_
+import pyarrow as pa
+
+STR = pd.ArrowDtype(pa.string())
+I64 = pd.ArrowDtype(pa.int64())
+BOOL = pd.ArrowDtype(pa.bool_())
+
+
+def _no_nul(s: pd.Series) -> pd.Series:
+    return ~s.str.contains("\x00", regex=False)
+
+
+INGEST_DOCUMENTS = pa_.DataFrameSchema(
+    {
+        "doc_id": pa_.Column(STR, unique=True, nullable=False,
+                             checks=pa_.Check.str_length(min_value=1),
+                             description="Stable id: the source's own id, else a content hash"),
+        "source": pa_.Column(STR, nullable=False),
+        "text": pa_.Column(STR, nullable=False, checks=[
+            pa_.Check.str_length(min_value=1),
+            pa_.Check(_no_nul, name="no_nul_bytes", error="text contains a NUL byte")]),
+        "n_bytes": pa_.Column(I64, pa_.Check.ge(1), nullable=False, description="UTF-8 bytes of text"),
+        "metadata": pa_.Column(STR, nullable=True, description="The source's other fields, as a JSON object"),
+        "file": pa_.Column(STR, nullable=False, description="Input file, relative to the spec"),
+        "record_no": pa_.Column(I64, pa_.Check.ge(1), nullable=False,
+                                description="1-based line (JSONL) or row (Parquet) in that file"),
+        "truncated_input": pa_.Column(BOOL, nullable=False,
+                                      description="True when the file was damaged after this record"),
+    },
+    strict=True,
+    ordered=True,
+    name="ingest_documents",
+)
+
+QUARANTINE = pa_.DataFrameSchema(
+    {
+        "source": pa_.Column(STR, nullable=False),
+        "file": pa_.Column(STR, nullable=False),
+        "record_no": pa_.Column(I64, pa_.Check.ge(1), nullable=False),
+        "reason": pa_.Column(STR, nullable=False, checks=pa_.Check.str_length(min_value=1)),
+        "detail": pa_.Column(STR, nullable=False),
+        "doc_id": pa_.Column(STR, nullable=True),
+        "snippet": pa_.Column(STR, nullable=False),
+        "n_bytes": pa_.Column(I64, pa_.Check.ge(0), nullable=False, description="Bytes of the raw record"),
+    },
+    strict=True,
+    ordered=True,
+    name="quarantine",
+)
+
+ARROW_SCHEMAS: dict[str, pa.Schema] = {
+    "ingest_documents": pa.schema([
+        ("doc_id", pa.string()), ("source", pa.string()), ("text", pa.string()), ("n_bytes", pa.int64()),
+        ("metadata", pa.string()), ("file", pa.string()), ("record_no", pa.int64()),
+        ("truncated_input", pa.bool_())]),
+    "quarantine": pa.schema([
+        ("source", pa.string()), ("file", pa.string()), ("record_no", pa.int64()), ("reason", pa.string()),
+        ("detail", pa.string()), ("doc_id", pa.string()), ("snippet", pa.string()), ("n_bytes", pa.int64())]),
+}
+
+BY_NAME = {"ingest_documents": INGEST_DOCUMENTS, "quarantine": QUARANTINE}
+
+
+def validate_table(table: pa.Table, schema: pa_.DataFrameSchema) -> None:
+    """Raise pandera's SchemaErrors (all failures, not the first) if ``table`` breaks ``schema``."""
+    if table.schema != ARROW_SCHEMAS[schema.name]:
+        raise TypeError(f"{schema.name}: Arrow schema {table.schema} != expected {ARROW_SCHEMAS[schema.name]}")
+    schema.validate(table.to_pandas(types_mapper=pd.ArrowDtype), lazy=True)
