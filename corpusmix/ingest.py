@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import glob
+import heapq
 import hashlib
 import logging
 import os
@@ -26,11 +27,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from schemas.tables import ARROW_SCHEMAS, INGEST_DOCUMENTS, QUARANTINE, validate_table
+from schemas.tables import ARROW_SCHEMAS, INGEST_DOCUMENTS, QUARANTINE, nul_mask, validate_table
 
 from .manifest import code_version, tool_versions, utc_now, write_manifest
 from .readers import BadRecord, FileReadResult, UnreadableFileError, read_unit
@@ -43,11 +45,11 @@ log = logging.getLogger("corpusmix.ingest")
 STAGE = "ingest"
 DOCS_SCHEMA = ARROW_SCHEMAS["ingest_documents"]
 QUAR_SCHEMA = ARROW_SCHEMAS["quarantine"]
-PARQUET_OPTS = dict(compression="zstd", compression_level=3, write_statistics=["doc_id", "record_no"],
+# zstd level 1: 1.7x faster to write than level 3 on this corpus for ~12 % larger files.
+PARQUET_OPTS = dict(compression="zstd", compression_level=1, write_statistics=["doc_id", "record_no"],
                     use_dictionary=["source", "file"])
-SAMPLE_EVERY = 8          # a doc is a calibration sample when _sample_key(doc_id) % SAMPLE_EVERY == 0
-SAMPLE_MAX_PER_UNIT = 32
-SAMPLE_CHARS = 2000
+SAMPLE_CHUNK_CHARS = 1024  # calibration samples are chunks of documents ...
+SAMPLE_PER_UNIT = 40       # ... this many per unit, drawn with probability proportional to their size
 TEXT_UNIT_BYTES = 32 << 20
 
 
@@ -84,6 +86,7 @@ class UnitResult:
     exact_blocks: int = 0
     blank_lines: int = 0
     extra_quarantine: dict | None = None
+    id_hashes: bytes = b""  # 64-bit hashes of the kept ids, for the cross-unit duplicate check
 
 
 class _PartWriter:
@@ -121,10 +124,59 @@ class _PartWriter:
         return self.parts
 
 
-def _sample_key(doc_id: str) -> int:
-    """A hash of the id that is independent of crc32: corpora are often sharded by crc32(id) % n,
-    and sampling on the same hash would take every sample from one shard."""
-    return int.from_bytes(hashlib.blake2b(doc_id.encode(), digest_size=4).digest(), "little")
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser: a fast, well-spread, portable hash of uint64 values."""
+    with np.errstate(over="ignore"):
+        x = x + np.uint64(0x9E3779B97F4A7C15)
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return x ^ (x >> np.uint64(31))
+
+
+class _ChunkSample:
+    """A deterministic sample of document chunks, each chunk drawn with probability ∝ its length.
+
+    Token estimates are totals over bytes, so the sample must represent bytes,
+    not documents: taking the head of each document over-weights short
+    documents and the prose-like heads of code files (measured: 12 % error on
+    code). Weighted bottom-k (Efraimidis-Spirakis keys u^(1/w), kept as
+    log(u)/w) is one vectorised streaming pass with O(k) memory; u comes from
+    hashing (unit, record number, chunk), never from crc32(id): corpora are
+    often sharded by crc32(id) % n, which would put the whole sample in one shard.
+    """
+
+    def __init__(self, k: int, seed: int):
+        self.k, self.seed = k, np.uint64(seed)
+        self.keys = np.empty(0)
+        self.texts: list[str] = []
+
+    def offer(self, table: pa.Table) -> None:
+        lengths = pc.utf8_length(table.column("text")).to_numpy(zero_copy_only=False).astype(np.int64)
+        n_chunks = (lengths + SAMPLE_CHUNK_CHARS - 1) // SAMPLE_CHUNK_CHARS
+        doc = np.repeat(np.arange(len(lengths)), n_chunks)
+        chunk = np.arange(len(doc)) - np.repeat(np.cumsum(n_chunks) - n_chunks, n_chunks)
+        weight = np.minimum(SAMPLE_CHUNK_CHARS, lengths[doc] - chunk * SAMPLE_CHUNK_CHARS) / SAMPLE_CHUNK_CHARS
+        record_no = table.column("record_no").to_numpy().astype(np.uint64)[doc]
+        h = _mix64(_mix64(self.seed ^ record_no) ^ chunk.astype(np.uint64))
+        u = ((h >> np.uint64(11)).astype(np.float64) + 0.5) / float(1 << 53)
+        keys = np.log(u) / weight
+        if len(self.keys) >= self.k:
+            better = keys > self.keys.min()
+            doc, chunk, keys = doc[better], chunk[better], keys[better]
+        if len(keys) == 0:
+            return
+        texts = table.column("text")
+        new = [texts[int(d)].as_py()[c * SAMPLE_CHUNK_CHARS:(c + 1) * SAMPLE_CHUNK_CHARS]
+               for d, c in zip(doc[np.argsort(-keys)[: self.k]], chunk[np.argsort(-keys)[: self.k]])]
+        all_keys = np.concatenate([self.keys, np.sort(keys)[::-1][: self.k]])
+        all_texts = self.texts + new
+        order = np.argsort(-all_keys, kind="stable")[: self.k]
+        self.keys = all_keys[order]
+        self.texts = [all_texts[i] for i in order]
+
+
+def _id_hash(doc_id: str) -> int:
+    return int.from_bytes(hashlib.blake2b(doc_id.encode(), digest_size=8).digest(), "little")
 
 
 def _content_id(text: str) -> str:
@@ -154,8 +206,8 @@ def _screen(cand: pa.Table, unit: Unit, seen_ids: set[str]) -> tuple[pa.Table, l
         reason = pc.if_else(pc.and_(mask, pc.is_null(reason)), pa.scalar(name), reason)
 
     mark(pc.is_null(text), "missing_text")
-    mark(pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(text)), 0), "empty_text")
-    mark(pc.match_substring(text, "\x00"), "nul_byte")
+    mark(pc.or_(pc.equal(n_bytes, 0), pc.utf8_is_space(text)), "empty_text")
+    mark(nul_mask(text), "nul_byte")
     mark(pc.greater(n_bytes, cfg.max_text_bytes), "text_too_long")
     ids = cand.column("doc_id")
     if src.id_field is not None:
@@ -244,6 +296,7 @@ def ingest_unit(unit: Unit) -> UnitResult:
     docs = _PartWriter(staging, f"part-{unit.index:05d}", DOCS_SCHEMA, cfg.part_bytes)
     qrows: list[tuple] = []
     seen: set[str] = set()
+    sample = _ChunkSample(SAMPLE_PER_UNIT, seed=unit.index)
     paths = [Path(p) for p in unit.paths]
     file_label = unit.rels[0] if unit.fmt is not Format.TEXT else None
     try:
@@ -260,17 +313,14 @@ def ingest_unit(unit: Unit) -> UnitResult:
             docs.write(kept, text_bytes)
             res.docs_out += kept.num_rows
             res.bytes_out += text_bytes
-            if len(res.samples) < SAMPLE_MAX_PER_UNIT:
-                for i, doc_id in enumerate(kept.column("doc_id").to_pylist()):
-                    if _sample_key(doc_id) % SAMPLE_EVERY == 0:
-                        res.samples.append(kept.column("text")[i].as_py()[:SAMPLE_CHARS])
-                        if len(res.samples) >= SAMPLE_MAX_PER_UNIT:
-                            break
+            sample.offer(kept)
     except UnreadableFileError as e:
         if src.on_unreadable == "fail":
             raise
         res.skipped = {"file": e.path, "error": e.detail, "records_kept": res.docs_out}
     res.parts = docs.close()
+    res.samples = sample.texts
+    res.id_hashes = np.fromiter((_id_hash(i) for i in seen), dtype=np.uint64, count=len(seen)).tobytes()
     if res.skipped is not None:
         _mark_truncated(staging, res.parts)
         res.skipped["file"] = unit.rels[0] if unit.fmt is not Format.TEXT else res.skipped["file"]
@@ -318,16 +368,19 @@ def plan_units(loaded: LoadedSpec, source: Source, staging: Path) -> list[Unit]:
 
     bases = [str(loaded.resolve(_glob_base(p))) for p in source.paths]
     for f in files:
+        # Paths are recorded relative to the glob's base so that moving the spec or the data
+        # directory changes neither the output bytes nor the content key.
+        base = next((b for b in bases if str(f).startswith(b.rstrip("/") + "/")), str(f.parent))
+        rel = os.path.relpath(f, base)
         fmt = file_format(source, f)
         if fmt is Format.TEXT:
-            base = next((b for b in bases if str(f).startswith(b.rstrip("/") + "/")), str(loaded.base_dir))
-            text_group.append((str(f), os.path.relpath(f, base)))
+            text_group.append((str(f), rel))
             text_bytes += f.stat().st_size
             if text_bytes >= TEXT_UNIT_BYTES:
                 flush_text()
         else:
-            units.append(Unit(len(units), fmt, [str(f)], [os.path.relpath(f, loaded.base_dir)], source,
-                              loaded.spec.ingest, str(staging)))
+            flush_text()
+            units.append(Unit(len(units), fmt, [str(f)], [rel], source, loaded.spec.ingest, str(staging)))
     flush_text()
     return units
 
@@ -341,11 +394,19 @@ def _run_unit(unit: Unit) -> UnitResult | UnreadableFileError:
 
 
 def _move_cross_unit_duplicates(staging: Path, results: list[UnitResult], cfg: Ingest, source: Source) -> None:
-    """Keep the first occurrence (unit order) of an id that several units share; quarantine the rest."""
+    """Keep the first occurrence (unit order) of an id that several units share; quarantine the rest.
+
+    Memory: the screen holds 8 bytes per document of the source; the exact
+    pass (DuckDB over the parts, which spills to disk) runs only on a collision.
+    """
     import duckdb
 
     parts = [str(staging / p["name"]) for r in results for p in r.parts]
     if len(results) < 2 or len(parts) < 2:
+        return
+    # Cheap screen first: 8 bytes per document; only a hash collision sends us to the exact pass.
+    hashes = np.sort(np.concatenate([np.frombuffer(r.id_hashes, dtype=np.uint64) for r in results]))
+    if not (hashes[1:] == hashes[:-1]).any():
         return
     con = duckdb.connect()
     try:
@@ -448,9 +509,10 @@ def ingest_source(loaded: LoadedSpec, source_name: str, executor=None,
     manifest["elapsed_s"] = round(time.perf_counter() - t0, 4)
     manifest["timing"]["elapsed_s"] = manifest["elapsed_s"]
     manifest["timing"]["text_mb_per_s"] = round(manifest["counts"]["bytes_in"] / 1e6 / max(1e-9, manifest["elapsed_s"]), 2)
-    path = write_manifest(loaded.manifest_root, manifest)
+    manifest, path = write_manifest(loaded.manifest_root, manifest)
+    rate = manifest["rates"]["token_acceptance"]
     progress(f"[{source.name}] ingest done: {manifest['counts']['documents_out']}/{manifest['counts']['documents_in']} "
-             f"documents kept, token acceptance {manifest['rates']['token_acceptance']:.4f}, "
+             f"documents kept, token acceptance {'n/a' if rate is None else f'{rate:.4f}'}, "
              f"{manifest['timing']['text_mb_per_s']} MB/s; manifest {path}")
     return manifest, path
 

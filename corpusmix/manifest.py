@@ -64,14 +64,14 @@ def manifest_path(manifest_root: Path, asset: str, partition: str | None) -> Pat
     return manifest_root / asset / f"{partition or '_all'}.json"
 
 
-def write_manifest(manifest_root: Path, manifest: dict) -> Path:
+def write_manifest(manifest_root: Path, manifest: dict) -> tuple[dict, Path]:
     """Seal (content hash), validate against the schema, and atomically write a manifest."""
     manifest = dict(manifest)
     manifest["content_hash"] = content_hash(manifest)
     validate_manifest(manifest)
     path = manifest_path(manifest_root, manifest["asset"], manifest["partition"])
     atomic_write_bytes(path, orjson.dumps(manifest, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n")
-    return path
+    return manifest, path
 
 
 def read_manifest(path: Path) -> dict:

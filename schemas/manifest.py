@@ -19,7 +19,7 @@ class _M(BaseModel):
 
 
 class InputRef(_M):
-    path: str = Field(description="Input path, relative to the spec file's directory")
+    path: str = Field(description="Input path, relative to its source glob's base directory")
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     bytes: int = Field(ge=0)
     upstream_manifest: str | None = None

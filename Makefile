@@ -1,0 +1,30 @@
+# Two set-up commands for a newcomer: `make run` (demo build) and `make test`.
+# Both create the virtual environment they need on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export DAGSTER_HOME ?= $(CURDIR)/.dagster
+
+.PHONY: run test ui bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+run: $(BIN)/.installed  ## harvest the demo corpus from this Python and build it through Dagster
+	$(BIN)/corpusmix demo
+
+test: $(BIN)/.installed  ## the whole test suite (needs ../shared beside the clone)
+	$(BIN)/python -m pytest -q
+
+ui: $(BIN)/.installed  ## the Dagster UI on http://127.0.0.1:3000, same instance as `make run`
+	mkdir -p $(DAGSTER_HOME) && test -f $(DAGSTER_HOME)/dagster.yaml || printf 'telemetry:\n  enabled: false\n' > $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+bench: $(BIN)/.installed  ## ingest throughput on ../shared/corpus
+	$(BIN)/python benchmarks/ingest_throughput.py
+
+clean:
+	rm -rf data .dagster manifests/demo

@@ -1,0 +1,240 @@
+"""What a real ingester meets: every bad record is quarantined with its reason, the good
+records around it are kept, and a file that cannot be read fails naming the file."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import zstandard
+
+from corpusmix.ingest import IngestError, ingest_source
+from corpusmix.readers import _exact_block, _fast_block
+from corpusmix.spec import Source, load_spec
+
+from .conftest import read_outputs
+
+
+def _jsonl(*records) -> bytes:
+    out = b""
+    for r in records:
+        out += (r if isinstance(r, bytes) else json.dumps(r).encode()) + b"\n"
+    return out
+
+
+def _ingest(make_spec, tmp_path, files: dict[str, bytes], **source_kw):
+    raw = tmp_path / "raw"
+    raw.mkdir(exist_ok=True)
+    for name, data in files.items():
+        (raw / name).write_bytes(data)
+    src = {"name": "s", "kind": "web", "paths": [str(raw / "*")]} | source_kw
+    loaded = load_spec(make_spec([src]))
+    manifest, _ = ingest_source(loaded, "s", progress=lambda m: None)
+    docs = read_outputs(manifest, loaded.storage_root, "documents")
+    quar = read_outputs(manifest, loaded.storage_root, "quarantine")
+    c = manifest["counts"]
+    assert c["records_read"] == c["documents_out"] + c["quarantined"]  # nothing lost silently
+    return manifest, docs, quar
+
+
+def _reasons(quar) -> dict[int, str]:
+    return dict(zip(quar.column("record_no").to_pylist(), quar.column("reason").to_pylist())) if quar else {}
+
+
+def test_bad_records_are_quarantined_and_neighbours_kept(make_spec, tmp_path):
+    data = _jsonl(
+        {"id": "a", "text": "first good"},
+        b'{"id": "b", "text": "unterminated',
+        b'{"id": "c", "text": "bad \xff\xfe utf8"}',
+        {"id": "d"},
+        {"id": "e", "text": None},
+        {"id": "f", "text": 42},
+        {"id": "g", "text": ["a", "list"]},
+        {"id": "h", "text": ""},
+        {"id": "i", "text": "  \n\t "},
+        {"id": "j", "text": "nul \u0000 inside"},
+        b"[1, 2, 3]",
+        {"id": {"nested": 1}, "text": "id is an object"},
+        {"text": "no id at all"},
+        {"id": "a", "text": "same id as line 1"},
+        {"id": 7, "text": "integer id is fine"},
+        b'{"id": "s", "text": "lone surrogate \\ud800"}',
+        {"id": "z", "text": "last good", "extra": {"k": [1, 2]}},
+    )
+    manifest, docs, quar = _ingest(make_spec, tmp_path, {"mixed.jsonl": data})
+    assert docs.column("doc_id").to_pylist() == ["a", "7", "z"]
+    assert docs.column("record_no").to_pylist() == [1, 15, 17]
+    assert json.loads(docs.column("metadata")[2].as_py()) == {"extra": {"k": [1, 2]}}
+    assert _reasons(quar) == {
+        2: "invalid_json", 3: "invalid_utf8", 4: "missing_text", 5: "missing_text", 6: "non_string_text",
+        7: "non_string_text", 8: "empty_text", 9: "empty_text", 10: "nul_byte", 11: "not_an_object",
+        12: "invalid_id", 13: "missing_id", 14: "duplicate_id", 16: "invalid_json",
+    }
+    assert manifest["reasons"]["empty_text"]["records"] == 2
+    assert manifest["counts"]["records_read"] == 17
+    # the raw record is kept for audit: the unterminated line's snippet shows what was there
+    snippets = dict(zip(quar.column("record_no").to_pylist(), quar.column("snippet").to_pylist()))
+    assert snippets[2].startswith('{"id": "b", "text": "unterminated')
+    assert "\\xff" in snippets[3]
+
+
+def test_bom_crlf_and_blank_lines(make_spec, tmp_path):
+    data = b"\xef\xbb\xbf" + b'{"id": "a", "text": "x"}\r\n\r\n{"id": "b", "text": "y"}\r\n\n{"id": "c", "text": "z"}'
+    manifest, docs, quar = _ingest(make_spec, tmp_path, {"crlf.jsonl": data})
+    assert docs.column("doc_id").to_pylist() == ["a", "b", "c"]
+    assert docs.column("text").to_pylist() == ["x", "y", "z"]
+    assert docs.column("record_no").to_pylist() == [1, 3, 5]
+    assert quar is None
+    assert manifest["counts"]["blank_lines"] == 2
+
+
+def test_fast_and_exact_paths_agree_on_clean_data():
+    src = Source(name="s", kind="web", paths=["x"])
+    block = _jsonl(*[{"id": f"d{i}", "text": f"doc {i} ünï", "url": f"u{i}", "n": i} for i in range(50)])
+    fast = _fast_block(block, 1, src, 50)
+    exact = _exact_block(block.rstrip(b"\n"), 1, src).candidates
+    assert fast is not None
+    for col in ("doc_id", "text", "record_no"):
+        assert fast.column(col).to_pylist() == exact.column(col).to_pylist()
+    assert [json.loads(m) for m in fast.column("metadata").to_pylist()] == \
+           [json.loads(m) for m in exact.column("metadata").to_pylist()]
+
+
+def test_fast_path_refuses_invalid_utf8_that_arrow_would_replace():
+    src = Source(name="s", kind="web", paths=["x"])
+    assert _fast_block(b'{"id": "a", "text": "bad \xff"}\n', 1, src, 1) is None
+
+
+def test_empty_files_give_empty_outputs(make_spec, tmp_path):
+    manifest, docs, quar = _ingest(make_spec, tmp_path, {
+        "empty.jsonl": b"", "empty.jsonl.gz": gzip.compress(b""), "one.jsonl": _jsonl({"id": "a", "text": "t"})})
+    assert docs.column("doc_id").to_pylist() == ["a"]
+    assert manifest["counts"]["input_files"] == 3
+
+
+def test_zstd_and_gzip_multi_member(make_spec, tmp_path):
+    zst = zstandard.ZstdCompressor().compress(_jsonl({"id": "z1", "text": "zstd doc"}))
+    gz = gzip.compress(_jsonl({"id": "g1", "text": "m1"})) + gzip.compress(_jsonl({"id": "g2", "text": "m2"}))
+    _, docs, _ = _ingest(make_spec, tmp_path, {"a.jsonl.zst": zst, "b.jsonl.gz": gz})
+    assert sorted(docs.column("doc_id").to_pylist()) == ["g1", "g2", "z1"]
+
+
+def test_duplicate_ids_across_files_keep_the_first(make_spec, tmp_path):
+    manifest, docs, quar = _ingest(make_spec, tmp_path, {
+        "1.jsonl": _jsonl({"id": "x", "text": "from file 1"}, {"id": "y", "text": "y1"}),
+        "2.jsonl": _jsonl({"id": "x", "text": "from file 2"}, {"id": "w", "text": "w2"})})
+    assert dict(zip(docs.column("doc_id").to_pylist(), docs.column("text").to_pylist())) == \
+           {"x": "from file 1", "y": "y1", "w": "w2"}
+    assert quar.column("reason").to_pylist() == ["duplicate_id"]
+    assert quar.column("file").to_pylist()[0].endswith("2.jsonl")
+    assert manifest["counts"]["documents_out"] == 3
+
+
+def test_content_hash_ids_when_the_source_has_none(make_spec, tmp_path):
+    _, docs, quar = _ingest(make_spec, tmp_path, {"a.jsonl": _jsonl({"text": "alpha"}, {"text": "beta"})},
+                            id_field=None)
+    ids = docs.column("doc_id").to_pylist()
+    assert ids[0].startswith("sha1:") and len(set(ids)) == 2
+
+
+def test_twenty_megabyte_single_line_document(make_spec, tmp_path):
+    big = "word " * (4 * 1024 * 1024)  # 20 MiB
+    data = _jsonl({"id": "small", "text": "before"}, {"id": "big", "text": big}, {"id": "after", "text": "after"})
+    manifest, docs, _ = _ingest(make_spec, tmp_path, {"big.jsonl.gz": gzip.compress(data)},)
+    assert docs.column("doc_id").to_pylist() == ["small", "big", "after"]
+    assert docs.column("n_bytes").to_pylist()[1] == len(big)
+
+
+def test_text_too_long_is_quarantined(make_spec, tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "a.jsonl").write_bytes(_jsonl({"id": "a", "text": "x" * 2000}, {"id": "b", "text": "ok"}))
+    spec = make_spec([{"name": "s", "kind": "web", "paths": [str(raw / "*")]}],
+                     ingest={"max_text_bytes": 1000})
+    loaded = load_spec(spec)
+    manifest, _ = ingest_source(loaded, "s", progress=lambda m: None)
+    assert manifest["reasons"] == {"text_too_long": {"records": 1, "bytes": 2000,
+                                                     "tokens": manifest["reasons"]["text_too_long"]["tokens"]}}
+
+
+def _truncated_gzip() -> bytes:
+    data = gzip.compress(_jsonl(*[{"id": f"d{i}", "text": f"document number {i} " * 20} for i in range(2000)]))
+    return data[: len(data) // 2]
+
+
+def test_truncated_gzip_fails_naming_the_file(make_spec, tmp_path):
+    with pytest.raises(IngestError) as err:
+        _ingest(make_spec, tmp_path, {"good.jsonl": _jsonl({"id": "a", "text": "t"}), "cut.jsonl.gz": _truncated_gzip()})
+    msg = str(err.value)
+    assert "cut.jsonl.gz" in msg and "on_unreadable: skip" in msg
+    # nothing was published and no manifest claims success
+    assert not list((tmp_path / "manifests").rglob("*.json"))
+    assert not [p for p in (tmp_path / "data").rglob("*") if p.is_dir() and not p.name.startswith(".")
+                and p.parent.name == "s"]
+
+
+def test_truncated_gzip_skip_policy_keeps_and_flags(make_spec, tmp_path):
+    manifest, docs, quar = _ingest(make_spec, tmp_path, {
+        "good.jsonl": _jsonl({"id": "a", "text": "t"}), "cut.jsonl.gz": _truncated_gzip()}, on_unreadable="skip")
+    flagged = docs.filter(docs.column("truncated_input"))
+    assert flagged.num_rows > 100  # the records before the damage are kept ...
+    assert set(flagged.column("file").to_pylist()) == {str(Path(manifest["skipped_files"][0]["file"]))}
+    assert manifest["skipped_files"][0]["file"].endswith("cut.jsonl.gz")
+    assert manifest["skipped_files"][0]["records_kept"] == flagged.num_rows
+    assert "truncated_record" in _reasons(quar).values()  # ... and the half record at the cut is quarantined
+    unflagged = docs.filter(docs.column("truncated_input").is_null() | ~docs.column("truncated_input").to_numpy(False))
+    assert unflagged.column("doc_id").to_pylist() == ["a"]
+
+
+def test_plain_file_named_gz_fails(make_spec, tmp_path):
+    with pytest.raises(IngestError, match=r"notgzip\.jsonl\.gz.*not a valid gz stream"):
+        _ingest(make_spec, tmp_path, {"notgzip.jsonl.gz": _jsonl({"id": "a", "text": "plain"})})
+
+
+def test_parquet_with_wrong_column_types(make_spec, tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    pq.write_table(pa.table({"id": ["a", "b"], "text": pa.array([1, None], pa.int64())}), raw / "wrong.parquet")
+    pq.write_table(pa.table({"id": ["c", "d"], "text": ["fine", "also fine"], "lang": ["en", "fr"]}),
+                   raw / "right.parquet")
+    manifest, docs, quar = _ingest(make_spec, tmp_path, {})
+    assert docs.column("doc_id").to_pylist() == ["c", "d"]
+    assert json.loads(docs.column("metadata")[1].as_py()) == {"lang": "fr"}
+    reasons = sorted(quar.column("reason").to_pylist())
+    assert reasons == ["missing_text", "non_string_text"]  # the int is wrongly typed, the null is missing
+    assert "int64" in " ".join(quar.column("detail").to_pylist())
+
+
+def test_corrupt_parquet_fails_naming_the_file(make_spec, tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    pq.write_table(pa.table({"id": ["a"], "text": ["t"]}), raw / "bad.parquet")
+    data = bytearray((raw / "bad.parquet").read_bytes())
+    data[len(data) // 2: len(data) // 2 + 8] = b"\xde\xad\xbe\xef" * 2
+    (raw / "bad.parquet").write_bytes(bytes(data[:-12]))  # damaged body and footer
+    with pytest.raises(IngestError, match=r"bad\.parquet"):
+        _ingest(make_spec, tmp_path, {})
+
+
+def test_plain_text_sources_one_document_per_file(make_spec, tmp_path):
+    raw = tmp_path / "raw" / "tree"
+    (raw / "pkg").mkdir(parents=True)
+    (raw / "pkg" / "mod.py").write_text("def f():\n    return 1\n")
+    (raw / "pkg" / "empty.py").write_text("")
+    (raw / "pkg" / "latin1.py").write_bytes(b"# caf\xe9\n")
+    (raw / "top.py").write_bytes(b"\xef\xbb\xbfprint('bom')\r\n")
+    src = {"name": "s", "kind": "code", "paths": [str(tmp_path / "raw" / "tree" / "**" / "*.py")], "format": "text"}
+    loaded = load_spec(make_spec([src]))
+    manifest, _ = ingest_source(loaded, "s", progress=lambda m: None)
+    docs = read_outputs(manifest, loaded.storage_root, "documents")
+    quar = read_outputs(manifest, loaded.storage_root, "quarantine")
+    assert dict(zip(docs.column("doc_id").to_pylist(), docs.column("text").to_pylist())) == {
+        "pkg/mod.py": "def f():\n    return 1\n", "top.py": "print('bom')\r\n"}
+    assert dict(zip(quar.column("doc_id").to_pylist(), quar.column("reason").to_pylist())) == {
+        "pkg/empty.py": "empty_text", None: "invalid_utf8"}
+    assert sorted(i["path"] for i in manifest["inputs"]) == ["pkg/empty.py", "pkg/latin1.py", "pkg/mod.py", "top.py"]

@@ -1,0 +1,125 @@
+"""Ingest of the real six-source dev corpus: exact counts, checksums, token estimates,
+byte-identical rebuilds, and `corpusmix verify` catching damage."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from tokenizers import Tokenizer
+
+from corpusmix.cli import verify
+from corpusmix.executor import make_executor
+from corpusmix.ingest import ingest_source
+from corpusmix.spec import load_spec
+
+from .conftest import CORPUS, GPT2, corpus_manifest, read_outputs
+
+SOURCES = {"wiki": "prose", "web": "web", "books": "prose", "code": "code", "math": "math", "dialogue": "dialogue"}
+KNOWN_EMPTY = {"wiki": 10, "code": 14, "web": 27}  # from ../shared/corpus/README.md
+
+
+def _spec(make_spec, workers: int, name: str = "spec.yaml", root=None):
+    sources = [{"name": n, "kind": k, "paths": [str(CORPUS / n / "*.jsonl.gz")]} for n, k in SOURCES.items()]
+    kw = {"execution": {"workers": workers}}
+    if root is not None:
+        kw["storage"] = {"root": str(root / "data"), "manifests": str(root / "manifests")}
+    return load_spec(make_spec(sources, name=name, **kw))
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """All six sources ingested once with a 2-process pool."""
+    from .conftest import base_spec, write_spec
+
+    root = tmp_path_factory.mktemp("corpus")
+    sources = [{"name": n, "kind": k, "paths": [str(CORPUS / n / "*.jsonl.gz")]} for n, k in SOURCES.items()]
+    loaded = load_spec(write_spec(root / "spec.yaml", base_spec(sources, root, execution={"workers": 2})))
+    manifests = {}
+    with make_executor(2) as pool:
+        for name in SOURCES:
+            manifests[name] = ingest_source(loaded, name, pool, progress=lambda m: None)[0]
+    return loaded, manifests
+
+
+def test_counts_and_checksums_match_the_corpus_manifest(built):
+    loaded, manifests = built
+    truth = corpus_manifest()
+    for name, m in manifests.items():
+        c = m["counts"]
+        assert c["records_read"] == truth[name]["docs"]
+        assert c["quarantined"] == KNOWN_EMPTY.get(name, 0)
+        assert set(m["reasons"]) == ({"empty_text"} if name in KNOWN_EMPTY else set())
+        assert c["documents_out"] == truth[name]["docs"] - KNOWN_EMPTY.get(name, 0)
+        assert c["bytes_in"] == truth[name]["text_bytes"]  # every UTF-8 byte of text accounted for
+        expected = {f["file"].split("/")[-1]: f["sha256"] for f in truth[name]["files"]}
+        assert {i["path"].split("/")[-1]: i["sha256"] for i in m["inputs"]} == expected
+        assert m["rates"]["document_acceptance"] == pytest.approx(c["documents_out"] / c["documents_in"])
+        assert m["token_counting"]["method"] == "calibrated"
+
+
+def test_documents_keep_ids_text_and_metadata(built):
+    loaded, manifests = built
+    docs = read_outputs(manifests["math"], loaded.storage_root, "documents")
+    first = json.loads(next(iter(__import__("gzip").open(CORPUS / "math" / "math-0000-of-0002.jsonl.gz"))))
+    row = docs.slice(0, 1).to_pylist()[0]
+    assert row["doc_id"] == first["id"] and row["text"] == first["text"] and row["record_no"] == 1
+    meta = json.loads(row["metadata"])
+    assert meta["final_answer"] == first["final_answer"] and "text" not in meta and "id" not in meta
+
+
+def test_token_estimate_error_is_what_the_manifest_claims(built):
+    """The calibrated estimate against an exact count of every kept token of two sources."""
+    loaded, manifests = built
+    tok = Tokenizer.from_file(str(GPT2))
+    for name in ("math", "code"):
+        docs = read_outputs(manifests[name], loaded.storage_root, "documents")
+        exact = sum(len(e) for e in tok.encode_batch_fast(docs.column("text").to_pylist(), add_special_tokens=False))
+        est = manifests[name]["counts"]["tokens_out"]
+        err = abs(est - exact) / exact
+        assert err < 0.05, (name, est, exact)
+
+
+def test_rebuild_is_byte_identical_and_independent_of_workers(make_spec, tmp_path, built):
+    _, first = built
+    loaded = _spec(make_spec, workers=0, root=tmp_path / "again")
+    for name in ("math", "code"):
+        again, _ = ingest_source(loaded, name, progress=lambda m: None)
+        assert again["version"] == first[name]["version"]
+        assert [(o["path"], o["sha256"]) for o in again["outputs"]] == \
+               [(o["path"], o["sha256"]) for o in first[name]["outputs"]]
+
+
+def test_verify_detects_a_flipped_byte_a_removed_file_and_an_edited_manifest(make_spec, tmp_path):
+    loaded = _spec(make_spec, workers=0)
+    m, mpath = ingest_source(loaded, "web", progress=lambda x: None)
+    assert verify(str(loaded.path)) == []
+    doc_part = loaded.storage_root / m["outputs"][0]["path"]
+    quar_part = loaded.storage_root / next(o["path"] for o in m["outputs"] if o["kind"] == "quarantine")
+    data = bytearray(doc_part.read_bytes())
+    data[len(data) // 3] ^= 0x01
+    doc_part.write_bytes(bytes(data))
+    quar_part.unlink()
+    problems = verify(str(loaded.path))
+    assert any(doc_part.name in p and "sha256" in p for p in problems)
+    assert any(quar_part.name in p and "missing" in p for p in problems)
+    manifest = json.loads(mpath.read_text())
+    manifest["counts"]["documents_out"] += 1
+    mpath.write_text(json.dumps(manifest))
+    assert any("content_hash" in p for p in verify(str(loaded.path)))
+    r = subprocess.run([sys.executable, "-m", "corpusmix.cli", "verify", str(loaded.path)], capture_output=True, text=True)
+    assert r.returncode == 1 and doc_part.name in r.stderr
+
+
+def test_same_spec_twice_gives_identical_manifests_but_for_timestamps(make_spec, tmp_path):
+    import shutil
+
+    loaded = _spec(make_spec, workers=0)
+    m1, path = ingest_source(loaded, "dialogue", progress=lambda x: None)
+    shutil.rmtree(loaded.storage_root)
+    m2, _ = ingest_source(loaded, "dialogue", progress=lambda x: None)
+    assert m1["content_hash"] == m2["content_hash"]
+    assert {k: v for k, v in m1.items() if k not in ("started_at", "finished_at", "elapsed_s", "timing")} == \
+           {k: v for k, v in m2.items() if k not in ("started_at", "finished_at", "elapsed_s", "timing")}
