@@ -60,3 +60,13 @@ def read_outputs(manifest: dict, storage_root: Path, kind: str):
 
 def corpus_manifest() -> dict:
     return json.loads((CORPUS / "MANIFEST.json").read_text())
+
+
+@pytest.fixture(autouse=True)
+def isolated_dagster_home(tmp_path, monkeypatch):
+    """Every test gets its own Dagster instance directory, never the user's ./.dagster."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    return home

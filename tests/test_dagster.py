@@ -54,26 +54,18 @@ def test_materialize_one_partition_reports_rates(make_spec):
         assert event.dagster_event.partition == "web"
 
 
-def test_cli_build_records_runs_in_the_instance(make_spec, tmp_path):
+def test_cli_build_records_runs_in_the_instance(make_spec, tmp_path, monkeypatch):
     spec = make_spec(_sources("math", "dialogue"))
-    home = tmp_path / "dagster_home"
-    env = os.environ | {"DAGSTER_HOME": str(home)}
-    r = subprocess.run([sys.executable, "-m", "corpusmix.cli", "build", str(spec)], env=env,
+    home = tmp_path / "fresh_home"  # does not exist yet: the build creates it
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    r = subprocess.run([sys.executable, "-m", "corpusmix.cli", "build", str(spec)],
                        capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "ingest[math]: ok" in r.stdout and "ingest[dialogue]: ok" in r.stdout
     assert "telemetry" in (home / "dagster.yaml").read_text()
-    os.environ["DAGSTER_HOME"], old = str(home), os.environ.get("DAGSTER_HOME")
-    try:
-        with DagsterInstance.get() as instance:
-            assert len(instance.get_runs()) == 2
-            keys = instance.get_materialized_partitions(AssetKey("ingest"))
-            assert keys == {"math", "dialogue"}
-    finally:
-        if old is None:
-            del os.environ["DAGSTER_HOME"]
-        else:
-            os.environ["DAGSTER_HOME"] = old
+    with DagsterInstance.get() as instance:
+        assert len(instance.get_runs()) == 2
+        assert instance.get_materialized_partitions(AssetKey("ingest")) == {"math", "dialogue"}
 
 
 def test_cli_build_refuses_a_bad_spec_before_any_work(make_spec, tmp_path):
@@ -82,5 +74,6 @@ def test_cli_build_refuses_a_bad_spec_before_any_work(make_spec, tmp_path):
     spec = make_spec(sources)
     r = subprocess.run([sys.executable, "-m", "corpusmix.cli", "build", str(spec)], capture_output=True, text=True,
                        env=os.environ | {"DAGSTER_HOME": str(tmp_path / "h")}, cwd=tmp_path)
+    # the spec is refused before Dagster starts: no instance, no outputs
     assert r.returncode == 2 and "sources[0].paths[0]" in r.stderr
     assert not (tmp_path / "data").exists() and not (tmp_path / "h").exists()
