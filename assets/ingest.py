@@ -2,7 +2,6 @@
 
 from dagster import AssetExecutionContext, DataVersion, MaterializeResult, PartitionsDefinition, asset
 
-from corpusmix.executor import make_executor
 from corpusmix.ingest import ingest_source
 from workflows.resources import CorpusSpec
 
@@ -19,9 +18,7 @@ def build_ingest_asset(partitions: PartitionsDefinition):
                     "Per source: documents/tokens in and out, acceptance rates, quarantine per reason.",
     )
     def ingest(context: AssetExecutionContext, corpus: CorpusSpec) -> MaterializeResult:
-        loaded = corpus.load()
-        with make_executor(loaded.spec.execution.workers) as pool:
-            manifest, path = ingest_source(loaded, context.partition_key, pool, progress=context.log.info)
+        manifest, path = ingest_source(corpus.load(), context.partition_key, progress=context.log.info)
         return MaterializeResult(metadata=stage_metadata(manifest, path), data_version=DataVersion(manifest["version"]))
 
     return ingest

@@ -16,6 +16,7 @@ the order below), so ``records_read == documents_out + quarantined`` always:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import glob
 import heapq
@@ -34,6 +35,7 @@ import pyarrow.parquet as pq
 
 from schemas.tables import ARROW_SCHEMAS, INGEST_DOCUMENTS, QUARANTINE, nul_mask, validate_table
 
+from .executor import make_executor
 from .manifest import code_version, tool_versions, utc_now, write_manifest
 from .readers import BadRecord, FileReadResult, UnreadableFileError, read_unit
 from .spec import Format, Ingest, LoadedSpec, Source, canonical_hash, file_format
@@ -466,11 +468,14 @@ def _unreadable_message(errors: list[UnreadableFileError], source: Source) -> st
 
 def ingest_source(loaded: LoadedSpec, source_name: str, executor=None,
                   progress: Callable[[str], None] | None = None) -> tuple[dict, Path]:
-    """Build the ingest partition of one source; returns (manifest, manifest path)."""
-    from .executor import InlineExecutor
+    """Build the ingest partition of one source; returns (manifest, manifest path).
 
+    ``executor`` (anything with an ordered ``map``) lets a caller share one
+    worker pool across sources; without it, a pool of at most
+    ``execution.workers`` processes is started only when there is more than one
+    unit to run (starting workers costs about a second).
+    """
     progress = progress or log.info
-    executor = executor or InlineExecutor()
     source = loaded.source(source_name)
     started, t0 = utc_now(), time.perf_counter()
     out_parent = loaded.storage_root / STAGE / source.name
@@ -483,16 +488,19 @@ def ingest_source(loaded: LoadedSpec, source_name: str, executor=None,
         progress(f"[{source.name}] ingest: {len(units)} unit(s) from {sum(len(u.paths) for u in units)} file(s)")
         results: list[UnitResult] = []
         errors: list[UnreadableFileError] = []
-        for unit, res in zip(units, executor.map(_run_unit, units)):
-            if isinstance(res, UnreadableFileError):
-                errors.append(res)
-                progress(f"[{source.name}] {unit.rels[0]}: UNREADABLE: {res.detail}")
-                continue
-            results.append(res)
-            q = sum(v[0] for v in res.reasons.values())
-            progress(f"[{source.name}] {len(results) + len(errors)}/{len(units)} {unit.rels[0]}"
-                     f"{' ..' if len(unit.rels) > 1 else ''}: {res.records_read} records, {res.docs_out} kept, "
-                     f"{q} quarantined{' (file damaged: skipped after ' + str(res.skipped['records_kept']) + ' records)' if res.skipped else ''}")
+        with contextlib.ExitStack() as stack:
+            if executor is None:
+                executor = stack.enter_context(make_executor(min(loaded.spec.execution.workers, len(units))))
+            for unit, res in zip(units, executor.map(_run_unit, units)):  # in unit order, as they finish
+                if isinstance(res, UnreadableFileError):
+                    errors.append(res)
+                    progress(f"[{source.name}] {unit.rels[0]}: UNREADABLE: {res.detail}")
+                    continue
+                results.append(res)
+                q = sum(v[0] for v in res.reasons.values())
+                progress(f"[{source.name}] {len(results) + len(errors)}/{len(units)} {unit.rels[0]}"
+                         f"{' ..' if len(unit.rels) > 1 else ''}: {res.records_read} records, {res.docs_out} kept, "
+                         f"{q} quarantined{' (file damaged: skipped after ' + str(res.skipped['records_kept']) + ' records)' if res.skipped else ''}")
         if errors:
             raise IngestError(_unreadable_message(errors, source))
         _move_cross_unit_duplicates(staging, results, loaded.spec.ingest, source)
