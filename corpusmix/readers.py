@@ -179,13 +179,12 @@ def _read_blocks(chunks: Iterator[bytes], block_bytes: int, path: Path) -> Itera
 def metadata_json(table: pa.Table, fields: list[str] | None) -> pa.Array:
     """One JSON object string per row from the given columns (None when there are none).
 
-    Serialised with orjson in sorted field order, exactly as the exact path
-    does, so a record's metadata reads the same whichever path parsed it.
+    Serialised with orjson with sorted keys, as the JSON Lines paths do.
     """
     if not fields:
         return pa.nulls(table.num_rows, pa.string())
     rows = table.select(fields).to_pylist()
-    return pa.array([orjson.dumps(r).decode() for r in rows], pa.string())
+    return pa.array([orjson.dumps(r, option=orjson.OPT_SORT_KEYS).decode() for r in rows], pa.string())
 
 
 def _meta_fields(available: list[str], source: Source) -> list[str]:
@@ -219,14 +218,32 @@ def _is_valid_utf8(block: bytes) -> bool:
         return False
 
 
+def _arrow_text_and_id(block: bytes, source: Source) -> pa.Table | None:
+    """Parse only the text and id columns with Arrow (others are tokenised, not built).
+
+    First as strings (the common case); if the id turns out to be a number,
+    again with the id's type inferred. None when Arrow cannot parse the block.
+    """
+    opts = pajson.ReadOptions(block_size=max(len(block) + 1, 1 << 20), use_threads=False)  # threads cost here
+    wanted = [(source.text_field, pa.string())] + ([(source.id_field, pa.string())] if source.id_field else [])
+    for schema in (pa.schema(wanted), pa.schema(wanted[:1])):
+        behaviour = "ignore" if len(schema) == len(wanted) else "infer"
+        try:
+            table = pajson.read_json(io.BytesIO(block), read_options=opts, parse_options=pajson.ParseOptions(
+                explicit_schema=schema, unexpected_field_behavior=behaviour))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            continue
+        keep = [c for c in (source.text_field, source.id_field) if c in table.column_names]
+        return table.select(keep)
+    return None
+
+
 def _fast_block(block: bytes, first_line: int, source: Source, n_lines: int) -> pa.Table | None:
     """Parse a block with Arrow's JSON reader, or None if only the exact path can judge it."""
     if not _is_valid_utf8(block):
         return None
-    try:
-        table = pajson.read_json(io.BytesIO(block), read_options=pajson.ReadOptions(
-            block_size=max(len(block) + 1, 1 << 20), use_threads=False))  # threads cost more than they give here
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+    table = _arrow_text_and_id(block, source)
+    if table is None:
         return None
     if table.num_rows != n_lines:
         return None
@@ -248,9 +265,14 @@ def _fast_block(block: bytes, first_line: int, source: Source, n_lines: int) -> 
 
 
 def _record_metadata(rec: dict, source: Source) -> str | None:
-    """The metadata JSON of one parsed record (both JSON Lines paths use this, so they agree)."""
+    """The metadata JSON of one parsed record: canonical (sorted keys), as both JSON paths write it."""
+    if source.metadata_fields == "all":
+        rec.pop(source.text_field, None)
+        if source.id_field is not None:
+            rec.pop(source.id_field, None)
+        return orjson.dumps(rec, option=orjson.OPT_SORT_KEYS).decode() if rec else None
     fields = _meta_fields(list(rec), source)
-    return orjson.dumps({k: rec[k] for k in fields}).decode() if fields else None
+    return orjson.dumps({k: rec[k] for k in fields}, option=orjson.OPT_SORT_KEYS).decode() if fields else None
 
 
 def _metadata_of_lines(block: bytes, source: Source, n_rows: int) -> pa.Array | None:
