@@ -21,11 +21,9 @@ import tempfile
 from pathlib import Path
 
 import orjson
-import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-CORPUS = REPO.parent / "shared" / "corpus"
-GPT2 = REPO.parent / "shared" / "tokenizers" / "gpt2" / "tokenizer.json"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import CORPUS, REPO, write_spec  # noqa: E402
 
 CHILD = """
 import resource, sys, json
@@ -38,26 +36,15 @@ print(json.dumps({{"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_ma
 """
 
 
-def _make_source(dir: Path, copies: int) -> None:
-    dir.mkdir(parents=True)
-    with gzip.open(dir / "books.jsonl.gz", "wb", compresslevel=1) as out:
+def _make_source(raw: Path, copies: int) -> None:
+    (raw / "books").mkdir(parents=True)
+    with gzip.open(raw / "books" / "books.jsonl.gz", "wb", compresslevel=1) as out:
         for k in range(copies):
             for f in sorted(glob.glob(str(CORPUS / "books" / "*.jsonl.gz"))):
                 for line in gzip.open(f):
                     rec = orjson.loads(line)
                     rec["id"] = f"{rec['id']}~{k}"
                     out.write(orjson.dumps(rec) + b"\n")
-
-
-def _spec(root: Path, raw: Path) -> Path:
-    spec = {"name": "mem", "storage": {"root": str(root / "data"), "manifests": str(root / "manifests")},
-            "execution": {"workers": 0},
-            "sources": [{"name": "books", "kind": "prose", "paths": [str(raw / "*.jsonl.gz")]}],
-            "tokenizer": {"path": str(GPT2)},
-            "mixture": {"total_tokens": 1000, "seq_len": 8, "schedule": {"type": "static", "weights": {"books": 1}}}}
-    path = root / "spec.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    return path
 
 
 def main() -> None:
@@ -70,7 +57,7 @@ def main() -> None:
         for copies in (1, args.copies):
             root = Path(tmp) / f"x{copies}"
             _make_source(root / "raw", copies)
-            spec = _spec(root, root / "raw")
+            spec = write_spec(root, {"books": "prose"}, workers=0, raw=root / "raw")
             runs = []
             for _ in range(args.repeats):
                 out = subprocess.run([sys.executable, "-c", CHILD.format(repo=str(REPO), spec=str(spec))],

@@ -21,39 +21,20 @@ import sys
 import tempfile
 import time
 import zlib
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 
 import orjson
-import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-CORPUS = REPO.parent / "shared" / "corpus"
-GPT2 = REPO.parent / "shared" / "tokenizers" / "gpt2" / "tokenizer.json"
-SOURCES = {"wiki": "prose", "web": "web", "books": "prose", "code": "code", "math": "math", "dialogue": "dialogue"}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import CORPUS, SOURCES, write_spec  # noqa: E402
 
 
 def _parse_file(path: str) -> int:
     """Baseline unit: gunzip and parse every line; returns UTF-8 text bytes."""
     data = zlib.decompress(Path(path).read_bytes(), wbits=31)
     return sum(len(orjson.loads(line)["text"].encode()) for line in data.splitlines() if line)
-
-
-def _write_spec(root: Path, workers: int) -> Path:
-    spec = {
-        "name": "bench",
-        "storage": {"root": str(root / "data"), "manifests": str(root / "manifests")},
-        "execution": {"workers": workers},
-        "sources": [{"name": n, "kind": k, "paths": [str(CORPUS / n / "*.jsonl.gz")]} for n, k in SOURCES.items()],
-        "tokenizer": {"path": str(GPT2)},
-        "mixture": {"total_tokens": 1_000_000, "seq_len": 1024,
-                    "schedule": {"type": "static", "weights": {n: 1 for n in SOURCES}}},
-    }
-    path = root / "spec.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    return path
 
 
 def main() -> None:
@@ -69,6 +50,8 @@ def main() -> None:
     files = {n: sorted(glob.glob(str(CORPUS / n / "*.jsonl.gz"))) for n in SOURCES}
     base_t: dict[str, list[float]] = {n: [] for n in SOURCES}
     ing_t: dict[str, list[float]] = {n: [] for n in SOURCES}
+    conc_t: list[float] = []
+    conc_base_t: list[float] = []
     manifests: dict[str, dict] = {}
     text_bytes: dict[str, int] = {}
     ctx = get_context("forkserver")
@@ -76,10 +59,10 @@ def main() -> None:
         # warm both pools (worker start-up and imports are not per-source costs)
         list(base_pool.map(_parse_file, files["math"]))
         with tempfile.TemporaryDirectory() as warm:
-            ingest_source(load_spec(_write_spec(Path(warm), args.workers)), "math", pool, progress=lambda m: None)
+            ingest_source(load_spec(write_spec(Path(warm), SOURCES, args.workers)), "math", pool, progress=lambda m: None)
         for rep in range(args.repeats):
             root = Path(tempfile.mkdtemp(prefix="cm-bench-"))
-            loaded = load_spec(_write_spec(root, args.workers))
+            loaded = load_spec(write_spec(root, SOURCES, args.workers))
             for name in SOURCES:
                 t = time.perf_counter()
                 text_bytes[name] = sum(base_pool.map(_parse_file, files[name]))
@@ -88,9 +71,20 @@ def main() -> None:
                 manifests[name], _ = ingest_source(loaded, name, pool, progress=lambda m: None)
                 ing_t[name].append(time.perf_counter() - t)
             shutil.rmtree(root)
+            root = Path(tempfile.mkdtemp(prefix="cm-bench-"))
+            loaded = load_spec(write_spec(root, SOURCES, args.workers))
+            t = time.perf_counter()
+            list(base_pool.map(_parse_file, [f for n in SOURCES for f in files[n]]))
+            conc_base_t.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            with ThreadPoolExecutor(len(SOURCES)) as threads:  # each source's reduce overlaps others' units
+                list(threads.map(lambda n: ingest_source(loaded, n, pool, progress=lambda m: None), SOURCES))
+            conc_t.append(time.perf_counter() - t)
+            shutil.rmtree(root)
             print(f"repeat {rep + 1}/{args.repeats} done", file=sys.stderr)
 
     print(f"ingest of ../shared/corpus, {args.workers} worker processes, median of {args.repeats} runs")
+    print("per source, one after another (as `corpusmix build` runs them):")
     hdr = (f"{'source':9} {'docs in':>8} {'docs out':>8} {'doc acc':>8} {'tok in':>10} {'tok out':>10} "
            f"{'tok acc':>8} {'text MB':>8} {'ingest s':>9} {'MB/s':>7} {'parse MB/s':>10} {'ratio':>6}")
     print(hdr)
@@ -106,6 +100,10 @@ def main() -> None:
               f"{ti:>9.3f} {mb / ti:>7.1f} {mb / tp:>10.1f} {tp / ti:>6.2f}")
     print(f"{'total':9} {'':>8} {'':>8} {'':>8} {'':>10} {'':>10} {'':>8} {tot_b:>8.2f} {tot_i:>9.3f} "
           f"{tot_b / tot_i:>7.1f} {tot_b / tot_p:>10.1f} {tot_p / tot_i:>6.2f}")
+    tc, tb = statistics.median(conc_t), statistics.median(conc_base_t)
+    print(f"all six sources at once (units of every source share the pool, as a backfill of all partitions "
+          f"would): ingest {tc:.3f} s = {tot_b / tc:.1f} MB/s; read+parse {tb:.3f} s = {tot_b / tb:.1f} MB/s; "
+          f"ratio {tb / tc:.2f}")
     print("token counts: " + "; ".join(f"{n}: {manifests[n]['token_counting']['description']}" for n in SOURCES))
 
 
