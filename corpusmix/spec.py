@@ -54,6 +54,35 @@ class Ingest(_Strict):
     snippet_chars: int = Field(200, ge=0, le=10_000, description="Raw characters kept per quarantined record.")
 
 
+class Normalize(_Strict):
+    """How text is normalised before hashing for dedup (the stored text is never changed)."""
+
+    lowercase: bool = True
+    whitespace: bool = True
+    punctuation: bool = True
+    unicode: Literal["none", "NFC", "NFKC"] = "NFKC"
+    digits: Literal["keep", "zero"] = "keep"
+
+
+class NearDedup(_Strict):
+    enabled: bool = True
+    num_perm: int = Field(128, ge=16, le=1024)
+    shingle_words: int = Field(5, ge=1, le=64)
+    threshold: float = Field(0.8, gt=0.0, lt=1.0)
+    bands: int | None = Field(None, ge=1)
+    rows: int | None = Field(None, ge=1)
+    verify: bool = True
+    seed: int = 1
+
+
+class Dedup(_Strict):
+    normalize: Normalize = Normalize()
+    exact: bool = True
+    near: NearDedup = NearDedup()
+    representative: Literal["longest", "shortest", "first"] = "longest"
+    audit_pairs: int = Field(20, ge=0, le=1000)
+
+
 class Source(_Strict):
     name: str = Field(pattern=r"^[a-z][a-z0-9_\-]{0,63}$")
     kind: Literal["prose", "web", "code", "math", "dialogue"]
@@ -109,6 +138,7 @@ class Spec(_Strict):
     storage: Storage = Storage()
     execution: Execution = Execution()
     ingest: Ingest = Ingest()
+    dedup: Dedup = Dedup()
     sources: list[Source] = Field(min_length=1)
     tokenizer: Tokenizer
     mixture: Mixture
@@ -359,6 +389,13 @@ def _semantic_issues(loaded: LoadedSpec, check_files: bool) -> list[SpecIssue]:
     if spec.output.shard_tokens <= 0:
         issues.append(SpecIssue("output.shard_tokens", f"must be positive (got {spec.output.shard_tokens})",
                                 "use e.g. 134217728 tokens per shard"))
+    near = spec.dedup.near
+    if (near.bands is None) != (near.rows is None):
+        issues.append(SpecIssue("dedup.near", "give both bands and rows, or neither",
+                                "set bands and rows together (bands * rows <= num_perm), or drop both and use threshold"))
+    elif near.bands is not None and near.bands * near.rows > near.num_perm:
+        issues.append(SpecIssue("dedup.near.bands", f"bands * rows = {near.bands * near.rows} > num_perm = "
+                                f"{near.num_perm}", "lower bands or rows, or raise num_perm"))
     sched = spec.mixture.schedule
     base = ("mixture", "schedule")
     if sched.type == "static":

@@ -6,6 +6,6 @@ checks validate again from the files.
 """
 
 from .manifest import Manifest, validate_manifest
-from .tables import INGEST_DOCUMENTS, QUARANTINE, validate_table
+from .tables import DUPLICATES, INGEST_DOCUMENTS, QUARANTINE, validate_table
 
-__all__ = ["INGEST_DOCUMENTS", "QUARANTINE", "Manifest", "validate_manifest", "validate_table"]
+__all__ = ["DUPLICATES", "INGEST_DOCUMENTS", "QUARANTINE", "Manifest", "validate_manifest", "validate_table"]

@@ -76,6 +76,26 @@ QUARANTINE = pa_.DataFrameSchema(
     name="quarantine",
 )
 
+F64 = pd.ArrowDtype(pa.float64())
+
+DUPLICATES = pa_.DataFrameSchema(
+    {
+        "source": pa_.Column(STR, nullable=False),
+        "doc_id": pa_.Column(STR, unique=True, nullable=False, description="The removed document"),
+        "cluster_id": pa_.Column(STR, nullable=False, description="<source>:<representative doc_id>"),
+        "representative_doc_id": pa_.Column(STR, nullable=False, description="The document that survives"),
+        "kind": pa_.Column(STR, pa_.Check.isin(["exact", "near"]), nullable=False),
+        "estimated_jaccard": pa_.Column(F64, pa_.Check.in_range(0.0, 1.0), nullable=True,
+                                        description="From the MinHash signatures, against the representative"),
+        "true_jaccard": pa_.Column(F64, pa_.Check.in_range(0.0, 1.0), nullable=True,
+                                   description="On the shingle sets, when dedup.near.verify"),
+        "n_bytes": pa_.Column(I64, pa_.Check.ge(1), nullable=False),
+    },
+    strict=True,
+    ordered=True,
+    name="duplicates",
+)
+
 ARROW_SCHEMAS: dict[str, pa.Schema] = {
     "ingest_documents": pa.schema([
         ("doc_id", pa.string()), ("source", pa.string()), ("text", pa.string()), ("n_bytes", pa.int64()),
@@ -84,9 +104,13 @@ ARROW_SCHEMAS: dict[str, pa.Schema] = {
     "quarantine": pa.schema([
         ("source", pa.string()), ("file", pa.string()), ("record_no", pa.int64()), ("reason", pa.string()),
         ("detail", pa.string()), ("doc_id", pa.string()), ("snippet", pa.string()), ("n_bytes", pa.int64())]),
+    "duplicates": pa.schema([
+        ("source", pa.string()), ("doc_id", pa.string()), ("cluster_id", pa.string()),
+        ("representative_doc_id", pa.string()), ("kind", pa.string()), ("estimated_jaccard", pa.float64()),
+        ("true_jaccard", pa.float64()), ("n_bytes", pa.int64())]),
 }
 
-BY_NAME = {"ingest_documents": INGEST_DOCUMENTS, "quarantine": QUARANTINE}
+BY_NAME = {"ingest_documents": INGEST_DOCUMENTS, "quarantine": QUARANTINE, "duplicates": DUPLICATES}
 
 
 def validate_table(table: pa.Table, schema: pa_.DataFrameSchema) -> None:

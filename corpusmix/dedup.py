@@ -1,0 +1,450 @@
+"""Dedup stage: exact and MinHash near-duplicate removal within one source.
+
+Three streaming passes over the source's ingest parts, so memory holds a
+signature per document (num_perm x 4 bytes) and never the text:
+
+1. normalise every document (``normalize``), hash it for exact matching, cut it
+   into word n-gram shingles (hashed without a Python call per word or shingle,
+   see ``hashing.word_hashes``) and compute its MinHash signature, vectorised
+   over a batch of documents. Signatures are datasketch's own (scheme
+   ``affine32``: fmix32 then a*h+b mod 2^32), so datasketch's MinHashLSH indexes
+   them unchanged;
+2. (``verify``) for the documents in candidate pairs only, recompute the
+   shingle sets and keep a pair when their true Jaccard similarity reaches the
+   threshold (LSH candidates include false positives);
+3. write the surviving documents, and the ``duplicates`` table for audits.
+
+Duplicates form clusters (union-find over exact groups and accepted pairs);
+one representative per cluster survives, chosen by ``dedup.representative``:
+``longest`` (most bytes), ``shortest`` or ``first`` (ingest order), ties by
+the smallest doc_id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import time
+import unicodedata
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from datasketch import LeanMinHash, MinHash, MinHashLSH
+
+from schemas.tables import ARROW_SCHEMAS, DUPLICATES, INGEST_DOCUMENTS, validate_table
+
+from .hashing import mix64, word_hashes
+from .manifest import code_version, manifest_path, read_manifest, tool_versions, utc_now, write_manifest
+from .parquet_io import PARQUET_OPTS, PartWriter, write_parquet
+from .spec import Dedup, LoadedSpec, Normalize, canonical_hash
+from .storage import discard_dir, new_staging_dir, publish_dir
+from .tokencount import TokenEstimate
+
+log = logging.getLogger("corpusmix.dedup")
+
+STAGE = "dedup"
+UPSTREAM = "ingest"
+DOCS_SCHEMA = ARROW_SCHEMAS["ingest_documents"]
+DUP_SCHEMA = ARROW_SCHEMAS["duplicates"]
+SIG_BATCH_CELLS = 1 << 23     # permutations x shingles per vectorised step (32 MiB of uint32)
+READ_BATCH_ROWS = 2048
+_PUNCT = re.compile(r"[^\w\s]+")
+_SPACE = re.compile(r"\s+")
+_DIGIT = re.compile(r"\d")
+
+
+# --------------------------------------------------------------------------- text -> hashes
+
+def normalize(text: str, cfg: Normalize) -> str:
+    """The text as dedup compares it: the order of steps matters (NFKC can create punctuation)."""
+    if cfg.unicode != "none":
+        text = unicodedata.normalize(cfg.unicode, text)
+    if cfg.lowercase:
+        text = text.lower()
+    if cfg.punctuation:
+        text = _PUNCT.sub(" ", text)
+    if cfg.digits == "zero":
+        text = _DIGIT.sub("0", text)
+    if cfg.whitespace:
+        text = _SPACE.sub(" ", text).strip()
+    return text
+
+
+def exact_key(norm: str) -> bytes:
+    return hashlib.blake2b(norm.encode("utf-8"), digest_size=16).digest()
+
+
+_SHINGLE_MULT = np.uint64(0x9E3779B97F4A7C15)
+
+
+def shingle_hashes(norm: str, k: int) -> np.ndarray:
+    """32-bit hashes of the word k-grams of ``norm`` (one shingle of all words if fewer than k)."""
+    w = mix64(word_hashes(norm.encode("utf-8")))
+    n = len(w)
+    if n == 0:
+        return np.empty(0, np.uint32)
+    k = min(k, n)
+    m = n - k + 1
+    acc = np.zeros(m, np.uint64)
+    with np.errstate(over="ignore"):
+        for j in range(k):  # a polynomial in the word hashes: order matters, as in a k-gram
+            acc = acc * _SHINGLE_MULT + w[j:j + m]
+    return (mix64(acc) >> np.uint64(32)).astype(np.uint32)
+
+
+def _fmix32(h: np.ndarray) -> np.ndarray:
+    """MurmurHash3's 32-bit finaliser, as datasketch applies it before its permutations."""
+    with np.errstate(over="ignore"):
+        h = h ^ (h >> np.uint32(16))
+        h = h * np.uint32(0x85EBCA6B)
+        h = h ^ (h >> np.uint32(13))
+        h = h * np.uint32(0xC2B2AE35)
+        return h ^ (h >> np.uint32(16))
+
+
+def permutations(num_perm: int, seed: int) -> np.ndarray:
+    """datasketch's own (a, b) permutation parameters for ``num_perm`` and ``seed``."""
+    return MinHash(num_perm=num_perm, seed=seed).permutations
+
+
+EMPTY_SIG = np.uint32(0xFFFFFFFF)
+
+
+def signatures(shingles: list[np.ndarray], perms: np.ndarray) -> np.ndarray:
+    """MinHash signatures (n_docs x num_perm, uint32) of shingle-hash arrays, vectorised.
+
+    Equal to ``MinHash(num_perm, seed, hashfunc=int).update_batch(shingles)``
+    for each document, but computed for many documents per numpy step. A
+    document without shingles gets all-0xFFFFFFFF (and never matches).
+    """
+    a, b = perms[0][:, None], perms[1][:, None]
+    num_perm = a.shape[0]
+    out = np.full((len(shingles), num_perm), EMPTY_SIG, np.uint32)
+    step = max(1, SIG_BATCH_CELLS // num_perm)
+    i = 0
+    while i < len(shingles):
+        # gather documents until the step is full; a giant document is cut into steps
+        j, cells = i, 0
+        while j < len(shingles) and (cells == 0 or cells + len(shingles[j]) <= step):
+            cells += len(shingles[j])
+            j += 1
+        docs = [d for d in range(i, j) if len(shingles[d])]
+        if docs:
+            hv = _fmix32(np.concatenate([shingles[d] for d in docs]))
+            lengths = np.array([len(shingles[d]) for d in docs])
+            starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+            for lo in range(0, len(hv), step):  # only a giant single document takes several rounds
+                seg = hv[lo:lo + step]
+                with np.errstate(over="ignore"):
+                    phv = seg[None, :] * a + b
+                in_seg = (starts < lo + len(seg)) & (starts + lengths > lo)
+                seg_docs = np.flatnonzero(in_seg)
+                seg_starts = np.maximum(starts[seg_docs], lo) - lo
+                mins = np.minimum.reduceat(phv, seg_starts, axis=1).T
+                rows = np.array(docs)[seg_docs]
+                out[rows] = np.minimum(out[rows], mins)
+        i = j
+    return out
+
+
+def jaccard(a: np.ndarray, b: np.ndarray) -> float:
+    """True Jaccard similarity of two sets of shingle hashes (unique, sorted arrays)."""
+    if len(a) == 0 and len(b) == 0:
+        return 1.0
+    inter = len(np.intersect1d(a, b, assume_unique=True))
+    return inter / (len(a) + len(b) - inter)
+
+
+# --------------------------------------------------------------------------- clustering
+
+class UnionFind:
+    def __init__(self, n: int):
+        self.parent = np.arange(n)
+
+    def find(self, x: int) -> int:
+        root = x
+        while self.parent[root] != root:
+            root = self.parent[root]
+        while self.parent[x] != root:
+            self.parent[x], x = root, self.parent[x]
+        return int(root)
+
+    def union(self, x: int, y: int) -> None:
+        rx, ry = self.find(x), self.find(y)
+        if rx != ry:
+            self.parent[max(rx, ry)] = min(rx, ry)
+
+
+def pick_representative(members: list[int], ids: list[str], sizes: np.ndarray, policy: str) -> int:
+    """The member that survives: by policy, then the smallest doc_id (a total, stable order)."""
+    if policy == "longest":
+        return min(members, key=lambda m: (-int(sizes[m]), ids[m]))
+    if policy == "shortest":
+        return min(members, key=lambda m: (int(sizes[m]), ids[m]))
+    return min(members, key=lambda m: (m, ids[m]))
+
+
+# --------------------------------------------------------------------------- the stage
+
+@dataclass
+class _Index:
+    """What pass 1 keeps per document: id, size, exact key, signature."""
+
+    ids: list[str] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)
+    keys: list[bytes] = field(default_factory=list)
+    sigs: list[np.ndarray] = field(default_factory=list)
+
+
+def _batches(parts: list[Path], columns: list[str]) -> Iterator[pa.RecordBatch]:
+    for part in parts:
+        yield from pq.ParquetFile(part).iter_batches(batch_size=READ_BATCH_ROWS, columns=columns)
+
+
+def _pass1(parts: list[Path], cfg: Dedup, perms: np.ndarray) -> _Index:
+    idx = _Index()
+    for batch in _batches(parts, ["doc_id", "text", "n_bytes"]):
+        norms = [normalize(t, cfg.normalize) for t in batch.column("text").to_pylist()]
+        idx.ids += batch.column("doc_id").to_pylist()
+        idx.sizes += batch.column("n_bytes").to_pylist()
+        idx.keys += [exact_key(n) for n in norms]
+        if cfg.near.enabled:
+            idx.sigs.append(signatures([shingle_hashes(n, cfg.near.shingle_words) for n in norms], perms))
+    return idx
+
+
+def _lsh(cfg: Dedup) -> MinHashLSH:
+    near = cfg.near
+    if near.bands is not None:
+        return MinHashLSH(num_perm=near.num_perm, params=(near.bands, near.rows))
+    return MinHashLSH(threshold=near.threshold, num_perm=near.num_perm)
+
+
+def _candidate_pairs(sigs: np.ndarray, leaders: list[int], cfg: Dedup) -> set[tuple[int, int]]:
+    """LSH candidate pairs among the exact-group leaders (identical texts need no LSH)."""
+    lsh = _lsh(cfg)
+    seed = cfg.near.seed
+    hashes = {}
+    with lsh.insertion_session() as session:
+        for i in leaders:
+            if sigs[i][0] == EMPTY_SIG and (sigs[i] == EMPTY_SIG).all():
+                continue
+            m = LeanMinHash(seed=seed, hashvalues=sigs[i], scheme="affine32")
+            hashes[i] = m
+            session.insert(i, m, check_duplication=False)
+    pairs = set()
+    for i, m in hashes.items():
+        for j in lsh.query(m):
+            if j != i:
+                pairs.add((min(i, j), max(i, j)))
+    return pairs
+
+
+def _shingle_sets(parts: list[Path], wanted: set[int], cfg: Dedup) -> dict[int, np.ndarray]:
+    """Pass 2: unique shingle hashes of the wanted documents (by position in the source)."""
+    out: dict[int, np.ndarray] = {}
+    pos = 0
+    for batch in _batches(parts, ["text"]):
+        n = batch.num_rows
+        hits = [p for p in range(pos, pos + n) if p in wanted]
+        if hits:
+            texts = batch.column("text")
+            for p in hits:
+                norm = normalize(texts[p - pos].as_py(), cfg.normalize)
+                out[p] = np.unique(shingle_hashes(norm, cfg.near.shingle_words))
+        pos += n
+    return out
+
+
+@dataclass
+class DedupResult:
+    removed: dict[int, tuple[int, str, float | None, float | None]]  # pos -> (rep pos, kind, est J, true J)
+    cluster_sizes: Counter
+    candidate_pairs: int
+    verified_pairs: int
+    rejected_pairs: int
+
+
+def find_duplicates(parts: list[Path], cfg: Dedup, progress: Callable[[str], None]) -> tuple[_Index, DedupResult]:
+    """Passes 1 and 2: which documents are duplicates of which survivor."""
+    perms = permutations(cfg.near.num_perm, cfg.near.seed)
+    idx = _pass1(parts, cfg, perms)
+    n = len(idx.ids)
+    sigs = np.concatenate(idx.sigs) if idx.sigs else np.empty((0, cfg.near.num_perm), np.uint32)
+    uf = UnionFind(n)
+    leader_of: dict[bytes, int] = {}
+    if cfg.exact:
+        for i, key in enumerate(idx.keys):
+            first = leader_of.setdefault(key, i)
+            if first != i:
+                uf.union(first, i)
+    leaders = sorted(set(leader_of.values())) if cfg.exact else list(range(n))
+    pairs: set[tuple[int, int]] = set()
+    verified = rejected = 0
+    true_j: dict[tuple[int, int], float] = {}
+    shingles: dict[int, np.ndarray] = {}
+    if cfg.near.enabled and n > 1:
+        pairs = _candidate_pairs(sigs, leaders, cfg)
+        progress(f"{len(pairs)} LSH candidate pair(s) among {len(leaders)} distinct texts")
+        if cfg.near.verify and pairs:
+            shingles = _shingle_sets(parts, {p for pair in pairs for p in pair}, cfg)
+        for i, j in sorted(pairs):
+            if cfg.near.verify:
+                true_j[(i, j)] = jaccard(shingles[i], shingles[j])
+                ok = true_j[(i, j)] >= cfg.near.threshold
+            else:
+                ok = float(np.mean(sigs[i] == sigs[j])) >= cfg.near.threshold
+            if ok:
+                uf.union(i, j)
+                verified += 1
+            else:
+                rejected += 1
+    clusters: dict[int, list[int]] = {}
+    for i in range(n):
+        clusters.setdefault(uf.find(i), []).append(i)
+    sizes = np.asarray(idx.sizes)
+    removed: dict[int, tuple[int, str, float | None, float | None]] = {}
+    hist: Counter = Counter()
+    for members in clusters.values():
+        hist[len(members)] += 1
+        if len(members) == 1:
+            continue
+        rep = pick_representative(members, idx.ids, sizes, cfg.representative)
+        for m in members:
+            if m == rep:
+                continue
+            if idx.keys[m] == idx.keys[rep]:
+                removed[m] = (rep, "exact", 1.0, 1.0)
+                continue
+            est = float(np.mean(sigs[m] == sigs[rep])) if len(sigs) else None
+            tj = None
+            if cfg.near.verify:
+                lm, lr = leader_of.get(idx.keys[m], m), leader_of.get(idx.keys[rep], rep)
+                if lm in shingles and lr in shingles:
+                    tj = jaccard(shingles[lm], shingles[lr])
+            removed[m] = (rep, "near", est, tj)
+    return idx, DedupResult(removed, hist, len(pairs), verified, rejected)
+
+
+def _audit_pairs(parts: list[Path], idx: _Index, res: DedupResult, k: int) -> list[dict]:
+    """A deterministic sample of removed documents with the heads of both texts (for the UI)."""
+    chosen = sorted(res.removed, key=lambda p: hashlib.blake2b(idx.ids[p].encode(), digest_size=8).digest())[:k]
+    wanted = set(chosen) | {res.removed[p][0] for p in chosen}
+    heads: dict[int, str] = {}
+    pos = 0
+    for batch in _batches(parts, ["text"]):
+        texts = batch.column("text")
+        for p in range(pos, pos + batch.num_rows):
+            if p in wanted:
+                heads[p] = texts[p - pos].as_py()[:160]
+        pos += batch.num_rows
+    out = []
+    for p in chosen:
+        rep, kind, est, tj = res.removed[p]
+        out.append({"doc_id": idx.ids[p], "representative": idx.ids[rep], "kind": kind,
+                    "estimated_jaccard": est, "true_jaccard": tj,
+                    "doc_head": heads[p], "representative_head": heads[rep]})
+    return out
+
+
+def dedup_source(loaded: LoadedSpec, source_name: str,
+                 progress: Callable[[str], None] | None = None) -> tuple[dict, Path]:
+    """Build the dedup partition of one source from its ingest outputs; returns (manifest, path)."""
+    progress = progress or log.info
+    cfg = loaded.spec.dedup
+    source = loaded.source(source_name)
+    started, t0 = utc_now(), time.perf_counter()
+    up_path = manifest_path(loaded.manifest_root, UPSTREAM, source.name)
+    if not up_path.is_file():
+        raise FileNotFoundError(f"source {source.name!r}: no ingest manifest at {up_path}; "
+                                f"materialize ingest[{source.name}] first")
+    up = read_manifest(up_path)
+    est = TokenEstimate(**{k: v for k, v in up["token_counting"].items() if k != "description"})
+    parts = [loaded.storage_root / o["path"] for o in up["outputs"] if o["kind"] == "documents"]
+    progress(f"[{source.name}] dedup: {up['counts']['documents_out']} documents in {len(parts)} part(s)")
+    idx, res = find_duplicates(parts, cfg, lambda m: progress(f"[{source.name}] {m}"))
+    out_parent = loaded.storage_root / STAGE / source.name
+    staging = new_staging_dir(out_parent)
+    try:
+        writer = PartWriter(staging, "part-00000", DOCS_SCHEMA, loaded.spec.ingest.part_bytes)
+        pos = 0
+        for part in parts:
+            for batch in pq.ParquetFile(part).iter_batches(batch_size=READ_BATCH_ROWS):
+                table = pa.Table.from_batches([batch], schema=DOCS_SCHEMA)
+                keep = np.ones(table.num_rows, bool)
+                for p in range(pos, pos + table.num_rows):
+                    if p in res.removed:
+                        keep[p - pos] = False
+                kept = table.filter(pa.array(keep))
+                validate_table(kept, INGEST_DOCUMENTS)
+                writer.write(kept, pc.sum(kept.column("n_bytes")).as_py() or 0)
+                pos += table.num_rows
+        doc_parts = writer.close()
+        dup_rows = sorted(res.removed.items(), key=lambda kv: kv[0])
+        dups = pa.Table.from_arrays([
+            pa.array([source.name] * len(dup_rows), pa.string()),
+            pa.array([idx.ids[p] for p, _ in dup_rows], pa.string()),
+            pa.array([f"{source.name}:{idx.ids[r[0]]}" for _, r in dup_rows], pa.string()),
+            pa.array([idx.ids[r[0]] for _, r in dup_rows], pa.string()),
+            pa.array([r[1] for _, r in dup_rows], pa.string()),
+            pa.array([r[2] for _, r in dup_rows], pa.float64()),
+            pa.array([r[3] for _, r in dup_rows], pa.float64()),
+            pa.array([idx.sizes[p] for p, _ in dup_rows], pa.int64()),
+        ], schema=DUP_SCHEMA)
+        validate_table(dups, DUPLICATES)
+        dup_out = write_parquet(dups, staging / "duplicates.parquet")
+        audit = _audit_pairs(parts, idx, res, cfg.audit_pairs)
+        stage_cfg = {"dedup": cfg.model_dump(mode="json"), "source": source.name}
+        version = canonical_hash({"code": code_version(), "config": stage_cfg, "upstream": up["version"]})[:20]
+        final = out_parent / version
+        if not publish_dir(staging, final):
+            progress(f"[{source.name}] identical output already published at {final}")
+    except BaseException:
+        discard_dir(staging)
+        raise
+    n_in, bytes_in = len(idx.ids), int(sum(idx.sizes))
+    by_kind = {"exact_duplicate": [0, 0], "near_duplicate": [0, 0]}
+    for p, (_, kind, _, _) in res.removed.items():
+        acc = by_kind[f"{kind}_duplicate"]
+        acc[0] += 1
+        acc[1] += idx.sizes[p]
+    bytes_out = bytes_in - sum(b for _, b in by_kind.values())
+    docs_out = n_in - len(res.removed)
+    rel = f"{STAGE}/{source.name}/{version}"
+    outputs = [{"path": f"{rel}/{p['name']}", "kind": "documents", "sha256": p["sha256"], "bytes": p["bytes"],
+                "rows": p["rows"], "tokens": est.tokens(p["text_bytes"])} for p in doc_parts]
+    outputs.append({"path": f"{rel}/duplicates.parquet", "kind": "duplicates", "sha256": dup_out["sha256"],
+                    "bytes": dup_out["bytes"], "rows": dup_out["rows"], "tokens": 0})
+    tokens_in, tokens_out = est.tokens(bytes_in), est.tokens(bytes_out)
+    elapsed = round(time.perf_counter() - t0, 4)
+    manifest = {
+        "corpus": loaded.spec.name, "asset": STAGE, "partition": source.name, "version": version,
+        "spec_hash": loaded.spec_hash(), "stage_config_hash": canonical_hash(stage_cfg), "code_version": code_version(),
+        "inputs": [{"path": o["path"], "sha256": o["sha256"], "bytes": o["bytes"],
+                    "upstream_manifest": str(up_path.relative_to(loaded.manifest_root))}
+                   for o in up["outputs"] if o["kind"] == "documents"],
+        "outputs": outputs,
+        "counts": {"documents_in": n_in, "documents_out": docs_out, "bytes_in": bytes_in, "bytes_out": bytes_out,
+                   "tokens_in": tokens_in, "tokens_out": tokens_out, "removed_exact": by_kind["exact_duplicate"][0],
+                   "removed_near": by_kind["near_duplicate"][0], "candidate_pairs": res.candidate_pairs,
+                   "accepted_pairs": res.verified_pairs, "rejected_pairs": res.rejected_pairs},
+        "rates": {"document_acceptance": docs_out / n_in if n_in else None,
+                  "token_acceptance": tokens_out / tokens_in if tokens_in else None},
+        "token_counting": up["token_counting"],
+        "reasons": {k: {"records": n, "bytes": b, "tokens": est.tokens(b)} for k, (n, b) in by_kind.items() if n},
+        "details": {"cluster_sizes": {str(k): v for k, v in sorted(res.cluster_sizes.items())},
+                    "audit_pairs": audit},
+        "tool_versions": tool_versions(), "started_at": started, "finished_at": utc_now(), "elapsed_s": elapsed,
+        "timing": {"elapsed_s": elapsed, "text_mb_per_s": round(bytes_in / 1e6 / max(elapsed, 1e-9), 2)},
+    }
+    manifest, path = write_manifest(loaded.manifest_root, manifest)
+    progress(f"[{source.name}] dedup done: {docs_out}/{n_in} kept; removed {by_kind['exact_duplicate'][0]} exact, "
+             f"{by_kind['near_duplicate'][0]} near; manifest {path}")
+    return manifest, path

@@ -1,0 +1,60 @@
+"""Vectorised, portable hashing shared by stages (numpy uint64 arithmetic wraps mod 2^64)."""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+_U = np.uint64
+
+
+def mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser: a fast, well-spread bijection of uint64 values."""
+    with np.errstate(over="ignore"):
+        x = np.asarray(x, dtype=np.uint64) + _U(0x9E3779B97F4A7C15)
+        x = (x ^ (x >> _U(30))) * _U(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> _U(27))) * _U(0x94D049BB133111EB)
+        return x ^ (x >> _U(31))
+
+
+_BASE = 0x100000001B3          # odd, so invertible mod 2^64
+_BASE_INV = pow(_BASE, -1, 1 << 64)
+
+
+@functools.lru_cache(maxsize=1)
+def _powers_cache() -> dict:
+    return {"n": 0, "pow": np.ones(1, np.uint64), "inv": np.ones(1, np.uint64)}
+
+
+def _powers(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """BASE^j and BASE^-j (mod 2^64) for j < n, grown on demand and reused."""
+    cache = _powers_cache()
+    if cache["n"] < n:
+        size = max(n, 2 * cache["n"], 1 << 16)
+        with np.errstate(over="ignore"):
+            for key, base in (("pow", _BASE), ("inv", _BASE_INV)):
+                factors = np.full(size, base, dtype=np.uint64)
+                factors[0] = 1
+                cache[key] = np.cumprod(factors, dtype=np.uint64)
+        cache["n"] = size
+    return cache["pow"][:n], cache["inv"][:n]
+
+
+def word_hashes(data: bytes) -> np.ndarray:
+    """A 64-bit hash of every whitespace-separated word of UTF-8 ``data``, in order, without
+    a Python call per word: a polynomial prefix hash over the bytes, read off at word bounds."""
+    b = np.frombuffer(data, dtype=np.uint8)
+    if len(b) == 0:
+        return np.empty(0, np.uint64)
+    space = (b == 32) | ((b >= 9) & (b <= 13))
+    word = ~space
+    starts = np.flatnonzero(word & np.concatenate(([True], space[:-1])))
+    ends = np.flatnonzero(word & np.concatenate((space[1:], [True]))) + 1
+    if len(starts) == 0:
+        return np.empty(0, np.uint64)
+    pw, inv = _powers(len(b) + 1)
+    with np.errstate(over="ignore"):
+        prefix = np.zeros(len(b) + 1, dtype=np.uint64)
+        np.cumsum((b.astype(np.uint64) + _U(1)) * pw[: len(b)], dtype=np.uint64, out=prefix[1:])
+        return mix64((prefix[ends] - prefix[starts]) * inv[starts])
