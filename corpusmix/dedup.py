@@ -22,6 +22,7 @@ the smallest doc_id.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import re
@@ -55,38 +56,60 @@ DOCS_SCHEMA = ARROW_SCHEMAS["ingest_documents"]
 DUP_SCHEMA = ARROW_SCHEMAS["duplicates"]
 SIG_BATCH_CELLS = 1 << 23     # permutations x shingles per vectorised step (32 MiB of uint32)
 READ_BATCH_ROWS = 2048
-_PUNCT = re.compile(r"[^\w\s]+")
-_SPACE = re.compile(r"\s+")
-_DIGIT = re.compile(r"\d")
 
 
 # --------------------------------------------------------------------------- text -> hashes
 
-def normalize(text: str, cfg: Normalize) -> str:
-    """The text as dedup compares it: the order of steps matters (NFKC can create punctuation)."""
+# Unicode punctuation outside ASCII, as UTF-8 byte patterns: Latin-1 punctuation and symbols
+# (U+00A1-U+00BF, U+00D7, U+00F7), General Punctuation (U+2000-U+206F), CJK Symbols and
+# Punctuation (U+3000-U+303F). Fullwidth forms become ASCII under NFKC first.
+_UNICODE_PUNCT = re.compile(rb"\xc2[\xa1-\xbf]|\xc3[\x97\xb7]|\xe2\x80[\x80-\xbf]|\xe2\x81[\x80-\xaf]|\xe3\x80[\x80-\xbf]")
+
+
+@functools.lru_cache(maxsize=4)
+def _byte_table(punctuation: bool, zero_digits: bool) -> bytes:
+    """A bytes.translate table for the ASCII rules (GB/s, where a str regex does ~25 MB/s)."""
+    table = bytearray(range(256))
+    for c in range(128):
+        ch = chr(c)
+        if punctuation and not ch.isalnum() and not ch.isspace() and ch != "_":
+            table[c] = 0x20
+        elif zero_digits and ch.isdigit():
+            table[c] = ord("0")
+    return bytes(table)
+
+
+def normalize(text: str, cfg: Normalize) -> bytes:
+    """The UTF-8 bytes dedup compares; the order matters (NFKC can create punctuation).
+
+    Punctuation means ASCII punctuation and symbols plus the Unicode ranges in
+    ``_UNICODE_PUNCT``; digits mean ASCII digits (after NFKC, which maps most
+    other digit forms to ASCII).
+    """
     if cfg.unicode != "none":
         text = unicodedata.normalize(cfg.unicode, text)
     if cfg.lowercase:
         text = text.lower()
-    if cfg.punctuation:
-        text = _PUNCT.sub(" ", text)
-    if cfg.digits == "zero":
-        text = _DIGIT.sub("0", text)
+    data = text.encode("utf-8")
+    if cfg.punctuation or cfg.digits == "zero":
+        data = data.translate(_byte_table(cfg.punctuation, cfg.digits == "zero"))
+        if cfg.punctuation and not data.isascii():
+            data = _UNICODE_PUNCT.sub(b" ", data)
     if cfg.whitespace:
-        text = _SPACE.sub(" ", text).strip()
-    return text
+        data = b" ".join(data.split())
+    return data
 
 
-def exact_key(norm: str) -> bytes:
-    return hashlib.blake2b(norm.encode("utf-8"), digest_size=16).digest()
+def exact_key(norm: bytes) -> bytes:
+    return hashlib.blake2b(norm, digest_size=16).digest()
 
 
 _SHINGLE_MULT = np.uint64(0x9E3779B97F4A7C15)
 
 
-def shingle_hashes(norm: str, k: int) -> np.ndarray:
+def shingle_hashes(norm: bytes, k: int) -> np.ndarray:
     """32-bit hashes of the word k-grams of ``norm`` (one shingle of all words if fewer than k)."""
-    w = mix64(word_hashes(norm.encode("utf-8")))
+    w = mix64(word_hashes(norm))
     n = len(w)
     if n == 0:
         return np.empty(0, np.uint32)

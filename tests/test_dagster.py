@@ -61,7 +61,7 @@ def test_cli_build_records_runs_in_the_instance(make_spec, tmp_path, monkeypatch
     r = subprocess.run([sys.executable, "-m", "corpusmix.cli", "build", str(spec)],
                        capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "ingest[math]: ok" in r.stdout and "ingest[dialogue]: ok" in r.stdout
+    assert "math: ok" in r.stdout and "dialogue: ok" in r.stdout
     assert "telemetry" in (home / "dagster.yaml").read_text()
     with DagsterInstance.get() as instance:
         assert len(instance.get_runs()) == 2

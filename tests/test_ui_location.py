@@ -53,7 +53,9 @@ def test_dagster_dev_shows_partitioned_ingest_and_cli_runs(make_spec, tmp_path):
             except OSError:
                 pass
             time.sleep(1)
-        assert nodes == [{"assetKey": {"path": ["ingest"]}, "isPartitioned": True, "partitionKeys": ["math", "web"]}]
+        assert sorted(nodes, key=lambda n: n["assetKey"]["path"]) == [
+            {"assetKey": {"path": ["dedup"]}, "isPartitioned": True, "partitionKeys": ["math", "web"]},
+            {"assetKey": {"path": ["ingest"]}, "isPartitioned": True, "partitionKeys": ["math", "web"]}]
         mats = _graphql(port, '{ assetOrError(assetKey: {path: ["ingest"]}) { ... on Asset { assetMaterializations '
                               '{ partition metadataEntries { label } } } } }')["assetOrError"]["assetMaterializations"]
         assert [m["partition"] for m in mats] == ["web"]

@@ -43,7 +43,7 @@ def run_build(spec_path: str | os.PathLike, sources: list[str] | None = None, ec
     from workflows.definitions import build_definitions
 
     defs = build_definitions(loaded.path)
-    job = defs.resolve_job_def("ingest_job")
+    job = defs.resolve_job_def("source_job")
     ok = True
     with DagsterInstance.get() as instance:
         echo(f"Dagster instance: {home}")
@@ -51,7 +51,7 @@ def run_build(spec_path: str | os.PathLike, sources: list[str] | None = None, ec
             result = job.execute_in_process(partition_key=src, instance=instance, raise_on_error=False,
                                             run_config=QUIET)
             status = "ok" if result.success else "FAILED"
-            echo(f"  ingest[{src}]: {status} (run {result.run_id})")
+            echo(f"  {src}: {status} (run {result.run_id})")
             if not result.success:
                 ok = False
                 for ev in result.all_events:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from dagster import Definitions, StaticPartitionsDefinition, define_asset_job
 
+from assets.dedup import build_dedup_asset
 from assets.ingest import build_ingest_asset
 from corpusmix.spec import load_spec
 
@@ -28,9 +29,14 @@ def build_definitions(spec_path: str | os.PathLike) -> Definitions:
     loaded = load_spec(spec_path, check_files=False)
     sources = StaticPartitionsDefinition(loaded.source_names)
     ingest = build_ingest_asset(sources)
+    dedup = build_dedup_asset(ingest)
     return Definitions(
-        assets=[ingest],
-        jobs=[define_asset_job("ingest_job", selection=[ingest], description="Ingest one source partition.")],
+        assets=[ingest, dedup],
+        jobs=[
+            define_asset_job("ingest_job", selection=[ingest], description="Ingest one source partition."),
+            define_asset_job("source_job", selection=[ingest, dedup],
+                             description="Every per-source stage of one source partition, in order."),
+        ],
         resources={"corpus": CorpusSpec(spec_path=str(loaded.path))},
     )
 

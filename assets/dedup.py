@@ -1,0 +1,49 @@
+"""The dedup asset: one partition per source, downstream of the same source's ingest."""
+
+from dagster import AssetExecutionContext, AssetsDefinition, DataVersion, MaterializeResult, MetadataValue, asset
+
+from corpusmix.dedup import dedup_source
+from workflows.resources import CorpusSpec
+
+from .metadata import stage_metadata
+
+
+def build_dedup_asset(ingest: AssetsDefinition):
+    @asset(
+        name="dedup",
+        partitions_def=ingest.partitions_def,
+        deps=[ingest],
+        group_name="corpus",
+        kinds={"parquet", "python"},
+        description="Exact + MinHash-LSH near-duplicate removal within the source; writes the surviving "
+                    "documents and a duplicates table (cluster, representative, kind, Jaccard).",
+    )
+    def dedup(context: AssetExecutionContext, corpus: CorpusSpec) -> MaterializeResult:
+        manifest, path = dedup_source(corpus.load(), context.partition_key, progress=context.log.info)
+        md = stage_metadata(manifest, path)
+        c, details = manifest["counts"], manifest["details"]
+        md |= {
+            "removed_exact": c["removed_exact"],
+            "removed_near": c["removed_near"],
+            "lsh_candidate_pairs": c["candidate_pairs"],
+            "rejected_by_verification": c["rejected_pairs"],
+            "cluster_sizes": MetadataValue.json(details["cluster_sizes"]),
+            "audit_pairs": MetadataValue.md(_audit_markdown(details["audit_pairs"])),
+        }
+        return MaterializeResult(metadata=md, data_version=DataVersion(manifest["version"]))
+
+    return dedup
+
+
+def _audit_markdown(pairs: list[dict]) -> str:
+    if not pairs:
+        return "_no duplicates removed_"
+    rows = ["| removed | kept | kind | est. J | true J | removed text | kept text |", "|---|---|---|---|---|---|---|"]
+    for p in pairs:
+        def cell(s: str) -> str:
+            return s[:80].replace("|", "\\|").replace("\n", " ")
+        tj = "" if p["true_jaccard"] is None else f"{p['true_jaccard']:.3f}"
+        est = "" if p["estimated_jaccard"] is None else f"{p['estimated_jaccard']:.3f}"
+        rows.append(f"| {p['doc_id']} | {p['representative']} | {p['kind']} | {est} | {tj} | "
+                    f"{cell(p['doc_head'])} | {cell(p['representative_head'])} |")
+    return "\n".join(rows)
