@@ -57,8 +57,12 @@ def _row_count(path: Path) -> int:
 
 
 def verify(spec_path: str) -> list[str]:
-    """Every mismatch between a build's manifests and the files on disk (empty = verified)."""
-    from .manifest import iter_manifests, verify_manifest
+    """Every mismatch between a build's manifests and the files on disk (empty = verified).
+
+    Also every stage that has manifests must have one per source of the spec,
+    and none for a source the spec no longer has.
+    """
+    from .manifest import iter_manifests, read_manifest, verify_manifest
 
     loaded = load_spec(spec_path, check_files=False)
     manifests = iter_manifests(loaded.manifest_root)
@@ -67,6 +71,23 @@ def verify(spec_path: str) -> list[str]:
     problems = []
     for m in manifests:
         problems += [p.render() for p in verify_manifest(m, loaded.storage_root, _row_count)]
+    stages: dict[str, set[str]] = {}
+    for m in manifests:
+        stages.setdefault(m.parent.name, set()).add(m.stem)
+    for stage, found in sorted(stages.items()):
+        for src in sorted(set(loaded.source_names) - found):
+            problems.append(f"{loaded.manifest_root / stage}: no manifest for source {src!r} "
+                            f"(never built, or the manifest was deleted)")
+        for src in sorted(found - set(loaded.source_names)):
+            problems.append(f"{loaded.manifest_root / stage / (src + '.json')}: stale: the spec has no source {src!r}")
+    for m in manifests:
+        try:
+            data = read_manifest(m)
+        except Exception:  # noqa: BLE001 - already reported by verify_manifest
+            continue
+        if data["corpus"] != loaded.spec.name or data["partition"] != m.stem or data["asset"] != m.parent.name:
+            problems.append(f"{m}: names corpus {data['corpus']!r}, asset {data['asset']!r}, partition "
+                            f"{data['partition']!r}, which is not where it is filed")
     return problems
 
 

@@ -168,7 +168,7 @@ def _screen(cand: pa.Table, unit: Unit, seen_ids: set[str]) -> tuple[pa.Table, l
     mark(pc.greater(n_bytes, cfg.max_text_bytes), "text_too_long")
     ids = cand.column("doc_id")
     if src.id_field is not None:
-        mark(pc.is_null(ids), "missing_id")
+        mark(pc.or_kleene(pc.is_null(ids), pc.equal(pc.binary_length(ids), 0)), "missing_id")
     # Ids: content hashes where the source has none; duplicates (first wins) are quarantined.
     id_list = ids.to_pylist()
     reasons = reason.to_pylist()
@@ -202,7 +202,7 @@ def _screen(cand: pa.Table, unit: Unit, seen_ids: set[str]) -> tuple[pa.Table, l
                "empty_text": "text is empty or only whitespace",
                "nul_byte": "text contains a NUL (\\x00) byte",
                "text_too_long": f"longer than ingest.max_text_bytes={cfg.max_text_bytes}",
-               "missing_id": f"no {src.id_field!r} field (absent or null)",
+               "missing_id": f"no {src.id_field!r} field (absent, null or empty)",
                "duplicate_id": "an earlier record of this source has the same id"}
     nos = cand.column("record_no")
     bad = []
@@ -257,7 +257,7 @@ def ingest_unit(unit: Unit) -> UnitResult:
     paths = [Path(p) for p in unit.paths]
     file_label = unit.rels[0] if unit.fmt is not Format.TEXT else None
     try:
-        for batch in read_unit(unit.fmt, paths, unit.rels, src, cfg.block_bytes, info):
+        for batch in read_unit(unit.fmt, paths, unit.rels, src, cfg.block_bytes, cfg.max_text_bytes, info):
             for b in batch.bad:
                 qrows.append(_bad_row(b, cfg, b.file or file_label))
             if batch.candidates.num_rows == 0:
@@ -323,11 +323,13 @@ def plan_units(loaded: LoadedSpec, source: Source, staging: Path) -> list[Unit]:
                               source, loaded.spec.ingest, str(staging)))
             text_group, text_bytes = [], 0
 
-    bases = [str(loaded.resolve(_glob_base(p))) for p in source.paths]
+    # Paths are recorded relative to the common base of the source's globs, so that moving the
+    # spec or the data changes neither the output bytes nor the content key, and two globs
+    # cannot give two files the same name.
+    base = os.path.commonpath([str(loaded.resolve(_glob_base(p))) for p in source.paths])
+    if any(f == Path(base) for f in files):  # a glob naming one file: its base is the file itself
+        base = str(Path(base).parent)
     for f in files:
-        # Paths are recorded relative to the glob's base so that moving the spec or the data
-        # directory changes neither the output bytes nor the content key.
-        base = next((b for b in bases if str(f).startswith(b.rstrip("/") + "/")), str(f.parent))
         rel = os.path.relpath(f, base)
         fmt = file_format(source, f)
         if fmt is Format.TEXT:

@@ -22,13 +22,17 @@ Memory is bounded by the block size (plus the longest single line).
 from __future__ import annotations
 
 import hashlib
+import base64
 import io
+import json
+import re
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pajson
@@ -114,66 +118,122 @@ def _decompressed(raw: _RawFile, path: Path) -> Iterator[bytes]:
     if dec is None:
         yield from raw.chunks()
         return
-    started = False
+    started = produced = False
+    members = 0
+    padding = False
     for chunk in raw.chunks():
+        if padding:
+            if chunk.strip(b"\0"):
+                raise UnreadableFileError(str(path), "non-zero bytes after the zero padding that follows the "
+                                                     "last compressed member")
+            continue
         while chunk:
             try:
                 out = dec.decompress(chunk)
             except (isal_zlib.error, zlib.error, zstandard.ZstdError) as e:
-                raise UnreadableFileError(str(path), f"not a valid {name.rsplit('.', 1)[-1]} stream: {e}") from e
+                what = ("trailing data after the last complete compressed member is not a valid stream"
+                        if members else f"not a valid {name.rsplit('.', 1)[-1]} stream")
+                raise UnreadableFileError(str(path), f"{what}: {e}") from e
             started = True
             if out:
+                produced = True
                 yield out
             if dec.eof:
+                members += 1
+                produced = False
                 chunk = dec.unused_data
                 dec = _new_decoder(name)
                 started = False
+                if chunk and not chunk.strip(b"\0"):
+                    padding, chunk = True, b""  # block-device / tape padding after the stream: gzip -d accepts it
             else:
                 chunk = b""
     if started and not dec.eof:
-        raise UnreadableFileError(str(path), "compressed stream is truncated (ends before its end marker)")
+        raise UnreadableFileError(str(path), "trailing data after the last complete compressed member is not a "
+                                             "valid stream" if members and not produced else
+                                             "compressed stream is truncated (ends before its end marker)")
 
 
-def _read_blocks(chunks: Iterator[bytes], block_bytes: int, path: Path) -> Iterator[tuple[bytes, bool]]:
-    """Yield (block of whole lines, is_damaged_tail) of roughly ``block_bytes``.
+def _read_blocks(chunks: Iterator[bytes], block_bytes: int, max_line: int,
+                 path: Path) -> Iterator[tuple[bytes, str | None]]:
+    """Yield (block of whole lines, None) of roughly ``block_bytes``, or (head, reason) for a
+    piece that cannot be a record.
 
     A line longer than a block is carried until its newline, so a 20 MB
-    one-line document arrives whole. Damage raises UnreadableFileError after the
-    complete lines before it were yielded; the half line at the damage point is
-    yielded first, flagged True, so it can be quarantined rather than lost.
+    one-line document arrives whole; only each new chunk is searched, so this
+    stays linear. A line longer than ``max_line`` is not held in memory: its
+    head is yielded with reason ``line_too_long`` and the rest skipped up to
+    the next newline. Damage raises UnreadableFileError after the complete lines
+    before it were yielded; the half line at the damage point is yielded first
+    with reason ``truncated_record``, so it can be quarantined rather than lost.
     """
-    pending: list[bytes] = []
-    size = 0
+    lines: list[bytes] = []      # whole lines waiting to fill a block
+    lines_size = 0
+    partial: list[bytes] = []    # the line being read
+    partial_size = 0
     first = True
+    skipping = False
     try:
         for chunk in chunks:
             if first:
                 chunk = chunk[len(BOM):] if chunk.startswith(BOM) else chunk
                 first = False
-            pending.append(chunk)
-            size += len(chunk)
-            if size < block_bytes:
-                continue
-            data = b"".join(pending)
-            cut = data.rfind(b"\n")
+            if skipping:
+                nl = chunk.find(b"\n")
+                if nl < 0:
+                    continue
+                chunk, skipping = chunk[nl + 1:], False
+            cut = chunk.rfind(b"\n")
             if cut < 0:
-                pending, size = [data], len(data)
+                partial.append(chunk)
+                partial_size += len(chunk)
+                if partial_size > max_line:
+                    if lines:
+                        yield b"".join(lines), None
+                        lines, lines_size = [], 0
+                    yield b"".join(partial)[:4096], "line_too_long"
+                    partial, partial_size, skipping = [], 0, True
                 continue
-            yield data[: cut + 1], False
-            rest = data[cut + 1:]
-            pending, size = ([rest], len(rest)) if rest else ([], 0)
+            lines += partial
+            lines.append(chunk[: cut + 1])
+            lines_size += partial_size + cut + 1
+            partial, partial_size = ([chunk[cut + 1:]], len(chunk) - cut - 1) if cut + 1 < len(chunk) else ([], 0)
+            if lines_size >= block_bytes:
+                yield b"".join(lines), None
+                lines, lines_size = [], 0
     except UnreadableFileError:
-        tail = b"".join(pending)
-        cut = tail.rfind(b"\n")
-        if cut >= 0:
-            yield tail[: cut + 1], False
-            tail = tail[cut + 1:]
-        if tail:
-            yield tail, True
+        if lines:
+            yield b"".join(lines), None
+        if partial:
+            yield b"".join(partial), "truncated_record"
         raise
-    tail = b"".join(pending)
+    tail = b"".join(lines + partial)
     if tail:
-        yield tail, False
+        yield tail, None
+
+
+def _json_default(value):
+    """JSON for what Parquet holds and JSON lacks: bytes as base64, the rest as text."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return {"$base64": base64.b64encode(bytes(value)).decode()}
+    return str(value)  # Decimal, timedelta, time, ... : their exact textual form
+
+
+def dump_json(obj) -> str:
+    """Canonical compact JSON (sorted keys, UTF-8): orjson, or the standard library for what
+    orjson refuses (integers beyond 64 bits)."""
+    try:
+        return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS, default=_json_default).decode()
+    except (TypeError, orjson.JSONEncodeError):
+        return json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=_json_default)
+
+
+def load_json(line: bytes):
+    """Parse one JSON value; a line with a 20+ digit integer goes to the standard library,
+    which keeps it exact (orjson would make it a float)."""
+    if _long_digit_run(line):
+        return json.loads(line.decode("utf-8"))
+    return orjson.loads(line)
 
 
 def metadata_json(table: pa.Table, fields: list[str] | None) -> pa.Array:
@@ -184,7 +244,7 @@ def metadata_json(table: pa.Table, fields: list[str] | None) -> pa.Array:
     if not fields:
         return pa.nulls(table.num_rows, pa.string())
     rows = table.select(fields).to_pylist()
-    return pa.array([orjson.dumps(r, option=orjson.OPT_SORT_KEYS).decode() for r in rows], pa.string())
+    return pa.array([dump_json(r) for r in rows], pa.string())
 
 
 def _meta_fields(available: list[str], source: Source) -> list[str]:
@@ -238,9 +298,42 @@ def _arrow_text_and_id(block: bytes, source: Source) -> pa.Table | None:
     return None
 
 
+def _long_digit_run(block: bytes, n: int = 19) -> bool:
+    """Does the block hold a run of more than ``n`` digits (an integer orjson would turn into a float)?"""
+    d = np.frombuffer(block, dtype=np.uint8)
+    digit = ((d >= 48) & (d <= 57)).astype(np.int8)
+    if not digit.any():
+        return False
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], digit, [0]))))
+    return bool((edges[1::2] - edges[0::2] > n).any())
+
+
+def _arrow_safe(block: bytes, n_lines: int) -> bool:
+    """Can Arrow's reader be trusted with this block? Cheap byte-level checks, all needed:
+
+    * valid UTF-8 (Arrow would silently replace bad bytes with U+FFFD);
+    * every line starts with ``{`` (a block whose first value is ``null`` crashes
+      pyarrow 26's reader, apache/arrow#47409; and this rules out blank lines
+      and several objects on one line, which would misalign rows and lines);
+    * no bare CR (Arrow treats it as a line break, JSON Lines does not);
+    * no NaN/Infinity literals (Arrow accepts them, strict JSON does not);
+    * no integer of 20+ digits (it would lose precision; the exact path keeps it).
+    """
+    if block.count(b"\n{") + block.startswith(b"{") != n_lines:
+        return False
+    if b"\r" in block and block.count(b"\r") != block.count(b"\r\n"):
+        return False
+    if (b"NaN" in block or b"Infinity" in block) and _NONFINITE.search(block):
+        return False
+    return _is_valid_utf8(block) and not _long_digit_run(block)
+
+
+_NONFINITE = re.compile(rb"[:\[,]\s*-?(?:NaN|Infinity)")
+
+
 def _fast_block(block: bytes, first_line: int, source: Source, n_lines: int) -> pa.Table | None:
     """Parse a block with Arrow's JSON reader, or None if only the exact path can judge it."""
-    if not _is_valid_utf8(block):
+    if not _arrow_safe(block, n_lines):
         return None
     table = _arrow_text_and_id(block, source)
     if table is None:
@@ -270,9 +363,9 @@ def _record_metadata(rec: dict, source: Source) -> str | None:
         rec.pop(source.text_field, None)
         if source.id_field is not None:
             rec.pop(source.id_field, None)
-        return orjson.dumps(rec, option=orjson.OPT_SORT_KEYS).decode() if rec else None
+        return dump_json(rec) if rec else None
     fields = _meta_fields(list(rec), source)
-    return orjson.dumps({k: rec[k] for k in fields}, option=orjson.OPT_SORT_KEYS).decode() if fields else None
+    return dump_json({k: rec[k] for k in fields}) if fields else None
 
 
 def _metadata_of_lines(block: bytes, source: Source, n_rows: int) -> pa.Array | None:
@@ -304,12 +397,14 @@ def _exact_block(block: bytes, first_line: int, source: Source) -> RawBatch:
         no = first_line + offset
         if line.endswith(b"\r"):
             line = line[:-1]
+        if line.startswith(BOM):  # files concatenated with `cat` keep each one's BOM
+            line = line[len(BOM):]
         if not line.strip():
             blank += 1  # blank lines separate nothing in JSON Lines: counted, not quarantined
             continue
         try:
-            rec = orjson.loads(line)
-        except orjson.JSONDecodeError as e:
+            rec = load_json(line)
+        except (orjson.JSONDecodeError, json.JSONDecodeError, UnicodeDecodeError) as e:
             try:
                 line.decode("utf-8")
                 bad.append(BadRecord(no, "invalid_json", str(e), line))
@@ -356,17 +451,20 @@ class FileReadResult:
     files: list[dict] = field(default_factory=list)  # per-file inputs, for units of many files
 
 
-def read_jsonl(path: Path, source: Source, block_bytes: int, info: FileReadResult) -> Iterator[RawBatch]:
+def read_jsonl(path: Path, source: Source, block_bytes: int, max_line: int,
+               info: FileReadResult) -> Iterator[RawBatch]:
     """Stream a .jsonl / .jsonl.gz / .jsonl.zst file as RawBatches (see module docstring)."""
     with open(path, "rb") as f:
         raw = _RawFile(f)
         line = 1
         try:
-            for block, damaged_tail in _read_blocks(_decompressed(raw, path), block_bytes, path):
-                if damaged_tail:
+            for block, problem in _read_blocks(_decompressed(raw, path), block_bytes, max_line, path):
+                if problem is not None:
                     info.lines += 1
-                    yield RawBatch(CANDIDATE_SCHEMA.empty_table(), [BadRecord(
-                        line, "truncated_record", "the file is damaged inside this record", block)])
+                    detail = ("the file is damaged inside this record" if problem == "truncated_record" else
+                              f"a line longer than {max_line} bytes (ingest.max_text_bytes allows for escaping)")
+                    yield RawBatch(CANDIDATE_SCHEMA.empty_table(), [BadRecord(line, problem, detail, block)])
+                    line += 1
                     continue
                 n = block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
                 fast = _fast_block(block, line, source, n)
@@ -412,34 +510,56 @@ def read_parquet(path: Path, source: Source, block_bytes: int, info: FileReadRes
         raise UnreadableFileError(str(path), f"not a readable Parquet file: {e}") from e
 
 
+def _decoded(col: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """One array, dictionary encoding undone (a dictionary of strings is still text)."""
+    col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    return col.dictionary_decode() if pa.types.is_dictionary(col.type) else col
+
+
+def _row_is_valid(table: pa.Table, i: int) -> bool:
+    try:
+        table.slice(i, 1).validate(full=True)
+        return True
+    except pa.ArrowInvalid:
+        return False
+
+
 def _parquet_batch(table: pa.Table, names: list[str], first_row: int, source: Source) -> RawBatch:
-    """Candidates from one Parquet batch; a column of the wrong type makes its non-null rows bad."""
+    """Candidates from one Parquet batch. Rows are bad, in the documented order of reasons, when a
+    string column holds invalid UTF-8 (non-validating writers produce that), the text column is
+    not text, or the id column is neither text nor an integer."""
     n = table.num_rows
     record_no = pa.array(range(first_row, first_row + n), pa.int64())
-    meta = metadata_json(table, _meta_fields(names, source))
-    text = table.column(source.text_field).combine_chunks() if source.text_field in names else pa.nulls(n, pa.string())
-    bad_mask = pa.array([False] * n)
-    bad: list[BadRecord] = []
+    reasons: list[tuple[str, str] | None] = [None] * n
+    try:
+        table.validate(full=True)
+    except pa.ArrowInvalid:
+        for i in range(n):
+            if not _row_is_valid(table, i):
+                reasons[i] = ("invalid_utf8", "a string column holds invalid UTF-8")
+    text = _decoded(table.column(source.text_field)) if source.text_field in names else pa.nulls(n, pa.string())
     if not (pa.types.is_string(text.type) or pa.types.is_large_string(text.type) or pa.types.is_null(text.type)):
-        bad_mask = pc.is_valid(text)
-        reason, col_name, col_type = "non_string_text", source.text_field, text.type
+        for i in np.flatnonzero(pc.is_valid(text).to_numpy(zero_copy_only=False)):
+            reasons[i] = reasons[i] or ("non_string_text", f"column {source.text_field!r} has type {text.type}")
         text = pa.nulls(n, pa.string())
-    else:
-        text = text.cast(pa.string())
-    ids = _id_column(table, source)
+    ids = _id_column(table.set_column(table.schema.get_field_index(source.id_field), source.id_field,
+                                      _decoded(table.column(source.id_field)))
+                     if source.id_field in names else table, source)
     if ids is None:
-        id_col = table.column(source.id_field).combine_chunks()
-        bad_mask = pc.or_(bad_mask, pc.is_valid(id_col))
-        reason, col_name, col_type = "invalid_id", source.id_field, id_col.type
+        id_col = _decoded(table.column(source.id_field))
+        for i in np.flatnonzero(pc.is_valid(id_col).to_numpy(zero_copy_only=False)):
+            reasons[i] = reasons[i] or ("invalid_id", f"column {source.id_field!r} has type {id_col.type}")
         ids = pa.nulls(n, pa.string())
-    if pc.any(bad_mask).as_py():
-        rows = table.filter(bad_mask).to_pylist()
-        nos = record_no.filter(bad_mask).to_pylist()
-        for no, row in zip(nos, rows):
-            bad.append(BadRecord(no, reason, f"column {col_name!r} has type {col_type}",
-                                 orjson.dumps(row, default=str)))
-    keep = pc.invert(bad_mask)
-    cand = pa.Table.from_arrays([ids, text, meta, record_no], schema=CANDIDATE_SCHEMA).filter(keep)
+    bad_idx = [i for i, r in enumerate(reasons) if r is not None]
+    bad: list[BadRecord] = []
+    for i in bad_idx:
+        raw = table.slice(i, 1).to_pylist()[0] if reasons[i][0] != "invalid_utf8" else {"row": first_row + i}
+        bad.append(BadRecord(first_row + i, reasons[i][0], reasons[i][1], dump_json(raw).encode()))
+    keep = pa.array([r is None for r in reasons])
+    good = table.filter(keep) if bad_idx else table
+    meta = metadata_json(good, _meta_fields(names, source))
+    cand = pa.Table.from_arrays([ids.filter(keep), text.cast(pa.string()).filter(keep), meta,
+                                 record_no.filter(keep)], schema=CANDIDATE_SCHEMA)
     return RawBatch(cand, bad)
 
 
@@ -461,7 +581,11 @@ def read_text_files(paths: list[Path], rels: list[str], source: Source, info: Fi
                 for _ in raw_reader.chunks():
                     pass
         except OSError as e:
-            raise UnreadableFileError(str(p), f"cannot read: {e}") from e
+            if source.on_unreadable == "fail":
+                raise UnreadableFileError(str(p), f"cannot read: {e}") from e
+            info.lines += 1
+            bad.append(BadRecord(1, "unreadable_file", f"cannot read: {e}", b"", rel))
+            continue
         info.files.append({"path": rel, "sha256": raw_reader.sha.hexdigest(), "bytes": raw_reader.nbytes})
         info.bytes += raw_reader.nbytes
         info.lines += 1
@@ -487,10 +611,11 @@ def read_text_files(paths: list[Path], rels: list[str], source: Source, info: Fi
 
 
 def read_unit(fmt: Format, paths: list[Path], rels: list[str], source: Source, block_bytes: int,
-              info: FileReadResult) -> Iterator[RawBatch]:
+              max_text_bytes: int, info: FileReadResult) -> Iterator[RawBatch]:
     """Dispatch one unit of work (a JSONL/Parquet file, or a group of text files) to its reader."""
     if fmt is Format.JSONL:
-        return read_jsonl(paths[0], source, block_bytes, info)
+        # JSON escaping can grow text up to 6x (\u00XX); a longer line cannot hold an acceptable text
+        return read_jsonl(paths[0], source, block_bytes, 6 * max_text_bytes + (1 << 20), info)
     if fmt is Format.PARQUET:
         return read_parquet(paths[0], source, block_bytes, info)
     return read_text_files(paths, rels, source, info)

@@ -65,24 +65,36 @@ def new_staging_dir(parent: str | os.PathLike) -> Path:
     return staging
 
 
+def _digests(root: Path) -> dict[str, str]:
+    return {str(f.relative_to(root)): sha256_file(f) for f in sorted(root.rglob("*")) if f.is_file()}
+
+
 def publish_dir(staging: Path, final: Path) -> bool:
     """Move a filled staging directory to its final, content-addressed name.
 
-    The final name is derived from the content's inputs, so if it already
-    exists another run produced the same bytes: the staging copy is dropped.
+    The name is derived from the inputs, so an existing directory should hold
+    the same bytes: then the staging copy is dropped. If it does not (a file
+    was deleted or damaged since, or a library upgrade changed the encoding),
+    it is replaced, so a rebuild repairs what ``verify`` would flag.
     Returns True when this call published the directory.
     """
     for f in staging.rglob("*"):
         if f.is_file():
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
+    _fsync_dir(staging)
     try:
         os.rename(staging, final)
     except OSError:
-        if final.is_dir():
+        if not final.is_dir():
+            raise
+        if _digests(staging) == _digests(final):
             shutil.rmtree(staging, ignore_errors=True)
             return False
-        raise
+        old = final.with_name(f".replaced-{uuid.uuid4().hex}")
+        os.rename(final, old)
+        os.rename(staging, final)
+        shutil.rmtree(old, ignore_errors=True)
     _fsync_dir(final.parent)
     return True
 

@@ -29,7 +29,7 @@ def _jsonl(*records) -> bytes:
 
 def _ingest(make_spec, tmp_path, files: dict[str, bytes], **source_kw):
     raw = tmp_path / "raw"
-    raw.mkdir(exist_ok=True)
+    raw.mkdir(parents=True, exist_ok=True)
     for name, data in files.items():
         (raw / name).write_bytes(data)
     src = {"name": "s", "kind": "web", "paths": [str(raw / "*")]} | source_kw
@@ -238,3 +238,77 @@ def test_plain_text_sources_one_document_per_file(make_spec, tmp_path):
     assert dict(zip(quar.column("doc_id").to_pylist(), quar.column("reason").to_pylist())) == {
         "pkg/empty.py": "empty_text", None: "invalid_utf8"}
     assert sorted(i["path"] for i in manifest["inputs"]) == ["pkg/empty.py", "pkg/latin1.py", "pkg/mod.py", "top.py"]
+
+
+def test_inputs_that_crash_or_fool_a_json_reader(make_spec, tmp_path):
+    """A first line of null (segfaults pyarrow 26's JSON reader), NaN, a bare CR, two objects on
+    a line, a mid-file BOM, an empty id and a 39-digit integer: each is judged, none crashes."""
+    data = (b'null\n{"id": "a", "text": "after null"}\n{"id": "b", "text": "nan", "score": NaN}\n'
+            b'{"id": "c", "text": "x"}\r{"id": "d", "text": "y"}\n{"id": "e", "text": "1"} {"id": "f", "text": "2"}\n'
+            b'\xef\xbb\xbf{"id": "g", "text": "bom again"}\n{"id": "", "text": "empty id"}\n'
+            b'{"id": "h", "text": "big", "hash": 340282366920938463463374607431768211455}\n')
+    for meta in ("all", "none"):  # "none" skips the metadata parse: the reader must still be strict
+        _, docs, quar = _ingest(make_spec, tmp_path / meta, {"tricky.jsonl": data}, metadata_fields=meta)
+        assert docs.column("doc_id").to_pylist() == ["a", "g", "h"]
+        assert _reasons(quar) == {1: "not_an_object", 3: "invalid_json", 4: "invalid_json", 5: "invalid_json",
+                                  7: "missing_id"}
+    _, docs, _ = _ingest(make_spec, tmp_path / "big", {"big.jsonl": data})
+    assert json.loads(docs.column("metadata")[2].as_py())["hash"] == 2**128 - 1  # exact, not a float
+
+
+def test_gzip_padding_is_accepted_and_trailing_garbage_named(make_spec, tmp_path):
+    good = gzip.compress(_jsonl({"id": "a", "text": "t"}))
+    _, docs, _ = _ingest(make_spec, tmp_path / "pad", {"padded.jsonl.gz": good + b"\0" * 512})
+    assert docs.column("doc_id").to_pylist() == ["a"] and not any(docs.column("truncated_input").to_pylist())
+    with pytest.raises(IngestError, match="trailing data after the last complete compressed member"):
+        _ingest(make_spec, tmp_path / "junk", {"junk.jsonl.gz": good + b"garbage!"})
+
+
+def test_a_line_longer_than_any_acceptable_text_is_skipped_not_held(make_spec, tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "a.jsonl").write_bytes(_jsonl({"id": "a", "text": "ok"}, {"id": "b", "text": "x" * 1_500_000},
+                                         {"id": "c", "text": "after"}))
+    spec = make_spec([{"name": "s", "kind": "web", "paths": [str(raw / "*")]}], ingest={"max_text_bytes": 1})
+    manifest, _ = ingest_source(load_spec(spec), "s", progress=lambda m: None)
+    assert manifest["reasons"]["line_too_long"]["records"] == 1
+    assert manifest["counts"]["records_read"] == 3
+
+
+def test_parquet_dictionary_text_binary_metadata_and_invalid_utf8(make_spec, tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    bad_utf8 = pa.array([b"fine", b"bad \xff"], pa.binary()).view(pa.string())
+    pq.write_table(pa.table({"id": ["a", "b"], "text": pa.array(["one", "two"]).dictionary_encode(),
+                             "blob": pa.array([b"\x00\x01", None], pa.binary())}), raw / "dict.parquet")
+    pq.write_table(pa.table({"id": ["c", "d"], "text": bad_utf8}), raw / "utf8.parquet")
+    _, docs, quar = _ingest(make_spec, tmp_path, {})
+    assert docs.column("doc_id").to_pylist() == ["a", "b", "c"]
+    assert json.loads(docs.column("metadata")[0].as_py()) == {"blob": {"$base64": "AAE="}}
+    assert quar.column("reason").to_pylist() == ["invalid_utf8"]
+
+
+def test_same_file_name_under_two_globs_stays_distinct(make_spec, tmp_path):
+    for repo in ("repo1", "repo2"):
+        (tmp_path / repo).mkdir()
+        (tmp_path / repo / "setup.py").write_text(f"print('{repo}')\n")
+    src = {"name": "s", "kind": "code", "format": "text",
+           "paths": [str(tmp_path / "repo1" / "*.py"), str(tmp_path / "repo2" / "*.py")]}
+    loaded = load_spec(make_spec([src]))
+    manifest, _ = ingest_source(loaded, "s", progress=lambda m: None)
+    docs = read_outputs(manifest, loaded.storage_root, "documents")
+    assert docs.column("doc_id").to_pylist() == ["repo1/setup.py", "repo2/setup.py"]
+
+
+def test_a_rebuild_repairs_a_damaged_published_output(make_spec, tmp_path):
+    from corpusmix.cli import verify
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "a.jsonl").write_bytes(_jsonl({"id": "a", "text": "t"}))
+    loaded = load_spec(make_spec([{"name": "s", "kind": "web", "paths": [str(raw / "*")]}]))
+    manifest, _ = ingest_source(loaded, "s", progress=lambda m: None)
+    (loaded.storage_root / manifest["outputs"][0]["path"]).unlink()
+    assert verify(str(loaded.path))
+    ingest_source(loaded, "s", progress=lambda m: None)
+    assert verify(str(loaded.path)) == []

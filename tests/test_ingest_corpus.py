@@ -95,6 +95,11 @@ def test_rebuild_is_byte_identical_and_independent_of_workers(make_spec, tmp_pat
 def test_verify_detects_a_flipped_byte_a_removed_file_and_an_edited_manifest(make_spec, tmp_path):
     loaded = _spec(make_spec, workers=0)
     m, mpath = ingest_source(loaded, "web", progress=lambda x: None)
+    missing = verify(str(loaded.path))  # the other five sources were never built
+    assert len(missing) == 5 and all("no manifest for source" in p for p in missing)
+    for name in SOURCES:
+        if name != "web":
+            ingest_source(loaded, name, progress=lambda x: None)
     assert verify(str(loaded.path)) == []
     doc_part = loaded.storage_root / m["outputs"][0]["path"]
     quar_part = loaded.storage_root / next(o["path"] for o in m["outputs"] if o["kind"] == "quarantine")
