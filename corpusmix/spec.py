@@ -71,6 +71,7 @@ class NearDedup(_Strict):
     threshold: float = Field(0.8, gt=0.0, lt=1.0)
     bands: int | None = Field(None, ge=1)
     rows: int | None = Field(None, ge=1)
+    false_negative_weight: float = Field(0.95, gt=0.0, lt=1.0)
     verify: bool = True
     seed: int = 1
 

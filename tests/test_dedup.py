@@ -1,0 +1,136 @@
+"""Dedup: hashing and signatures against datasketch, clustering policy, the labelled evaluation,
+and what the stage finds in the real corpus."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from datasketch import MinHash
+
+import corpusmix.dedup as dd
+from corpusmix.dedup import (
+    dedup_source, jaccard, normalize, permutations, pick_representative, shingle_hashes, signatures,
+)
+from corpusmix.ingest import ingest_source
+from corpusmix.spec import Normalize, load_spec
+
+from .conftest import CORPUS, REPO
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+import dedup_eval  # noqa: E402
+
+
+def test_normalize_rules():
+    text = "Hello,  “World”!\tIt’s 2024 — ＦＵＬＬ。 snake_case"
+    assert normalize(text, Normalize()) == b"hello world it s 2024 full snake_case"
+    assert normalize(text, Normalize(digits="zero")) == b"hello world it s 0000 full snake_case"
+    off = Normalize(lowercase=False, whitespace=False, punctuation=False, unicode="none")
+    assert normalize(text, off) == text.encode()
+
+
+def test_shingles_are_ordered_word_ngrams():
+    a = shingle_hashes(b"a b c d e f", 5)
+    assert len(a) == 2
+    assert len(np.intersect1d(a, shingle_hashes(b"x a b c d e", 5))) == 1  # shares "a b c d e"
+    assert not np.intersect1d(a, shingle_hashes(b"f e d c b a", 5)).size  # order matters
+    assert len(shingle_hashes(b"too short", 5)) == 1 and len(shingle_hashes(b"", 5)) == 0
+
+
+def test_signatures_equal_datasketch_even_across_vectorised_steps(monkeypatch):
+    monkeypatch.setattr(dd, "SIG_BATCH_CELLS", 64 * 100)  # force giant documents across several steps
+    rng = np.random.default_rng(0)
+    docs = [rng.integers(0, 2**32, size=n, dtype=np.uint64).astype(np.uint32) for n in (0, 1, 7, 500, 40, 3000)]
+    perms = permutations(64, 3)
+    sigs = signatures(docs, perms)
+    for doc, sig in zip(docs, sigs):
+        if len(doc) == 0:
+            assert (sig == dd.EMPTY_SIG).all()
+            continue
+        m = MinHash(num_perm=64, seed=3, hashfunc=lambda x: x)
+        m.update_batch(doc.tolist())
+        assert (m.hashvalues == sig).all()
+
+
+def test_signature_agreement_estimates_true_jaccard():
+    words = [f"w{i}".encode() for i in range(3000)]
+    a = b" ".join(words)
+    b = b" ".join(words[:2400] + [b"x"] * 600)
+    sa, sb = shingle_hashes(a, 5), shingle_hashes(b, 5)
+    sig = signatures([sa, sb], permutations(256, 1))
+    est = float(np.mean(sig[0] == sig[1]))
+    assert abs(est - jaccard(np.unique(sa), np.unique(sb))) < 0.08
+
+
+def test_representative_policy_and_ties():
+    ids, sizes = ["b", "a", "c"], np.array([10, 10, 5])
+    assert pick_representative([0, 1, 2], ids, sizes, "longest") == 1  # tie on size -> smallest id
+    assert pick_representative([0, 1, 2], ids, sizes, "shortest") == 2
+    assert pick_representative([2, 0, 1], ids, sizes, "first") == 0
+
+
+def test_labelled_near_duplicates_precision_and_recall():
+    documents, pairs = dedup_eval.build_pairs(n_bases=180, seed=11)
+    assert sum(j >= 0.85 for *_, j in pairs) > 30 and sum(j <= 0.75 for *_, j in pairs) > 80
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        rep = dedup_eval.predicted_clusters(documents, Path(tmp), 0.8, verify=True)
+    s = dedup_eval.score(pairs, rep, 0.8, margin=0.05)
+    assert s["precision"] >= 0.95 and s["recall"] >= 0.95, s
+
+
+def _spec(make_spec, names, **dedup):
+    kinds = {"dialogue": "dialogue", "web": "web", "code": "code", "books": "prose"}
+    sources = [{"name": n, "kind": kinds[n], "paths": [str(CORPUS / n / "*.jsonl.gz")]} for n in names]
+    return load_spec(make_spec(sources, dedup=dedup) if dedup else make_spec(sources))
+
+
+def test_byte_identical_duplicates_match_the_corpus_readme(make_spec):
+    """With normalisation off and near-dedup off, exact dedup finds exactly the byte-identical
+    duplicates the corpus README lists: dialogue 742, web 11, code 4."""
+    raw = {"lowercase": False, "whitespace": False, "punctuation": False, "unicode": "none"}
+    loaded = _spec(make_spec, ["dialogue", "web", "code"], normalize=raw, near={"enabled": False})
+    for name, expected in {"dialogue": 742, "web": 11, "code": 4}.items():
+        ingest_source(loaded, name, progress=lambda m: None)
+        m, _ = dedup_source(loaded, name, progress=lambda m: None)
+        assert m["counts"]["removed_exact"] == expected and m["counts"]["removed_near"] == 0
+
+
+def test_default_dedup_on_the_corpus_finds_each_kind(make_spec):
+    loaded = _spec(make_spec, ["books", "code"])
+    found = {}
+    for name in ("books", "code"):
+        ingest_source(loaded, name, progress=lambda m: None)
+        m, _ = dedup_source(loaded, name, progress=lambda m: None)
+        dup_path = next(o["path"] for o in m["outputs"] if o["kind"] == "duplicates")
+        found[name] = pq.read_table(loaded.storage_root / dup_path).to_pylist()
+        c = m["counts"]
+        assert c["documents_out"] == c["documents_in"] - c["removed_exact"] - c["removed_near"]
+        assert c["accepted_pairs"] + c["rejected_pairs"] == c["candidate_pairs"]
+    # books: old Project Gutenberg editions of The Time Machine and Alice are near-duplicates
+    near_books = {(r["doc_id"], r["representative_doc_id"]) for r in found["books"] if r["kind"] == "near"}
+    assert ("pg11-old-alice30-001", "pg11-000") in near_books
+    assert any("timem11" in a + b for a, b in near_books)
+    assert all(r["true_jaccard"] >= 0.8 for r in found["books"])
+    # code: near-identical codec tables (encodings/cp*.py)
+    near_code = [r for r in found["code"] if r["kind"] == "near"]
+    assert sum("encodings/cp" in r["doc_id"] for r in near_code) >= 3
+
+
+def test_dedup_is_deterministic(make_spec, tmp_path):
+    loaded = _spec(make_spec, ["web"])
+    ingest_source(loaded, "web", progress=lambda m: None)
+    m1, _ = dedup_source(loaded, "web", progress=lambda m: None)
+    m2, _ = dedup_source(loaded, "web", progress=lambda m: None)
+    assert m1["content_hash"] == m2["content_hash"]
+    assert [o["sha256"] for o in m1["outputs"]] == [o["sha256"] for o in m2["outputs"]]
+
+
+def test_dedup_needs_its_ingest_first(make_spec):
+    loaded = _spec(make_spec, ["web"])
+    with pytest.raises(FileNotFoundError, match=r"materialize ingest\[web\] first"):
+        dedup_source(loaded, "web", progress=lambda m: None)
