@@ -1,7 +1,11 @@
 """The dedup asset: one partition per source, downstream of the same source's ingest."""
 
-from dagster import AssetExecutionContext, AssetsDefinition, DataVersion, MaterializeResult, MetadataValue, asset
+from dagster import (
+    AllPartitionMapping, AssetDep, AssetExecutionContext, AssetsDefinition, DataVersion, MaterializeResult,
+    MetadataValue, asset,
+)
 
+from corpusmix.dedup import cross_source_dedup as cross_source_dedup_stage
 from corpusmix.dedup import dedup_source
 from workflows.resources import CorpusSpec
 
@@ -47,3 +51,26 @@ def _audit_markdown(pairs: list[dict]) -> str:
         rows.append(f"| {p['doc_id']} | {p['representative']} | {p['kind']} | {est} | {tj} | "
                     f"{cell(p['doc_head'])} | {cell(p['representative_head'])} |")
     return "\n".join(rows)
+
+
+def build_cross_source_asset(dedup: AssetsDefinition):
+    @asset(
+        name="cross_source_dedup",
+        deps=[AssetDep(dedup, partition_mapping=AllPartitionMapping())],
+        group_name="corpus",
+        kinds={"parquet", "python"},
+        description="Duplicates across sources enter once, from the source ranked first in the spec: "
+                    "a drop list over every source's dedup output.",
+    )
+    def cross_source_dedup(context: AssetExecutionContext, corpus: CorpusSpec) -> MaterializeResult:
+        manifest, path = cross_source_dedup_stage(corpus.load(), progress=context.log.info)
+        md = stage_metadata(manifest, path)
+        md |= {
+            "removed_exact": manifest["counts"]["removed_exact"],
+            "removed_near": manifest["counts"]["removed_near"],
+            "removed_from_kept_in": MetadataValue.json(manifest["details"]["pairs_removed_from_kept"]),
+            "audit_pairs": MetadataValue.md(_audit_markdown(manifest["details"]["audit_pairs"])),
+        }
+        return MaterializeResult(metadata=md, data_version=DataVersion(manifest["version"]))
+
+    return cross_source_dedup

@@ -477,3 +477,110 @@ def dedup_source(loaded: LoadedSpec, source_name: str,
     progress(f"[{source.name}] dedup done: {docs_out}/{n_in} kept; removed {by_kind['exact_duplicate'][0]} exact, "
              f"{by_kind['near_duplicate'][0]} near; manifest {path}")
     return manifest, path
+
+
+CROSS_STAGE = "cross_source_dedup"
+
+
+def cross_source_dedup(loaded: LoadedSpec, progress: Callable[[str], None] | None = None) -> tuple[dict, Path]:
+    """Across sources: a duplicate enters once, from the source ranked first (spec order).
+
+    This is a global asset over the per-source dedup outputs rather than a change
+    to them: each source's partition stays independent (editing one source does
+    not rebuild the others' dedup), and the result is a small drop list,
+    ``cross_source_duplicates.parquet``, that the next per-source stage applies
+    (``cross_source_drops``). Exact matching always (if ``cross_source.exact``);
+    MinHash near matching across sources on request (``cross_source.near``).
+    """
+    progress = progress or log.info
+    cfg = loaded.spec.dedup
+    started, t0 = utc_now(), time.perf_counter()
+    ups, parts, part_source = [], [], []
+    for name in loaded.source_names:
+        up_path = manifest_path(loaded.manifest_root, STAGE, name)
+        if not up_path.is_file():
+            raise FileNotFoundError(f"no dedup manifest for source {name!r} at {up_path}; "
+                                    f"materialize dedup for every source first")
+        up = read_manifest(up_path)
+        ups.append((name, up_path, up))
+        for o in up["outputs"]:
+            if o["kind"] == "documents":
+                parts.append(loaded.storage_root / o["path"])
+                part_source += [name] * o["rows"]
+    cross = cfg.model_copy(update={"representative": "first", "exact": cfg.cross_source.exact,
+                                   "near": cfg.near.model_copy(update={"enabled": cfg.cross_source.near})})
+    if cross.exact or cross.near.enabled:
+        idx, res = find_duplicates(parts, cross, lambda m: progress(f"[cross-source] {m}"))
+    else:
+        idx, res = _Index(), DedupResult({}, Counter(), 0, 0, 0)
+    rows = sorted(res.removed.items())
+    table = pa.Table.from_arrays([
+        pa.array([part_source[p] for p, _ in rows], pa.string()),
+        pa.array([idx.ids[p] for p, _ in rows], pa.string()),
+        pa.array([f"{part_source[r[0]]}:{idx.ids[r[0]]}" for _, r in rows], pa.string()),
+        pa.array([idx.ids[r[0]] for _, r in rows], pa.string()),
+        pa.array([r[1] for _, r in rows], pa.string()),
+        pa.array([r[2] for _, r in rows], pa.float64()),
+        pa.array([r[3] for _, r in rows], pa.float64()),
+        pa.array([idx.sizes[p] for p, _ in rows], pa.int64()),
+    ], schema=DUP_SCHEMA)
+    validate_table(table, DUPLICATES)
+    stage_cfg = {"dedup": cross.model_dump(mode="json"), "sources": loaded.source_names}
+    version = canonical_hash({"code": code_version(), "config": stage_cfg,
+                              "upstream": [u["version"] for _, _, u in ups]})[:20]
+    out_parent = loaded.storage_root / CROSS_STAGE
+    staging = new_staging_dir(out_parent)
+    try:
+        out = write_parquet(table, staging / "cross_source_duplicates.parquet")
+        publish_dir(staging, out_parent / version)
+    except BaseException:
+        discard_dir(staging)
+        raise
+    pairs = Counter((part_source[p], part_source[r[0]]) for p, r in rows)
+    n_in, bytes_in = len(idx.ids), int(sum(idx.sizes))
+    removed_bytes = sum(idx.sizes[p] for p, _ in rows)
+    est_by_source = {name: TokenEstimate(**{k: v for k, v in u["token_counting"].items() if k != "description"})
+                     for name, _, u in ups}
+    tokens_in = sum(u["counts"]["tokens_out"] for _, _, u in ups)
+    tokens_removed = sum(est_by_source[part_source[p]].tokens(idx.sizes[p]) for p, _ in rows)
+    elapsed = round(time.perf_counter() - t0, 4)
+    manifest = {
+        "corpus": loaded.spec.name, "asset": CROSS_STAGE, "partition": None, "version": version,
+        "spec_hash": loaded.spec_hash(), "stage_config_hash": canonical_hash(stage_cfg), "code_version": code_version(),
+        "inputs": [{"path": o["path"], "sha256": o["sha256"], "bytes": o["bytes"],
+                    "upstream_manifest": str(up_path.relative_to(loaded.manifest_root))}
+                   for _, up_path, up in ups for o in up["outputs"] if o["kind"] == "documents"],
+        "outputs": [{"path": f"{CROSS_STAGE}/{version}/{out['name']}", "kind": "cross_source_duplicates",
+                     "sha256": out["sha256"], "bytes": out["bytes"], "rows": out["rows"], "tokens": 0}],
+        "counts": {"documents_in": n_in, "documents_out": n_in - len(rows), "bytes_in": bytes_in,
+                   "bytes_out": bytes_in - removed_bytes, "tokens_in": tokens_in, "tokens_out": tokens_in - tokens_removed,
+                   "removed_exact": sum(r[1] == "exact" for _, r in rows),
+                   "removed_near": sum(r[1] == "near" for _, r in rows)},
+        "rates": {"document_acceptance": (n_in - len(rows)) / n_in if n_in else None,
+                  "token_acceptance": (tokens_in - tokens_removed) / tokens_in if tokens_in else None},
+        "token_counting": {"method": "per-source calibrated estimates (see each source's ingest manifest)"},
+        "reasons": {f"duplicate_of_{kept}": {"records": sum(n for (_, k), n in pairs.items() if k == kept),
+                                             "bytes": sum(idx.sizes[p] for p, r in rows if part_source[r[0]] == kept),
+                                             "tokens": sum(est_by_source[part_source[p]].tokens(idx.sizes[p])
+                                                           for p, r in rows if part_source[r[0]] == kept)}
+                    for kept in sorted({k for _, k in pairs})},
+        "details": {"pairs_removed_from_kept": [{"removed_from": a, "kept_in": b, "documents": n}
+                                                for (a, b), n in sorted(pairs.items())],
+                    "audit_pairs": _audit_pairs(parts, idx, res, cfg.audit_pairs)},
+        "tool_versions": tool_versions(), "started_at": started, "finished_at": utc_now(), "elapsed_s": elapsed,
+        "timing": {"elapsed_s": elapsed},
+    }
+    manifest, path = write_manifest(loaded.manifest_root, manifest)
+    progress(f"[cross-source] {len(rows)} document(s) already present in a higher-ranked source; manifest {path}")
+    return manifest, path
+
+
+def cross_source_drops(loaded: LoadedSpec, source: str) -> set[str]:
+    """The doc_ids of ``source`` that another, higher-ranked source already holds."""
+    path = manifest_path(loaded.manifest_root, CROSS_STAGE, None)
+    if not path.is_file():
+        raise FileNotFoundError(f"no cross-source dedup manifest at {path}; materialize {CROSS_STAGE} first")
+    out = read_manifest(path)["outputs"][0]
+    table = pq.read_table(loaded.storage_root / out["path"], columns=["source", "doc_id"])
+    mask = pc.equal(table.column("source"), source)
+    return set(table.filter(mask).column("doc_id").to_pylist())

@@ -76,8 +76,16 @@ class NearDedup(_Strict):
     seed: int = 1
 
 
+class CrossSource(_Strict):
+    """Duplicates across sources enter the corpus once, from the source listed first."""
+
+    exact: bool = True
+    near: bool = False
+
+
 class Dedup(_Strict):
     normalize: Normalize = Normalize()
+    cross_source: CrossSource = CrossSource()
     exact: bool = True
     near: NearDedup = NearDedup()
     representative: Literal["longest", "shortest", "first"] = "longest"

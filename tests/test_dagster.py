@@ -63,9 +63,12 @@ def test_cli_build_records_runs_in_the_instance(make_spec, tmp_path, monkeypatch
     assert r.returncode == 0, r.stdout + r.stderr
     assert "math: ok" in r.stdout and "dialogue: ok" in r.stdout
     assert "telemetry" in (home / "dagster.yaml").read_text()
+    assert "global stages: ok" in r.stdout
     with DagsterInstance.get() as instance:
-        assert len(instance.get_runs()) == 2
-        assert instance.get_materialized_partitions(AssetKey("ingest")) == {"math", "dialogue"}
+        assert sorted(run.job_name for run in instance.get_runs()) == ["corpus_job", "source_job", "source_job"]
+        for stage in ("ingest", "dedup"):
+            assert instance.get_materialized_partitions(AssetKey(stage)) == {"math", "dialogue"}
+        assert instance.get_latest_materialization_event(AssetKey("cross_source_dedup")) is not None
 
 
 def test_cli_build_refuses_a_bad_spec_before_any_work(make_spec, tmp_path):

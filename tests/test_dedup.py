@@ -134,3 +134,20 @@ def test_dedup_needs_its_ingest_first(make_spec):
     loaded = _spec(make_spec, ["web"])
     with pytest.raises(FileNotFoundError, match=r"materialize ingest\[web\] first"):
         dedup_source(loaded, "web", progress=lambda m: None)
+
+
+def test_cross_source_duplicates_enter_once_from_the_first_ranked_source(make_spec, tmp_path):
+    from corpusmix.dedup import cross_source_dedup, cross_source_drops
+
+    first = str(CORPUS / "math" / "math-0000-of-0002.jsonl.gz")
+    sources = [{"name": "gsm_a", "kind": "math", "paths": [first]},
+               {"name": "gsm_b", "kind": "math", "paths": [str(CORPUS / "math" / "*.jsonl.gz")]}]
+    loaded = load_spec(make_spec(sources))
+    for name in ("gsm_a", "gsm_b"):
+        ingest_source(loaded, name, progress=lambda m: None)
+        dedup_source(loaded, name, progress=lambda m: None)
+    m, _ = cross_source_dedup(loaded, progress=lambda x: None)
+    assert m["counts"]["removed_exact"] == 4397  # all of shard 0, held by gsm_a which is ranked first
+    assert m["details"]["pairs_removed_from_kept"] == [{"removed_from": "gsm_b", "kept_in": "gsm_a", "documents": 4397}]
+    assert cross_source_drops(loaded, "gsm_a") == set()
+    assert len(cross_source_drops(loaded, "gsm_b")) == 4397

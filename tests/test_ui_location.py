@@ -54,6 +54,7 @@ def test_dagster_dev_shows_partitioned_ingest_and_cli_runs(make_spec, tmp_path):
                 pass
             time.sleep(1)
         assert sorted(nodes, key=lambda n: n["assetKey"]["path"]) == [
+            {"assetKey": {"path": ["cross_source_dedup"]}, "isPartitioned": False, "partitionKeys": []},
             {"assetKey": {"path": ["dedup"]}, "isPartitioned": True, "partitionKeys": ["math", "web"]},
             {"assetKey": {"path": ["ingest"]}, "isPartitioned": True, "partitionKeys": ["math", "web"]}]
         mats = _graphql(port, '{ assetOrError(assetKey: {path: ["ingest"]}) { ... on Asset { assetMaterializations '

@@ -43,18 +43,26 @@ def run_build(spec_path: str | os.PathLike, sources: list[str] | None = None, ec
     from workflows.definitions import build_definitions
 
     defs = build_definitions(loaded.path)
-    job = defs.resolve_job_def("source_job")
+    source_job = defs.resolve_job_def("source_job")
+    corpus_job = defs.resolve_job_def("corpus_job")
     ok = True
     with DagsterInstance.get() as instance:
         echo(f"Dagster instance: {home}")
         for src in chosen:
-            result = job.execute_in_process(partition_key=src, instance=instance, raise_on_error=False,
-                                            run_config=QUIET)
-            status = "ok" if result.success else "FAILED"
-            echo(f"  {src}: {status} (run {result.run_id})")
-            if not result.success:
-                ok = False
-                for ev in result.all_events:
-                    if ev.is_failure and ev.step_failure_data and ev.step_failure_data.error:
-                        echo("    " + ev.step_failure_data.error.message.strip().replace("\n", "\n    "))
+            ok &= _run(source_job.execute_in_process(partition_key=src, instance=instance, raise_on_error=False,
+                                                     run_config=QUIET), src, echo)
+        if ok and set(chosen) == set(loaded.source_names):
+            ok &= _run(corpus_job.execute_in_process(instance=instance, raise_on_error=False, run_config=QUIET),
+                       "global stages", echo)
+        elif ok:
+            echo("  global stages: not run (only some sources were built; they need every source)")
     return ok
+
+
+def _run(result, label: str, echo) -> bool:
+    echo(f"  {label}: {'ok' if result.success else 'FAILED'} (run {result.run_id})")
+    if not result.success:
+        for ev in result.all_events:
+            if ev.is_failure and ev.step_failure_data and ev.step_failure_data.error:
+                echo("    " + ev.step_failure_data.error.message.strip().replace("\n", "\n    "))
+    return result.success

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from dagster import Definitions, StaticPartitionsDefinition, define_asset_job
 
-from assets.dedup import build_dedup_asset
+from assets.dedup import build_cross_source_asset, build_dedup_asset
 from assets.ingest import build_ingest_asset
 from corpusmix.spec import load_spec
 
@@ -30,12 +30,15 @@ def build_definitions(spec_path: str | os.PathLike) -> Definitions:
     sources = StaticPartitionsDefinition(loaded.source_names)
     ingest = build_ingest_asset(sources)
     dedup = build_dedup_asset(ingest)
+    cross = build_cross_source_asset(dedup)
     return Definitions(
-        assets=[ingest, dedup],
+        assets=[ingest, dedup, cross],
         jobs=[
             define_asset_job("ingest_job", selection=[ingest], description="Ingest one source partition."),
             define_asset_job("source_job", selection=[ingest, dedup],
                              description="Every per-source stage of one source partition, in order."),
+            define_asset_job("corpus_job", selection=[cross],
+                             description="The global stages, over every source (run after source_job)."),
         ],
         resources={"corpus": CorpusSpec(spec_path=str(loaded.path))},
     )
