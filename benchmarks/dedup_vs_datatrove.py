@@ -1,7 +1,7 @@
 """corpusmix dedup against datatrove's 4-stage MinHash dedup, on ../shared/corpus, in the same run.
 
 Usage:  python benchmarks/dedup_vs_datatrove.py [--repeats 3] [--workers 2] [--sources dialogue,math]
-                                                [--detail dialogue] [--extra-layouts 14x8,16x8]
+            [--detail dialogue] [--layout 9x13] [--extra-layouts 14x8,16x8] [--no-split-variant]
 
 datatrove lives in its own virtualenv, ``.bench-venv`` at the repository root
 (git-ignored), created and filled on first use; it is never installed into the
@@ -18,7 +18,10 @@ For each repeat and source, alternating which tool goes first, it times
     --workers workers, reading the same JSONL.gz files with JsonlReader. The
     time is measured inside the child around the four ``executor.run()`` calls
     (worker start-up included; interpreter start-up and imports not); the
-    subprocess wall time is printed too.
+    subprocess wall time is printed too;
+  * datatrove again with str.split as its word tokenizer (on its simplified
+    text) instead of spaCy's, unless --no-split-variant: spaCy tokenisation
+    is most of datatrove's time, and corpusmix splits on whitespace.
 The MinHash layout defaults to 9 buckets x 13 hashes = 117 hashes: the bands x
 rows that datasketch's MinHashLSH picks for corpusmix's threshold 0.8 and 128
 permutations (it too only uses 117 of the 128), so both tools have the same
@@ -242,6 +245,8 @@ def main() -> None:
     ap.add_argument("--layout", default="9x13", help="datatrove num_buckets x hashes_per_bucket")
     ap.add_argument("--extra-layouts", default="14x8,16x8",
                     help="other datatrove layouts run once, untimed, on the --detail sources ('' for none)")
+    ap.add_argument("--no-split-variant", dest="split_variant", action="store_false",
+                    help="skip the timed datatrove variant with a str.split word tokenizer instead of spaCy")
     ap.add_argument("--datatrove-req", action="append", default=None,
                     help="pip requirement for .bench-venv (repeatable; default: %s)" % " ".join(DATATROVE_REQS))
     # child mode (run by .bench-venv/bin/python)
@@ -277,6 +282,8 @@ def main() -> None:
 
     cm: dict[str, list[dict]] = {n: [] for n in names}
     dt: dict[str, list[dict]] = {n: [] for n in names}
+    dts: dict[str, list[dict]] = {n: [] for n in names}
+    tools = ["cm", "dt"] + (["dts"] if args.split_variant else [])
     with make_executor(args.workers) as pool:
         # warm-up, untimed: worker pool start and imports; the datatrove venv's .pyc and page cache
         small = min(names, key=lambda n: sum(p.stat().st_size for p in (CORPUS / n).glob("*.jsonl.gz")))
@@ -285,29 +292,38 @@ def main() -> None:
         for rep in range(args.repeats):
             for name in names:
                 want_ids = rep == 0 and name in detail
-                order = ("cm", "dt") if rep % 2 == 0 else ("dt", "cm")
-                for tool in order:
+                k = rep % len(tools)
+                for tool in tools[k:] + tools[:k]:  # rotate which tool goes first
                     if tool == "cm":
                         cm[name].append(run_corpusmix(name, SOURCES[name], pool, args.workers, want_ids))
-                    else:
+                    elif tool == "dt":
                         dt[name].append(run_datatrove(name, args.workers, layout, 5, want_ids))
+                    else:
+                        dts[name].append(run_datatrove(name, args.workers, layout, 5, want_ids, "split"))
             print(f"repeat {rep + 1}/{args.repeats} done", file=sys.stderr)
         extra_res = {(n, lay): run_datatrove(n, args.workers, lay, 5, False) for n in detail for lay in extra}
 
     med = statistics.median
     b, r = layout
+    split = bool(args.split_variant)
     print(f"dedup of ../shared/corpus: corpusmix vs datatrove {dt_version}, median of {args.repeats} runs, "
           f"{args.workers} workers")
     print(f"corpusmix: {near.num_perm} perms, {near.shingle_words}-word shingles, threshold {near.threshold} "
           f"(datasketch LSH), exact dedup, candidates verified by true Jaccard; dedup_source is one process, "
           f"ingest uses {args.workers} workers")
-    print(f"datatrove: MinhashConfig(n_grams=5, num_buckets={b}, hashes_per_bucket={r}) = {b * r} hashes, "
-          f"64-bit xxhash, default TextNormConfig, spaCy 'en' word tokenizer; {args.workers} workers; "
-          f"no exact pass, no verification")
-    hdr = (f"{'source':9} {'docs in':>8} {'text MB':>8} {'cm rm':>6} {'(exact':>6} {'near)':>5} {'dt rm':>6} "
-           f"{'cm dedup s':>10} {'cm ing+dd s':>11} {'dt s':>7} {'dt wall s':>9} {'dt/cm':>6} {'dt/cm(i+d)':>10}")
+    print(f"datatrove (dt): MinhashConfig(n_grams=5, num_buckets={b}, hashes_per_bucket={r}) = {b * r} hashes, "
+          f"64-bit xxhash, default TextNormConfig, default English word tokenizer (spaCy blank 'en'); "
+          f"{args.workers} workers; no exact pass, no verification"
+          + ("; dt-split: the same with str.split as word tokenizer" if split else ""))
+    print("docs in = documents that reach dedup (corpusmix, after ingest screening) / read by JsonlReader if "
+          "they differ; rm = documents removed; dt/cm = datatrove s / corpusmix dedup s; (i+d): / ingest+dedup s")
+    hdr = (f"{'source':9} {'docs in':>11} {'text MB':>7} {'cm rm':>5} {'exact':>5} {'near':>4} {'dt rm':>5} "
+           f"{'cm dedup s':>10} {'cm ing+dd s':>11} {'dt s':>7} {'dt wall s':>9} {'dt/cm':>6} {'(i+d)':>6}")
+    if split:
+        hdr += f" {'dt-split s':>10} {'dts/cm':>6}"
     print(hdr)
-    tot = {"mb": 0.0, "cm": 0.0, "cmi": 0.0, "dt": 0.0, "dtw": 0.0, "in": 0, "cmr": 0, "dtr": 0}
+    keys = ("mb", "cm", "cmi", "dt", "dtw", "dts", "in", "cmr", "dtr")
+    tot = dict.fromkeys(keys, 0.0)
     for name in names:
         c = cm[name][0]["counts"]
         d0 = dt[name][0]
@@ -316,41 +332,53 @@ def main() -> None:
         t_cmi = med(x["ingest_dedup_s"] for x in cm[name])
         t_dt = med(x["total_s"] for x in dt[name])
         t_dtw = med(x["wall_s"] for x in dt[name])
+        t_dts = med(x["total_s"] for x in dts[name]) if split else 0.0
         cmr = c["removed_exact"] + c["removed_near"]
-        for k, v in (("mb", mb), ("cm", t_cm), ("cmi", t_cmi), ("dt", t_dt), ("dtw", t_dtw),
-                     ("in", c["documents_in"]), ("cmr", cmr), ("dtr", d0["removed"])):
-            tot[k] += v
+        for key, v in zip(keys, (mb, t_cm, t_cmi, t_dt, t_dtw, t_dts, c["documents_in"], cmr, d0["removed"])):
+            tot[key] += v
         docs = f"{c['documents_in']}" if c["documents_in"] == d0["documents_in"] else \
             f"{c['documents_in']}/{d0['documents_in']}"
-        print(f"{name:9} {docs:>8} {mb:>8.2f} {cmr:>6} {c['removed_exact']:>6} {c['removed_near']:>5} "
-              f"{d0['removed']:>6} {t_cm:>10.3f} {t_cmi:>11.3f} {t_dt:>7.3f} {t_dtw:>9.3f} "
-              f"{t_dt / t_cm:>6.2f} {t_dt / t_cmi:>10.2f}")
-    print(f"{'total':9} {tot['in']:>8} {tot['mb']:>8.2f} {tot['cmr']:>6} {'':>6} {'':>5} {tot['dtr']:>6} "
-          f"{tot['cm']:>10.3f} {tot['cmi']:>11.3f} {tot['dt']:>7.3f} {tot['dtw']:>9.3f} "
-          f"{tot['dt'] / tot['cm']:>6.2f} {tot['dt'] / tot['cmi']:>10.2f}")
-    print(f"throughput (total): corpusmix dedup {tot['mb'] / tot['cm']:.1f} MB/s, ingest+dedup "
-          f"{tot['mb'] / tot['cmi']:.1f} MB/s, datatrove {tot['mb'] / tot['dt']:.1f} MB/s")
+        line = (f"{name:9} {docs:>11} {mb:>7.2f} {cmr:>5} {c['removed_exact']:>5} {c['removed_near']:>4} "
+                f"{d0['removed']:>5} {t_cm:>10.3f} {t_cmi:>11.3f} {t_dt:>7.3f} {t_dtw:>9.3f} "
+                f"{t_dt / t_cm:>6.2f} {t_dt / t_cmi:>6.2f}")
+        if split:
+            line += f" {t_dts:>10.3f} {t_dts / t_cm:>6.2f}"
+        print(line)
+    line = (f"{'total':9} {int(tot['in']):>11} {tot['mb']:>7.2f} {int(tot['cmr']):>5} {'':>5} {'':>4} "
+            f"{int(tot['dtr']):>5} {tot['cm']:>10.3f} {tot['cmi']:>11.3f} {tot['dt']:>7.3f} {tot['dtw']:>9.3f} "
+            f"{tot['dt'] / tot['cm']:>6.2f} {tot['dt'] / tot['cmi']:>6.2f}")
+    if split:
+        line += f" {tot['dts']:>10.3f} {tot['dts'] / tot['cm']:>6.2f}"
+    print(line)
+    print(f"throughput (total text MB / summed medians): corpusmix dedup {tot['mb'] / tot['cm']:.2f} MB/s, "
+          f"ingest+dedup {tot['mb'] / tot['cmi']:.2f} MB/s, datatrove {tot['mb'] / tot['dt']:.2f} MB/s"
+          + (f", datatrove str.split {tot['mb'] / tot['dts']:.2f} MB/s" if split else ""))
     print("datatrove stage medians (s): " + "; ".join(
         f"{n}: " + ", ".join(f"{s} {med(x['stage_s'][s] for x in dt[n]):.2f}" for s in dt[n][0]["stage_s"])
         for n in names))
+    if split:
+        print("datatrove str.split removes: " + ", ".join(f"{n} {dts[n][0]['removed']}" for n in names))
     for name in detail:
         c, d = cm[name][0], dt[name][0]
         cr, dr = set(c["removed_ids"]), set(d["removed_ids"])
         cc, dc = set(c["cluster_ids"]), set(d["cluster_ids"])
         k = c["counts"]
         print(f"[{name}] removed: corpusmix {len(cr)} ({k['removed_exact']} exact, {k['removed_near']} near; "
-              f"{k['candidate_pairs']} LSH candidate pairs, {k['accepted_pairs']} accepted, {k['rejected_pairs']} "
-              f"rejected by true Jaccard < {near.threshold}); datatrove {b}x{r} {len(dr)} "
-              f"({d['band_matches']} band matches). Removed by both {len(cr & dr)}, corpusmix only {len(cr - dr)}, "
-              f"datatrove only {len(dr - cr)}.")
+              f"{k['candidate_pairs']} LSH candidate pairs among distinct texts, {k['accepted_pairs']} accepted, "
+              f"{k['rejected_pairs']} rejected as true Jaccard < {near.threshold}); datatrove {b}x{r} {len(dr)} "
+              f"({d['band_matches']} band matches). Same ids removed by both {len(cr & dr)}, corpusmix only "
+              f"{len(cr - dr)}, datatrove only {len(dr - cr)} (mostly which member of a cluster survives: "
+              f"corpusmix keeps the longest)")
         print(f"[{name}] documents in any duplicate cluster: corpusmix {len(cc)}, datatrove {len(dc)}, both "
-              f"{len(cc & dc)}, corpusmix only {len(cc - dc)} (of which exact-dup removals "
-              f"{len((cc - dc) & set(c['removed_exact_ids']))}), datatrove only {len(dc - cc)}.")
+              f"{len(cc & dc)}, corpusmix only {len(cc - dc)}, datatrove only {len(dc - cc)}")
+        if split and dts[name][0].get("removed_ids"):
+            sr = set(dts[name][0]["removed_ids"])
+            print(f"[{name}] datatrove {b}x{r} with str.split removes {len(sr)}; same ids as spaCy run "
+                  f"{len(sr & dr)}")
         for lay in extra:
             e = extra_res[(name, lay)]
             print(f"[{name}] datatrove {lay[0]}x{lay[1]} ({lay[0] * lay[1]} hashes): removes {e['removed']} "
                   f"({e['band_matches']} band matches), {e['total_s']:.2f} s (one run)")
-
 
 if __name__ == "__main__":
     main()

@@ -41,20 +41,22 @@ def _powers(n: int) -> tuple[np.ndarray, np.ndarray]:
     return cache["pow"][:n], cache["inv"][:n]
 
 
-def word_hashes(data: bytes) -> np.ndarray:
-    """A 64-bit hash of every whitespace-separated word of UTF-8 ``data``, in order, without
-    a Python call per word: a polynomial prefix hash over the bytes, read off at word bounds."""
+def word_hashes(data: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """A 64-bit hash of every whitespace-separated word of UTF-8 ``data``, in order, and the
+    byte offset where each word starts; no Python call per word: a polynomial prefix hash
+    over the bytes, read off at word bounds."""
     b = np.frombuffer(data, dtype=np.uint8)
+    empty = (np.empty(0, np.uint64), np.empty(0, np.int64))
     if len(b) == 0:
-        return np.empty(0, np.uint64)
+        return empty
     space = (b == 32) | ((b >= 9) & (b <= 13))
     word = ~space
     starts = np.flatnonzero(word & np.concatenate(([True], space[:-1])))
     ends = np.flatnonzero(word & np.concatenate((space[1:], [True]))) + 1
     if len(starts) == 0:
-        return np.empty(0, np.uint64)
+        return empty
     pw, inv = _powers(len(b) + 1)
     with np.errstate(over="ignore"):
         prefix = np.zeros(len(b) + 1, dtype=np.uint64)
         np.cumsum((b.astype(np.uint64) + _U(1)) * pw[: len(b)], dtype=np.uint64, out=prefix[1:])
-        return mix64((prefix[ends] - prefix[starts]) * inv[starts])
+        return mix64((prefix[ends] - prefix[starts]) * inv[starts]), starts

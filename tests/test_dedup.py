@@ -151,3 +151,29 @@ def test_cross_source_duplicates_enter_once_from_the_first_ranked_source(make_sp
     assert m["details"]["pairs_removed_from_kept"] == [{"removed_from": "gsm_b", "kept_in": "gsm_a", "documents": 4397}]
     assert cross_source_drops(loaded, "gsm_a") == set()
     assert len(cross_source_drops(loaded, "gsm_b")) == 4397
+
+
+def test_batched_shingles_equal_one_document_at_a_time():
+    norms = [b"a b c d e f g", b"", b"short doc", b"x", b"a b c d e f g", b"  ", b"one two three four five six"]
+    hv, counts = dd.batch_shingles(norms, 5)
+    pieces = np.split(hv, np.cumsum(counts)[:-1])
+    for norm, piece in zip(norms, pieces):
+        alone = dd.batch_shingles([norm], 5)[0]
+        assert (piece == alone).all()
+    assert list(counts) == [3, 0, 1, 1, 3, 0, 2]
+    assert (pieces[0] == pieces[4]).all()
+
+
+def test_numpy_banding_gives_datasketch_minhashlsh_candidates():
+    from datasketch import LeanMinHash, MinHashLSH
+
+    norms = [normalize(d["text"], Normalize()) for d in dedup_eval.build_pairs(n_bases=60, seed=3)[0]]
+    sigs = dd.batch_signatures(*dd.batch_shingles(norms, 5), permutations(128, 1))
+    bands, rows = 16, 8
+    ours = dd.lsh_candidate_pairs(sigs, np.arange(len(sigs)), bands, rows)
+    lsh = MinHashLSH(num_perm=128, params=(bands, rows))
+    mh = [LeanMinHash(seed=1, hashvalues=s, scheme="affine32") for s in sigs]
+    for i, m in enumerate(mh):
+        lsh.insert(i, m)
+    theirs = {(min(i, j), max(i, j)) for i, m in enumerate(mh) for j in lsh.query(m) if j != i}
+    assert ours == theirs and len(ours) > 20
