@@ -31,7 +31,7 @@ import time
 import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -260,25 +260,33 @@ class UnionFind:
             self.parent[max(rx, ry)] = min(rx, ry)
 
 
-def pick_representative(members: list[int], ids: list[str], sizes: np.ndarray, policy: str) -> int:
+def pick_representative(members: list[int], idx: "_Index", policy: str) -> int:
     """The member that survives: by policy, then the smallest doc_id (a total, stable order)."""
     if policy == "longest":
-        return min(members, key=lambda m: (-int(sizes[m]), ids[m]))
+        return min(members, key=lambda m: (-int(idx.sizes[m]), idx.id(m)))
     if policy == "shortest":
-        return min(members, key=lambda m: (int(sizes[m]), ids[m]))
-    return min(members, key=lambda m: (m, ids[m]))
+        return min(members, key=lambda m: (int(idx.sizes[m]), idx.id(m)))
+    return min(members, key=lambda m: (m, idx.id(m)))
 
 
 # --------------------------------------------------------------------------- the stage
 
 @dataclass
 class _Index:
-    """What pass 1 keeps per document: id, size, exact key, signature."""
+    """What pass 1 keeps per document, in compact arrays (no Python object per document):
+    id, size, exact key (16 bytes) and signature (num_perm x 4 bytes)."""
 
-    ids: list[str] = field(default_factory=list)
-    sizes: list[int] = field(default_factory=list)
-    keys: list[bytes] = field(default_factory=list)
-    sigs: list[np.ndarray] = field(default_factory=list)
+    ids: pa.Array
+    sizes: np.ndarray
+    keys: np.ndarray
+    sigs: np.ndarray
+
+    @property
+    def n(self) -> int:
+        return len(self.sizes)
+
+    def id(self, i: int) -> str:
+        return self.ids[int(i)].as_py()
 
 
 def _batches(parts: list[Path], columns: list[str]) -> Iterator[pa.RecordBatch]:
@@ -287,16 +295,24 @@ def _batches(parts: list[Path], columns: list[str]) -> Iterator[pa.RecordBatch]:
 
 
 def _pass1(parts: list[Path], cfg: Dedup, perms: np.ndarray) -> _Index:
-    idx = _Index()
+    n = sum(pq.ParquetFile(p).metadata.num_rows for p in parts)
+    num_perm = perms.shape[1] if cfg.near.enabled else 0
+    sigs = np.empty((n, num_perm), np.uint32)
+    keys = np.empty((n, 16), np.uint8)
+    sizes = np.empty(n, np.int64)
+    ids: list[pa.Array] = []
+    pos = 0
     for batch in _batches(parts, ["doc_id", "text", "n_bytes"]):
         norms = [normalize(t, cfg.normalize) for t in batch.column("text").to_pylist()]
-        idx.ids += batch.column("doc_id").to_pylist()
-        idx.sizes += batch.column("n_bytes").to_pylist()
-        idx.keys += [exact_key(n) for n in norms]
+        end = pos + batch.num_rows
+        ids.append(batch.column("doc_id"))
+        sizes[pos:end] = batch.column("n_bytes").to_numpy()
+        keys[pos:end] = np.frombuffer(b"".join(exact_key(x) for x in norms), np.uint8).reshape(-1, 16)
         if cfg.near.enabled:
-            hv, counts = batch_shingles(norms, cfg.near.shingle_words)
-            idx.sigs.append(batch_signatures(hv, counts, perms))
-    return idx
+            sigs[pos:end] = batch_signatures(*batch_shingles(norms, cfg.near.shingle_words), perms)
+        pos = end
+    id_array = pa.concat_arrays([a.cast(pa.string()) for a in ids]) if ids else pa.array([], pa.string())
+    return _Index(id_array, sizes, keys, sigs)
 
 
 def lsh_params(cfg: Dedup) -> tuple[int, int]:
@@ -328,10 +344,11 @@ def lsh_candidate_pairs(sigs: np.ndarray, rows_of: np.ndarray, bands: int, rows:
     signature rows stand for. Same pairs as datasketch's (tested).
     """
     pairs: set[tuple[int, int]] = set()
-    if len(sigs) < 2:
+    if len(rows_of) < 2:
         return pairs
-    for band in range(bands):
-        keys = np.ascontiguousarray(sigs[:, band * rows:(band + 1) * rows]).view(np.dtype((np.void, 4 * rows))).ravel()
+    for band in range(bands):  # one band copied at a time, only for the documents in rows_of
+        keys = np.ascontiguousarray(sigs[rows_of, band * rows:(band + 1) * rows]).view(
+            np.dtype((np.void, 4 * rows))).ravel()
         order = np.argsort(keys, kind="stable")
         sk = keys[order]
         cut = np.flatnonzero(sk[1:] != sk[:-1]) + 1
@@ -346,11 +363,12 @@ def lsh_candidate_pairs(sigs: np.ndarray, rows_of: np.ndarray, bands: int, rows:
     return pairs
 
 
-def _candidate_pairs(sigs: np.ndarray, leaders: list[int], cfg: Dedup) -> set[tuple[int, int]]:
+def _candidate_pairs(sigs: np.ndarray, leaders: np.ndarray, cfg: Dedup) -> set[tuple[int, int]]:
     """LSH candidate pairs among the exact-group leaders (identical texts need no LSH)."""
-    rows_of = np.array([i for i in leaders if not (sigs[i] == EMPTY_SIG).all()], np.int64)
+    leaders = np.asarray(leaders, np.int64)
+    rows_of = leaders[~(sigs[leaders] == EMPTY_SIG).all(axis=1)]
     bands, rows = lsh_params(cfg)
-    return lsh_candidate_pairs(sigs[rows_of], rows_of, bands, rows) if len(rows_of) else set()
+    return lsh_candidate_pairs(sigs, rows_of, bands, rows)
 
 
 def _shingle_sets(parts: list[Path], wanted: set[int], cfg: Dedup) -> dict[int, np.ndarray]:
@@ -379,69 +397,70 @@ class DedupResult:
 
 
 def find_duplicates(parts: list[Path], cfg: Dedup, progress: Callable[[str], None]) -> tuple[_Index, DedupResult]:
-    """Passes 1 and 2: which documents are duplicates of which survivor."""
+    """Passes 1 and 2: which documents are duplicates of which survivor.
+
+    Memory beyond pass 1's arrays grows with the duplicates, not the documents:
+    exact groups come from one ``np.unique`` over the keys, and only documents
+    that take part in a duplicate relation enter the union-find bookkeeping.
+    """
     perms = permutations(cfg.near.num_perm, cfg.near.seed)
     idx = _pass1(parts, cfg, perms)
-    n = len(idx.ids)
-    sigs = np.concatenate(idx.sigs) if idx.sigs else np.empty((0, cfg.near.num_perm), np.uint32)
+    n = idx.n
     uf = UnionFind(n)
-    leader_of: dict[bytes, int] = {}
-    if cfg.exact:
-        for i, key in enumerate(idx.keys):
-            first = leader_of.setdefault(key, i)
-            if first != i:
-                uf.union(first, i)
-    leaders = sorted(set(leader_of.values())) if cfg.exact else list(range(n))
+    touched: set[int] = set()
+    if cfg.exact and n:
+        _, first, inverse = np.unique(idx.keys.view(np.dtype((np.void, 16))).ravel(),
+                                      return_index=True, return_inverse=True)
+        leader = first[inverse.ravel()]
+        leaders = np.sort(first)
+        for i in np.flatnonzero(leader != np.arange(n)):
+            uf.union(int(leader[i]), int(i))
+            touched.update((int(leader[i]), int(i)))
+    else:
+        leader, leaders = np.arange(n), np.arange(n)
     pairs: set[tuple[int, int]] = set()
     verified = rejected = 0
-    true_j: dict[tuple[int, int], float] = {}
     shingles: dict[int, np.ndarray] = {}
     if cfg.near.enabled and n > 1:
-        pairs = _candidate_pairs(sigs, leaders, cfg)
+        pairs = _candidate_pairs(idx.sigs, leaders, cfg)
         progress(f"{len(pairs)} LSH candidate pair(s) among {len(leaders)} distinct texts")
         if cfg.near.verify and pairs:
             shingles = _shingle_sets(parts, {p for pair in pairs for p in pair}, cfg)
         for i, j in sorted(pairs):
             if cfg.near.verify:
-                true_j[(i, j)] = jaccard(shingles[i], shingles[j])
-                ok = true_j[(i, j)] >= cfg.near.threshold
+                ok = jaccard(shingles[i], shingles[j]) >= cfg.near.threshold
             else:
-                ok = float(np.mean(sigs[i] == sigs[j])) >= cfg.near.threshold
+                ok = float(np.mean(idx.sigs[i] == idx.sigs[j])) >= cfg.near.threshold
             if ok:
                 uf.union(i, j)
+                touched.update((i, j))
                 verified += 1
             else:
                 rejected += 1
     clusters: dict[int, list[int]] = {}
-    for i in range(n):
+    for i in sorted(touched):
         clusters.setdefault(uf.find(i), []).append(i)
-    sizes = np.asarray(idx.sizes)
     removed: dict[int, tuple[int, str, float | None, float | None]] = {}
-    hist: Counter = Counter()
+    hist: Counter = Counter({1: n - len(touched)} if n - len(touched) else {})
     for members in clusters.values():
         hist[len(members)] += 1
-        if len(members) == 1:
-            continue
-        rep = pick_representative(members, idx.ids, sizes, cfg.representative)
+        rep = pick_representative(members, idx, cfg.representative)
         for m in members:
             if m == rep:
                 continue
-            if idx.keys[m] == idx.keys[rep]:
+            if leader[m] == leader[rep]:
                 removed[m] = (rep, "exact", 1.0, 1.0)
                 continue
-            est = float(np.mean(sigs[m] == sigs[rep])) if len(sigs) else None
-            tj = None
-            if cfg.near.verify:
-                lm, lr = leader_of.get(idx.keys[m], m), leader_of.get(idx.keys[rep], rep)
-                if lm in shingles and lr in shingles:
-                    tj = jaccard(shingles[lm], shingles[lr])
+            est = float(np.mean(idx.sigs[m] == idx.sigs[rep])) if cfg.near.enabled else None
+            lm, lr = int(leader[m]), int(leader[rep])
+            tj = jaccard(shingles[lm], shingles[lr]) if lm in shingles and lr in shingles else None
             removed[m] = (rep, "near", est, tj)
     return idx, DedupResult(removed, hist, len(pairs), verified, rejected)
 
 
 def _audit_pairs(parts: list[Path], idx: _Index, res: DedupResult, k: int) -> list[dict]:
     """A deterministic sample of removed documents with the heads of both texts (for the UI)."""
-    chosen = sorted(res.removed, key=lambda p: hashlib.blake2b(idx.ids[p].encode(), digest_size=8).digest())[:k]
+    chosen = sorted(res.removed, key=lambda p: hashlib.blake2b(idx.id(p).encode(), digest_size=8).digest())[:k]
     wanted = set(chosen) | {res.removed[p][0] for p in chosen}
     heads: dict[int, str] = {}
     pos = 0
@@ -454,7 +473,7 @@ def _audit_pairs(parts: list[Path], idx: _Index, res: DedupResult, k: int) -> li
     out = []
     for p in chosen:
         rep, kind, est, tj = res.removed[p]
-        out.append({"doc_id": idx.ids[p], "representative": idx.ids[rep], "kind": kind,
+        out.append({"doc_id": idx.id(p), "representative": idx.id(rep), "kind": kind,
                     "estimated_jaccard": est, "true_jaccard": tj,
                     "doc_head": heads[p], "representative_head": heads[rep]})
     return out
@@ -480,14 +499,12 @@ def dedup_source(loaded: LoadedSpec, source_name: str,
     staging = new_staging_dir(out_parent)
     try:
         writer = PartWriter(staging, "part-00000", DOCS_SCHEMA, loaded.spec.ingest.part_bytes)
+        removed_pos = np.fromiter(res.removed, np.int64, len(res.removed))
         pos = 0
         for part in parts:
             for batch in pq.ParquetFile(part).iter_batches(batch_size=READ_BATCH_ROWS):
                 table = pa.Table.from_batches([batch], schema=DOCS_SCHEMA)
-                keep = np.ones(table.num_rows, bool)
-                for p in range(pos, pos + table.num_rows):
-                    if p in res.removed:
-                        keep[p - pos] = False
+                keep = ~np.isin(np.arange(pos, pos + table.num_rows), removed_pos)
                 kept = table.filter(pa.array(keep))
                 validate_table(kept, INGEST_DOCUMENTS)
                 writer.write(kept, pc.sum(kept.column("n_bytes")).as_py() or 0)
@@ -496,13 +513,13 @@ def dedup_source(loaded: LoadedSpec, source_name: str,
         dup_rows = sorted(res.removed.items(), key=lambda kv: kv[0])
         dups = pa.Table.from_arrays([
             pa.array([source.name] * len(dup_rows), pa.string()),
-            pa.array([idx.ids[p] for p, _ in dup_rows], pa.string()),
-            pa.array([f"{source.name}:{idx.ids[r[0]]}" for _, r in dup_rows], pa.string()),
-            pa.array([idx.ids[r[0]] for _, r in dup_rows], pa.string()),
+            pa.array([idx.id(p) for p, _ in dup_rows], pa.string()),
+            pa.array([f"{source.name}:{idx.id(r[0])}" for _, r in dup_rows], pa.string()),
+            pa.array([idx.id(r[0]) for _, r in dup_rows], pa.string()),
             pa.array([r[1] for _, r in dup_rows], pa.string()),
             pa.array([r[2] for _, r in dup_rows], pa.float64()),
             pa.array([r[3] for _, r in dup_rows], pa.float64()),
-            pa.array([idx.sizes[p] for p, _ in dup_rows], pa.int64()),
+            pa.array([int(idx.sizes[p]) for p, _ in dup_rows], pa.int64()),
         ], schema=DUP_SCHEMA)
         validate_table(dups, DUPLICATES)
         dup_out = write_parquet(dups, staging / "duplicates.parquet")
@@ -515,12 +532,12 @@ def dedup_source(loaded: LoadedSpec, source_name: str,
     except BaseException:
         discard_dir(staging)
         raise
-    n_in, bytes_in = len(idx.ids), int(sum(idx.sizes))
+    n_in, bytes_in = idx.n, int(idx.sizes.sum())
     by_kind = {"exact_duplicate": [0, 0], "near_duplicate": [0, 0]}
     for p, (_, kind, _, _) in res.removed.items():
         acc = by_kind[f"{kind}_duplicate"]
         acc[0] += 1
-        acc[1] += idx.sizes[p]
+        acc[1] += int(idx.sizes[p])
     bytes_out = bytes_in - sum(b for _, b in by_kind.values())
     docs_out = n_in - len(res.removed)
     rel = f"{STAGE}/{source.name}/{version}"
@@ -589,17 +606,19 @@ def cross_source_dedup(loaded: LoadedSpec, progress: Callable[[str], None] | Non
     if cross.exact or cross.near.enabled:
         idx, res = find_duplicates(parts, cross, lambda m: progress(f"[cross-source] {m}"))
     else:
-        idx, res = _Index(), DedupResult({}, Counter(), 0, 0, 0)
+        idx = _Index(pa.array([], pa.string()), np.empty(0, np.int64), np.empty((0, 16), np.uint8),
+                     np.empty((0, 0), np.uint32))
+        res = DedupResult({}, Counter(), 0, 0, 0)
     rows = sorted(res.removed.items())
     table = pa.Table.from_arrays([
         pa.array([part_source[p] for p, _ in rows], pa.string()),
-        pa.array([idx.ids[p] for p, _ in rows], pa.string()),
-        pa.array([f"{part_source[r[0]]}:{idx.ids[r[0]]}" for _, r in rows], pa.string()),
-        pa.array([idx.ids[r[0]] for _, r in rows], pa.string()),
+        pa.array([idx.id(p) for p, _ in rows], pa.string()),
+        pa.array([f"{part_source[r[0]]}:{idx.id(r[0])}" for _, r in rows], pa.string()),
+        pa.array([idx.id(r[0]) for _, r in rows], pa.string()),
         pa.array([r[1] for _, r in rows], pa.string()),
         pa.array([r[2] for _, r in rows], pa.float64()),
         pa.array([r[3] for _, r in rows], pa.float64()),
-        pa.array([idx.sizes[p] for p, _ in rows], pa.int64()),
+        pa.array([int(idx.sizes[p]) for p, _ in rows], pa.int64()),
     ], schema=DUP_SCHEMA)
     validate_table(table, DUPLICATES)
     stage_cfg = {"dedup": cross.model_dump(mode="json"), "sources": loaded.source_names}
@@ -614,12 +633,12 @@ def cross_source_dedup(loaded: LoadedSpec, progress: Callable[[str], None] | Non
         discard_dir(staging)
         raise
     pairs = Counter((part_source[p], part_source[r[0]]) for p, r in rows)
-    n_in, bytes_in = len(idx.ids), int(sum(idx.sizes))
-    removed_bytes = sum(idx.sizes[p] for p, _ in rows)
+    n_in, bytes_in = idx.n, int(idx.sizes.sum())
+    removed_bytes = int(sum(idx.sizes[p] for p, _ in rows))
     est_by_source = {name: TokenEstimate(**{k: v for k, v in u["token_counting"].items() if k != "description"})
                      for name, _, u in ups}
     tokens_in = sum(u["counts"]["tokens_out"] for _, _, u in ups)
-    tokens_removed = sum(est_by_source[part_source[p]].tokens(idx.sizes[p]) for p, _ in rows)
+    tokens_removed = sum(est_by_source[part_source[p]].tokens(int(idx.sizes[p])) for p, _ in rows)
     elapsed = round(time.perf_counter() - t0, 4)
     manifest = {
         "corpus": loaded.spec.name, "asset": CROSS_STAGE, "partition": None, "version": version,
@@ -637,8 +656,9 @@ def cross_source_dedup(loaded: LoadedSpec, progress: Callable[[str], None] | Non
                   "token_acceptance": (tokens_in - tokens_removed) / tokens_in if tokens_in else None},
         "token_counting": {"method": "per-source calibrated estimates (see each source's ingest manifest)"},
         "reasons": {f"duplicate_of_{kept}": {"records": sum(n for (_, k), n in pairs.items() if k == kept),
-                                             "bytes": sum(idx.sizes[p] for p, r in rows if part_source[r[0]] == kept),
-                                             "tokens": sum(est_by_source[part_source[p]].tokens(idx.sizes[p])
+                                             "bytes": int(sum(idx.sizes[p] for p, r in rows
+                                                              if part_source[r[0]] == kept)),
+                                             "tokens": sum(est_by_source[part_source[p]].tokens(int(idx.sizes[p]))
                                                            for p, r in rows if part_source[r[0]] == kept)}
                     for kept in sorted({k for _, k in pairs})},
         "details": {"pairs_removed_from_kept": [{"removed_from": a, "kept_in": b, "documents": n}

@@ -65,10 +65,13 @@ def test_signature_agreement_estimates_true_jaccard():
 
 
 def test_representative_policy_and_ties():
-    ids, sizes = ["b", "a", "c"], np.array([10, 10, 5])
-    assert pick_representative([0, 1, 2], ids, sizes, "longest") == 1  # tie on size -> smallest id
-    assert pick_representative([0, 1, 2], ids, sizes, "shortest") == 2
-    assert pick_representative([2, 0, 1], ids, sizes, "first") == 0
+    import pyarrow as pa
+
+    idx = dd._Index(pa.array(["b", "a", "c"]), np.array([10, 10, 5]), np.zeros((3, 16), np.uint8),
+                    np.zeros((3, 0), np.uint32))
+    assert pick_representative([0, 1, 2], idx, "longest") == 1  # tie on size -> smallest id
+    assert pick_representative([0, 1, 2], idx, "shortest") == 2
+    assert pick_representative([2, 0, 1], idx, "first") == 0
 
 
 def test_labelled_near_duplicates_precision_and_recall():
@@ -170,7 +173,7 @@ def test_numpy_banding_gives_datasketch_minhashlsh_candidates():
     norms = [normalize(d["text"], Normalize()) for d in dedup_eval.build_pairs(n_bases=60, seed=3)[0]]
     sigs = dd.batch_signatures(*dd.batch_shingles(norms, 5), permutations(128, 1))
     bands, rows = 16, 8
-    ours = dd.lsh_candidate_pairs(sigs, np.arange(len(sigs)), bands, rows)
+    ours = dd.lsh_candidate_pairs(sigs, np.arange(len(sigs)), bands, rows)  # every document takes part
     lsh = MinHashLSH(num_perm=128, params=(bands, rows))
     mh = [LeanMinHash(seed=1, hashvalues=s, scheme="affine32") for s in sigs]
     for i, m in enumerate(mh):
