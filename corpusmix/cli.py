@@ -62,6 +62,7 @@ def verify(spec_path: str) -> list[str]:
     Also every stage that has manifests must have one per source of the spec,
     and none for a source the spec no longer has.
     """
+    from .manifest import GLOBAL_PARTITION as GLOBAL
     from .manifest import iter_manifests, read_manifest, verify_manifest
 
     loaded = load_spec(spec_path, check_files=False)
@@ -73,7 +74,8 @@ def verify(spec_path: str) -> list[str]:
         problems += [p.render() for p in verify_manifest(m, loaded.storage_root, _row_count)]
     stages: dict[str, set[str]] = {}
     for m in manifests:
-        stages.setdefault(m.parent.name, set()).add(m.stem)
+        if m.stem != GLOBAL:  # per-source stages: one manifest per source
+            stages.setdefault(m.parent.name, set()).add(m.stem)
     for stage, found in sorted(stages.items()):
         for src in sorted(set(loaded.source_names) - found):
             problems.append(f"{loaded.manifest_root / stage}: no manifest for source {src!r} "
@@ -85,7 +87,8 @@ def verify(spec_path: str) -> list[str]:
             data = read_manifest(m)
         except Exception:  # noqa: BLE001 - already reported by verify_manifest
             continue
-        if data["corpus"] != loaded.spec.name or data["partition"] != m.stem or data["asset"] != m.parent.name:
+        if data["corpus"] != loaded.spec.name or (data["partition"] or GLOBAL) != m.stem \
+                or data["asset"] != m.parent.name:
             problems.append(f"{m}: names corpus {data['corpus']!r}, asset {data['asset']!r}, partition "
                             f"{data['partition']!r}, which is not where it is filed")
     return problems

@@ -25,6 +25,7 @@ from . import __version__
 from .storage import atomic_write_bytes, sha256_file
 
 _VOLATILE = ("started_at", "finished_at", "elapsed_s", "timing", "content_hash")
+GLOBAL_PARTITION = "_all"  # file name of the manifest of an unpartitioned (all-source) asset
 _TOOLS = ("pyarrow", "duckdb", "orjson", "pandera", "pydantic", "tokenizers", "zstandard", "datasketch")
 
 
@@ -61,7 +62,7 @@ def content_hash(manifest: dict) -> str:
 
 
 def manifest_path(manifest_root: Path, asset: str, partition: str | None) -> Path:
-    return manifest_root / asset / f"{partition or '_all'}.json"
+    return manifest_root / asset / f"{partition or GLOBAL_PARTITION}.json"
 
 
 def write_manifest(manifest_root: Path, manifest: dict) -> tuple[dict, Path]:

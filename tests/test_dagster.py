@@ -64,6 +64,8 @@ def test_cli_build_records_runs_in_the_instance(make_spec, tmp_path, monkeypatch
     assert "math: ok" in r.stdout and "dialogue: ok" in r.stdout
     assert "telemetry" in (home / "dagster.yaml").read_text()
     assert "global stages: ok" in r.stdout
+    v = subprocess.run([sys.executable, "-m", "corpusmix.cli", "verify", str(spec)], capture_output=True, text=True)
+    assert v.returncode == 0, v.stderr  # per-source and global manifests all check out
     with DagsterInstance.get() as instance:
         assert sorted(run.job_name for run in instance.get_runs()) == ["corpus_job", "source_job", "source_job"]
         for stage in ("ingest", "dedup"):
