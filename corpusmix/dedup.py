@@ -458,6 +458,23 @@ def find_duplicates(parts: list[Path], cfg: Dedup, progress: Callable[[str], Non
     return idx, DedupResult(removed, hist, len(pairs), verified, rejected)
 
 
+def duplicates_table(idx: _Index, res: DedupResult, source_of: Callable[[int], str]) -> pa.Table:
+    """The schema-validated ``duplicates`` table: one row per removed document, in position order."""
+    rows = sorted(res.removed.items())
+    table = pa.Table.from_arrays([
+        pa.array([source_of(p) for p, _ in rows], pa.string()),
+        pa.array([idx.id(p) for p, _ in rows], pa.string()),
+        pa.array([f"{source_of(r[0])}:{idx.id(r[0])}" for _, r in rows], pa.string()),
+        pa.array([idx.id(r[0]) for _, r in rows], pa.string()),
+        pa.array([r[1] for _, r in rows], pa.string()),
+        pa.array([r[2] for _, r in rows], pa.float64()),
+        pa.array([r[3] for _, r in rows], pa.float64()),
+        pa.array([int(idx.sizes[p]) for p, _ in rows], pa.int64()),
+    ], schema=DUP_SCHEMA)
+    validate_table(table, DUPLICATES)
+    return table
+
+
 def _audit_pairs(parts: list[Path], idx: _Index, res: DedupResult, k: int) -> list[dict]:
     """A deterministic sample of removed documents with the heads of both texts (for the UI)."""
     chosen = sorted(res.removed, key=lambda p: hashlib.blake2b(idx.id(p).encode(), digest_size=8).digest())[:k]
@@ -510,18 +527,7 @@ def dedup_source(loaded: LoadedSpec, source_name: str,
                 writer.write(kept, pc.sum(kept.column("n_bytes")).as_py() or 0)
                 pos += table.num_rows
         doc_parts = writer.close()
-        dup_rows = sorted(res.removed.items(), key=lambda kv: kv[0])
-        dups = pa.Table.from_arrays([
-            pa.array([source.name] * len(dup_rows), pa.string()),
-            pa.array([idx.id(p) for p, _ in dup_rows], pa.string()),
-            pa.array([f"{source.name}:{idx.id(r[0])}" for _, r in dup_rows], pa.string()),
-            pa.array([idx.id(r[0]) for _, r in dup_rows], pa.string()),
-            pa.array([r[1] for _, r in dup_rows], pa.string()),
-            pa.array([r[2] for _, r in dup_rows], pa.float64()),
-            pa.array([r[3] for _, r in dup_rows], pa.float64()),
-            pa.array([int(idx.sizes[p]) for p, _ in dup_rows], pa.int64()),
-        ], schema=DUP_SCHEMA)
-        validate_table(dups, DUPLICATES)
+        dups = duplicates_table(idx, res, lambda p: source.name)
         dup_out = write_parquet(dups, staging / "duplicates.parquet")
         audit = _audit_pairs(parts, idx, res, cfg.audit_pairs)
         stage_cfg = {"dedup": cfg.model_dump(mode="json"), "source": source.name}
@@ -610,17 +616,7 @@ def cross_source_dedup(loaded: LoadedSpec, progress: Callable[[str], None] | Non
                      np.empty((0, 0), np.uint32))
         res = DedupResult({}, Counter(), 0, 0, 0)
     rows = sorted(res.removed.items())
-    table = pa.Table.from_arrays([
-        pa.array([part_source[p] for p, _ in rows], pa.string()),
-        pa.array([idx.id(p) for p, _ in rows], pa.string()),
-        pa.array([f"{part_source[r[0]]}:{idx.id(r[0])}" for _, r in rows], pa.string()),
-        pa.array([idx.id(r[0]) for _, r in rows], pa.string()),
-        pa.array([r[1] for _, r in rows], pa.string()),
-        pa.array([r[2] for _, r in rows], pa.float64()),
-        pa.array([r[3] for _, r in rows], pa.float64()),
-        pa.array([int(idx.sizes[p]) for p, _ in rows], pa.int64()),
-    ], schema=DUP_SCHEMA)
-    validate_table(table, DUPLICATES)
+    table = duplicates_table(idx, res, part_source.__getitem__)
     stage_cfg = {"dedup": cross.model_dump(mode="json"), "sources": loaded.source_names}
     version = canonical_hash({"code": code_version(), "config": stage_cfg,
                               "upstream": [u["version"] for _, _, u in ups]})[:20]
