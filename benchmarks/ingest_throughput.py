@@ -78,7 +78,8 @@ def main() -> None:
             conc_base_t.append(time.perf_counter() - t)
             t = time.perf_counter()
             with ThreadPoolExecutor(len(SOURCES)) as threads:  # each source's reduce overlaps others' units
-                list(threads.map(lambda n: ingest_source(loaded, n, pool, progress=lambda m: None), SOURCES))
+                list(threads.map(lambda n, spec=loaded: ingest_source(spec, n, pool, progress=lambda m: None),
+                                 SOURCES))
             conc_t.append(time.perf_counter() - t)
             shutil.rmtree(root)
             print(f"repeat {rep + 1}/{args.repeats} done", file=sys.stderr)

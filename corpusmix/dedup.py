@@ -44,7 +44,7 @@ from schemas.tables import ARROW_SCHEMAS, DUPLICATES, INGEST_DOCUMENTS, validate
 
 from .hashing import mix64, word_hashes
 from .manifest import code_version, manifest_path, read_manifest, tool_versions, utc_now, write_manifest
-from .parquet_io import PARQUET_OPTS, PartWriter, write_parquet
+from .parquet_io import PartWriter, write_parquet
 from .spec import Dedup, LoadedSpec, Normalize, canonical_hash
 from .storage import discard_dir, new_staging_dir, publish_dir
 from .tokencount import TokenEstimate

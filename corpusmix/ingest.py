@@ -19,12 +19,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import glob
-import heapq
 import hashlib
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -383,7 +382,7 @@ def _move_cross_unit_duplicates(staging: Path, results: list[UnitResult], cfg: I
             table = pq.read_table(path, schema=DOCS_SCHEMA)
             ids = table.column("doc_id").to_pylist()
             drop = []
-            for i, doc_id in enumerate(ids):
+            for doc_id in ids:
                 if doc_id in dup_ids:
                     drop.append(doc_id in seen)
                     seen.add(doc_id)

@@ -456,14 +456,14 @@ def load_spec(path: str | os.PathLike, check_files: bool = True) -> LoadedSpec:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
-        raise SpecError(file, [SpecIssue("", f"cannot read the spec: {e}", "check the path and that it is UTF-8")])
+        raise SpecError(file, [SpecIssue("", f"cannot read the spec: {e}", "check the path and that it is UTF-8")]) from e
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = mark.line + 1 if mark else None
         raise SpecError(file, [SpecIssue("", f"not valid YAML: {getattr(e, 'problem', e)}",
-                                         "fix the YAML syntax (indentation, quotes, colons)", line)])
+                                         "fix the YAML syntax (indentation, quotes, colons)", line)]) from e
     if not isinstance(data, dict):
         raise SpecError(file, [SpecIssue("", "the spec must be a YAML mapping",
                                          "start from `corpusmix init` for an example")])
@@ -471,7 +471,7 @@ def load_spec(path: str | os.PathLike, check_files: bool = True) -> LoadedSpec:
     try:
         spec = Spec.model_validate(data)
     except ValidationError as e:
-        raise SpecError(file, _structural_issues(e, index))
+        raise SpecError(file, _structural_issues(e, index)) from None
     loaded = LoadedSpec(spec=spec, path=path)
     issues = _semantic_issues(loaded, check_files)
     if issues:

@@ -7,7 +7,6 @@ import gzip
 import json
 from pathlib import Path
 
-import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
