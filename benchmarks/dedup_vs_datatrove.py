@@ -1,7 +1,7 @@
 """corpusmix dedup against datatrove's 4-stage MinHash dedup, on ../shared/corpus, in the same run.
 
 Usage:  python benchmarks/dedup_vs_datatrove.py [--repeats 3] [--workers 2] [--sources dialogue,math]
-            [--detail dialogue] [--layout 9x13] [--extra-layouts 14x8,16x8] [--no-split-variant]
+            [--detail dialogue] [--layout auto] [--extra-layouts 9x13,14x8,16x8] [--no-split-variant]
 
 datatrove lives in its own virtualenv, ``.bench-venv`` at the repository root
 (git-ignored), created and filled on first use; it is never installed into the
@@ -22,10 +22,12 @@ For each repeat and source, alternating which tool goes first, it times
   * datatrove again with str.split as its word tokenizer (on its simplified
     text) instead of spaCy's, unless --no-split-variant: spaCy tokenisation
     is most of datatrove's time, and corpusmix splits on whitespace.
-The MinHash layout defaults to 9 buckets x 13 hashes = 117 hashes: the bands x
-rows that datasketch's MinHashLSH picks for corpusmix's threshold 0.8 and 128
-permutations (it too only uses 117 of the 128), so both tools have the same
-LSH S-curve. Medians are quoted. MB = 10^6 bytes of UTF-8 text.
+datatrove's MinHash layout (num_buckets x hashes_per_bucket) defaults to
+``--layout auto``: the bands x rows corpusmix's default spec uses (its
+``lsh_params``: datasketch's choice for threshold 0.8 and 128 permutations,
+16 x 8 = 128 with corpusmix's recall weighting, 9 x 13 = 117 with datasketch's
+own weights), so both tools have the same LSH S-curve. Medians are quoted.
+MB = 10^6 bytes of UTF-8 text.
 
 For the --detail sources it also compares which documents each tool removes
 (by document id) and, untimed, what datatrove removes with --extra-layouts.
@@ -242,8 +244,9 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--sources", default="all", help="comma-separated, or 'all'")
     ap.add_argument("--detail", default="dialogue", help="sources whose removals are compared by id ('' for none)")
-    ap.add_argument("--layout", default="9x13", help="datatrove num_buckets x hashes_per_bucket")
-    ap.add_argument("--extra-layouts", default="14x8,16x8",
+    ap.add_argument("--layout", default="auto",
+                    help="datatrove num_buckets x hashes_per_bucket, e.g. 9x13; auto: corpusmix's bands x rows")
+    ap.add_argument("--extra-layouts", default="9x13,14x8,16x8",
                     help="other datatrove layouts run once, untimed, on the --detail sources ('' for none)")
     ap.add_argument("--no-split-variant", dest="split_variant", action="store_false",
                     help="skip the timed datatrove variant with a str.split word tokenizer instead of spaCy")
@@ -270,15 +273,25 @@ def main() -> None:
     from corpusmix.executor import make_executor
     from corpusmix.spec import Dedup
 
+    try:
+        from corpusmix.dedup import lsh_params
+    except ImportError:  # older corpusmix: datasketch's own choice
+        def lsh_params(cfg):
+            from datasketch import MinHashLSH
+            lsh = MinHashLSH(threshold=cfg.near.threshold, num_perm=cfg.near.num_perm)
+            return lsh.b, lsh.r
+
     names = list(SOURCES) if args.sources == "all" else [s for s in args.sources.split(",") if s]
     unknown = [n for n in names if n not in SOURCES]
     if unknown:
         raise SystemExit(f"unknown source(s) {unknown}; known: {list(SOURCES)}")
     detail = [s for s in args.detail.split(",") if s in names]
-    layout = parse_layout(args.layout)
-    extra = [parse_layout(s) for s in args.extra_layouts.split(",") if s]
+    cm_bands = lsh_params(Dedup())
+    layout = cm_bands if args.layout == "auto" else parse_layout(args.layout)
+    extra = [lay for lay in (parse_layout(s) for s in args.extra_layouts.split(",") if s) if lay != layout]
     dt_version = ensure_bench_venv(args.datatrove_req or DATATROVE_REQS)
     near = Dedup().near
+    git = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"], capture_output=True, text=True)
 
     cm: dict[str, list[dict]] = {n: [] for n in names}
     dt: dict[str, list[dict]] = {n: [] for n in names}
@@ -306,11 +319,11 @@ def main() -> None:
     med = statistics.median
     b, r = layout
     split = bool(args.split_variant)
-    print(f"dedup of ../shared/corpus: corpusmix vs datatrove {dt_version}, median of {args.repeats} runs, "
-          f"{args.workers} workers")
-    print(f"corpusmix: {near.num_perm} perms, {near.shingle_words}-word shingles, threshold {near.threshold} "
-          f"(datasketch LSH), exact dedup, candidates verified by true Jaccard; dedup_source is one process, "
-          f"ingest uses {args.workers} workers")
+    print(f"dedup of ../shared/corpus: corpusmix {git.stdout.strip() or '?'} vs datatrove {dt_version}, median of "
+          f"{args.repeats} runs, {args.workers} workers")
+    print(f"corpusmix: {near.num_perm} perms, {near.shingle_words}-word shingles, threshold {near.threshold}, LSH "
+          f"{cm_bands[0]} bands x {cm_bands[1]} rows, exact dedup, candidates verified by true Jaccard; "
+          f"dedup_source is one process, ingest uses {args.workers} workers")
     print(f"datatrove (dt): MinhashConfig(n_grams=5, num_buckets={b}, hashes_per_bucket={r}) = {b * r} hashes, "
           f"64-bit xxhash, default TextNormConfig, default English word tokenizer (spaCy blank 'en'); "
           f"{args.workers} workers; no exact pass, no verification"
