@@ -298,14 +298,29 @@ def _arrow_text_and_id(block: bytes, source: Source) -> pa.Table | None:
     return None
 
 
+_DIGITS_AS_ZERO = bytes.maketrans(b"0123456789", b"0" * 10)
+
+
 def _long_digit_run(block: bytes, n: int = 19) -> bool:
-    """Does the block hold a run of more than ``n`` digits (an integer orjson would turn into a float)?"""
-    d = np.frombuffer(block, dtype=np.uint8)
-    digit = ((d >= 48) & (d <= 57)).astype(np.int8)
-    if not digit.any():
-        return False
-    edges = np.flatnonzero(np.diff(np.concatenate(([0], digit, [0]))))
-    return bool((edges[1::2] - edges[0::2] > n).any())
+    """Does the block hold a JSON number with more than ``n`` digits (orjson would turn it into
+    a float)? Runs of digits inside strings are common (code, math) and are skipped: a run counts
+    when a JSON delimiter precedes it (``:``, ``,`` or ``[``, after spaces and a sign) and
+    a number's end follows it. Digits are mapped to "0" so runs are found at memchr speed."""
+    mapped = block.translate(_DIGITS_AS_ZERO)
+    run = b"0" * (n + 1)
+    pos = mapped.find(run)
+    while pos >= 0:  # pos is where a run starts: the search resumes after the previous run
+        more = _NOT_ZERO.search(mapped, pos + n + 1)
+        end = more.start() if more else len(mapped)
+        before = block[max(0, pos - 64):pos].rstrip(b" \t-")[-1:]
+        after = block[end:end + 1]
+        if before in (b":", b",", b"[") and after in (b"", b",", b"}", b"]", b" ", b"\t", b"\r", b"\n", b".", b"e", b"E"):
+            return True
+        pos = mapped.find(run, end)
+    return False
+
+
+_NOT_ZERO = re.compile(rb"[^0]")
 
 
 def _arrow_safe(block: bytes, n_lines: int) -> bool:
@@ -316,14 +331,11 @@ def _arrow_safe(block: bytes, n_lines: int) -> bool:
       pyarrow 26's reader, apache/arrow#47409; and this rules out blank lines
       and several objects on one line, which would misalign rows and lines);
     * no bare CR (Arrow treats it as a line break, JSON Lines does not);
-    * no NaN/Infinity literals (Arrow accepts them, strict JSON does not);
     * no integer of 20+ digits (it would lose precision; the exact path keeps it).
     """
     if block.count(b"\n{") + block.startswith(b"{") != n_lines:
         return False
     if b"\r" in block and block.count(b"\r") != block.count(b"\r\n"):
-        return False
-    if (b"NaN" in block or b"Infinity" in block) and _NONFINITE.search(block):
         return False
     return _is_valid_utf8(block) and not _long_digit_run(block)
 
@@ -335,6 +347,8 @@ def _fast_block(block: bytes, first_line: int, source: Source, n_lines: int) -> 
     """Parse a block with Arrow's JSON reader, or None if only the exact path can judge it."""
     if not _arrow_safe(block, n_lines):
         return None
+    if source.metadata_fields == "none" and (b"NaN" in block or b"Infinity" in block) and _NONFINITE.search(block):
+        return None  # Arrow accepts NaN/Infinity, strict JSON does not; otherwise orjson's metadata parse refuses them
     table = _arrow_text_and_id(block, source)
     if table is None:
         return None
