@@ -180,3 +180,28 @@ def test_numpy_banding_gives_datasketch_minhashlsh_candidates():
         lsh.insert(i, m)
     theirs = {(min(i, j), max(i, j)) for i, m in enumerate(mh) for j in lsh.query(m) if j != i}
     assert ours == theirs and len(ours) > 20
+
+
+def test_cross_source_near_duplicates_on_request(make_spec, tmp_path):
+    import gzip
+    import json
+
+    from corpusmix.dedup import cross_source_dedup
+
+    documents, pairs = dedup_eval.build_pairs(n_bases=60, seed=5)
+    close = {a: b for a, b, j in pairs if b.endswith("-edit") and 0.85 <= j < 1.0}
+    text = {d["id"]: d["text"] for d in documents}
+    for name, ids in (("first", list(close)), ("second", list(close.values()))):
+        (tmp_path / name).mkdir()
+        with gzip.open(tmp_path / name / "docs.jsonl.gz", "wt") as f:
+            for i in ids:
+                f.write(json.dumps({"id": i, "text": text[i]}) + "\n")
+    sources = [{"name": n, "kind": "prose", "paths": [str(tmp_path / n / "*.jsonl.gz")]} for n in ("first", "second")]
+    for near, expected in ((False, 0), (True, len(close))):
+        loaded = load_spec(make_spec(sources, name=f"near-{near}.yaml",
+                                     dedup={"cross_source": {"exact": True, "near": near}}))
+        for name in ("first", "second"):
+            ingest_source(loaded, name, progress=lambda m: None)
+            dedup_source(loaded, name, progress=lambda m: None)
+        m, _ = cross_source_dedup(loaded, progress=lambda x: None)
+        assert m["counts"]["removed_near"] == expected and len(close) > 5
