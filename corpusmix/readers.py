@@ -271,8 +271,11 @@ def _id_column(table: pa.Table, source: Source) -> pa.Array | None:
 
 
 def _is_valid_utf8(block: bytes) -> bool:
+    """UTF-8 validation by Arrow, on the block's own memory (a one-element string array over it)."""
+    offsets = pa.py_buffer(np.array([0, len(block)], np.int64 if len(block) >= 2**31 else np.int32).tobytes())
+    kind = pa.large_string() if len(block) >= 2**31 else pa.string()
     try:
-        pa.array([block], pa.binary()).cast(pa.string()).validate(full=True)
+        pa.Array.from_buffers(kind, 1, [None, offsets, pa.py_buffer(block)]).validate(full=True)
         return True
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         return False

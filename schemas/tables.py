@@ -34,14 +34,20 @@ def nul_mask(strings: pa.Array | pa.ChunkedArray) -> pa.ChunkedArray:
     return pa.chunked_array(out, pa.bool_())
 
 
+def _unique(s: pd.Series) -> bool:
+    """Uniqueness counted by Arrow (pandas' duplicated() would hash Python objects per row)."""
+    return pc.count_distinct(pa.array(s.array), mode="all").as_py() == len(s)
+
+
 def _no_nul(s: pd.Series) -> pd.Series:
     return ~pd.Series(nul_mask(pa.array(s.array)), index=s.index, dtype=BOOL).fillna(False)
 
 
 INGEST_DOCUMENTS = pa_.DataFrameSchema(
     {
-        "doc_id": pa_.Column(STR, unique=True, nullable=False,
-                             checks=pa_.Check.str_length(min_value=1),
+        "doc_id": pa_.Column(STR, nullable=False,
+                             checks=[pa_.Check.str_length(min_value=1),
+                                     pa_.Check(_unique, name="unique", error="doc_id values repeat")],
                              description="Stable id: the source's own id, else a content hash"),
         "source": pa_.Column(STR, nullable=False),
         "text": pa_.Column(STR, nullable=False, checks=[
@@ -81,7 +87,8 @@ F64 = pd.ArrowDtype(pa.float64())
 DUPLICATES = pa_.DataFrameSchema(
     {
         "source": pa_.Column(STR, nullable=False),
-        "doc_id": pa_.Column(STR, unique=True, nullable=False, description="The removed document"),
+        "doc_id": pa_.Column(STR, pa_.Check(_unique, name="unique", error="doc_id values repeat"), nullable=False,
+                             description="The removed document"),
         "cluster_id": pa_.Column(STR, nullable=False, description="<source>:<representative doc_id>"),
         "representative_doc_id": pa_.Column(STR, nullable=False, description="The document that survives"),
         "kind": pa_.Column(STR, pa_.Check.isin(["exact", "near"]), nullable=False),
