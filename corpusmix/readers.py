@@ -326,17 +326,22 @@ def _long_digit_run(block: bytes, n: int = 19) -> bool:
 _NOT_ZERO = re.compile(rb"[^0]")
 
 
-def _arrow_safe(block: bytes, n_lines: int) -> bool:
+def _arrow_safe(block: bytes, n_lines: int, lines_checked_later: bool) -> bool:
     """Can Arrow's reader be trusted with this block? Cheap byte-level checks, all needed:
 
     * valid UTF-8 (Arrow would silently replace bad bytes with U+FFFD);
-    * every line starts with ``{`` (a block whose first value is ``null`` crashes
-      pyarrow 26's reader, apache/arrow#47409; and this rules out blank lines
-      and several objects on one line, which would misalign rows and lines);
+    * the block starts with ``{`` (a block whose first value is ``null`` crashes
+      pyarrow 26's reader, apache/arrow#47409);
+    * every line starts with ``{`` (rules out blank lines and several objects on
+      one line, which would misalign rows and lines) - unless
+      ``lines_checked_later``: the metadata pass parses every line alone with
+      orjson, which refuses both;
     * no bare CR (Arrow treats it as a line break, JSON Lines does not);
     * no integer of 20+ digits (it would lose precision; the exact path keeps it).
     """
-    if block.count(b"\n{") + block.startswith(b"{") != n_lines:
+    if not block.startswith(b"{"):
+        return False
+    if not lines_checked_later and block.count(b"\n{") + 1 != n_lines:
         return False
     if b"\r" in block and block.count(b"\r") != block.count(b"\r\n"):
         return False
@@ -348,7 +353,7 @@ _NONFINITE = re.compile(rb"[:\[,]\s*-?(?:NaN|Infinity)")
 
 def _fast_block(block: bytes, first_line: int, source: Source, n_lines: int) -> pa.Table | None:
     """Parse a block with Arrow's JSON reader, or None if only the exact path can judge it."""
-    if not _arrow_safe(block, n_lines):
+    if not _arrow_safe(block, n_lines, lines_checked_later=source.metadata_fields != "none"):
         return None
     if source.metadata_fields == "none" and (b"NaN" in block or b"Infinity" in block) and _NONFINITE.search(block):
         return None  # Arrow accepts NaN/Infinity, strict JSON does not; otherwise orjson's metadata parse refuses them
@@ -385,6 +390,14 @@ def _record_metadata(rec: dict, source: Source) -> str | None:
     return dump_json({k: rec[k] for k in fields}) if fields else None
 
 
+def _lines(block: bytes) -> list[bytes]:
+    """The lines of a block without copying it (a final newline ends the last line)."""
+    lines = block.split(b"\n")
+    if lines and not lines[-1]:
+        lines.pop()
+    return lines
+
+
 def _metadata_of_lines(block: bytes, source: Source, n_rows: int) -> pa.Array | None:
     """Metadata of every line of a clean block, parsed with orjson.
 
@@ -397,7 +410,7 @@ def _metadata_of_lines(block: bytes, source: Source, n_rows: int) -> pa.Array | 
         return pa.nulls(n_rows, pa.string())
     try:
         return pa.array([_record_metadata(orjson.loads(line), source)
-                         for line in block.rstrip(b"\n").split(b"\n")], pa.string())
+                         for line in _lines(block)], pa.string())
     except (orjson.JSONDecodeError, TypeError, AttributeError):
         return None
 
