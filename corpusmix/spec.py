@@ -92,6 +92,17 @@ class Dedup(_Strict):
     audit_pairs: int = Field(20, ge=0, le=1000)
 
 
+class SourceFilters(_Strict):
+    """Which quality rules judge a source: its kind's defaults unless listed, with overrides."""
+
+    rules: list[str] | None = None
+    overrides: dict[str, dict[str, float]] = {}
+
+
+class Quality(_Strict):
+    audit_samples: int = Field(5, ge=0, le=100)
+
+
 class Source(_Strict):
     name: str = Field(pattern=r"^[a-z][a-z0-9_\-]{0,63}$")
     kind: Literal["prose", "web", "code", "math", "dialogue"]
@@ -102,6 +113,7 @@ class Source(_Strict):
     metadata_fields: Literal["all", "none"] | list[str] = "all"
     quality: float = Field(1.0, gt=0)
     on_unreadable: Literal["fail", "skip"] = "fail"
+    filters: SourceFilters = SourceFilters()
 
 
 class TrainTokenizer(_Strict):
@@ -148,6 +160,7 @@ class Spec(_Strict):
     execution: Execution = Execution()
     ingest: Ingest = Ingest()
     dedup: Dedup = Dedup()
+    quality: Quality = Quality()
     sources: list[Source] = Field(min_length=1)
     tokenizer: Tokenizer
     mixture: Mixture
@@ -398,6 +411,25 @@ def _semantic_issues(loaded: LoadedSpec, check_files: bool) -> list[SpecIssue]:
     if spec.output.shard_tokens <= 0:
         issues.append(SpecIssue("output.shard_tokens", f"must be positive (got {spec.output.shard_tokens})",
                                 "use e.g. 134217728 tokens per shard"))
+    from .quality_rules import RULES  # the rule catalogue is part of the spec's vocabulary
+
+    for i, src in enumerate(spec.sources):
+        for j, name in enumerate(src.filters.rules or []):
+            if name not in RULES:
+                near_rule = difflib.get_close_matches(name, list(RULES), n=1, cutoff=0.5)
+                issues.append(SpecIssue(f"sources[{i}].filters.rules[{j}]", f"unknown quality rule {name!r}",
+                                        f"did you mean {near_rule[0]!r}?" if near_rule else
+                                        "see the README's list of rules"))
+        for name, params in src.filters.overrides.items():
+            if name not in RULES:
+                issues.append(SpecIssue(f"sources[{i}].filters.overrides.{name}", f"unknown quality rule {name!r}",
+                                        "see the README's list of rules"))
+                continue
+            for key in params:
+                if key not in RULES[name].defaults:
+                    issues.append(SpecIssue(f"sources[{i}].filters.overrides.{name}.{key}",
+                                            f"rule {name!r} has no parameter {key!r}",
+                                            f"its parameters: {', '.join(RULES[name].defaults) or 'none'}"))
     near = spec.dedup.near
     if (near.bands is None) != (near.rows is None):
         issues.append(SpecIssue("dedup.near", "give both bands and rows, or neither",

@@ -103,6 +103,30 @@ DUPLICATES = pa_.DataFrameSchema(
     name="duplicates",
 )
 
+QUALITY_DOCUMENTS = pa_.DataFrameSchema(
+    {**INGEST_DOCUMENTS.columns,
+     "quality_score": pa_.Column(F64, pa_.Check.in_range(0.0, 1.0), nullable=False,
+                                 description="Fraction of the source's quality rules the document passes")},
+    strict=True,
+    ordered=True,
+    name="quality_documents",
+)
+
+REJECTIONS = pa_.DataFrameSchema(
+    {
+        "source": pa_.Column(STR, nullable=False),
+        "doc_id": pa_.Column(STR, pa_.Check(_unique, name="unique", error="doc_id values repeat"), nullable=False),
+        "failed_rules": pa_.Column(pd.ArrowDtype(pa.list_(pa.string())), nullable=False,
+                                   description="Every rule the document failed"),
+        "values": pa_.Column(STR, nullable=False, description="JSON: the value each rule measured"),
+        "quality_score": pa_.Column(F64, pa_.Check.in_range(0.0, 1.0), nullable=False),
+        "n_bytes": pa_.Column(I64, pa_.Check.ge(1), nullable=False),
+    },
+    strict=True,
+    ordered=True,
+    name="rejections",
+)
+
 ARROW_SCHEMAS: dict[str, pa.Schema] = {
     "ingest_documents": pa.schema([
         ("doc_id", pa.string()), ("source", pa.string()), ("text", pa.string()), ("n_bytes", pa.int64()),
@@ -115,9 +139,14 @@ ARROW_SCHEMAS: dict[str, pa.Schema] = {
         ("source", pa.string()), ("doc_id", pa.string()), ("cluster_id", pa.string()),
         ("representative_doc_id", pa.string()), ("kind", pa.string()), ("estimated_jaccard", pa.float64()),
         ("true_jaccard", pa.float64()), ("n_bytes", pa.int64())]),
+    "rejections": pa.schema([
+        ("source", pa.string()), ("doc_id", pa.string()), ("failed_rules", pa.list_(pa.string())),
+        ("values", pa.string()), ("quality_score", pa.float64()), ("n_bytes", pa.int64())]),
 }
+ARROW_SCHEMAS["quality_documents"] = ARROW_SCHEMAS["ingest_documents"].append(pa.field("quality_score", pa.float64()))
 
-BY_NAME = {"ingest_documents": INGEST_DOCUMENTS, "quarantine": QUARANTINE, "duplicates": DUPLICATES}
+BY_NAME = {"ingest_documents": INGEST_DOCUMENTS, "quarantine": QUARANTINE, "duplicates": DUPLICATES,
+           "quality_documents": QUALITY_DOCUMENTS, "rejections": REJECTIONS}
 
 
 def validate_table(table: pa.Table, schema: pa_.DataFrameSchema) -> None:

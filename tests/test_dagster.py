@@ -67,8 +67,9 @@ def test_cli_build_records_runs_in_the_instance(make_spec, tmp_path, monkeypatch
     v = subprocess.run([sys.executable, "-m", "corpusmix.cli", "verify", str(spec)], capture_output=True, text=True)
     assert v.returncode == 0, v.stderr  # per-source and global manifests all check out
     with DagsterInstance.get() as instance:
-        assert sorted(run.job_name for run in instance.get_runs()) == ["corpus_job", "source_job", "source_job"]
-        for stage in ("ingest", "dedup"):
+        assert sorted(run.job_name for run in instance.get_runs()) == [
+            "corpus_job", "quality_job", "quality_job", "source_job", "source_job"]
+        for stage in ("ingest", "dedup", "quality"):
             assert instance.get_materialized_partitions(AssetKey(stage)) == {"math", "dialogue"}
         assert instance.get_latest_materialization_event(AssetKey("cross_source_dedup")) is not None
 

@@ -45,6 +45,7 @@ def run_build(spec_path: str | os.PathLike, sources: list[str] | None = None, ec
     defs = build_definitions(loaded.path)
     source_job = defs.resolve_job_def("source_job")
     corpus_job = defs.resolve_job_def("corpus_job")
+    quality_job = defs.resolve_job_def("quality_job")
     ok = True
     with DagsterInstance.get() as instance:
         echo(f"Dagster instance: {home}")
@@ -54,6 +55,10 @@ def run_build(spec_path: str | os.PathLike, sources: list[str] | None = None, ec
         if ok and set(chosen) == set(loaded.source_names):
             ok &= _run(corpus_job.execute_in_process(instance=instance, raise_on_error=False, run_config=QUIET),
                        "global stages", echo)
+            for src in chosen if ok else []:
+                ok &= _run(quality_job.execute_in_process(partition_key=src, instance=instance,
+                                                          raise_on_error=False, run_config=QUIET),
+                           f"{src} quality", echo)
         elif ok:
             echo("  global stages: not run (only some sources were built; they need every source)")
     return ok

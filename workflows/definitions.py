@@ -13,6 +13,7 @@ from dagster import Definitions, StaticPartitionsDefinition, define_asset_job
 
 from assets.dedup import build_cross_source_asset, build_dedup_asset
 from assets.ingest import build_ingest_asset
+from assets.quality import build_quality_asset
 from corpusmix.spec import load_spec
 
 from .resources import CorpusSpec
@@ -31,14 +32,17 @@ def build_definitions(spec_path: str | os.PathLike) -> Definitions:
     ingest = build_ingest_asset(sources)
     dedup = build_dedup_asset(ingest)
     cross = build_cross_source_asset(dedup)
+    quality = build_quality_asset(dedup, cross)
     return Definitions(
-        assets=[ingest, dedup, cross],
+        assets=[ingest, dedup, cross, quality],
         jobs=[
             define_asset_job("ingest_job", selection=[ingest], description="Ingest one source partition."),
             define_asset_job("source_job", selection=[ingest, dedup],
                              description="Every per-source stage of one source partition, in order."),
             define_asset_job("corpus_job", selection=[cross],
                              description="The global stages, over every source (run after source_job)."),
+            define_asset_job("quality_job", selection=[quality],
+                             description="Per-source stages after the global ones (run after corpus_job)."),
         ],
         resources={"corpus": CorpusSpec(spec_path=str(loaded.path))},
     )

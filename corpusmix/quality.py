@@ -1,0 +1,163 @@
+"""Quality-filter stage: the source's rules on every surviving document of dedup.
+
+Reads the source's dedup parts, drops what the cross-source step found in a
+higher-ranked source (reason ``cross_source_duplicate``), and evaluates every
+rule of the source (``quality_rules.resolve_rules``) on every other document.
+A document that fails any rule is rejected with all the rules it failed and
+the values measured; a kept document carries its quality score (the fraction
+of its rules it passes, 1.0 for a kept one unless rules are advisory).
+
+Reports per rule the documents and tokens it rejected, the documents it alone
+rejected, the pairwise overlap between rules, and a deterministic audit sample
+of what each rule rejected.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from schemas.tables import ARROW_SCHEMAS, QUALITY_DOCUMENTS, REJECTIONS, validate_table
+
+from .dedup import CROSS_STAGE, cross_source_drops
+from .manifest import code_version, manifest_path, read_manifest, tool_versions, utc_now, write_manifest
+from .parquet_io import PartWriter, write_parquet
+from .quality_rules import evaluate, resolve_rules
+from .spec import LoadedSpec, canonical_hash
+from .storage import discard_dir, new_staging_dir, publish_dir
+from .tokencount import TokenEstimate
+
+log = logging.getLogger("corpusmix.quality")
+
+STAGE = "quality"
+UPSTREAM = "dedup"
+DOCS_SCHEMA = ARROW_SCHEMAS["quality_documents"]
+REJ_SCHEMA = ARROW_SCHEMAS["rejections"]
+CROSS = "cross_source_duplicate"
+READ_BATCH_ROWS = 2048
+
+
+def _sample_key(doc_id: str) -> bytes:
+    return hashlib.blake2b(doc_id.encode(), digest_size=8).digest()
+
+
+def quality_source(loaded: LoadedSpec, source_name: str,
+                   progress: Callable[[str], None] | None = None) -> tuple[dict, Path]:
+    """Build the quality partition of one source; returns (manifest, manifest path)."""
+    progress = progress or log.info
+    source = loaded.source(source_name)
+    started, t0 = utc_now(), time.perf_counter()
+    up_path = manifest_path(loaded.manifest_root, UPSTREAM, source.name)
+    if not up_path.is_file():
+        raise FileNotFoundError(f"no dedup manifest for {source.name!r} at {up_path}; materialize dedup first")
+    if not manifest_path(loaded.manifest_root, CROSS_STAGE, None).is_file():
+        raise FileNotFoundError(f"no {CROSS_STAGE} manifest; materialize it (after every source's dedup) first")
+    up = read_manifest(up_path)
+    cross = read_manifest(manifest_path(loaded.manifest_root, CROSS_STAGE, None))
+    drops = cross_source_drops(loaded, source.name)
+    est = TokenEstimate(**{k: v for k, v in up["token_counting"].items() if k != "description"})
+    rules = resolve_rules(source.kind, source.filters.rules, source.filters.overrides)
+    parts = [loaded.storage_root / o["path"] for o in up["outputs"] if o["kind"] == "documents"]
+    progress(f"[{source.name}] quality: {len(rules)} rules ({', '.join(rules)}) on "
+             f"{up['counts']['documents_out']} documents; {len(drops)} cross-source duplicates to drop")
+    k = loaded.spec.quality.audit_samples
+    per_rule: dict[str, list[int]] = {r: [0, 0, 0] for r in [*rules, CROSS]}  # docs, bytes, docs only this rule
+    overlap: Counter = Counter()
+    audit: dict[str, list[tuple[bytes, dict]]] = {r: [] for r in [*rules, CROSS]}
+    n_in = bytes_in = n_out = bytes_out = 0
+    out_parent = loaded.storage_root / STAGE / source.name
+    staging = new_staging_dir(out_parent)
+    try:
+        writer = PartWriter(staging, "part-00000", DOCS_SCHEMA, loaded.spec.ingest.part_bytes)
+        rejections: list[dict] = []
+        for part in parts:
+            for batch in pq.ParquetFile(part).iter_batches(batch_size=READ_BATCH_ROWS):
+                table = pa.Table.from_batches([batch])
+                ids = table.column("doc_id").to_pylist()
+                texts = table.column("text").to_pylist()
+                sizes = table.column("n_bytes").to_pylist()
+                keep, scores = [], []
+                for doc_id, text, size in zip(ids, texts, sizes):
+                    n_in += 1
+                    bytes_in += size
+                    if doc_id in drops:
+                        failed, values = [CROSS], {}
+                    else:
+                        values, failed = evaluate(text, rules)
+                    score = 1.0 - len([f for f in failed if f != CROSS]) / max(1, len(rules))
+                    keep.append(not failed)
+                    scores.append(score)
+                    if not failed:
+                        n_out += 1
+                        bytes_out += size
+                        continue
+                    rejections.append({"source": source.name, "doc_id": doc_id, "failed_rules": failed,
+                                       "values": orjson.dumps(values).decode(), "quality_score": score,
+                                       "n_bytes": size})
+                    for f in failed:
+                        per_rule[f][0] += 1
+                        per_rule[f][1] += size
+                        audit[f].append((_sample_key(doc_id), {"doc_id": doc_id, "value": values.get(f),
+                                                               "head": text[:200]}))
+                        audit[f] = sorted(audit[f], key=lambda a: a[0])[:k]
+                    if len(failed) == 1:
+                        per_rule[failed[0]][2] += 1
+                    for i, a in enumerate(failed):
+                        for b in failed[i + 1:]:
+                            overlap[(a, b)] += 1
+                kept = table.filter(pa.array(keep)).append_column(
+                    "quality_score", pa.array([s for s, kp in zip(scores, keep) if kp], pa.float64()))
+                kept = kept.cast(DOCS_SCHEMA)
+                validate_table(kept, QUALITY_DOCUMENTS)
+                writer.write(kept, pc.sum(kept.column("n_bytes")).as_py() or 0)
+        doc_parts = writer.close()
+        rej = pa.Table.from_pylist(rejections, schema=REJ_SCHEMA)
+        validate_table(rej, REJECTIONS)
+        rej_out = write_parquet(rej, staging / "rejections.parquet")
+        stage_cfg = {"rules": rules, "source": source.name, "audit_samples": k}
+        version = canonical_hash({"code": code_version(), "config": stage_cfg, "upstream": up["version"],
+                                  "cross": cross["version"]})[:20]
+        publish_dir(staging, out_parent / version)
+    except BaseException:
+        discard_dir(staging)
+        raise
+    rel = f"{STAGE}/{source.name}/{version}"
+    outputs = [{"path": f"{rel}/{p['name']}", "kind": "documents", "sha256": p["sha256"], "bytes": p["bytes"],
+                "rows": p["rows"], "tokens": est.tokens(p["text_bytes"])} for p in doc_parts]
+    outputs.append({"path": f"{rel}/rejections.parquet", "kind": "rejections", "sha256": rej_out["sha256"],
+                    "bytes": rej_out["bytes"], "rows": rej_out["rows"], "tokens": 0})
+    tokens_in, tokens_out = est.tokens(bytes_in), est.tokens(bytes_out)
+    elapsed = round(time.perf_counter() - t0, 4)
+    manifest = {
+        "corpus": loaded.spec.name, "asset": STAGE, "partition": source.name, "version": version,
+        "spec_hash": loaded.spec_hash(), "stage_config_hash": canonical_hash(stage_cfg), "code_version": code_version(),
+        "inputs": [{"path": o["path"], "sha256": o["sha256"], "bytes": o["bytes"],
+                    "upstream_manifest": str(up_path.relative_to(loaded.manifest_root))}
+                   for o in up["outputs"] if o["kind"] == "documents"],
+        "outputs": outputs,
+        "counts": {"documents_in": n_in, "documents_out": n_out, "bytes_in": bytes_in, "bytes_out": bytes_out,
+                   "tokens_in": tokens_in, "tokens_out": tokens_out, "rejected": n_in - n_out},
+        "rates": {"document_acceptance": n_out / n_in if n_in else None,
+                  "token_acceptance": tokens_out / tokens_in if tokens_in else None},
+        "token_counting": up["token_counting"],
+        "reasons": {r: {"records": d, "bytes": b, "tokens": est.tokens(b), "only_this_rule": only}
+                    for r, (d, b, only) in per_rule.items() if d},
+        "details": {"rules": rules,
+                    "overlap": [{"rule_a": a, "rule_b": b, "documents": n} for (a, b), n in sorted(overlap.items())],
+                    "audit": {r: [x for _, x in v] for r, v in audit.items() if v}},
+        "tool_versions": tool_versions(), "started_at": started, "finished_at": utc_now(), "elapsed_s": elapsed,
+        "timing": {"elapsed_s": elapsed, "text_mb_per_s": round(bytes_in / 1e6 / max(elapsed, 1e-9), 2)},
+    }
+    manifest, path = write_manifest(loaded.manifest_root, manifest)
+    progress(f"[{source.name}] quality done: {n_out}/{n_in} kept, token acceptance "
+             f"{manifest['rates']['token_acceptance'] or 0:.4f}; manifest {path}")
+    return manifest, path
