@@ -44,6 +44,8 @@ DOCS_SCHEMA = ARROW_SCHEMAS["quality_documents"]
 REJ_SCHEMA = ARROW_SCHEMAS["rejections"]
 CROSS = "cross_source_duplicate"
 READ_BATCH_ROWS = 2048
+AUDIT_SCHEMA = pa.schema([("rule", pa.string()), ("doc_id", pa.string()), ("value", pa.float64()),
+                          ("head", pa.string())])  # a deterministic sample of what each rule rejected
 
 
 def _sample_key(doc_id: str) -> bytes:
@@ -123,6 +125,9 @@ def quality_source(loaded: LoadedSpec, source_name: str,
         rej = pa.Table.from_pylist(rejections, schema=REJ_SCHEMA)
         validate_table(rej, REJECTIONS)
         rej_out = write_parquet(rej, staging / "rejections.parquet")
+        audit_rows = [{"rule": r, "doc_id": x["doc_id"], "value": x["value"], "head": x["head"]}
+                      for r, v in audit.items() for _, x in v]
+        audit_out = write_parquet(pa.Table.from_pylist(audit_rows, schema=AUDIT_SCHEMA), staging / "audit.parquet")
         stage_cfg = {"rules": rules, "source": source.name, "audit_samples": k}
         version = canonical_hash({"code": code_version(), "config": stage_cfg, "upstream": up["version"],
                                   "cross": cross["version"]})[:20]
@@ -133,8 +138,9 @@ def quality_source(loaded: LoadedSpec, source_name: str,
     rel = f"{STAGE}/{source.name}/{version}"
     outputs = [{"path": f"{rel}/{p['name']}", "kind": "documents", "sha256": p["sha256"], "bytes": p["bytes"],
                 "rows": p["rows"], "tokens": est.tokens(p["text_bytes"])} for p in doc_parts]
-    outputs.append({"path": f"{rel}/rejections.parquet", "kind": "rejections", "sha256": rej_out["sha256"],
-                    "bytes": rej_out["bytes"], "rows": rej_out["rows"], "tokens": 0})
+    for name, kind, out in (("rejections.parquet", "rejections", rej_out), ("audit.parquet", "audit", audit_out)):
+        outputs.append({"path": f"{rel}/{name}", "kind": kind, "sha256": out["sha256"], "bytes": out["bytes"],
+                        "rows": out["rows"], "tokens": 0})
     tokens_in, tokens_out = est.tokens(bytes_in), est.tokens(bytes_out)
     elapsed = round(time.perf_counter() - t0, 4)
     manifest = {

@@ -42,6 +42,9 @@ def test_web_funnel_and_rejections(make_spec):
     kept = read_outputs(m, loaded.storage_root, "documents")
     assert set(kept.column("quality_score").to_pylist()) == {1.0}
     assert all(len(v) <= 5 for v in m["details"]["audit"].values())
+    audit = read_outputs(m, loaded.storage_root, "audit").to_pylist()
+    assert {a["rule"] for a in audit} == set(m["details"]["audit"])
+    assert all(a["doc_id"] in set(rej.column("doc_id").to_pylist()) for a in audit)
 
 
 def test_code_is_not_judged_by_prose_rules_and_cross_source_drops_apply(make_spec):
