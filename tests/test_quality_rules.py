@@ -88,3 +88,16 @@ def test_kind_defaults_and_overrides():
     rules = resolve_rules("prose", None, {"gopher_word_count": {"min_words": 5}})
     assert rules["gopher_word_count"] == {"min_words": 5, "max_words": 100_000}
     assert evaluate(distinct(6) + " the of", rules)[1].count("gopher_word_count") == 0
+
+
+def test_measurements_do_not_depend_on_the_hash_seed():
+    import os
+    import subprocess
+    import sys
+
+    code = ("from corpusmix.quality_rules import DocView, RULES\n"
+            "v = DocView('alpha beta gamma delta alpha beta epsilon zeta eta gamma delta theta')\n"
+            "print([RULES[r].fn(v, **RULES[r].defaults)[0] for r in sorted(RULES) if 'gram' in r])")
+    outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env=os.environ | {"PYTHONHASHSEED": str(seed)}).stdout for seed in (1, 2, 3, 4)}
+    assert len(outs) == 1
