@@ -43,7 +43,9 @@ from datasketch import MinHash, MinHashLSH
 from schemas.tables import ARROW_SCHEMAS, DUPLICATES, INGEST_DOCUMENTS, validate_table
 
 from .hashing import mix64, word_hashes
-from .manifest import code_version, manifest_path, read_manifest, tool_versions, utc_now, write_manifest
+from .manifest import (
+    code_version, downstream_manifest, manifest_path, read_manifest, tool_versions, utc_now, write_manifest,
+)
 from .parquet_io import PartWriter, write_parquet
 from .spec import Dedup, LoadedSpec, Normalize, canonical_hash
 from .storage import discard_dir, new_staging_dir, publish_dir
@@ -546,33 +548,16 @@ def dedup_source(loaded: LoadedSpec, source_name: str,
         acc[1] += int(idx.sizes[p])
     bytes_out = bytes_in - sum(b for _, b in by_kind.values())
     docs_out = n_in - len(res.removed)
-    rel = f"{STAGE}/{source.name}/{version}"
-    outputs = [{"path": f"{rel}/{p['name']}", "kind": "documents", "sha256": p["sha256"], "bytes": p["bytes"],
-                "rows": p["rows"], "tokens": est.tokens(p["text_bytes"])} for p in doc_parts]
-    outputs.append({"path": f"{rel}/duplicates.parquet", "kind": "duplicates", "sha256": dup_out["sha256"],
-                    "bytes": dup_out["bytes"], "rows": dup_out["rows"], "tokens": 0})
-    tokens_in, tokens_out = est.tokens(bytes_in), est.tokens(bytes_out)
-    elapsed = round(time.perf_counter() - t0, 4)
-    manifest = {
-        "corpus": loaded.spec.name, "asset": STAGE, "partition": source.name, "version": version,
-        "spec_hash": loaded.spec_hash(), "stage_config_hash": canonical_hash(stage_cfg), "code_version": code_version(),
-        "inputs": [{"path": o["path"], "sha256": o["sha256"], "bytes": o["bytes"],
-                    "upstream_manifest": str(up_path.relative_to(loaded.manifest_root))}
-                   for o in up["outputs"] if o["kind"] == "documents"],
-        "outputs": outputs,
-        "counts": {"documents_in": n_in, "documents_out": docs_out, "bytes_in": bytes_in, "bytes_out": bytes_out,
-                   "tokens_in": tokens_in, "tokens_out": tokens_out, "removed_exact": by_kind["exact_duplicate"][0],
-                   "removed_near": by_kind["near_duplicate"][0], "candidate_pairs": res.candidate_pairs,
-                   "accepted_pairs": res.verified_pairs, "rejected_pairs": res.rejected_pairs},
-        "rates": {"document_acceptance": docs_out / n_in if n_in else None,
-                  "token_acceptance": tokens_out / tokens_in if tokens_in else None},
-        "token_counting": up["token_counting"],
-        "reasons": {k: {"records": n, "bytes": b, "tokens": est.tokens(b)} for k, (n, b) in by_kind.items() if n},
-        "details": {"cluster_sizes": {str(k): v for k, v in sorted(res.cluster_sizes.items())},
-                    "audit_pairs": audit},
-        "tool_versions": tool_versions(), "started_at": started, "finished_at": utc_now(), "elapsed_s": elapsed,
-        "timing": {"elapsed_s": elapsed, "text_mb_per_s": round(bytes_in / 1e6 / max(elapsed, 1e-9), 2)},
-    }
+    manifest = downstream_manifest(
+        loaded=loaded, asset=STAGE, partition=source.name, version=version, stage_cfg=stage_cfg, upstream=up,
+        upstream_path=up_path, doc_parts=doc_parts, tables=[("duplicates.parquet", "duplicates", dup_out)],
+        docs=(n_in, docs_out), text_bytes=(bytes_in, bytes_out), estimate=est, started=started, t0=t0)
+    manifest["counts"] |= {"removed_exact": by_kind["exact_duplicate"][0],
+                           "removed_near": by_kind["near_duplicate"][0], "candidate_pairs": res.candidate_pairs,
+                           "accepted_pairs": res.verified_pairs, "rejected_pairs": res.rejected_pairs}
+    manifest["reasons"] = {k: {"records": n, "bytes": b, "tokens": est.tokens(b)} for k, (n, b) in by_kind.items() if n}
+    manifest["details"] = {"cluster_sizes": {str(k): v for k, v in sorted(res.cluster_sizes.items())},
+                           "audit_pairs": audit}
     manifest, path = write_manifest(loaded.manifest_root, manifest)
     progress(f"[{source.name}] dedup done: {docs_out}/{n_in} kept; removed {by_kind['exact_duplicate'][0]} exact, "
              f"{by_kind['near_duplicate'][0]} near; manifest {path}")

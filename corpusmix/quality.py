@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 from schemas.tables import ARROW_SCHEMAS, QUALITY_DOCUMENTS, REJECTIONS, validate_table
 
 from .dedup import CROSS_STAGE, cross_source_drops
-from .manifest import code_version, manifest_path, read_manifest, tool_versions, utc_now, write_manifest
+from .manifest import code_version, downstream_manifest, manifest_path, read_manifest, utc_now, write_manifest
 from .parquet_io import PartWriter, write_parquet
 from .quality_rules import evaluate, resolve_rules
 from .spec import LoadedSpec, canonical_hash
@@ -135,34 +135,17 @@ def quality_source(loaded: LoadedSpec, source_name: str,
     except BaseException:
         discard_dir(staging)
         raise
-    rel = f"{STAGE}/{source.name}/{version}"
-    outputs = [{"path": f"{rel}/{p['name']}", "kind": "documents", "sha256": p["sha256"], "bytes": p["bytes"],
-                "rows": p["rows"], "tokens": est.tokens(p["text_bytes"])} for p in doc_parts]
-    for name, kind, out in (("rejections.parquet", "rejections", rej_out), ("audit.parquet", "audit", audit_out)):
-        outputs.append({"path": f"{rel}/{name}", "kind": kind, "sha256": out["sha256"], "bytes": out["bytes"],
-                        "rows": out["rows"], "tokens": 0})
-    tokens_in, tokens_out = est.tokens(bytes_in), est.tokens(bytes_out)
-    elapsed = round(time.perf_counter() - t0, 4)
-    manifest = {
-        "corpus": loaded.spec.name, "asset": STAGE, "partition": source.name, "version": version,
-        "spec_hash": loaded.spec_hash(), "stage_config_hash": canonical_hash(stage_cfg), "code_version": code_version(),
-        "inputs": [{"path": o["path"], "sha256": o["sha256"], "bytes": o["bytes"],
-                    "upstream_manifest": str(up_path.relative_to(loaded.manifest_root))}
-                   for o in up["outputs"] if o["kind"] == "documents"],
-        "outputs": outputs,
-        "counts": {"documents_in": n_in, "documents_out": n_out, "bytes_in": bytes_in, "bytes_out": bytes_out,
-                   "tokens_in": tokens_in, "tokens_out": tokens_out, "rejected": n_in - n_out},
-        "rates": {"document_acceptance": n_out / n_in if n_in else None,
-                  "token_acceptance": tokens_out / tokens_in if tokens_in else None},
-        "token_counting": up["token_counting"],
-        "reasons": {r: {"records": d, "bytes": b, "tokens": est.tokens(b), "only_this_rule": only}
-                    for r, (d, b, only) in per_rule.items() if d},
-        "details": {"rules": rules,
-                    "overlap": [{"rule_a": a, "rule_b": b, "documents": n} for (a, b), n in sorted(overlap.items())],
-                    "audit": {r: [x for _, x in v] for r, v in audit.items() if v}},
-        "tool_versions": tool_versions(), "started_at": started, "finished_at": utc_now(), "elapsed_s": elapsed,
-        "timing": {"elapsed_s": elapsed, "text_mb_per_s": round(bytes_in / 1e6 / max(elapsed, 1e-9), 2)},
-    }
+    manifest = downstream_manifest(
+        loaded=loaded, asset=STAGE, partition=source.name, version=version, stage_cfg=stage_cfg, upstream=up,
+        upstream_path=up_path, doc_parts=doc_parts,
+        tables=[("rejections.parquet", "rejections", rej_out), ("audit.parquet", "audit", audit_out)],
+        docs=(n_in, n_out), text_bytes=(bytes_in, bytes_out), estimate=est, started=started, t0=t0)
+    manifest["counts"]["rejected"] = n_in - n_out
+    manifest["reasons"] = {r: {"records": d, "bytes": b, "tokens": est.tokens(b), "only_this_rule": only}
+                           for r, (d, b, only) in per_rule.items() if d}
+    manifest["details"] = {"rules": rules,
+                           "overlap": [{"rule_a": a, "rule_b": b, "documents": n} for (a, b), n in sorted(overlap.items())],
+                           "audit": {r: [x for _, x in v] for r, v in audit.items() if v}}
     manifest, path = write_manifest(loaded.manifest_root, manifest)
     progress(f"[{source.name}] quality done: {n_out}/{n_in} kept, token acceptance "
              f"{manifest['rates']['token_acceptance'] or 0:.4f}; manifest {path}")
