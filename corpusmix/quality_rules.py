@@ -206,15 +206,22 @@ def _dup_fraction(items: list[str], text_chars: int) -> tuple[float, float]:
     return dup / len(items), dup_chars / text_chars if text_chars else 0.0
 
 
-def dup_line_fraction(v: DocView, max_fraction: float = 0.30) -> Result:
-    """Gopher Table A1: duplicate lines at most 30 % of lines."""
-    f, _ = _dup_fraction(v.repetition_lines, len(v.text))
+def _lines_for_repetition(v: DocView, blank_lines: bool) -> list[str]:
+    return v.repetition_lines if blank_lines else [ln for ln in v.repetition_lines if ln.strip()]
+
+
+def dup_line_fraction(v: DocView, max_fraction: float = 0.30, blank_lines: bool = True) -> Result:
+    """Gopher Table A1: duplicate lines at most 30 % of lines. Lines are the text cut at runs of
+    newlines, so whitespace-only lines count, as in the reference implementations; with
+    ``blank_lines: false`` they do not (WikiText's " " separator lines otherwise make 94 of the
+    dev corpus's wiki articles fail: 11 % of its tokens)."""
+    f, _ = _dup_fraction(_lines_for_repetition(v, blank_lines), len(v.text))
     return f, f <= max_fraction
 
 
-def dup_line_char_fraction(v: DocView, max_fraction: float = 0.20) -> Result:
+def dup_line_char_fraction(v: DocView, max_fraction: float = 0.20, blank_lines: bool = True) -> Result:
     """Gopher Table A1: characters in duplicate lines at most 20 % of the text's characters."""
-    _, f = _dup_fraction(v.repetition_lines, len(v.text))
+    _, f = _dup_fraction(_lines_for_repetition(v, blank_lines), len(v.text))
     return f, f <= max_fraction
 
 
@@ -386,8 +393,9 @@ RULES: dict[str, Rule] = {r.name: r for r in [
     _rule("gopher_ellipsis_lines", "gopher_quality", ellipsis_lines, max_fraction=0.3),
     _rule("gopher_alpha_words", "gopher_quality", alpha_words, min_fraction=0.8),
     _rule("gopher_stop_words", "gopher_quality", stop_words, min_count=2),
-    _rule("gopher_dup_line_fraction", "gopher_repetition", dup_line_fraction, max_fraction=0.30),
-    _rule("gopher_dup_line_char_fraction", "gopher_repetition", dup_line_char_fraction, max_fraction=0.20),
+    _rule("gopher_dup_line_fraction", "gopher_repetition", dup_line_fraction, max_fraction=0.30, blank_lines=True),
+    _rule("gopher_dup_line_char_fraction", "gopher_repetition", dup_line_char_fraction, max_fraction=0.20,
+          blank_lines=True),
     _rule("gopher_dup_para_fraction", "gopher_repetition", dup_para_fraction, max_fraction=0.30),
     _rule("gopher_dup_para_char_fraction", "gopher_repetition", dup_para_char_fraction, max_fraction=0.20),
     *[_rule(f"gopher_top_{n}gram_char_fraction", "gopher_repetition", top_ngram_char_fraction, n=n, max_fraction=f)

@@ -96,7 +96,7 @@ class SourceFilters(_Strict):
     """Which quality rules judge a source: its kind's defaults unless listed, with overrides."""
 
     rules: list[str] | None = None
-    overrides: dict[str, dict[str, float]] = {}
+    overrides: dict[str, dict[str, bool | float]] = {}
 
 
 class Quality(_Strict):

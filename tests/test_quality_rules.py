@@ -101,3 +101,10 @@ def test_measurements_do_not_depend_on_the_hash_seed():
     outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                            env=os.environ | {"PYTHONHASHSEED": str(seed)}).stdout for seed in (1, 2, 3, 4)}
     assert len(outs) == 1
+
+
+def test_blank_lines_can_be_left_out_of_line_repetition():
+    text = "\n \n".join(f"line {i}" for i in range(10))  # WikiText-style " " separator lines
+    assert not RULES["gopher_dup_line_fraction"].fn(DocView(text), **RULES["gopher_dup_line_fraction"].defaults)[1]
+    params = {**RULES["gopher_dup_line_fraction"].defaults, "blank_lines": False}
+    assert RULES["gopher_dup_line_fraction"].fn(DocView(text), **params) == (0.0, True)
