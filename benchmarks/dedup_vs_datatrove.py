@@ -103,24 +103,10 @@ def datatrove_child(args: argparse.Namespace) -> None:
     def reader() -> JsonlReader:
         return JsonlReader(str(src), glob_pattern="*.jsonl.gz", text_key="text", id_key="id")
 
-    if args.tokenizer == "split":
-        from datatrove.utils.word_tokenizers import WordTokenizer
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from datatrove_words import datatrove_language
 
-        class SplitTokenizer(WordTokenizer):
-            """str.split on datatrove's simplified text: close to corpusmix's words, without spaCy."""
-
-            def word_tokenize(self, text: str) -> list[str]:
-                return text.split()
-
-            def sent_tokenize(self, text: str) -> list[str]:
-                raise NotImplementedError
-
-            def span_tokenize(self, text: str) -> list[tuple[int, int]]:
-                raise NotImplementedError
-
-        language = SplitTokenizer("en")
-    else:
-        language = "en"  # datatrove's default: spacy.blank("en")'s tokenizer
+    language = datatrove_language("split" if args.tokenizer == "split" else "spacy")
 
     w = args.workers
     stages = [

@@ -113,23 +113,10 @@ def read_source(name: str, ids: set[str] | None = None) -> list[tuple[str, str]]
 # --------------------------------------------------------------------------- datatrove child
 
 def _dt_tokenizer(kind: str):
-    if kind == "spacy":
-        return "en"
-    from datatrove.utils.word_tokenizers import WordTokenizer
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from datatrove_words import datatrove_language
 
-    class SplitTokenizer(WordTokenizer):
-        """str.split: corpusmix's word split."""
-
-        def word_tokenize(self, text: str) -> list[str]:
-            return text.split()
-
-        def sent_tokenize(self, text: str) -> list[str]:
-            raise NotImplementedError
-
-        def span_tokenize(self, text: str) -> list[tuple[int, int]]:
-            raise NotImplementedError
-
-    return SplitTokenizer("en")
+    return datatrove_language(kind)
 
 
 def _dt_filters(cfg: dict, language, only: str | None = None):
