@@ -145,9 +145,6 @@ ARROW_SCHEMAS: dict[str, pa.Schema] = {
 }
 ARROW_SCHEMAS["quality_documents"] = ARROW_SCHEMAS["ingest_documents"].append(pa.field("quality_score", pa.float64()))
 
-BY_NAME = {"ingest_documents": INGEST_DOCUMENTS, "quarantine": QUARANTINE, "duplicates": DUPLICATES,
-           "quality_documents": QUALITY_DOCUMENTS, "rejections": REJECTIONS}
-
 
 def validate_table(table: pa.Table, schema: pa_.DataFrameSchema) -> None:
     """Raise pandera's SchemaErrors (all failures, not the first) if ``table`` breaks ``schema``."""
