@@ -157,21 +157,21 @@ def symbol_word_ratio(v: DocView, max_ratio: float = 0.1) -> Result:
     return r, r <= max_ratio
 
 
-def bullet_lines(v: DocView, max_fraction: float = 0.9) -> Result:
-    """Gopher: at most 90 % of lines (blank ones included) start with a bullet point."""
+def _line_fraction(v: DocView, matches: Callable[[str], bool]) -> float:
+    """Fraction of all lines (blank ones included, as in the reference implementation) that match."""
     lines = v.all_lines
-    if not lines:
-        return 0.0, True
-    f = sum(ln.lstrip().startswith(BULLETS) for ln in lines) / len(lines)
+    return sum(map(matches, lines)) / len(lines) if lines else 0.0
+
+
+def bullet_lines(v: DocView, max_fraction: float = 0.9) -> Result:
+    """Gopher: at most 90 % of lines start with a bullet point."""
+    f = _line_fraction(v, lambda ln: ln.lstrip().startswith(BULLETS))
     return f, f <= max_fraction
 
 
 def ellipsis_lines(v: DocView, max_fraction: float = 0.3) -> Result:
-    """Gopher: at most 30 % of lines (blank ones included) end with an ellipsis."""
-    lines = v.all_lines
-    if not lines:
-        return 0.0, True
-    f = sum(ln.rstrip().endswith(ELLIPSES) for ln in lines) / len(lines)
+    """Gopher: at most 30 % of lines end with an ellipsis."""
+    f = _line_fraction(v, lambda ln: ln.rstrip().endswith(ELLIPSES))
     return f, f <= max_fraction
 
 
