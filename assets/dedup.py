@@ -9,7 +9,7 @@ from corpusmix.dedup import cross_source_dedup as cross_source_dedup_stage
 from corpusmix.dedup import dedup_source
 from workflows.resources import CorpusSpec
 
-from .metadata import stage_metadata
+from .metadata import fmt, markdown_table, stage_metadata
 
 
 def build_dedup_asset(ingest: AssetsDefinition):
@@ -32,25 +32,19 @@ def build_dedup_asset(ingest: AssetsDefinition):
             "lsh_candidate_pairs": c["candidate_pairs"],
             "rejected_by_verification": c["rejected_pairs"],
             "cluster_sizes": MetadataValue.json(details["cluster_sizes"]),
-            "audit_pairs": MetadataValue.md(_audit_markdown(details["audit_pairs"])),
+            "audit_pairs": _audit_table(details["audit_pairs"]),
         }
         return MaterializeResult(metadata=md, data_version=DataVersion(manifest["version"]))
 
     return dedup
 
 
-def _audit_markdown(pairs: list[dict]) -> str:
-    if not pairs:
-        return "_no duplicates removed_"
-    rows = ["| removed | kept | kind | est. J | true J | removed text | kept text |", "|---|---|---|---|---|---|---|"]
-    for p in pairs:
-        def cell(s: str) -> str:
-            return s[:80].replace("|", "\\|").replace("\n", " ")
-        tj = "" if p["true_jaccard"] is None else f"{p['true_jaccard']:.3f}"
-        est = "" if p["estimated_jaccard"] is None else f"{p['estimated_jaccard']:.3f}"
-        rows.append(f"| {p['doc_id']} | {p['representative']} | {p['kind']} | {est} | {tj} | "
-                    f"{cell(p['doc_head'])} | {cell(p['representative_head'])} |")
-    return "\n".join(rows)
+def _audit_table(pairs: list[dict]) -> MetadataValue:
+    return markdown_table(
+        ["removed", "kept", "kind", "est. J", "true J", "removed text", "kept text"],
+        [[p["doc_id"], p["representative"], p["kind"], fmt(p["estimated_jaccard"]), fmt(p["true_jaccard"]),
+          p["doc_head"], p["representative_head"]] for p in pairs],
+        empty="no duplicates removed")
 
 
 def build_cross_source_asset(dedup: AssetsDefinition):
@@ -69,7 +63,7 @@ def build_cross_source_asset(dedup: AssetsDefinition):
             "removed_exact": manifest["counts"]["removed_exact"],
             "removed_near": manifest["counts"]["removed_near"],
             "removed_from_kept_in": MetadataValue.json(manifest["details"]["pairs_removed_from_kept"]),
-            "audit_pairs": MetadataValue.md(_audit_markdown(manifest["details"]["audit_pairs"])),
+            "audit_pairs": _audit_table(manifest["details"]["audit_pairs"]),
         }
         return MaterializeResult(metadata=md, data_version=DataVersion(manifest["version"]))
 

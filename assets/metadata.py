@@ -26,6 +26,23 @@ def funnel_table(manifest: dict) -> MetadataValue:
     return MetadataValue.table(rows, schema=FUNNEL_SCHEMA)
 
 
+def markdown_table(header: list[str], rows: list[list[str]], empty: str, width: int = 80) -> MetadataValue:
+    """An audit table for the UI: cells cut to ``width`` characters, pipes and newlines escaped."""
+    if not rows:
+        return MetadataValue.md(f"_{empty}_")
+
+    def cell(value) -> str:
+        return str(value)[:width].replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return MetadataValue.md("\n".join(lines))
+
+
+def fmt(value: float | None, spec: str = ".3f") -> str:
+    return "" if value is None else format(value, spec)
+
+
 def stage_metadata(manifest: dict, manifest_file: Path) -> dict:
     """Counts, acceptance rates, funnel, token method, throughput and where the manifest is."""
     c, r = manifest["counts"], manifest["rates"]

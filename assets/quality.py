@@ -5,7 +5,7 @@ from dagster import AssetDep, AssetExecutionContext, AssetsDefinition, DataVersi
 from corpusmix.quality import quality_source
 from workflows.resources import CorpusSpec
 
-from .metadata import stage_metadata
+from .metadata import fmt, markdown_table, stage_metadata
 
 
 def build_quality_asset(dedup: AssetsDefinition, cross: AssetsDefinition):
@@ -24,20 +24,15 @@ def build_quality_asset(dedup: AssetsDefinition, cross: AssetsDefinition):
         md |= {
             "rules": MetadataValue.json(manifest["details"]["rules"]),
             "rule_overlap": MetadataValue.json(manifest["details"]["overlap"]),
-            "audit_samples": MetadataValue.md(_audit_markdown(manifest["details"]["audit"])),
+            "audit_samples": _audit_table(manifest["details"]["audit"]),
         }
         return MaterializeResult(metadata=md, data_version=DataVersion(manifest["version"]))
 
     return quality
 
 
-def _audit_markdown(audit: dict[str, list[dict]]) -> str:
-    if not audit:
-        return "_nothing rejected_"
-    rows = ["| rule | doc_id | measured | text |", "|---|---|---|---|"]
-    for rule, samples in audit.items():
-        for s in samples:
-            value = "" if s["value"] is None else f"{s['value']:.4g}"
-            text = s["head"][:90].replace("|", "\\|").replace("\n", " ")
-            rows.append(f"| {rule} | {s['doc_id']} | {value} | {text} |")
-    return "\n".join(rows)
+def _audit_table(audit: dict[str, list[dict]]) -> MetadataValue:
+    return markdown_table(["rule", "doc_id", "measured", "text"],
+                          [[rule, a["doc_id"], fmt(a["value"], ".4g"), a["head"]]
+                           for rule, samples in audit.items() for a in samples],
+                          empty="nothing rejected", width=90)
