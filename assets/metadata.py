@@ -60,5 +60,5 @@ def stage_metadata(manifest: dict, manifest_file: Path) -> dict:
         "text_mb_per_s": MetadataValue.float(manifest["timing"].get("text_mb_per_s", 0.0)),
         "version": manifest["version"],
         "manifest": MetadataValue.path(str(manifest_file)),
-        "skipped_files": MetadataValue.json(manifest.get("skipped_files", [])),
+        "skipped_files": MetadataValue.json(manifest["skipped_files"]),
     }

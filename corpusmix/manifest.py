@@ -66,10 +66,10 @@ def manifest_path(manifest_root: Path, asset: str, partition: str | None) -> Pat
 
 
 def write_manifest(manifest_root: Path, manifest: dict) -> tuple[dict, Path]:
-    """Seal (content hash), validate against the schema, and atomically write a manifest."""
-    manifest = dict(manifest)
+    """Validate against the schema (filling its defaults, so every manifest has every field),
+    seal with the content hash, and atomically write a manifest."""
+    manifest = validate_manifest({**manifest, "content_hash": "0" * 64}).model_dump(mode="json")
     manifest["content_hash"] = content_hash(manifest)
-    validate_manifest(manifest)
     path = manifest_path(manifest_root, manifest["asset"], manifest["partition"])
     atomic_write_bytes(path, orjson.dumps(manifest, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n")
     return manifest, path
