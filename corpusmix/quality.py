@@ -14,6 +14,7 @@ of what each rule rejected.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import logging
 import time
@@ -108,9 +109,11 @@ def quality_source(loaded: LoadedSpec, source_name: str,
                     for f in failed:
                         per_rule[f][0] += 1
                         per_rule[f][1] += size
-                        audit[f].append((_sample_key(doc_id), {"doc_id": doc_id, "value": values.get(f),
-                                                               "head": text[:200]}))
-                        audit[f] = sorted(audit[f], key=lambda a: a[0])[:k]
+                        key = _sample_key(doc_id)
+                        if len(audit[f]) < k or key < audit[f][-1][0]:  # keep the k smallest keys, sorted
+                            bisect.insort(audit[f], (key, {"doc_id": doc_id, "value": values.get(f),
+                                                           "head": text[:200]}), key=lambda a: a[0])
+                            del audit[f][k:]
                     if len(failed) == 1:
                         per_rule[failed[0]][2] += 1
                     for i, a in enumerate(failed):
