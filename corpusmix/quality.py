@@ -110,7 +110,7 @@ def quality_source(loaded: LoadedSpec, source_name: str,
                         per_rule[f][0] += 1
                         per_rule[f][1] += size
                         key = _sample_key(doc_id)
-                        if len(audit[f]) < k or key < audit[f][-1][0]:  # keep the k smallest keys, sorted
+                        if k and (len(audit[f]) < k or key < audit[f][-1][0]):  # the k smallest keys, sorted
                             bisect.insort(audit[f], (key, {"doc_id": doc_id, "value": values.get(f),
                                                            "head": text[:200]}), key=lambda a: a[0])
                             del audit[f][k:]
