@@ -51,6 +51,15 @@ def _cmd_build(args) -> int:
 
 
 def _row_count(path: Path) -> int:
+    """Rows an output holds: Parquet rows, token-store sequences, or a tokenizer's vocabulary size."""
+    if path.suffix in (".bin", ".idx"):
+        from .indexed import read_index
+
+        return len(read_index(path.with_suffix("")))
+    if path.suffix == ".json":
+        from .tokenizer import load_tokenizer
+
+        return load_tokenizer(str(path)).get_vocab_size(with_added_tokens=True)
     import pyarrow.parquet as pq
 
     return pq.ParquetFile(path).metadata.num_rows

@@ -44,7 +44,8 @@ from schemas.tables import ARROW_SCHEMAS, DUPLICATES, INGEST_DOCUMENTS, validate
 
 from .hashing import mix64, word_hashes
 from .manifest import (
-    code_version, downstream_manifest, manifest_path, read_manifest, tool_versions, utc_now, write_manifest,
+    code_version, downstream_manifest, input_refs, manifest_path, output_ref, read_manifest, stage_manifest, utc_now,
+    write_manifest,
 )
 from .parquet_io import PartWriter, write_parquet
 from .spec import Dedup, LoadedSpec, Normalize, canonical_hash
@@ -620,34 +621,26 @@ def cross_source_dedup(loaded: LoadedSpec, progress: Callable[[str], None] | Non
                      for name, _, u in ups}
     tokens_in = sum(u["counts"]["tokens_out"] for _, _, u in ups)
     tokens_removed = sum(est_by_source[part_source[p]].tokens(int(idx.sizes[p])) for p, _ in rows)
-    elapsed = round(time.perf_counter() - t0, 4)
-    manifest = {
-        "corpus": loaded.spec.name, "asset": CROSS_STAGE, "partition": None, "version": version,
-        "spec_hash": loaded.spec_hash(), "stage_config_hash": canonical_hash(stage_cfg), "code_version": code_version(),
-        "inputs": [{"path": o["path"], "sha256": o["sha256"], "bytes": o["bytes"],
-                    "upstream_manifest": str(up_path.relative_to(loaded.manifest_root))}
-                   for _, up_path, up in ups for o in up["outputs"] if o["kind"] == "documents"],
-        "outputs": [{"path": f"{CROSS_STAGE}/{version}/{out['name']}", "kind": "cross_source_duplicates",
-                     "sha256": out["sha256"], "bytes": out["bytes"], "rows": out["rows"], "tokens": 0}],
-        "counts": {"documents_in": n_in, "documents_out": n_in - len(rows), "bytes_in": bytes_in,
-                   "bytes_out": bytes_in - removed_bytes, "tokens_in": tokens_in, "tokens_out": tokens_in - tokens_removed,
-                   "removed_exact": sum(r[1] == "exact" for _, r in rows),
-                   "removed_near": sum(r[1] == "near" for _, r in rows)},
-        "rates": {"document_acceptance": (n_in - len(rows)) / n_in if n_in else None,
-                  "token_acceptance": (tokens_in - tokens_removed) / tokens_in if tokens_in else None},
-        "token_counting": {"method": "per-source calibrated estimates (see each source's ingest manifest)"},
-        "reasons": {f"duplicate_of_{kept}": {"records": sum(n for (_, k), n in pairs.items() if k == kept),
-                                             "bytes": int(sum(idx.sizes[p] for p, r in rows
-                                                              if part_source[r[0]] == kept)),
-                                             "tokens": sum(est_by_source[part_source[p]].tokens(int(idx.sizes[p]))
-                                                           for p, r in rows if part_source[r[0]] == kept)}
-                    for kept in sorted({k for _, k in pairs})},
-        "details": {"pairs_removed_from_kept": [{"removed_from": a, "kept_in": b, "documents": n}
-                                                for (a, b), n in sorted(pairs.items())],
-                    "audit_pairs": _audit_pairs(parts, idx, res, cfg.audit_pairs)},
-        "tool_versions": tool_versions(), "started_at": started, "finished_at": utc_now(), "elapsed_s": elapsed,
-        "timing": {"elapsed_s": elapsed},
-    }
+    manifest = stage_manifest(
+        loaded=loaded, asset=CROSS_STAGE, partition=None, version=version, stage_cfg=stage_cfg, started=started, t0=t0,
+        inputs=[ref for _, up_path, up in ups for ref in input_refs(loaded, up_path, up)],
+        outputs=[output_ref(f"{CROSS_STAGE}/{version}", out, "cross_source_duplicates")],
+        counts={"documents_in": n_in, "documents_out": n_in - len(rows), "bytes_in": bytes_in,
+                "bytes_out": bytes_in - removed_bytes, "tokens_in": tokens_in, "tokens_out": tokens_in - tokens_removed,
+                "removed_exact": sum(r[1] == "exact" for _, r in rows),
+                "removed_near": sum(r[1] == "near" for _, r in rows)},
+        rates={"document_acceptance": (n_in - len(rows)) / n_in if n_in else None,
+               "token_acceptance": (tokens_in - tokens_removed) / tokens_in if tokens_in else None},
+        token_counting={"method": "per-source calibrated estimates (see each source's ingest manifest)"},
+        reasons={f"duplicate_of_{kept}": {"records": sum(n for (_, k), n in pairs.items() if k == kept),
+                                          "bytes": int(sum(idx.sizes[p] for p, r in rows
+                                                           if part_source[r[0]] == kept)),
+                                          "tokens": sum(est_by_source[part_source[p]].tokens(int(idx.sizes[p]))
+                                                        for p, r in rows if part_source[r[0]] == kept)}
+                 for kept in sorted({k for _, k in pairs})},
+        details={"pairs_removed_from_kept": [{"removed_from": a, "kept_in": b, "documents": n}
+                                             for (a, b), n in sorted(pairs.items())],
+                 "audit_pairs": _audit_pairs(parts, idx, res, cfg.audit_pairs)})
     manifest, path = write_manifest(loaded.manifest_root, manifest)
     progress(f"[cross-source] {len(rows)} document(s) already present in a higher-ranked source; manifest {path}")
     return manifest, path

@@ -130,6 +130,37 @@ def verify_manifest(path: Path, storage_root: Path, row_count) -> list[Mismatch]
     return problems
 
 
+def stage_manifest(*, loaded, asset: str, partition: str | None, version: str, stage_cfg: dict, started: str,
+                   t0: float, timing: dict | None = None, **fields) -> dict:
+    """A manifest's identity and timing fields around the stage's own ``fields``
+    (inputs, outputs, counts, rates, token_counting, reasons, details)."""
+    import time
+
+    from .spec import canonical_hash
+
+    elapsed = round(time.perf_counter() - t0, 4)
+    return {
+        "corpus": loaded.spec.name, "asset": asset, "partition": partition, "version": version,
+        "spec_hash": loaded.spec_hash(), "stage_config_hash": canonical_hash(stage_cfg), "code_version": code_version(),
+        **fields,
+        "tool_versions": tool_versions(), "started_at": started, "finished_at": utc_now(), "elapsed_s": elapsed,
+        "timing": {"elapsed_s": elapsed, **(timing or {})},
+    }
+
+
+def input_refs(loaded, upstream_path: Path, upstream: dict, kinds: tuple[str, ...] = ("documents",)) -> list[dict]:
+    """The outputs of an upstream manifest that a stage reads, as its ``inputs``."""
+    rel = str(upstream_path.relative_to(loaded.manifest_root))
+    return [{"path": o["path"], "sha256": o["sha256"], "bytes": o["bytes"], "upstream_manifest": rel}
+            for o in upstream["outputs"] if o["kind"] in kinds]
+
+
+def output_ref(rel_dir: str, out: dict, kind: str, tokens: int = 0) -> dict:
+    """A manifest ``outputs`` entry for a file written by ``write_parquet`` or the like."""
+    return {"path": f"{rel_dir}/{out['name']}", "kind": kind, "sha256": out["sha256"], "bytes": out["bytes"],
+            "rows": out["rows"], "tokens": tokens}
+
+
 def downstream_manifest(*, loaded, asset: str, partition: str | None, version: str, stage_cfg: dict,
                         upstream: dict, upstream_path: Path, doc_parts: list[dict], tables: list[tuple[str, str, dict]],
                         docs: tuple[int, int], text_bytes: tuple[int, int], estimate, started: str,
@@ -140,32 +171,18 @@ def downstream_manifest(*, loaded, asset: str, partition: str | None, version: s
     result) the stage's other outputs; ``docs`` and ``text_bytes`` are (in, out).
     The caller adds its own counts, ``reasons`` and ``details``.
     """
-    import time
-
-    from .spec import canonical_hash
-
     rel = f"{asset}/{partition}/{version}" if partition else f"{asset}/{version}"
-    outputs = [{"path": f"{rel}/{p['name']}", "kind": "documents", "sha256": p["sha256"], "bytes": p["bytes"],
-                "rows": p["rows"], "tokens": estimate.tokens(p["text_bytes"])} for p in doc_parts]
-    outputs += [{"path": f"{rel}/{name}", "kind": kind, "sha256": out["sha256"], "bytes": out["bytes"],
-                 "rows": out["rows"], "tokens": 0} for name, kind, out in tables]
+    outputs = [output_ref(rel, p, "documents", estimate.tokens(p["text_bytes"])) for p in doc_parts]
+    outputs += [output_ref(rel, out, kind) for name, kind, out in tables]
     (n_in, n_out), (b_in, b_out) = docs, text_bytes
     t_in, t_out = estimate.tokens(b_in), estimate.tokens(b_out)
-    elapsed = round(time.perf_counter() - t0, 4)
-    return {
-        "corpus": loaded.spec.name, "asset": asset, "partition": partition, "version": version,
-        "spec_hash": loaded.spec_hash(), "stage_config_hash": canonical_hash(stage_cfg), "code_version": code_version(),
-        "inputs": [{"path": o["path"], "sha256": o["sha256"], "bytes": o["bytes"],
-                    "upstream_manifest": str(upstream_path.relative_to(loaded.manifest_root))}
-                   for o in upstream["outputs"] if o["kind"] == "documents"],
-        "outputs": outputs,
-        "counts": {"documents_in": n_in, "documents_out": n_out, "bytes_in": b_in, "bytes_out": b_out,
-                   "tokens_in": t_in, "tokens_out": t_out},
-        "rates": {"document_acceptance": n_out / n_in if n_in else None,
-                  "token_acceptance": t_out / t_in if t_in else None},
-        "token_counting": upstream["token_counting"],
-        "reasons": {},
-        "details": {},
-        "tool_versions": tool_versions(), "started_at": started, "finished_at": utc_now(), "elapsed_s": elapsed,
-        "timing": {"elapsed_s": elapsed, "text_mb_per_s": round(b_in / 1e6 / max(elapsed, 1e-9), 2)},
-    }
+    m = stage_manifest(
+        loaded=loaded, asset=asset, partition=partition, version=version, stage_cfg=stage_cfg, started=started, t0=t0,
+        inputs=input_refs(loaded, upstream_path, upstream), outputs=outputs,
+        counts={"documents_in": n_in, "documents_out": n_out, "bytes_in": b_in, "bytes_out": b_out,
+                "tokens_in": t_in, "tokens_out": t_out},
+        rates={"document_acceptance": n_out / n_in if n_in else None,
+               "token_acceptance": t_out / t_in if t_in else None},
+        token_counting=upstream["token_counting"], reasons={}, details={})
+    m["timing"]["text_mb_per_s"] = round(b_in / 1e6 / max(m["elapsed_s"], 1e-9), 2)
+    return m

@@ -117,9 +117,13 @@ class Source(_Strict):
 
 
 class TrainTokenizer(_Strict):
-    vocab_size: int = Field(ge=256)
+    """A byte-level BPE trained by the pipeline on a seeded sample of the filtered documents."""
+
+    vocab_size: int = Field(ge=257, le=1 << 20)
     special_tokens: list[str] = Field(default_factory=lambda: ["<|endoftext|>"])
-    sample_bytes: int = Field(64 * MiB, ge=MiB)
+    sample_bytes: int = Field(64 * MiB, ge=MiB, description="Text the trainer sees, drawn from every source.")
+    min_frequency: int = Field(2, ge=1, description="A pair seen fewer times is never merged.")
+    seed: int = Field(0, description="Chooses the sample; same seed and documents, same tokenizer bytes.")
 
 
 class Tokenizer(_Strict):
@@ -378,6 +382,21 @@ def _weight_issues(weights: dict[str, float], loc: tuple, names: list[str]) -> l
     return issues
 
 
+def _tokenizer_file_issues(path: Path, eos_token: str) -> list[SpecIssue]:
+    """A tokenizer file must load and know the EOS token every document will end with."""
+    from tokenizers import Tokenizer
+
+    try:
+        tok = Tokenizer.from_file(str(path))
+    except Exception as e:  # noqa: BLE001 - the tokenizers error text is the useful part
+        return [SpecIssue("tokenizer.path", f"{path} is not a loadable tokenizer.json: {e}",
+                          "point tokenizer.path at a Hugging Face tokenizer.json (tokenizer.save() writes one)")]
+    if tok.token_to_id(eos_token) is None:
+        return [SpecIssue("tokenizer.eos_token", f"EOS token {eos_token!r} is not in the vocabulary of {path}",
+                          "set tokenizer.eos_token to the tokenizer's end-of-text token (GPT-2: '<|endoftext|>')")]
+    return []
+
+
 def _semantic_issues(loaded: LoadedSpec, check_files: bool) -> list[SpecIssue]:
     spec = loaded.spec
     names = loaded.source_names
@@ -398,6 +417,21 @@ def _semantic_issues(loaded: LoadedSpec, check_files: bool) -> list[SpecIssue]:
         issues.append(SpecIssue("tokenizer.path", f"tokenizer file {tok.path!r} does not exist "
                                 f"(resolved to {loaded.resolve(tok.path)})",
                                 "point tokenizer.path at a Hugging Face tokenizer.json, or use tokenizer.train"))
+    elif tok.path is not None and check_files:
+        issues += _tokenizer_file_issues(loaded.resolve(tok.path), tok.eos_token)
+    elif tok.train is not None:
+        if tok.eos_token not in tok.train.special_tokens:
+            issues.append(SpecIssue("tokenizer.eos_token", f"EOS token {tok.eos_token!r} is not among "
+                                    f"tokenizer.train.special_tokens {tok.train.special_tokens}",
+                                    f"add {tok.eos_token!r} to tokenizer.train.special_tokens"))
+        if len(set(tok.train.special_tokens)) != len(tok.train.special_tokens):
+            issues.append(SpecIssue("tokenizer.train.special_tokens", "a special token is listed twice",
+                                    "list each special token once"))
+        if tok.train.vocab_size <= 256 + len(tok.train.special_tokens):
+            issues.append(SpecIssue("tokenizer.train.vocab_size",
+                                    f"{tok.train.vocab_size} leaves no room for merges after the 256 byte tokens "
+                                    f"and {len(tok.train.special_tokens)} special tokens",
+                                    "use at least a few thousand, e.g. 32000"))
     mix = spec.mixture
     if mix.total_tokens <= 0:
         issues.append(SpecIssue("mixture.total_tokens", f"budget must be positive (got {mix.total_tokens})",

@@ -127,6 +127,21 @@ REJECTIONS = pa_.DataFrameSchema(
     name="rejections",
 )
 
+TOKENIZED_DOCUMENTS = pa_.DataFrameSchema(
+    {
+        "doc_id": pa_.Column(STR, pa_.Check(_unique, name="unique", error="doc_id values repeat"), nullable=False),
+        "sequence": pa_.Column(I64, pa_.Check.ge(0), nullable=False,
+                               description="Index of the document's sequence in the source's .bin/.idx"),
+        "n_tokens": pa_.Column(I64, pa_.Check.ge(2), nullable=False,
+                               description="Tokens stored for the document, its final EOS included"),
+        "n_bytes": pa_.Column(I64, pa_.Check.ge(1), nullable=False, description="UTF-8 bytes of the text"),
+        "quality_score": pa_.Column(F64, pa_.Check.in_range(0.0, 1.0), nullable=False),
+    },
+    strict=True,
+    ordered=True,
+    name="tokenized_documents",
+)
+
 ARROW_SCHEMAS: dict[str, pa.Schema] = {
     "ingest_documents": pa.schema([
         ("doc_id", pa.string()), ("source", pa.string()), ("text", pa.string()), ("n_bytes", pa.int64()),
@@ -142,6 +157,9 @@ ARROW_SCHEMAS: dict[str, pa.Schema] = {
     "rejections": pa.schema([
         ("source", pa.string()), ("doc_id", pa.string()), ("failed_rules", pa.list_(pa.string())),
         ("values", pa.string()), ("quality_score", pa.float64()), ("n_bytes", pa.int64())]),
+    "tokenized_documents": pa.schema([
+        ("doc_id", pa.string()), ("sequence", pa.int64()), ("n_tokens", pa.int64()), ("n_bytes", pa.int64()),
+        ("quality_score", pa.float64())]),
 }
 ARROW_SCHEMAS["quality_documents"] = ARROW_SCHEMAS["ingest_documents"].append(pa.field("quality_score", pa.float64()))
 

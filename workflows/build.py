@@ -43,24 +43,25 @@ def run_build(spec_path: str | os.PathLike, sources: list[str] | None = None, ec
     from workflows.definitions import build_definitions
 
     defs = build_definitions(loaded.path)
-    source_job = defs.resolve_job_def("source_job")
-    corpus_job = defs.resolve_job_def("corpus_job")
-    quality_job = defs.resolve_job_def("quality_job")
-    ok = True
+
+    def per_source(job: str, label: str) -> bool:
+        return all([_run(defs.resolve_job_def(job).execute_in_process(
+            partition_key=src, instance=instance, raise_on_error=False, run_config=QUIET), f"{src} {label}", echo)
+            for src in chosen])
+
+    def once(job: str, label: str) -> bool:
+        return _run(defs.resolve_job_def(job).execute_in_process(instance=instance, raise_on_error=False,
+                                                                  run_config=QUIET), label, echo)
+
     with DagsterInstance.get() as instance:
         echo(f"Dagster instance: {home}")
-        for src in chosen:
-            ok &= _run(source_job.execute_in_process(partition_key=src, instance=instance, raise_on_error=False,
-                                                     run_config=QUIET), src, echo)
-        if ok and set(chosen) == set(loaded.source_names):
-            ok &= _run(corpus_job.execute_in_process(instance=instance, raise_on_error=False, run_config=QUIET),
-                       "global stages", echo)
-            for src in chosen if ok else []:
-                ok &= _run(quality_job.execute_in_process(partition_key=src, instance=instance,
-                                                          raise_on_error=False, run_config=QUIET),
-                           f"{src} quality", echo)
-        elif ok:
-            echo("  global stages: not run (only some sources were built; they need every source)")
+        ok = per_source("source_job", "ingest + dedup")
+        if ok and set(chosen) != set(loaded.source_names):
+            echo("  global stages and later: not run (only some sources were built; they need every source)")
+            return ok
+        # Each phase needs the one before it complete for every source.
+        ok = (ok and once("corpus_job", "cross-source dedup") and per_source("quality_job", "quality")
+              and once("tokenizer_job", "tokenizer") and per_source("tokenize_job", "tokenize"))
     return ok
 
 

@@ -14,6 +14,7 @@ from dagster import Definitions, StaticPartitionsDefinition, define_asset_job
 from assets.dedup import build_cross_source_asset, build_dedup_asset
 from assets.ingest import build_ingest_asset
 from assets.quality import build_quality_asset
+from assets.tokenize import build_tokenize_asset, build_tokenizer_asset
 from corpusmix.spec import load_spec
 
 from .resources import CorpusSpec
@@ -33,8 +34,10 @@ def build_definitions(spec_path: str | os.PathLike) -> Definitions:
     dedup = build_dedup_asset(ingest)
     cross = build_cross_source_asset(dedup)
     quality = build_quality_asset(dedup, cross)
+    tokenizer = build_tokenizer_asset(quality, trained=loaded.spec.tokenizer.train is not None)
+    tokenize = build_tokenize_asset(quality, tokenizer)
     return Definitions(
-        assets=[ingest, dedup, cross, quality],
+        assets=[ingest, dedup, cross, quality, tokenizer, tokenize],
         jobs=[
             define_asset_job("ingest_job", selection=[ingest], description="Ingest one source partition."),
             define_asset_job("source_job", selection=[ingest, dedup],
@@ -43,6 +46,10 @@ def build_definitions(spec_path: str | os.PathLike) -> Definitions:
                              description="The global stages, over every source (run after source_job)."),
             define_asset_job("quality_job", selection=[quality],
                              description="Per-source stages after the global ones (run after corpus_job)."),
+            define_asset_job("tokenizer_job", selection=[tokenizer],
+                             description="The build's tokenizer (trained ones need every source's quality output)."),
+            define_asset_job("tokenize_job", selection=[tokenize],
+                             description="Tokenize one source partition (run after tokenizer_job)."),
         ],
         resources={"corpus": CorpusSpec(spec_path=str(loaded.path))},
     )

@@ -1,0 +1,182 @@
+"""Tokenize stage: every kept document of a source into a Megatron token store.
+
+Reads the source's quality output in batches of about ``BATCH_CHARS``
+characters, cuts long documents into pieces where the tokenizer starts a new
+token anyway (``tokenizer.pieces``; whole documents if the tokenizer fails the
+cut probe), and encodes each batch with ``encode_batch_fast``, which runs on
+every core without computing offsets. Each document's ids, then EOS, become one
+sequence of ``tokens.bin``/``tokens.idx`` (``indexed``); ``documents.parquet``
+maps doc_id to its sequence index and token count, in the same order.
+
+Token counts here are exact. The manifest compares them with the calibrated
+estimate that the earlier stages reported (``estimate_check``), so the error
+of every earlier token-weighted rate is known.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from schemas.tables import ARROW_SCHEMAS, TOKENIZED_DOCUMENTS, validate_table
+
+from .indexed import IndexedWriter
+from .manifest import (
+    code_version, input_refs, manifest_path, output_ref, read_manifest, stage_manifest, utc_now, write_manifest,
+)
+from .parquet_io import PARQUET_OPTS
+from .spec import LoadedSpec, canonical_hash
+from .storage import discard_dir, new_staging_dir, publish_dir, sha256_file
+from .tokenizer import PIECE_CHARS, TokenizerInfo, built_tokenizer, pieces
+
+log = logging.getLogger("corpusmix.tokenize")
+
+STAGE = "tokenize"
+UPSTREAM = "quality"
+PREFIX = "tokens"
+DOCS_FILE = "documents.parquet"
+DOCS_SCHEMA = ARROW_SCHEMAS["tokenized_documents"]
+BATCH_CHARS = 1 << 22  # characters per encode call: enough work to keep every core busy
+READ_ROWS = 1024
+
+
+def encode_documents(info: TokenizerInfo, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Token ids of ``texts``, each followed by EOS, concatenated; and tokens per document."""
+    tok = info.load()
+    batch, n_pieces = [], []
+    for text in texts:
+        ps = pieces(text, PIECE_CHARS) if info.split_long_documents else [text]
+        batch += ps
+        n_pieces.append(len(ps))
+    encodings = iter(tok.encode_batch_fast(batch, add_special_tokens=False))
+    flat: list[int] = []
+    lengths = np.empty(len(texts), dtype=np.int64)
+    for j, k in enumerate(n_pieces):
+        start = len(flat)
+        for _ in range(k):
+            flat += next(encodings).ids
+        flat.append(info.eos_id)
+        lengths[j] = len(flat) - start
+    return np.array(flat, dtype=info.dtype), lengths
+
+
+def _batches(parts: list[Path]):
+    """(doc_ids, texts, n_bytes, quality_scores) in batches of about BATCH_CHARS characters."""
+    cols = ("doc_id", "text", "n_bytes", "quality_score")
+    acc: list[list] = [[], [], [], []]
+    chars = 0
+    for part in parts:
+        for rb in pq.ParquetFile(part).iter_batches(batch_size=READ_ROWS, columns=list(cols)):
+            values = [rb.column(c).to_pylist() for c in cols]
+            for a, v in zip(acc, values):
+                a += v
+            chars += sum(map(len, values[1]))
+            if chars >= BATCH_CHARS:
+                yield acc
+                acc, chars = [[], [], [], []], 0
+    if acc[0]:
+        yield acc
+
+
+def tokenize_source(loaded: LoadedSpec, source_name: str,
+                    progress: Callable[[str], None] | None = None) -> tuple[dict, Path]:
+    """Build the tokenize partition of one source; returns (manifest, manifest path)."""
+    progress = progress or log.info
+    source = loaded.source(source_name)
+    started, t0 = utc_now(), time.perf_counter()
+    up_path = manifest_path(loaded.manifest_root, UPSTREAM, source.name)
+    if not up_path.is_file():
+        raise FileNotFoundError(f"no {UPSTREAM} manifest for {source.name!r} at {up_path}; materialize it first")
+    up = read_manifest(up_path)
+    info, tok_manifest = built_tokenizer(loaded)
+    parts = [loaded.storage_root / o["path"] for o in up["outputs"] if o["kind"] == "documents"]
+    progress(f"[{source.name}] tokenize: {up['counts']['documents_out']} documents, "
+             f"{up['counts']['bytes_out'] / 1e6:.1f} MB with {info.path.name} (vocab {info.vocab_size}, "
+             f"{info.dtype.name}, EOS {info.eos_id})")
+    out_parent = loaded.storage_root / STAGE / source.name
+    staging = new_staging_dir(out_parent)
+    n_in = n_out = bytes_in = bytes_out = text_tokens = 0
+    empty = [0, 0]  # documents and bytes that encode to no token at all
+    encode_s = 0.0
+    try:
+        writer = IndexedWriter(staging / PREFIX, info.dtype)
+        docs = pq.ParquetWriter(staging / DOCS_FILE, DOCS_SCHEMA, **PARQUET_OPTS)
+        next_report = time.perf_counter() + 10
+        for ids, texts, sizes, scores in _batches(parts):
+            t = time.perf_counter()
+            tokens, lengths = encode_documents(info, texts)
+            encode_s += time.perf_counter() - t
+            n_in += len(ids)
+            bytes_in += sum(sizes)
+            keep = lengths > 1
+            if not keep.all():  # only EOS: the tokenizer's normalizer erased the text
+                empty[0] += int((~keep).sum())
+                empty[1] += sum(s for s, k in zip(sizes, keep) if not k)
+                tokens = tokens[np.repeat(keep, lengths)]
+                lengths = lengths[keep]
+            table = pa.table({"doc_id": pa.array(ids).filter(pa.array(keep)),
+                              "sequence": pa.array(np.arange(writer.sequences, writer.sequences + len(lengths))),
+                              "n_tokens": pa.array(lengths),
+                              "n_bytes": pa.array(sizes, pa.int64()).filter(pa.array(keep)),
+                              "quality_score": pa.array(scores, pa.float64()).filter(pa.array(keep))},
+                             schema=DOCS_SCHEMA)
+            validate_table(table, TOKENIZED_DOCUMENTS)
+            writer.add(tokens, lengths)
+            docs.write_table(table, row_group_size=max(1, table.num_rows))
+            n_out += len(lengths)
+            bytes_out += sum(s for s, k in zip(sizes, keep) if k)
+            text_tokens += len(tokens) - len(lengths)
+            if time.perf_counter() > next_report:
+                progress(f"[{source.name}] tokenize: {n_in} documents, {writer.tokens:,} tokens so far")
+                next_report += 10
+        writer.close()
+        docs.close()
+        outs = [{"name": f"{PREFIX}.bin", "kind": "token_bin", "rows": writer.sequences, "tokens": writer.tokens},
+                {"name": f"{PREFIX}.idx", "kind": "token_index", "rows": writer.sequences, "tokens": 0},
+                {"name": DOCS_FILE, "kind": "token_documents", "rows": n_out, "tokens": 0}]
+        for o in outs:
+            o |= {"sha256": sha256_file(staging / o["name"]), "bytes": (staging / o["name"]).stat().st_size}
+        stage_cfg = {"source": source.name, "piece_chars": PIECE_CHARS if info.split_long_documents else None,
+                     "tokenizer_sha256": info.sha256, "eos_id": info.eos_id}
+        version = canonical_hash({"code": code_version(), "config": stage_cfg, "upstream": up["version"],
+                                  "tokenizer": tok_manifest["version"]})[:20]
+        publish_dir(staging, out_parent / version)
+    except BaseException:
+        discard_dir(staging)
+        raise
+    elapsed = time.perf_counter() - t0
+    estimated = up["counts"]["tokens_out"]  # the earlier stages' estimate for exactly these documents
+    tokens_in = text_tokens  # documents with no token contribute none
+    manifest = stage_manifest(
+        loaded=loaded, asset=STAGE, partition=source.name, version=version, stage_cfg=stage_cfg, started=started,
+        t0=t0, timing={"encode_s": round(encode_s, 4), "text_mb_per_s": round(bytes_in / 1e6 / max(elapsed, 1e-9), 2)},
+        inputs=input_refs(loaded, up_path, up),
+        outputs=[output_ref(f"{STAGE}/{source.name}/{version}", o, o["kind"], o["tokens"]) for o in outs],
+        counts={"documents_in": n_in, "documents_out": n_out, "bytes_in": bytes_in, "bytes_out": bytes_out,
+                "tokens_in": tokens_in, "tokens_out": text_tokens, "tokens_stored": writer.tokens,
+                "eos_tokens": n_out},
+        rates={"document_acceptance": n_out / n_in if n_in else None,
+               "token_acceptance": text_tokens / tokens_in if tokens_in else None},
+        token_counting={"method": "exact", "tokenizer_sha256": info.sha256,
+                        "description": f"exact: {info.path.name} (sha256 {info.sha256[:12]}…), "
+                                       f"EOS {info.eos_id} appended to every document"},
+        reasons={"no_tokens": {"records": empty[0], "bytes": empty[1], "tokens": 0}} if empty[0] else {},
+        details={"dtype": info.dtype.name, "eos_id": info.eos_id, "vocab_size": info.vocab_size,
+                 "split_long_documents": info.split_long_documents,
+                 "mean_tokens_per_document": round(writer.tokens / n_out, 2) if n_out else None,
+                 "bytes_per_token": round(bytes_out / text_tokens, 4) if text_tokens else None,
+                 "estimate_check": {"estimate": up["token_counting"].get("description", up["token_counting"]["method"]),
+                                    "estimated_tokens": estimated, "exact_tokens": text_tokens,
+                                    "relative_error": (estimated - text_tokens) / text_tokens if text_tokens else None}})
+    manifest, path = write_manifest(loaded.manifest_root, manifest)
+    err = manifest["details"]["estimate_check"]["relative_error"]
+    progress(f"[{source.name}] tokenize done: {n_out} documents, {writer.tokens:,} tokens ({text_tokens:,} + "
+             f"{n_out} EOS), {bytes_in / 1e6 / max(elapsed, 1e-9):.1f} MB/s; earlier estimate off by "
+             f"{100 * (err or 0):+.2f}%; manifest {path}")
+    return manifest, path
