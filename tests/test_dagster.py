@@ -61,17 +61,25 @@ def test_cli_build_records_runs_in_the_instance(make_spec, tmp_path, monkeypatch
     r = subprocess.run([sys.executable, "-m", "corpusmix.cli", "build", str(spec)],
                        capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "math: ok" in r.stdout and "dialogue: ok" in r.stdout
+    for line in ("math ingest + dedup: ok", "dialogue ingest + dedup: ok", "cross-source dedup: ok",
+                 "math quality: ok", "tokenizer: ok", "math tokenize: ok", "dialogue tokenize: ok"):
+        assert line in r.stdout, r.stdout
     assert "telemetry" in (home / "dagster.yaml").read_text()
-    assert "global stages: ok" in r.stdout
     v = subprocess.run([sys.executable, "-m", "corpusmix.cli", "verify", str(spec)], capture_output=True, text=True)
     assert v.returncode == 0, v.stderr  # per-source and global manifests all check out
     with DagsterInstance.get() as instance:
         assert sorted(run.job_name for run in instance.get_runs()) == [
-            "corpus_job", "quality_job", "quality_job", "source_job", "source_job"]
-        for stage in ("ingest", "dedup", "quality"):
+            "corpus_job", "quality_job", "quality_job", "source_job", "source_job", "tokenize_job", "tokenize_job",
+            "tokenizer_job"]
+        for stage in ("ingest", "dedup", "quality", "tokenize"):
             assert instance.get_materialized_partitions(AssetKey(stage)) == {"math", "dialogue"}
         assert instance.get_latest_materialization_event(AssetKey("cross_source_dedup")) is not None
+        tok = instance.get_latest_materialization_event(AssetKey("tokenizer")).asset_materialization.metadata
+        assert tok["vocab_size"].value == 50257 and tok["dtype"].value == "uint16"
+        md = instance.get_latest_materialization_event(AssetKey("tokenize")).asset_materialization.metadata
+        assert md["tokens_stored"].value == md["tokens_out"].value + md["documents_out"].value
+        assert md["token_counting"].value.startswith("exact")
+        assert abs(md["estimate_relative_error"].value) < 0.05
 
 
 def test_cli_build_refuses_a_bad_spec_before_any_work(make_spec, tmp_path):
