@@ -1,4 +1,4 @@
-"""The ``corpusmix`` command: init, validate, build, verify, demo.
+"""The ``corpusmix`` command: init, validate, build, verify, plan, demo.
 
 Exit codes: 0 success, 1 the build or verification found a problem, 2 the spec
 or the command line is wrong.
@@ -51,15 +51,21 @@ def _cmd_build(args) -> int:
 
 
 def _row_count(path: Path) -> int:
-    """Rows an output holds: Parquet rows, token-store sequences, or a tokenizer's vocabulary size."""
+    """Rows an output holds: Parquet rows, token-store sequences, a tokenizer's vocabulary size,
+    a plan's sources, or 1 for any other JSON record (a shard manifest)."""
     if path.suffix in (".bin", ".idx"):
         from .indexed import read_index
 
         return len(read_index(path.with_suffix("")))
-    if path.suffix == ".json":
+    if path.name == "tokenizer.json":
         from .tokenizer import load_tokenizer
 
         return load_tokenizer(str(path)).get_vocab_size(with_added_tokens=True)
+    if path.suffix == ".json":
+        import orjson
+
+        data = orjson.loads(path.read_bytes())
+        return len(data["sources"]) if path.name == "plan.json" else 1
     import pyarrow.parquet as pq
 
     return pq.ParquetFile(path).metadata.num_rows
@@ -118,6 +124,33 @@ def _cmd_verify(args) -> int:
     return 0
 
 
+def _cmd_plan(args) -> int:
+    import orjson
+
+    from .plan import PlanError, availability, make_plan, render_plan
+
+    try:
+        loaded = load_spec(args.spec)
+        plan = make_plan(loaded, availability(loaded))
+        error = None
+    except SpecError as e:
+        print(f"{len(e.issues)} problem(s) in {e.file}:\n{e}", file=sys.stderr)
+        return 2
+    except PlanError as e:
+        if e.plan is None:
+            print(f"cannot plan: {e}", file=sys.stderr)
+            return 1
+        plan, error = e.plan, str(e)
+    if args.json:
+        shown = {k: v for k, v in plan.items() if k != "grid"}
+        print(orjson.dumps(shown | {"error": error}, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode())
+    else:
+        print(render_plan(plan))
+        if error:
+            print(f"\nthe plan cannot be built as specified:\n{error}", file=sys.stderr)
+    return 1 if error else 0
+
+
 def _cmd_demo(args) -> int:
     from workflows.build import run_build
 
@@ -155,6 +188,10 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("verify", help="recompute every checksum and row count against the manifests")
     p.add_argument("spec")
     p.set_defaults(fn=_cmd_verify)
+    p = sub.add_parser("plan", help="print the mixture plan (allocations, epochs, quotas per phase); builds nothing")
+    p.add_argument("spec")
+    p.add_argument("--json", action="store_true", help="the plan as JSON instead of tables")
+    p.set_defaults(fn=_cmd_plan)
     p = sub.add_parser("demo", help="harvest a demo corpus from this Python and build it")
     p.set_defaults(fn=_cmd_demo)
     args = parser.parse_args(argv)

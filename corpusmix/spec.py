@@ -132,17 +132,37 @@ class Tokenizer(_Strict):
     eos_token: str = "<|endoftext|>"
 
 
+BASELINES = ("equal", "tokens", "documents", "temperature", "unimax")
+
+
+class Baseline(_Strict):
+    """Weights computed from the data instead of written by hand (see ``corpusmix.plan``)."""
+
+    baseline: Literal["equal", "tokens", "documents", "temperature", "unimax"]
+    temperature: float = Field(1.0, gt=0, description="For 'temperature': weights n_i^(1/T) over source sizes.")
+
+
+# Hand-tuned token shares per source, or a baseline by name ("unimax") or with parameters.
+Weights = dict[str, float] | Literal["equal", "tokens", "documents", "temperature", "unimax"] | Baseline
+
+
 class Phase(_Strict):
-    name: str
+    name: str = Field(pattern=r"^[A-Za-z0-9_\-.]{1,64}$")
     end: float = Field(description="Where the phase ends, as a fraction of total_tokens (0 < end <= 1).")
-    weights: dict[str, float]
+    weights: Weights
 
 
 class Schedule(_Strict):
-    type: Literal["static", "phases"]
+    """How token shares move over training; see corpusmix/plan.py for the exact semantics."""
+
+    type: Literal["static", "phases", "linear", "temperature"]
     transition: Literal["step", "linear"] = "step"
-    weights: dict[str, float] | None = None
+    weights: Weights | None = None
     phases: list[Phase] | None = None
+    start_weights: Weights | None = None
+    end_weights: Weights | None = None
+    t_start: float = Field(1.0, gt=0, description="temperature schedule: T at the first token")
+    t_end: float = Field(1.0, gt=0, description="temperature schedule: T at the last token")
 
 
 class Mixture(_Strict):
@@ -365,7 +385,9 @@ def _structural_issues(err: ValidationError, index: dict[tuple, int]) -> list[Sp
 # ---------------------------------------------------------------------------
 # Meaning: cross-field checks that need the whole spec and the file system.
 
-def _weight_issues(weights: dict[str, float], loc: tuple, names: list[str]) -> list[SpecIssue]:
+def _weight_issues(weights, loc: tuple, names: list[str]) -> list[SpecIssue]:
+    if not isinstance(weights, dict):  # a baseline: computed from the data, nothing to check here
+        return []
     issues = []
     for src, w in weights.items():
         if src not in names:
@@ -471,39 +493,63 @@ def _semantic_issues(loaded: LoadedSpec, check_files: bool) -> list[SpecIssue]:
     elif near.bands is not None and near.bands * near.rows > near.num_perm:
         issues.append(SpecIssue("dedup.near.bands", f"bands * rows = {near.bands * near.rows} > num_perm = "
                                 f"{near.num_perm}", "lower bands or rows, or raise num_perm"))
-    sched = spec.mixture.schedule
+    issues += _schedule_issues(spec.mixture.schedule, names)
+    if spec.mixture.total_tokens > 0 and 0 < spec.mixture.seq_len and spec.mixture.total_tokens < spec.mixture.seq_len:
+        issues.append(SpecIssue("mixture.total_tokens", f"budget {spec.mixture.total_tokens} is shorter than one "
+                                f"sequence of seq_len {spec.mixture.seq_len}", "raise total_tokens or lower seq_len"))
+    return issues
+
+
+_SCHEDULE_FIELDS = {"static": ("weights",), "phases": ("phases", "transition"),
+                    "linear": ("start_weights", "end_weights"), "temperature": ("weights", "t_start", "t_end")}
+
+
+def _schedule_issues(sched: Schedule, names: list[str]) -> list[SpecIssue]:
     base = ("mixture", "schedule")
+    issues = []
+    given = {f for f in ("weights", "phases", "start_weights", "end_weights") if getattr(sched, f) is not None}
+    for f in sorted(given - set(_SCHEDULE_FIELDS[sched.type])):
+        issues.append(SpecIssue(f"mixture.schedule.{f}", f"a {sched.type} schedule takes no {f}",
+                                f"remove {f}; a {sched.type} schedule takes {', '.join(_SCHEDULE_FIELDS[sched.type])}"))
     if sched.type == "static":
         if sched.weights is None:
             issues.append(SpecIssue("mixture.schedule.weights", "a static schedule needs weights",
-                                    "map source names to token shares"))
+                                    "map source names to token shares, or name a baseline (e.g. weights: unimax)"))
         else:
             issues += _weight_issues(sched.weights, base + ("weights",), names)
-        if sched.phases:
-            issues.append(SpecIssue("mixture.schedule.phases", "a static schedule takes no phases",
-                                    "remove phases, or set type: phases"))
-    else:
-        if not sched.phases:
-            issues.append(SpecIssue("mixture.schedule.phases", "a phases schedule needs at least one phase",
-                                    "list phases with name, end and weights"))
-        else:
-            prev = 0.0
-            for i, ph in enumerate(sched.phases):
-                loc = base + ("phases", i)
-                issues += _weight_issues(ph.weights, loc + ("weights",), names)
-                if not (prev < ph.end <= 1.0):
-                    issues.append(SpecIssue(_fmt_path(loc + ("end",)),
-                                            f"phase boundary {ph.end} does not increase from {prev} (or exceeds 1)",
-                                            "phase ends are fractions of total_tokens, strictly increasing, "
-                                            "the last one 1.0"))
-                prev = max(prev, ph.end)
-            if sched.phases[-1].end != 1.0:
-                issues.append(SpecIssue(_fmt_path(base + ("phases", len(sched.phases) - 1, "end")),
-                                        f"the last phase ends at {sched.phases[-1].end}, not 1.0",
-                                        "end the last phase at 1.0 so the schedule covers the whole budget"))
+    elif sched.type == "temperature":
         if sched.weights is not None:
-            issues.append(SpecIssue("mixture.schedule.weights", "a phases schedule takes weights per phase",
-                                    "move the weights into the phases, or set type: static"))
+            issues += _weight_issues(sched.weights, base + ("weights",), names)
+    elif sched.type == "linear":
+        for f in ("start_weights", "end_weights"):
+            if getattr(sched, f) is None:
+                issues.append(SpecIssue(f"mixture.schedule.{f}", f"a linear schedule needs {f}",
+                                        "give the shares at the first and at the last token"))
+            else:
+                issues += _weight_issues(getattr(sched, f), base + (f,), names)
+    elif not sched.phases:
+        issues.append(SpecIssue("mixture.schedule.phases", "a phases schedule needs at least one phase",
+                                "list phases with name, end and weights"))
+    else:
+        prev = 0.0
+        for i, ph in enumerate(sched.phases):
+            loc = base + ("phases", i)
+            issues += _weight_issues(ph.weights, loc + ("weights",), names)
+            if not (prev < ph.end <= 1.0):
+                issues.append(SpecIssue(_fmt_path(loc + ("end",)),
+                                        f"phase boundary {ph.end} does not increase from {prev} (or exceeds 1)",
+                                        "phase ends are fractions of total_tokens, strictly increasing, "
+                                        "the last one 1.0"))
+            prev = max(prev, ph.end)
+        if sched.phases[-1].end != 1.0:
+            issues.append(SpecIssue(_fmt_path(base + ("phases", len(sched.phases) - 1, "end")),
+                                    f"the last phase ends at {sched.phases[-1].end}, not 1.0",
+                                    "end the last phase at 1.0 so the schedule covers the whole budget"))
+        seen = [ph.name for ph in sched.phases]
+        for i, name in enumerate(seen):
+            if name in seen[:i]:
+                issues.append(SpecIssue(_fmt_path(base + ("phases", i, "name")), f"phase name {name!r} is used twice",
+                                        "give every phase its own name"))
     return issues
 
 

@@ -61,7 +61,8 @@ def run_build(spec_path: str | os.PathLike, sources: list[str] | None = None, ec
             return ok
         # Each phase needs the one before it complete for every source.
         ok = (ok and once("corpus_job", "cross-source dedup") and per_source("quality_job", "quality")
-              and once("tokenizer_job", "tokenizer") and per_source("tokenize_job", "tokenize"))
+              and once("tokenizer_job", "tokenizer") and per_source("tokenize_job", "tokenize")
+              and once("mixture_job", "mixture plan + mixed shards"))
     return ok
 
 

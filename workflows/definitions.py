@@ -9,10 +9,11 @@ data is harvested.
 import os
 from pathlib import Path
 
-from dagster import Definitions, StaticPartitionsDefinition, define_asset_job
+from dagster import AssetSelection, Definitions, StaticPartitionsDefinition, define_asset_job
 
 from assets.dedup import build_cross_source_asset, build_dedup_asset
 from assets.ingest import build_ingest_asset
+from assets.mixture import build_plan_asset, build_shards_asset
 from assets.quality import build_quality_asset
 from assets.tokenize import build_tokenize_asset, build_tokenizer_asset
 from corpusmix.spec import load_spec
@@ -36,8 +37,11 @@ def build_definitions(spec_path: str | os.PathLike) -> Definitions:
     quality = build_quality_asset(dedup, cross)
     tokenizer = build_tokenizer_asset(quality, trained=loaded.spec.tokenizer.train is not None)
     tokenize = build_tokenize_asset(quality, tokenizer)
+    plan = build_plan_asset(tokenize)
+    shards, on_target = build_shards_asset(plan, tokenize)
     return Definitions(
-        assets=[ingest, dedup, cross, quality, tokenizer, tokenize],
+        assets=[ingest, dedup, cross, quality, tokenizer, tokenize, plan, shards],
+        asset_checks=[on_target],
         jobs=[
             define_asset_job("ingest_job", selection=[ingest], description="Ingest one source partition."),
             define_asset_job("source_job", selection=[ingest, dedup],
@@ -50,6 +54,8 @@ def build_definitions(spec_path: str | os.PathLike) -> Definitions:
                              description="The build's tokenizer (trained ones need every source's quality output)."),
             define_asset_job("tokenize_job", selection=[tokenize],
                              description="Tokenize one source partition (run after tokenizer_job)."),
+            define_asset_job("mixture_job", selection=AssetSelection.assets(plan, shards),
+                             description="Plan the mixture and write the mixed shards (run after every tokenize)."),
         ],
         resources={"corpus": CorpusSpec(spec_path=str(loaded.path))},
     )

@@ -1,0 +1,81 @@
+"""The mixture_plan and mixed_shards assets (global), and the check that the mixture is on target."""
+
+from dagster import (
+    AllPartitionMapping, AssetCheckResult, AssetCheckSeverity, AssetDep, AssetExecutionContext, AssetsDefinition,
+    DataVersion, MaterializeResult, MetadataValue, asset, asset_check,
+)
+
+from corpusmix.manifest import manifest_path, read_manifest
+from corpusmix.mix import STAGE as MIX_STAGE
+from corpusmix.mix import mix_stage
+from corpusmix.plan import plan_stage
+from workflows.resources import CorpusSpec
+
+from .metadata import markdown_table
+
+
+def build_plan_asset(tokenize: AssetsDefinition):
+    @asset(
+        name="mixture_plan",
+        deps=[AssetDep(tokenize, partition_mapping=AllPartitionMapping())],
+        group_name="mixture",
+        kinds={"python"},
+        description="The schedule integrated over the token budget on exact token counts: per source allocated "
+                    "and available tokens, epochs, over-cap flag, synthetic tokens needed; per phase x source quotas.",
+    )
+    def mixture_plan(context: AssetExecutionContext, corpus: CorpusSpec) -> MaterializeResult:
+        manifest, path = plan_stage(corpus.load(), progress=context.log.info)
+        d = manifest["details"]
+        per_source = markdown_table(
+            ["source", "share", "allocated", "available", "epochs", "over cap", "synthetic needed"],
+            [[s, f"{r['share']:.4f}", f"{r['allocated']:,.0f}", f"{r['available']:,}", f"{r['epochs']:.3f}",
+              "yes" if r["over_cap"] else "no", f"{r['synthetic_tokens_needed']:,.0f}"]
+             for s, r in d["per_source"].items()], empty="no sources")
+        sources = list(d["per_source"])
+        quotas = markdown_table(["phase", "tokens", *sources],
+                                [[ph["name"], f"{ph['end'] - ph['start']:,.0f}",
+                                  *(f"{ph['quotas'][s]:,.0f}" for s in sources)] for ph in d["phases"]],
+                                empty="no phases")
+        return MaterializeResult(metadata={
+            "budget": manifest["counts"]["budget"], "samples": manifest["counts"]["samples"],
+            "availability": d["availability"], "renormalized": d["renormalized"],
+            "per_source": per_source, "phase_quotas": quotas, "version": manifest["version"],
+            "manifest": MetadataValue.path(str(path))}, data_version=DataVersion(manifest["version"]))
+
+    return mixture_plan
+
+
+def build_shards_asset(plan: AssetsDefinition, tokenize: AssetsDefinition):
+    @asset(
+        name=MIX_STAGE,
+        deps=[plan, AssetDep(tokenize, partition_mapping=AllPartitionMapping())],
+        group_name="mixture",
+        kinds={"numpy"},
+        description="The training stream, phase after phase, in exact quotas: Megatron .bin/.idx shards of a fixed "
+                    "token count, a manifest per shard and a lineage table (sample -> source, doc_id, epoch, span).",
+    )
+    def mixed_shards(context: AssetExecutionContext, corpus: CorpusSpec) -> MaterializeResult:
+        manifest, path = mix_stage(corpus.load(), progress=context.log.info)
+        rows = [[ph["name"], s, f"{r['target']:,.0f}", f"{r['realised']:,}", f"{r['deviation']:+,.0f}",
+                 f"{r['tolerance']:,.0f}", "ok" if r["ok"] else "OFF"]
+                for ph in manifest["details"]["phases"] for s, r in ph["sources"].items()]
+        return MaterializeResult(metadata={
+            "tokens": manifest["counts"]["tokens_out"], "shards": manifest["counts"]["shards"],
+            "samples": manifest["counts"]["samples"], "dtype": manifest["details"]["dtype"],
+            "realised_vs_target": markdown_table(["phase", "source", "target", "realised", "deviation", "tolerance",
+                                                  ""], rows, empty="no phases"),
+            "tokens_per_s": MetadataValue.float(manifest["timing"]["tokens_per_s"]),
+            "version": manifest["version"], "manifest": MetadataValue.path(str(path))},
+            data_version=DataVersion(manifest["version"]))
+
+    @asset_check(asset=mixed_shards, name="mixture_on_target", blocking=True,
+                 description="Realised tokens per phase and source within max(0.5 %, one document) of the plan.")
+    def mixture_on_target(corpus: CorpusSpec) -> AssetCheckResult:
+        loaded = corpus.load()
+        manifest = read_manifest(manifest_path(loaded.manifest_root, MIX_STAGE, None))
+        off = {f"{ph['name']}/{s}": round(r["deviation"]) for ph in manifest["details"]["phases"]
+               for s, r in ph["sources"].items() if not r["ok"]}
+        return AssetCheckResult(passed=not off, severity=AssetCheckSeverity.ERROR,
+                                metadata={"off_target": MetadataValue.json(off)})
+
+    return mixed_shards, mixture_on_target
