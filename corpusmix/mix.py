@@ -156,6 +156,8 @@ def _open_sources(loaded: LoadedSpec) -> tuple[list[_Source], list[dict]]:
 
 def _split(starts: np.ndarray, lengths: np.ndarray, cuts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Split ranges [start, start+length) at every cut; returns (range index, piece start, piece length)."""
+    if len(cuts) == 0:
+        return np.arange(len(starts)), starts, lengths
     ends = starts + lengths
     first = np.searchsorted(cuts, starts, side="right")
     last = np.searchsorted(cuts, ends, side="left")
@@ -360,3 +362,27 @@ def realised_vs_target(plan: dict, shards: list[dict]) -> list[dict]:
                        "tolerance": tol, "ok": abs(got.get(s, 0) - target) <= tol}
         out.append({"name": ph["name"], "tokens": sum(got.values()), "sources": rows})
     return out
+
+
+def check_on_target(loaded: LoadedSpec) -> list[dict]:
+    """Recount realised tokens per phase and source from the lineage files on disk (DuckDB) and
+    compare them with the plan; returns the (phase, source) pairs off target (empty = on target)."""
+    import duckdb
+
+    plan, _ = load_plan(loaded)
+    m = read_manifest(manifest_path(loaded.manifest_root, STAGE, None))
+    files = [str(loaded.storage_root / o["path"]) for o in m["outputs"] if o["kind"] == "lineage"]
+    con = duckdb.connect()
+    got = con.execute("SELECT phase, source, sum(n_tokens)::BIGINT FROM read_parquet(?) GROUP BY ALL",
+                      [files]).fetchall()
+    longest = dict(con.execute("SELECT phase, max(doc_tokens)::BIGINT FROM read_parquet(?) GROUP BY ALL",
+                               [files]).fetchall())
+    realised = {(p, s): n for p, s, n in got}
+    off = []
+    for ph in plan["phases"]:
+        for s in plan["sources"]:
+            target, n = ph["quotas"][s], realised.get((ph["name"], s), 0)
+            tol = max(0.005 * target, longest.get(ph["name"], 0))
+            if abs(n - target) > tol:
+                off.append({"phase": ph["name"], "source": s, "target": target, "realised": n, "tolerance": tol})
+    return off

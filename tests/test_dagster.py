@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from dagster import AssetKey, DagsterInstance, materialize
+from dagster import AssetCheckKey, AssetKey, DagsterInstance, materialize
 
 from workflows.definitions import build_definitions
 
@@ -62,15 +62,16 @@ def test_cli_build_records_runs_in_the_instance(make_spec, tmp_path, monkeypatch
                        capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     for line in ("math ingest + dedup: ok", "dialogue ingest + dedup: ok", "cross-source dedup: ok",
-                 "math quality: ok", "tokenizer: ok", "math tokenize: ok", "dialogue tokenize: ok"):
+                 "math quality: ok", "tokenizer: ok", "math tokenize: ok", "dialogue tokenize: ok",
+                 "mixture plan + mixed shards: ok"):
         assert line in r.stdout, r.stdout
     assert "telemetry" in (home / "dagster.yaml").read_text()
     v = subprocess.run([sys.executable, "-m", "corpusmix.cli", "verify", str(spec)], capture_output=True, text=True)
     assert v.returncode == 0, v.stderr  # per-source and global manifests all check out
     with DagsterInstance.get() as instance:
         assert sorted(run.job_name for run in instance.get_runs()) == [
-            "corpus_job", "quality_job", "quality_job", "source_job", "source_job", "tokenize_job", "tokenize_job",
-            "tokenizer_job"]
+            "corpus_job", "mixture_job", "quality_job", "quality_job", "source_job", "source_job", "tokenize_job",
+            "tokenize_job", "tokenizer_job"]
         for stage in ("ingest", "dedup", "quality", "tokenize"):
             assert instance.get_materialized_partitions(AssetKey(stage)) == {"math", "dialogue"}
         assert instance.get_latest_materialization_event(AssetKey("cross_source_dedup")) is not None
@@ -80,6 +81,11 @@ def test_cli_build_records_runs_in_the_instance(make_spec, tmp_path, monkeypatch
         assert md["tokens_stored"].value == md["tokens_out"].value + md["documents_out"].value
         assert md["token_counting"].value.startswith("exact")
         assert abs(md["estimate_relative_error"].value) < 0.05
+        shards = instance.get_latest_materialization_event(AssetKey("mixed_shards")).asset_materialization.metadata
+        assert shards["tokens"].value == 1_000_001 and shards["samples"].value == 1_000_000 // 512
+        check = instance.event_log_storage.get_latest_asset_check_execution_by_key(
+            [AssetCheckKey(AssetKey("mixed_shards"), "mixture_on_target")])
+        assert check[AssetCheckKey(AssetKey("mixed_shards"), "mixture_on_target")].status.value == "SUCCEEDED"
 
 
 def test_cli_build_refuses_a_bad_spec_before_any_work(make_spec, tmp_path):

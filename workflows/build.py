@@ -70,6 +70,6 @@ def _run(result, label: str, echo) -> bool:
     echo(f"  {label}: {'ok' if result.success else 'FAILED'} (run {result.run_id})")
     if not result.success:
         for ev in result.all_events:
-            if ev.is_failure and ev.step_failure_data and ev.step_failure_data.error:
+            if ev.is_step_failure and ev.step_failure_data.error:
                 echo("    " + ev.step_failure_data.error.message.strip().replace("\n", "\n    "))
     return result.success

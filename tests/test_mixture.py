@@ -1,0 +1,226 @@
+"""mixed_shards on the real corpus: quotas per phase, byte-identical rebuilds, megatron-core reading,
+lineage that leads back to the documents, and the trainer-side reader (resume, data parallelism)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from corpusmix.loader import SampleReader, TokenStream
+from corpusmix.manifest import manifest_path, read_manifest
+from corpusmix.mix import check_on_target, epoch_permutation, mix_stage
+from corpusmix.plan import PlanError, plan_stage
+from corpusmix.spec import load_spec
+from corpusmix.tokenize import tokenize_source
+from corpusmix.tokenizer import load_tokenizer, tokenizer_stage
+
+from .conftest import GPT2
+from .test_tokenize import QUIET, SOURCES, _build_to_quality
+
+MIXTURE = {"total_tokens": 3_000_000, "seq_len": 512, "seed": 3, "max_epochs": 4,
+           "schedule": {"type": "phases", "transition": "linear", "phases": [
+               {"name": "a", "end": 0.5, "weights": {"code": 1, "web": 1, "math": 2}},
+               {"name": "b", "end": 0.8, "weights": {"code": 3, "web": 0.5, "math": 1}},
+               {"name": "c", "end": 1.0, "weights": "unimax"}]}}
+
+
+def _respec(loaded, path, **changes):
+    spec = yaml.safe_load(loaded.path.read_text())
+    spec.update(changes)
+    path.write_text(yaml.safe_dump(spec))
+    return load_spec(path)
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mix")
+    loaded = _build_to_quality(root)
+    tokenizer_stage(loaded, **QUIET)
+    for n, _, _ in SOURCES:
+        tokenize_source(loaded, n, **QUIET)
+    loaded = _respec(loaded, root / "mix.yaml", mixture=MIXTURE, output={"shard_tokens": 500_000})
+    plan_stage(loaded, **QUIET)
+    manifest, _ = mix_stage(loaded, **QUIET)
+    return loaded, manifest
+
+
+def _dir(loaded, manifest):
+    return loaded.storage_root / manifest["outputs"][0]["path"].rsplit("/", 1)[0]
+
+
+def _lineage(loaded, manifest) -> pa.Table:
+    return pa.concat_tables([pq.read_table(loaded.storage_root / o["path"]) for o in manifest["outputs"]
+                             if o["kind"] == "lineage"])
+
+
+def test_quotas_per_phase_are_met(mixed):
+    loaded, m = mixed
+    plan = read_manifest(manifest_path(loaded.manifest_root, "mixture_plan", None))["details"]
+    assert m["counts"]["tokens_out"] == 3_000_001 and m["counts"]["shards"] == 6
+    for ph, want in zip(m["details"]["phases"], plan["phases"]):
+        for s, r in ph["sources"].items():
+            assert r["target"] == pytest.approx(want["quotas"][s])
+            assert abs(r["realised"] - r["target"]) <= max(0.005 * r["target"], r["tolerance"]), (ph["name"], s, r)
+            assert r["ok"]
+    # phases are contiguous, in order, and sum to the stream
+    assert sum(ph["tokens"] for ph in m["details"]["phases"]) == 3_000_001
+    lin = _lineage(loaded, m)
+    starts = lin.column("stream_start").to_numpy()
+    assert np.array_equal(np.sort(starts), starts)
+    assert np.array_equal(starts[1:], starts[:-1] + lin.column("n_tokens").to_numpy()[:-1])  # no gap, no overlap
+    phases = lin.column("phase").to_pylist()
+    assert phases == sorted(phases, key="abc".index)
+    assert check_on_target(loaded) == []
+
+
+def test_documents_follow_a_fresh_permutation_each_epoch(mixed):
+    loaded, m = mixed
+    lin = _lineage(loaded, m).to_pylist()
+    starts = [r for r in lin if r["doc_offset"] == 0]
+    web = [r for r in starts if r["source"] == "web"]
+    epochs = sorted({r["epoch"] for r in web})
+    assert epochs[:4] == [0, 1, 2, 3]  # web is planned at ~3.2 epochs
+    docs = pq.read_table(loaded.storage_root / next(
+        o["path"] for o in read_manifest(manifest_path(loaded.manifest_root, "tokenize", "web"))["outputs"]
+        if o["kind"] == "token_documents")).column("doc_id").to_pylist()
+    for e in epochs[:3]:  # complete epochs: every document exactly once, in the seeded permutation's order
+        ids = [r["doc_id"] for r in web if r["epoch"] == e]
+        assert ids == [docs[i] for i in epoch_permutation(3, "web", e, len(docs))]
+    assert [r["doc_id"] for r in web if r["epoch"] == 0] != [r["doc_id"] for r in web if r["epoch"] == 1]
+
+
+def test_shards_are_byte_identical_across_builds(mixed, tmp_path):
+    loaded, m = mixed
+    outdir = _dir(loaded, m)
+    before = {o["path"]: o["sha256"] for o in m["outputs"]}
+    shutil.rmtree(outdir)
+    code = ("import sys; from corpusmix.spec import load_spec; from corpusmix.mix import mix_stage;"
+            "mix_stage(load_spec(sys.argv[1]), progress=lambda m: None)")
+    r = subprocess.run([sys.executable, "-c", code, str(loaded.path)], capture_output=True, text=True,
+                       env=os.environ | {"PYTHONHASHSEED": "12345"})
+    assert r.returncode == 0, r.stderr
+    again = read_manifest(manifest_path(loaded.manifest_root, "mixed_shards", None))
+    assert {o["path"]: o["sha256"] for o in again["outputs"]} == before
+    assert again["content_hash"] == m["content_hash"]
+
+
+def test_megatron_core_reads_the_shards(mixed):
+    loaded, m = mixed
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from megatron.core.datasets.indexed_dataset import IndexedDataset
+    stream = TokenStream.from_dir(_dir(loaded, m))
+    lin = _lineage(loaded, m)
+    for k, info in enumerate(m["details"]["shards"]):
+        ds = IndexedDataset(str(_dir(loaded, m) / f"shard-{k:05d}"))
+        assert len(ds) == info["sequences"] and int(ds.sequence_lengths.sum()) == info["tokens"]
+        flat = np.concatenate([ds[i] for i in range(len(ds))])
+        assert np.array_equal(flat, stream.tokens(info["stream_start"], info["stream_end"]))
+        rows = lin.filter(pa.compute.equal(lin.column("shard"), k))
+        assert rows.column("sequence").to_pylist()[-1] == len(ds) - 1
+
+
+def test_lineage_leads_back_to_the_documents(mixed):
+    loaded, m = mixed
+    tok = load_tokenizer(str(GPT2))
+    stream = TokenStream.from_dir(_dir(loaded, m))
+    reader = SampleReader(stream, 512)
+    lin = _lineage(loaded, m)
+    starts = lin.column("stream_start").to_numpy()
+    texts, stores = {}, {}
+    for s, _, _ in SOURCES:
+        tm = read_manifest(manifest_path(loaded.manifest_root, "tokenize", s))
+        q = pq.read_table(loaded.storage_root / tm["inputs"][0]["path"], columns=["doc_id", "text"])
+        texts[s] = dict(zip(q.column("doc_id").to_pylist(), q.column("text").to_pylist()))
+        from corpusmix.indexed import IndexedReader
+
+        bin_out = next(o for o in tm["outputs"] if o["kind"] == "token_bin")
+        docs = pq.read_table(loaded.storage_root / next(o["path"] for o in tm["outputs"]
+                                                         if o["kind"] == "token_documents"))
+        stores[s] = (IndexedReader((loaded.storage_root / bin_out["path"]).with_suffix("")),
+                     dict(zip(docs.column("doc_id").to_pylist(), docs.column("sequence").to_pylist())))
+    rng = np.random.default_rng(0)
+    checked = 0
+    for k in rng.choice(len(reader), 60, replace=False):
+        lo, hi = int(k) * 512, int(k) * 512 + 513
+        first = int(np.searchsorted(starts, lo, side="right")) - 1
+        last = int(np.searchsorted(starts, hi, side="left"))
+        for row in lin.slice(first, last - first).to_pylist():
+            a, b = max(lo, row["stream_start"]), min(hi, row["stream_start"] + row["n_tokens"])
+            piece = stream.tokens(a, b)
+            store, seq_of = stores[row["source"]]
+            doc_tokens = store[seq_of[row["doc_id"]]]
+            off = row["doc_offset"] + (a - row["stream_start"])
+            assert np.array_equal(piece, doc_tokens[off:off + (b - a)])  # the exact tokens of that document
+            text = tok.decode(piece[piece != 50256].tolist()).strip("\ufffd")
+            assert text in texts[row["source"]][row["doc_id"]]  # and they decode to its text
+            checked += 1
+    assert checked > 60
+
+
+def test_every_token_after_the_first_is_a_target_once_and_resume_and_ranks(mixed):
+    loaded, m = mixed
+    stream = TokenStream.from_dir(_dir(loaded, m))
+    reader = SampleReader(stream, 512)
+    assert len(reader) == 3_000_000 // 512
+    targets = np.concatenate([y for _, _, y in reader.iter()])
+    assert np.array_equal(targets, stream.tokens(1, len(reader) * 512 + 1))
+    inputs = np.concatenate([x for _, x, _ in reader.iter()])
+    assert np.array_equal(inputs, stream.tokens(0, len(reader) * 512))
+    full = [(k, x.tolist()) for k, x, _ in reader.iter()]
+    resumed = [(k, x.tolist()) for k, x, _ in reader.iter(start=1234)]
+    assert resumed == full[1234:]
+    world = 4
+    ranks = [list(reader.indices(start=8, rank=r, world=world)) for r in range(world)]
+    assert sorted(i for r in ranks for i in r) == list(range(8, len(reader)))  # no overlap, no gap
+    assert all(r[:3] == [8 + q, 8 + q + world, 8 + q + 2 * world] for q, r in enumerate(ranks))
+
+
+def test_torch_dataset_with_workers_keeps_the_rank_order(mixed):
+    import torch
+    from torch.utils.data import DataLoader
+
+    from corpusmix.torch_data import MixedShardsDataset
+
+    loaded, m = mixed
+    ds = MixedShardsDataset(_dir(loaded, m), 512, rank=1, world=3, start=30)
+    got = list(DataLoader(ds, batch_size=None, num_workers=2))
+    want = list(range(31, 3_000_000 // 512, 3))
+    assert [int(b["sample"]) for b in got] == want and len(ds) == len(want)
+    reader = SampleReader(TokenStream.from_dir(_dir(loaded, m)), 512)
+    x, y = reader[want[5]]
+    assert got[5]["input_ids"].dtype == torch.int64
+    assert got[5]["input_ids"].tolist() == x.tolist() and got[5]["labels"].tolist() == y.tolist()
+
+
+def test_a_plan_over_the_cap_stops_the_build(mixed, tmp_path):
+    loaded, _ = mixed
+    greedy = dict(MIXTURE, total_tokens=30_000_000)
+    over = _respec(loaded, tmp_path / "over.yaml", mixture=greedy)
+    with pytest.raises(PlanError, match="source 'web' would be repeated"):
+        plan_stage(over, **QUIET)
+
+
+def test_the_on_target_check_recounts_the_lineage_and_fails_when_it_is_off(mixed):
+    loaded, m = mixed
+    assert check_on_target(loaded) == []
+    lin_out = next(o for o in m["outputs"] if o["kind"] == "lineage")
+    path = loaded.storage_root / lin_out["path"]
+    original = path.read_bytes()
+    try:
+        t = pq.read_table(path)
+        relabelled = pa.array(["math" if s == "code" else s for s in t.column("source").to_pylist()])
+        pq.write_table(t.set_column(t.schema.get_field_index("source"), "source", relabelled), path)
+        off = check_on_target(loaded)
+        assert {(o["phase"], o["source"]) for o in off} >= {("a", "code"), ("a", "math")}
+    finally:
+        path.write_bytes(original)
