@@ -87,7 +87,7 @@ class IndexedWriter:
             raise ValueError(f"lengths sum to {int(lengths.sum())} but {len(tokens)} tokens were given")
         if len(lengths) and (lengths.min() < 0 or lengths.max() > np.iinfo(np.int32).max):
             raise ValueError("a sequence length is negative or does not fit the format's int32")
-        self._bin.write(np.ascontiguousarray(tokens, dtype=self.dtype).tobytes())
+        self._bin.write(memoryview(np.ascontiguousarray(tokens, dtype=self.dtype)))
         self._sizes.write(lengths.astype(np.int32).tobytes())
         self.sequences += len(lengths)
         self.tokens += len(tokens)
@@ -168,12 +168,14 @@ class IndexedReader:
         self.prefix = Path(prefix)
         self.index = read_index(self.prefix)
         bin_path, _ = paths(self.prefix)
-        self.tokens = (np.memmap(bin_path, mode="r", dtype=self.index.dtype) if bin_path.stat().st_size
+        # a plain ndarray view of the memmap: slicing it skips np.memmap's per-slice bookkeeping
+        self.tokens = (np.asarray(np.memmap(bin_path, mode="r", dtype=self.index.dtype)) if bin_path.stat().st_size
                        else np.empty(0, self.index.dtype))
+        self.starts = np.asarray(self.index.pointers) // self.index.dtype.itemsize  # first token of each sequence
 
     def __len__(self) -> int:
         return len(self.index)
 
     def __getitem__(self, i: int) -> np.ndarray:
-        start = int(self.index.pointers[i]) // self.index.dtype.itemsize
+        start = int(self.starts[i])
         return self.tokens[start:start + int(self.index.sizes[i])]

@@ -38,8 +38,7 @@ class TokenStream:
         if len(dtypes) != 1:
             raise ValueError(f"shards mix token dtypes {sorted(map(str, dtypes))}")
         self.dtype = dtypes.pop()
-        # plain ndarray views of the memmaps: slicing them skips np.memmap's per-slice bookkeeping
-        self._arrays = [np.asarray(r.tokens) for r in self.readers]
+        self._arrays = [r.tokens for r in self.readers]
         self._offsets = [0]
         for a in self._arrays:
             self._offsets.append(self._offsets[-1] + len(a))

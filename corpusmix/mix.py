@@ -28,9 +28,12 @@ epoch and offset inside the document.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
+import os
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -170,15 +173,21 @@ def _split(starts: np.ndarray, lengths: np.ndarray, cuts: np.ndarray) -> tuple[n
 
 
 class _ShardWriter:
-    """Accumulates token ranges for the current shard and writes it when full."""
+    """Accumulates token ranges for the current shard and writes it when full.
 
-    def __init__(self, staging: Path, sources: list[_Source], shard_tokens: int, tok, phase_names, bounds):
-        self.staging, self.sources, self.shard_tokens, self.tok = staging, sources, shard_tokens, tok
+    Checksums and fsyncs run on a helper thread (hashlib and fsync release the
+    GIL), overlapping the gathering of the next shard; ``close`` waits for them.
+    """
+
+    def __init__(self, staging: Path, sources: list[_Source], tok, phase_names, bounds):
+        self.staging, self.sources, self.tok = staging, sources, tok
         self.phase_names, self.bounds = phase_names, bounds
         self.rows: list[dict[str, np.ndarray]] = []
         self.shard = 0
         self.outputs: list[dict] = []
         self.shard_info: list[dict] = []
+        self._pool = ThreadPoolExecutor(max_workers=1)
+        self._pending: list[Future] = []
 
     def add(self, rows: dict[str, np.ndarray]) -> None:
         self.rows.append(rows)
@@ -195,52 +204,77 @@ class _ShardWriter:
                       (r["epoch"][1:] != r["epoch"][:-1]) | (r["offset"][1:] != r["offset"][:-1] + r["n"][:-1])
         sequence = np.cumsum(new_seq) - 1
         seq_lengths = np.bincount(sequence, weights=r["n"]).astype(np.int64)
-        views = []
-        for s, seq, off, n in zip(r["src"].tolist(), r["seq"].tolist(), r["offset"].tolist(), r["n"].tolist()):
-            views.append(self.sources[s].reader[seq][off:off + n])
-        tokens = np.concatenate(views) if views else np.empty(0, self.tok.dtype)
+        first = np.empty(len(r["src"]), np.int64)  # each row's first token in its source's store
+        for i, s in enumerate(self.sources):
+            sel = r["src"] == i
+            first[sel] = s.reader.starts[r["seq"][sel]] + r["offset"][sel]
+        arrays = [s.reader.tokens for s in self.sources]
+        tokens = np.concatenate([arrays[s][a:a + n] for s, a, n in zip(r["src"].tolist(), first.tolist(),
+                                                                         r["n"].tolist())])
         writer = IndexedWriter(self.staging / name, self.tok.dtype)
         writer.add(tokens, seq_lengths)
         writer.close()
         phase = np.searchsorted(self.bounds, r["start"], side="right") - 1
+        by_src = np.argsort(r["src"], kind="stable")
+        ids = pa.concat_arrays([self.sources[i].doc_ids.take(pa.array(r["seq"][r["src"] == i]))
+                                for i in range(len(self.sources))])
         lineage = pa.table({
             "stream_start": r["start"], "n_tokens": r["n"], "shard": np.full(len(r["n"]), self.shard, np.int32),
             "sequence": sequence, "phase": pa.array(np.array(self.phase_names, dtype=object)[phase], pa.string()),
             "source": pa.array(np.array([s.name for s in self.sources], dtype=object)[r["src"]], pa.string()),
-            "doc_id": pa.concat_arrays([self.sources[s].doc_ids.take(pa.array(r["seq"][r["src"] == s]))
-                                        for s in range(len(self.sources))]).take(
-                pa.array(np.argsort(np.argsort(r["src"], kind="stable"), kind="stable"))),
+            "doc_id": ids.take(pa.array(np.argsort(by_src, kind="stable"))),
             "epoch": r["epoch"].astype(np.int32), "doc_offset": r["offset"], "doc_tokens": r["doc_tokens"]},
             schema=LINEAGE_SCHEMA)
-        pq.write_table(lineage, self.staging / f"lineage-{self.shard:05d}.parquet", row_group_size=max(1, len(r["n"])),
-                       **PARQUET_OPTS)
-        per_phase: dict[str, dict[str, int]] = {}
-        longest: dict[str, dict[str, int]] = {}  # per phase and source: the longest document placed there
-        for p, s, n, d in zip(phase.tolist(), r["src"].tolist(), r["n"].tolist(), r["doc_tokens"].tolist()):
-            name_p, name_s = self.phase_names[p], self.sources[s].name
-            per_phase.setdefault(name_p, {})[name_s] = per_phase.get(name_p, {}).get(name_s, 0) + n
-            longest.setdefault(name_p, {})[name_s] = max(longest.get(name_p, {}).get(name_s, 0), d)
-        info = {"shard": self.shard, "tokens": int(len(tokens)), "sequences": int(len(seq_lengths)),
+        lin_name = f"lineage-{self.shard:05d}.parquet"
+        pq.write_table(lineage, self.staging / lin_name, row_group_size=max(1, len(r["n"])), **PARQUET_OPTS)
+        n_src = len(self.sources)
+        key = phase * n_src + r["src"]
+        cells = np.bincount(key, weights=r["n"], minlength=len(self.phase_names) * n_src).astype(np.int64)
+        longest = np.zeros(len(self.phase_names) * n_src, np.int64)
+        np.maximum.at(longest, key, r["doc_tokens"])
+        per_phase, longest_doc = {}, {}  # per phase and source: tokens, and the longest document placed there
+        for k in np.flatnonzero(cells):
+            p, s = divmod(int(k), n_src)
+            per_phase.setdefault(self.phase_names[p], {})[self.sources[s].name] = int(cells[k])
+            longest_doc.setdefault(self.phase_names[p], {})[self.sources[s].name] = int(longest[k])
+        info = {"shard": self.shard, "tokens": writer.tokens, "sequences": int(len(seq_lengths)),
                 "documents_started": int((r["offset"] == 0).sum()),
                 "stream_start": int(r["start"][0]), "stream_end": int(r["start"][-1] + r["n"][-1]),
-                "phases": per_phase, "longest_document": longest,
-                "tokens_per_source": {s.name: int(r["n"][r["src"] == i].sum()) for i, s in enumerate(self.sources)
-                                      if (r["src"] == i).any()},
+                "phases": per_phase, "longest_document": longest_doc,
+                "tokens_per_source": {self.sources[s].name: int(t) for s, t in
+                                      enumerate(np.bincount(r["src"], weights=r["n"], minlength=n_src)) if t},
                 "dtype": self.tok.dtype.name, "eos_id": self.tok.eos_id, "tokenizer_sha256": self.tok.sha256}
+        self.shard_info.append(info)
+        self._pending.append(self._pool.submit(self._seal, name, lin_name, info, len(r["n"])))
+        self.shard += 1
+
+    def _seal(self, name: str, lin_name: str, info: dict, lineage_rows: int) -> list[dict]:
+        """Checksums of a written shard, its manifest file, and the outputs entries."""
+        out = []
         for suffix, kind in ((".bin", "shard_bin"), (".idx", "shard_index")):
             f = self.staging / (name + suffix)
             info[f"{suffix[1:]}_sha256"] = sha256_file(f)
-            self.outputs.append({"name": f.name, "kind": kind, "rows": len(seq_lengths), "sha256": info[f"{suffix[1:]}_sha256"],
-                                 "bytes": f.stat().st_size, "tokens": len(tokens) if kind == "shard_bin" else 0})
+            out.append({"name": f.name, "kind": kind, "rows": info["sequences"], "sha256": info[f"{suffix[1:]}_sha256"],
+                        "bytes": f.stat().st_size, "tokens": info["tokens"] if kind == "shard_bin" else 0})
         body = orjson.dumps(info, option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2)
         (self.staging / f"{name}.json").write_bytes(body)
-        lin = self.staging / f"lineage-{self.shard:05d}.parquet"
-        self.outputs += [{"name": f"{name}.json", "kind": "shard_manifest", "rows": 1,
-                          "sha256": hashlib.sha256(body).hexdigest(), "bytes": len(body), "tokens": 0},
-                         {"name": lin.name, "kind": "lineage", "rows": len(r["n"]), "sha256": sha256_file(lin),
-                          "bytes": lin.stat().st_size, "tokens": 0}]
-        self.shard_info.append(info)
-        self.shard += 1
+        lin = self.staging / lin_name
+        out += [{"name": f"{name}.json", "kind": "shard_manifest", "rows": 1, "sha256": hashlib.sha256(body).hexdigest(),
+                 "bytes": len(body), "tokens": 0},
+                {"name": lin_name, "kind": "lineage", "rows": lineage_rows, "sha256": sha256_file(lin),
+                 "bytes": lin.stat().st_size, "tokens": 0}]
+        for f in (f"{name}.bin", f"{name}.idx", f"{name}.json", lin_name):
+            with open(self.staging / f, "rb") as fh:
+                os.fsync(fh.fileno())
+        return out
+
+    def close(self) -> None:
+        """Wait for every shard's checksums (in shard order); raises what a helper raised."""
+        try:
+            for fut in self._pending:
+                self.outputs += fut.result()
+        finally:
+            self._pool.shutdown(wait=True)
 
 
 def mix_stage(loaded: LoadedSpec, progress: Callable[[str], None] | None = None) -> tuple[dict, Path]:
@@ -270,7 +304,7 @@ def mix_stage(loaded: LoadedSpec, progress: Callable[[str], None] | None = None)
     staging = new_staging_dir(out_parent)
     position = 0
     try:
-        writer = _ShardWriter(staging, sources, shard_tokens, tok, names, bounds)
+        writer = _ShardWriter(staging, sources, tok, names, bounds)
         window = 0
         while position < total:
             until = float((window + 1) * shard_tokens)
@@ -306,6 +340,7 @@ def mix_stage(loaded: LoadedSpec, progress: Callable[[str], None] | None = None)
                 writer.add({key: v[sel] for key, v in rows.items()})
             progress(f"[mixed_shards] {position:,} / {total:,} tokens placed")
         writer.flush()
+        writer.close()
         stage_cfg = {"plan": plan_manifest["version"], "tokenizer": tok_manifest["version"],
                      "shard_tokens": shard_tokens}
         version = canonical_hash({"code": code_version(), "config": stage_cfg,
@@ -313,6 +348,9 @@ def mix_stage(loaded: LoadedSpec, progress: Callable[[str], None] | None = None)
         realised = realised_vs_target(plan, writer.shard_info)
         publish_dir(staging, out_parent / version)
     except BaseException:
+        if "writer" in locals():
+            with contextlib.suppress(Exception):  # the first error is the one to report
+                writer.close()
         discard_dir(staging)
         raise
     elapsed = time.perf_counter() - t0
