@@ -172,11 +172,17 @@ def _split(starts: np.ndarray, lengths: np.ndarray, cuts: np.ndarray) -> tuple[n
     return owner, piece_start, piece_end - piece_start
 
 
+def _labels(codes: np.ndarray, names: list[str]) -> pa.Array:
+    """A string column from small integer codes, built in Arrow (no Python object per row)."""
+    return pa.DictionaryArray.from_arrays(pa.array(codes, pa.int32()), pa.array(names, pa.string())).cast(pa.string())
+
+
 class _ShardWriter:
     """Accumulates token ranges for the current shard and writes it when full.
 
-    Checksums and fsyncs run on a helper thread (hashlib and fsync release the
-    GIL), overlapping the gathering of the next shard; ``close`` waits for them.
+    Writing, checksums and fsyncs run on a helper thread (file writes, hashlib and
+    fsync release the GIL), overlapping the gathering of the next shard; ``close``
+    waits for them.
     """
 
     def __init__(self, staging: Path, sources: list[_Source], tok, phase_names, bounds):
@@ -211,33 +217,27 @@ class _ShardWriter:
         arrays = [s.reader.tokens for s in self.sources]
         tokens = np.concatenate([arrays[s][a:a + n] for s, a, n in zip(r["src"].tolist(), first.tolist(),
                                                                          r["n"].tolist())])
-        writer = IndexedWriter(self.staging / name, self.tok.dtype)
-        writer.add(tokens, seq_lengths)
-        writer.close()
         phase = np.searchsorted(self.bounds, r["start"], side="right") - 1
         by_src = np.argsort(r["src"], kind="stable")
         ids = pa.concat_arrays([self.sources[i].doc_ids.take(pa.array(r["seq"][r["src"] == i]))
                                 for i in range(len(self.sources))])
         lineage = pa.table({
             "stream_start": r["start"], "n_tokens": r["n"], "shard": np.full(len(r["n"]), self.shard, np.int32),
-            "sequence": sequence, "phase": pa.array(np.array(self.phase_names, dtype=object)[phase], pa.string()),
-            "source": pa.array(np.array([s.name for s in self.sources], dtype=object)[r["src"]], pa.string()),
+            "sequence": sequence, "phase": _labels(phase, self.phase_names),
+            "source": _labels(r["src"], [s.name for s in self.sources]),
             "doc_id": ids.take(pa.array(np.argsort(by_src, kind="stable"))),
             "epoch": r["epoch"].astype(np.int32), "doc_offset": r["offset"], "doc_tokens": r["doc_tokens"]},
             schema=LINEAGE_SCHEMA)
         lin_name = f"lineage-{self.shard:05d}.parquet"
-        pq.write_table(lineage, self.staging / lin_name, row_group_size=max(1, len(r["n"])), **PARQUET_OPTS)
         n_src = len(self.sources)
         key = phase * n_src + r["src"]
         cells = np.bincount(key, weights=r["n"], minlength=len(self.phase_names) * n_src).astype(np.int64)
-        longest = np.zeros(len(self.phase_names) * n_src, np.int64)
-        np.maximum.at(longest, key, r["doc_tokens"])
         per_phase, longest_doc = {}, {}  # per phase and source: tokens, and the longest document placed there
         for k in np.flatnonzero(cells):
             p, s = divmod(int(k), n_src)
             per_phase.setdefault(self.phase_names[p], {})[self.sources[s].name] = int(cells[k])
-            longest_doc.setdefault(self.phase_names[p], {})[self.sources[s].name] = int(longest[k])
-        info = {"shard": self.shard, "tokens": writer.tokens, "sequences": int(len(seq_lengths)),
+            longest_doc.setdefault(self.phase_names[p], {})[self.sources[s].name] = int(r["doc_tokens"][key == k].max())
+        info = {"shard": self.shard, "tokens": int(len(tokens)), "sequences": int(len(seq_lengths)),
                 "documents_started": int((r["offset"] == 0).sum()),
                 "stream_start": int(r["start"][0]), "stream_end": int(r["start"][-1] + r["n"][-1]),
                 "phases": per_phase, "longest_document": longest_doc,
@@ -245,11 +245,19 @@ class _ShardWriter:
                                       enumerate(np.bincount(r["src"], weights=r["n"], minlength=n_src)) if t},
                 "dtype": self.tok.dtype.name, "eos_id": self.tok.eos_id, "tokenizer_sha256": self.tok.sha256}
         self.shard_info.append(info)
-        self._pending.append(self._pool.submit(self._seal, name, lin_name, info, len(r["n"])))
+        self._pending.append(self._pool.submit(self._write, name, tokens, seq_lengths, lin_name, lineage, info))
+        while len(self._pending) > 1:  # at most one shard waits while one is written: memory stays bounded
+            self.outputs += self._pending.pop(0).result()
         self.shard += 1
 
-    def _seal(self, name: str, lin_name: str, info: dict, lineage_rows: int) -> list[dict]:
-        """Checksums of a written shard, its manifest file, and the outputs entries."""
+    def _write(self, name: str, tokens: np.ndarray, seq_lengths: np.ndarray, lin_name: str, lineage: pa.Table,
+               info: dict) -> list[dict]:
+        """Write a shard, its lineage and its manifest file, checksum and fsync them; the outputs entries."""
+        writer = IndexedWriter(self.staging / name, self.tok.dtype)
+        writer.add(tokens, seq_lengths)
+        writer.close()
+        pq.write_table(lineage, self.staging / lin_name, row_group_size=max(1, lineage.num_rows), **PARQUET_OPTS)
+        lineage_rows = lineage.num_rows
         out = []
         for suffix, kind in ((".bin", "shard_bin"), (".idx", "shard_index")):
             f = self.staging / (name + suffix)
