@@ -28,17 +28,11 @@ import numpy as np
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, SOURCES, write_spec  # noqa: E402
+from common import REPO, SOURCES, build_through, write_spec  # noqa: E402
 
-from corpusmix.dedup import cross_source_dedup, dedup_source  # noqa: E402
-from corpusmix.ingest import ingest_source  # noqa: E402
 from corpusmix.loader import SampleReader, TokenStream  # noqa: E402
 from corpusmix.mix import mix_stage  # noqa: E402
-from corpusmix.plan import plan_stage  # noqa: E402
-from corpusmix.quality import quality_source  # noqa: E402
 from corpusmix.spec import load_spec  # noqa: E402
-from corpusmix.tokenize import tokenize_source  # noqa: E402
-from corpusmix.tokenizer import tokenizer_stage  # noqa: E402
 
 
 def raw_write(tokens: np.ndarray, path: Path, fsync: bool) -> float:
@@ -68,16 +62,7 @@ def main() -> None:
             src.update({k: theirs[k] for k in ("quality", "filters") if k in theirs})
         spec_path.write_text(yaml.safe_dump(spec))
         loaded = load_spec(spec_path)
-        for s in SOURCES:
-            ingest_source(loaded, s, progress=quiet)
-            dedup_source(loaded, s, progress=quiet)
-        cross_source_dedup(loaded, progress=quiet)
-        for s in SOURCES:
-            quality_source(loaded, s, progress=quiet)
-        tokenizer_stage(loaded, progress=quiet)
-        for s in SOURCES:
-            tokenize_source(loaded, s, progress=quiet)
-        plan_stage(loaded, progress=quiet)
+        build_through(loaded, "mixture_plan")
         m, _ = mix_stage(loaded, progress=quiet)  # warm the page cache of the token stores
         out_dir = loaded.storage_root / m["outputs"][0]["path"].rsplit("/", 1)[0]
         tokens = np.concatenate([r.tokens for r in TokenStream.from_dir(out_dir).readers])

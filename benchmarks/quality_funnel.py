@@ -15,10 +15,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import SOURCES, write_spec  # noqa: E402
+from common import SOURCES, build_through, write_spec  # noqa: E402
 
-from corpusmix.dedup import cross_source_dedup, dedup_source  # noqa: E402
-from corpusmix.ingest import ingest_source  # noqa: E402
 from corpusmix.quality import quality_source  # noqa: E402
 from corpusmix.spec import load_spec  # noqa: E402
 
@@ -27,10 +25,7 @@ def main() -> None:
     quiet = lambda m: None  # noqa: E731
     with tempfile.TemporaryDirectory() as tmp:
         loaded = load_spec(write_spec(Path(tmp), SOURCES, 0))
-        for s in SOURCES:
-            ingest_source(loaded, s, progress=quiet)
-            dedup_source(loaded, s, progress=quiet)
-        cross_source_dedup(loaded, progress=quiet)
+        build_through(loaded, "cross_source_dedup")
         for s in SOURCES:
             t = time.perf_counter()
             m, _ = quality_source(loaded, s, progress=quiet)

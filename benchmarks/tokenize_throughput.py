@@ -22,18 +22,15 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import SOURCES, write_spec  # noqa: E402
+from common import SOURCES, build_through, write_spec  # noqa: E402
 
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
-from corpusmix.dedup import cross_source_dedup, dedup_source  # noqa: E402
-from corpusmix.ingest import ingest_source  # noqa: E402
 from corpusmix.manifest import manifest_path, read_manifest  # noqa: E402
-from corpusmix.quality import quality_source  # noqa: E402
 from corpusmix.spec import load_spec  # noqa: E402
 from corpusmix.tokenize import tokenize_source  # noqa: E402
-from corpusmix.tokenizer import load_tokenizer, tokenizer_stage  # noqa: E402
+from corpusmix.tokenizer import load_tokenizer  # noqa: E402
 
 
 def main() -> None:
@@ -45,13 +42,7 @@ def main() -> None:
     quiet = lambda m: None  # noqa: E731
     with tempfile.TemporaryDirectory() as tmp:
         loaded = load_spec(write_spec(Path(tmp), SOURCES, 2))
-        for s in SOURCES:
-            ingest_source(loaded, s, progress=quiet)
-            dedup_source(loaded, s, progress=quiet)
-        cross_source_dedup(loaded, progress=quiet)
-        for s in SOURCES:
-            quality_source(loaded, s, progress=quiet)
-        tokenizer_stage(loaded, progress=quiet)
+        build_through(loaded, "tokenizer")
         tok = load_tokenizer(str(loaded.resolve(loaded.spec.tokenizer.path)))
         times: dict[str, dict[str, list[float]]] = {s: {"raw": [], "stage": []} for s in names}
         info: dict[str, dict] = {}

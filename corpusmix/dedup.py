@@ -44,7 +44,13 @@ from schemas.tables import ARROW_SCHEMAS, DUPLICATES, INGEST_DOCUMENTS, validate
 
 from .hashing import mix64, word_hashes
 from .manifest import (
-    code_version, downstream_manifest, input_refs, manifest_path, output_ref, read_manifest, stage_manifest, utc_now,
+    code_version,
+    downstream_manifest,
+    input_refs,
+    output_ref,
+    require_manifest,
+    stage_manifest,
+    utc_now,
     write_manifest,
 )
 from .parquet_io import PartWriter, write_parquet
@@ -506,11 +512,7 @@ def dedup_source(loaded: LoadedSpec, source_name: str,
     cfg = loaded.spec.dedup
     source = loaded.source(source_name)
     started, t0 = utc_now(), time.perf_counter()
-    up_path = manifest_path(loaded.manifest_root, UPSTREAM, source.name)
-    if not up_path.is_file():
-        raise FileNotFoundError(f"source {source.name!r}: no ingest manifest at {up_path}; "
-                                f"materialize ingest[{source.name}] first")
-    up = read_manifest(up_path)
+    up_path, up = require_manifest(loaded.manifest_root, UPSTREAM, source.name)
     est = TokenEstimate(**{k: v for k, v in up["token_counting"].items() if k != "description"})
     parts = [loaded.storage_root / o["path"] for o in up["outputs"] if o["kind"] == "documents"]
     progress(f"[{source.name}] dedup: {up['counts']['documents_out']} documents in {len(parts)} part(s)")
@@ -583,11 +585,7 @@ def cross_source_dedup(loaded: LoadedSpec, progress: Callable[[str], None] | Non
     started, t0 = utc_now(), time.perf_counter()
     ups, parts, part_source = [], [], []
     for name in loaded.source_names:
-        up_path = manifest_path(loaded.manifest_root, STAGE, name)
-        if not up_path.is_file():
-            raise FileNotFoundError(f"no dedup manifest for source {name!r} at {up_path}; "
-                                    f"materialize dedup for every source first")
-        up = read_manifest(up_path)
+        up_path, up = require_manifest(loaded.manifest_root, STAGE, name)
         ups.append((name, up_path, up))
         for o in up["outputs"]:
             if o["kind"] == "documents":
@@ -648,10 +646,7 @@ def cross_source_dedup(loaded: LoadedSpec, progress: Callable[[str], None] | Non
 
 def cross_source_drops(loaded: LoadedSpec, source: str) -> set[str]:
     """The doc_ids of ``source`` that another, higher-ranked source already holds."""
-    path = manifest_path(loaded.manifest_root, CROSS_STAGE, None)
-    if not path.is_file():
-        raise FileNotFoundError(f"no cross-source dedup manifest at {path}; materialize {CROSS_STAGE} first")
-    out = read_manifest(path)["outputs"][0]
+    out = require_manifest(loaded.manifest_root, CROSS_STAGE, None)[1]["outputs"][0]
     table = pq.read_table(loaded.storage_root / out["path"], columns=["source", "doc_id"])
     mask = pc.equal(table.column("source"), source)
     return set(table.filter(mask).column("doc_id").to_pylist())

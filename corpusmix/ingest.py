@@ -36,8 +36,8 @@ from schemas.tables import ARROW_SCHEMAS, INGEST_DOCUMENTS, QUARANTINE, nul_mask
 
 from .executor import make_executor
 from .hashing import mix64
-from .parquet_io import PARQUET_OPTS, PartWriter
 from .manifest import code_version, tool_versions, utc_now, write_manifest
+from .parquet_io import PARQUET_OPTS, PartWriter
 from .readers import BadRecord, FileReadResult, UnreadableFileError, read_unit
 from .spec import Format, Ingest, LoadedSpec, Source, canonical_hash, file_format
 from .storage import discard_dir, new_staging_dir, publish_dir, sha256_file

@@ -81,6 +81,15 @@ def read_manifest(path: Path) -> dict:
     return data
 
 
+def require_manifest(manifest_root: Path, asset: str, partition: str | None) -> tuple[Path, dict]:
+    """The manifest a stage reads from upstream, or an error naming the asset and partition to build first."""
+    path = manifest_path(manifest_root, asset, partition)
+    if not path.is_file():
+        which = f"{asset}[{partition}]" if partition else asset
+        raise FileNotFoundError(f"no {asset} manifest at {path}: materialize {which} first")
+    return path, read_manifest(path)
+
+
 def iter_manifests(manifest_root: Path) -> list[Path]:
     return sorted(p for p in manifest_root.rglob("*.json") if not p.name.startswith("."))
 

@@ -33,8 +33,8 @@ import hashlib
 import logging
 import os
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,7 +45,14 @@ import pyarrow.parquet as pq
 
 from .indexed import IndexedReader, IndexedWriter
 from .manifest import (
-    code_version, manifest_path, output_ref, read_manifest, stage_manifest, utc_now, write_manifest,
+    code_version,
+    manifest_path,
+    output_ref,
+    read_manifest,
+    require_manifest,
+    stage_manifest,
+    utc_now,
+    write_manifest,
 )
 from .parquet_io import PARQUET_OPTS
 from .plan import STAGE as PLAN_STAGE
@@ -144,10 +151,7 @@ class _Source:
 def _open_sources(loaded: LoadedSpec) -> tuple[list[_Source], list[dict]]:
     sources, ups = [], []
     for name in loaded.source_names:
-        path = manifest_path(loaded.manifest_root, UPSTREAM, name)
-        if not path.is_file():
-            raise FileNotFoundError(f"no {UPSTREAM} manifest for {name!r} at {path}; materialize {UPSTREAM} first")
-        m = read_manifest(path)
+        m = require_manifest(loaded.manifest_root, UPSTREAM, name)[1]
         ups.append(m)
         out = {o["kind"]: o for o in m["outputs"]}
         reader = IndexedReader((loaded.storage_root / out["token_bin"]["path"]).with_suffix(""))

@@ -48,7 +48,16 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from .manifest import code_version, manifest_path, output_ref, read_manifest, stage_manifest, utc_now, write_manifest
+from .manifest import (
+    code_version,
+    manifest_path,
+    output_ref,
+    read_manifest,
+    require_manifest,
+    stage_manifest,
+    utc_now,
+    write_manifest,
+)
 from .spec import Baseline, LoadedSpec, canonical_hash
 from .storage import discard_dir, new_staging_dir, publish_dir, sha256_file
 
@@ -269,9 +278,7 @@ def plan_stage(loaded: LoadedSpec, progress: Callable[[str], None] | None = None
     progress = progress or log.info
     started, t0 = utc_now(), time.perf_counter()
     avail = availability(loaded, exact_only=True)
-    ups = [(manifest_path(loaded.manifest_root, UPSTREAM, s), read_manifest(manifest_path(loaded.manifest_root,
-                                                                                          UPSTREAM, s)))
-           for s in loaded.source_names]
+    ups = [require_manifest(loaded.manifest_root, UPSTREAM, s) for s in loaded.source_names]
     plan = make_plan(loaded, avail)
     body = orjson.dumps(plan, option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2)
     stage_cfg = {"mixture": loaded.spec.mixture.model_dump(mode="json"),
@@ -304,10 +311,7 @@ def plan_stage(loaded: LoadedSpec, progress: Callable[[str], None] | None = None
 
 def load_plan(loaded: LoadedSpec) -> tuple[dict, dict]:
     """The plan the ``mixture_plan`` asset published, and its manifest."""
-    path = manifest_path(loaded.manifest_root, STAGE, None)
-    if not path.is_file():
-        raise FileNotFoundError(f"no mixture plan manifest at {path}; materialize {STAGE} first")
-    m = read_manifest(path)
+    m = require_manifest(loaded.manifest_root, STAGE, None)[1]
     return orjson.loads((loaded.storage_root / m["outputs"][0]["path"]).read_bytes()), m
 
 

@@ -30,7 +30,13 @@ import pyarrow.parquet as pq
 from schemas.tables import ARROW_SCHEMAS, QUALITY_DOCUMENTS, REJECTIONS, validate_table
 
 from .dedup import CROSS_STAGE, cross_source_drops
-from .manifest import code_version, downstream_manifest, manifest_path, read_manifest, utc_now, write_manifest
+from .manifest import (
+    code_version,
+    downstream_manifest,
+    require_manifest,
+    utc_now,
+    write_manifest,
+)
 from .parquet_io import PartWriter, write_parquet
 from .quality_rules import evaluate, resolve_rules
 from .spec import LoadedSpec, canonical_hash
@@ -59,13 +65,8 @@ def quality_source(loaded: LoadedSpec, source_name: str,
     progress = progress or log.info
     source = loaded.source(source_name)
     started, t0 = utc_now(), time.perf_counter()
-    up_path = manifest_path(loaded.manifest_root, UPSTREAM, source.name)
-    if not up_path.is_file():
-        raise FileNotFoundError(f"no dedup manifest for {source.name!r} at {up_path}; materialize dedup first")
-    if not manifest_path(loaded.manifest_root, CROSS_STAGE, None).is_file():
-        raise FileNotFoundError(f"no {CROSS_STAGE} manifest; materialize it (after every source's dedup) first")
-    up = read_manifest(up_path)
-    cross = read_manifest(manifest_path(loaded.manifest_root, CROSS_STAGE, None))
+    up_path, up = require_manifest(loaded.manifest_root, UPSTREAM, source.name)
+    cross = require_manifest(loaded.manifest_root, CROSS_STAGE, None)[1]
     drops = cross_source_drops(loaded, source.name)
     est = TokenEstimate(**{k: v for k, v in up["token_counting"].items() if k != "description"})
     rules = resolve_rules(source.kind, source.filters.rules, source.filters.overrides)

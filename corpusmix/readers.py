@@ -21,8 +21,8 @@ Memory is bounded by the block size (plus the longest single line).
 
 from __future__ import annotations
 
-import hashlib
 import base64
+import hashlib
 import io
 import json
 import re
@@ -31,8 +31,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import orjson
 import numpy as np
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pajson

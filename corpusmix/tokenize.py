@@ -18,8 +18,8 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +30,13 @@ from schemas.tables import ARROW_SCHEMAS, TOKENIZED_DOCUMENTS, validate_table
 
 from .indexed import IndexedWriter
 from .manifest import (
-    code_version, input_refs, manifest_path, output_ref, read_manifest, stage_manifest, utc_now, write_manifest,
+    code_version,
+    input_refs,
+    output_ref,
+    require_manifest,
+    stage_manifest,
+    utc_now,
+    write_manifest,
 )
 from .parquet_io import PARQUET_OPTS
 from .spec import LoadedSpec, canonical_hash
@@ -109,10 +115,7 @@ def tokenize_source(loaded: LoadedSpec, source_name: str,
     progress = progress or log.info
     source = loaded.source(source_name)
     started, t0 = utc_now(), time.perf_counter()
-    up_path = manifest_path(loaded.manifest_root, UPSTREAM, source.name)
-    if not up_path.is_file():
-        raise FileNotFoundError(f"no {UPSTREAM} manifest for {source.name!r} at {up_path}; materialize it first")
-    up = read_manifest(up_path)
+    up_path, up = require_manifest(loaded.manifest_root, UPSTREAM, source.name)
     info, tok_manifest = built_tokenizer(loaded)
     parts = [loaded.storage_root / o["path"] for o in up["outputs"] if o["kind"] == "documents"]
     progress(f"[{source.name}] tokenize: {up['counts']['documents_out']} documents, "

@@ -35,7 +35,13 @@ import pyarrow.parquet as pq
 
 from .indexed import token_dtype
 from .manifest import (
-    code_version, input_refs, manifest_path, output_ref, read_manifest, stage_manifest, utc_now, write_manifest,
+    code_version,
+    input_refs,
+    output_ref,
+    require_manifest,
+    stage_manifest,
+    utc_now,
+    write_manifest,
 )
 from .spec import LoadedSpec, canonical_hash
 from .storage import discard_dir, new_staging_dir, publish_dir, sha256_file
@@ -157,7 +163,7 @@ def training_sample(loaded: LoadedSpec, stats: dict[str, list[int]]) -> Iterator
     ``stats`` receives [documents, bytes] per source as the stream is consumed.
     """
     cfg = loaded.spec.tokenizer.train
-    ups = [read_manifest(manifest_path(loaded.manifest_root, UPSTREAM, s)) for s in loaded.source_names]
+    ups = [require_manifest(loaded.manifest_root, UPSTREAM, s)[1] for s in loaded.source_names]
     total = sum(u["counts"]["bytes_out"] for u in ups)
     threshold = _sample_threshold(cfg.sample_bytes / max(1, total))
     for name, up in zip(loaded.source_names, ups):
@@ -209,17 +215,12 @@ def tokenizer_stage(loaded: LoadedSpec, progress: Callable[[str], None] | None =
             progress(f"[tokenizer] using {src} (sha256 {inputs[0]['sha256'][:16]}…)")
         else:
             cfg = spec_tok.train
-            ups = [(manifest_path(loaded.manifest_root, UPSTREAM, s), s) for s in loaded.source_names]
-            missing = [s for p, s in ups if not p.is_file()]
-            if missing:
-                raise FileNotFoundError(f"training the tokenizer needs every source's {UPSTREAM} output; "
-                                        f"missing for {missing}: materialize {UPSTREAM} for them first")
-            up_manifests = [(p, read_manifest(p)) for p, _ in ups]
+            up_manifests = [require_manifest(loaded.manifest_root, UPSTREAM, s) for s in loaded.source_names]
             inputs = [ref for p, m in up_manifests for ref in input_refs(loaded, p, m)]
             upstream_versions = [m["version"] for _, m in up_manifests]
             stage_cfg = {"origin": "trained", "train": cfg.model_dump(mode="json"), "eos_token": spec_tok.eos_token}
             progress(f"[tokenizer] training a byte-level BPE (vocab {cfg.vocab_size}) on a seeded "
-                     f"~{cfg.sample_bytes / 2**20:.0f} MiB sample of {len(ups)} sources")
+                     f"~{cfg.sample_bytes / 2**20:.0f} MiB sample of {len(up_manifests)} sources")
             stats: dict[str, list[int]] = {}
             t_train = time.perf_counter()
             tok = train_bpe(training_sample(loaded, stats), cfg.vocab_size, cfg.special_tokens, cfg.min_frequency)
@@ -254,10 +255,7 @@ def tokenizer_stage(loaded: LoadedSpec, progress: Callable[[str], None] | None =
 
 def built_tokenizer(loaded: LoadedSpec) -> tuple[TokenizerInfo, dict]:
     """The tokenizer the ``tokenizer`` asset published, checked against its manifest."""
-    path = manifest_path(loaded.manifest_root, STAGE, None)
-    if not path.is_file():
-        raise FileNotFoundError(f"no tokenizer manifest at {path}; materialize the {STAGE} asset first")
-    m = read_manifest(path)
+    path, m = require_manifest(loaded.manifest_root, STAGE, None)
     out = next(o for o in m["outputs"] if o["kind"] == "tokenizer")
     file = loaded.storage_root / out["path"]
     if not file.is_file() or sha256_file(file) != out["sha256"]:
