@@ -3,9 +3,12 @@ its rates as metadata, and `corpusmix build` records runs in a persistent instan
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+
+import pytest
 
 from dagster import AssetCheckKey, AssetKey, DagsterInstance, materialize
 
@@ -68,6 +71,13 @@ def test_cli_build_records_runs_in_the_instance(make_spec, tmp_path, monkeypatch
     assert "telemetry" in (home / "dagster.yaml").read_text()
     v = subprocess.run([sys.executable, "-m", "corpusmix.cli", "verify", str(spec)], capture_output=True, text=True)
     assert v.returncode == 0, v.stderr  # per-source and global manifests all check out
+    p = subprocess.run([sys.executable, "-m", "corpusmix.cli", "plan", str(spec)], capture_output=True, text=True)
+    assert p.returncode == 0 and "availability exact (tokenize)" in p.stdout, p.stderr
+    assert [line.split()[0] for line in p.stdout.splitlines()[3:5]] == ["math", "dialogue"]
+    j = subprocess.run([sys.executable, "-m", "corpusmix.cli", "plan", "--json", str(spec)], capture_output=True,
+                       text=True)
+    plan = json.loads(j.stdout)
+    assert plan["error"] is None and plan["per_source"]["math"]["allocated"] == pytest.approx(500_000)
     with DagsterInstance.get() as instance:
         assert sorted(run.job_name for run in instance.get_runs()) == [
             "corpus_job", "mixture_job", "quality_job", "quality_job", "source_job", "source_job", "tokenize_job",

@@ -224,3 +224,25 @@ def test_the_on_target_check_recounts_the_lineage_and_fails_when_it_is_off(mixed
         assert {(o["phase"], o["source"]) for o in off} >= {("a", "code"), ("a", "math")}
     finally:
         path.write_bytes(original)
+
+
+def test_cumulative_tokens_track_the_target_at_every_shard_boundary(mixed):
+    """At each shard boundary X, every source's realised tokens so far are within one document
+    (the longest placed in the shards on either side, of any source) of its cumulative target."""
+    loaded, m = mixed
+    plan = read_manifest(manifest_path(loaded.manifest_root, "mixture_plan", None))
+    plan_file = loaded.storage_root / plan["outputs"][0]["path"]
+    import orjson
+
+    grid = orjson.loads(plan_file.read_bytes())["grid"]
+    x = np.array(grid["x"])
+    realised = {s: 0 for s, _, _ in SOURCES}
+    shards = m["details"]["shards"]
+    for k, info in enumerate(shards[:-1]):
+        for s, n in info["tokens_per_source"].items():
+            realised[s] += n
+        boundary = info["stream_end"]
+        near = [d for sh in shards[max(0, k - 1):k + 2] for ph in sh["longest_document"].values() for d in ph.values()]
+        for s in realised:
+            target = np.interp(boundary, x, np.array(grid["cumulative"][s]))
+            assert abs(realised[s] - target) <= max(near), (k, s, realised[s], target)

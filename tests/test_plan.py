@@ -134,3 +134,12 @@ def test_example_specs_validate_and_plan(example):
     docs = {"wiki": 770, "web": 860, "books": 787, "code": 1233, "math": 8792, "dialogue": 11479}
     plan = make_plan(loaded, Availability(tokens, docs, "test"))
     assert sum(r["allocated"] for r in plan["per_source"].values()) == pytest.approx(loaded.spec.mixture.total_tokens)
+
+
+def test_plan_cli_before_any_build_says_what_to_build(make_spec):
+    import subprocess
+    import sys
+
+    spec = make_spec([{"name": "a", "kind": "math", "paths": [MATH]}])
+    r = subprocess.run([sys.executable, "-m", "corpusmix.cli", "plan", str(spec)], capture_output=True, text=True)
+    assert r.returncode == 1 and "source 'a'" in r.stderr and "materialize at least ingest" in r.stderr
