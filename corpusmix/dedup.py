@@ -44,17 +44,18 @@ from schemas.tables import ARROW_SCHEMAS, DUPLICATES, INGEST_DOCUMENTS, validate
 
 from .hashing import mix64, word_hashes
 from .manifest import (
-    code_version,
+    content_key,
     downstream_manifest,
     input_refs,
     output_ref,
     require_manifest,
     stage_manifest,
+    up_to_date,
     utc_now,
     write_manifest,
 )
 from .parquet_io import PartWriter, write_parquet
-from .spec import Dedup, LoadedSpec, Normalize, canonical_hash
+from .spec import Dedup, LoadedSpec, Normalize
 from .storage import discard_dir, new_staging_dir, publish_dir
 from .tokencount import TokenEstimate
 
@@ -505,6 +506,23 @@ def _audit_pairs(parts: list[Path], idx: _Index, res: DedupResult, k: int) -> li
     return out
 
 
+def dedup_key(loaded: LoadedSpec, source_name: str) -> tuple[dict, str]:
+    """Config and content key of a source's dedup: the dedup section and the ingest version."""
+    up = require_manifest(loaded.manifest_root, UPSTREAM, source_name)[1]
+    stage_cfg = {"dedup": loaded.spec.dedup.model_dump(mode="json"), "source": source_name}
+    return stage_cfg, content_key(stage_cfg, up["version"])
+
+
+def cross_source_key(loaded: LoadedSpec) -> tuple[dict, str]:
+    """Config and content key of the cross-source step: its settings, the source order, every dedup version."""
+    cfg = loaded.spec.dedup
+    stage_cfg = {"dedup": cfg.cross_source.model_dump(mode="json") | {"normalize": cfg.normalize.model_dump(mode="json"),
+                                                                    "near": cfg.near.model_dump(mode="json")},
+                 "sources": loaded.source_names}
+    versions = [require_manifest(loaded.manifest_root, STAGE, s)[1]["version"] for s in loaded.source_names]
+    return stage_cfg, content_key(stage_cfg, versions)
+
+
 def dedup_source(loaded: LoadedSpec, source_name: str,
                  progress: Callable[[str], None] | None = None) -> tuple[dict, Path]:
     """Build the dedup partition of one source from its ingest outputs; returns (manifest, path)."""
@@ -513,6 +531,10 @@ def dedup_source(loaded: LoadedSpec, source_name: str,
     source = loaded.source(source_name)
     started, t0 = utc_now(), time.perf_counter()
     up_path, up = require_manifest(loaded.manifest_root, UPSTREAM, source.name)
+    stage_cfg, version = dedup_key(loaded, source.name)
+    if hit := up_to_date(loaded, STAGE, source.name, version):
+        progress(f"[{source.name}] dedup: up to date (version {version}); nothing to do")
+        return hit
     est = TokenEstimate(**{k: v for k, v in up["token_counting"].items() if k != "description"})
     parts = [loaded.storage_root / o["path"] for o in up["outputs"] if o["kind"] == "documents"]
     progress(f"[{source.name}] dedup: {up['counts']['documents_out']} documents in {len(parts)} part(s)")
@@ -535,8 +557,6 @@ def dedup_source(loaded: LoadedSpec, source_name: str,
         dups = duplicates_table(idx, res, lambda p: source.name)
         dup_out = write_parquet(dups, staging / "duplicates.parquet")
         audit = _audit_pairs(parts, idx, res, cfg.audit_pairs)
-        stage_cfg = {"dedup": cfg.model_dump(mode="json"), "source": source.name}
-        version = canonical_hash({"code": code_version(), "config": stage_cfg, "upstream": up["version"]})[:20]
         final = out_parent / version
         if not publish_dir(staging, final):
             progress(f"[{source.name}] identical output already published at {final}")
@@ -591,6 +611,10 @@ def cross_source_dedup(loaded: LoadedSpec, progress: Callable[[str], None] | Non
             if o["kind"] == "documents":
                 parts.append(loaded.storage_root / o["path"])
                 part_source += [name] * o["rows"]
+    stage_cfg, version = cross_source_key(loaded)
+    if hit := up_to_date(loaded, CROSS_STAGE, None, version):
+        progress(f"[cross-source] up to date (version {version}); nothing to do")
+        return hit
     cross = cfg.model_copy(update={"representative": "first", "exact": cfg.cross_source.exact,
                                    "near": cfg.near.model_copy(update={"enabled": cfg.cross_source.near})})
     if cross.exact or cross.near.enabled:
@@ -601,9 +625,6 @@ def cross_source_dedup(loaded: LoadedSpec, progress: Callable[[str], None] | Non
         res = DedupResult({}, Counter(), 0, 0, 0)
     rows = sorted(res.removed.items())
     table = duplicates_table(idx, res, part_source.__getitem__)
-    stage_cfg = {"dedup": cross.model_dump(mode="json"), "sources": loaded.source_names}
-    version = canonical_hash({"code": code_version(), "config": stage_cfg,
-                              "upstream": [u["version"] for _, _, u in ups]})[:20]
     out_parent = loaded.storage_root / CROSS_STAGE
     staging = new_staging_dir(out_parent)
     try:

@@ -36,7 +36,7 @@ from schemas.tables import ARROW_SCHEMAS, INGEST_DOCUMENTS, QUARANTINE, nul_mask
 
 from .executor import make_executor
 from .hashing import mix64
-from .manifest import code_version, tool_versions, utc_now, write_manifest
+from .manifest import code_version, content_key, tool_versions, up_to_date, utc_now, write_manifest
 from .parquet_io import PARQUET_OPTS, PartWriter
 from .readers import BadRecord, FileReadResult, UnreadableFileError, read_unit
 from .spec import Format, Ingest, LoadedSpec, Source, canonical_hash, file_format
@@ -308,9 +308,27 @@ def _glob_base(pattern: str) -> str:
     return str(Path(*base)) if base else "."
 
 
+def source_files_rel(loaded: LoadedSpec, source: Source) -> list[tuple[Path, str]]:
+    """A source's files in ingest order, each with its path relative to the common base of the globs.
+
+    Recording relative paths means moving the spec or the data changes neither the
+    output bytes nor the content key, and two globs cannot give two files one name.
+    """
+    files = loaded.source_files(source)
+    base = os.path.commonpath([str(loaded.resolve(_glob_base(p))) for p in source.paths])
+    if any(f == Path(base) for f in files):  # a glob naming one file: its base is the file itself
+        base = str(Path(base).parent)
+    return [(f, os.path.relpath(f, base)) for f in files]
+
+
+def ingest_key(loaded: LoadedSpec, source: Source) -> tuple[dict, str]:
+    """The stage config and content key of a source's ingest: its spec section and its files' checksums."""
+    stage_cfg = {"source": source.model_dump(mode="json"), "ingest": loaded.spec.ingest.model_dump(mode="json")}
+    return stage_cfg, content_key(stage_cfg, [(rel, sha256_file(f)) for f, rel in source_files_rel(loaded, source)])
+
+
 def plan_units(loaded: LoadedSpec, source: Source, staging: Path) -> list[Unit]:
     """Cut a source's files into independent units, in a fixed order (the output order)."""
-    files = loaded.source_files(source)
     units: list[Unit] = []
     text_group: list[tuple[str, str]] = []
     text_bytes = 0
@@ -322,14 +340,7 @@ def plan_units(loaded: LoadedSpec, source: Source, staging: Path) -> list[Unit]:
                               source, loaded.spec.ingest, str(staging)))
             text_group, text_bytes = [], 0
 
-    # Paths are recorded relative to the common base of the source's globs, so that moving the
-    # spec or the data changes neither the output bytes nor the content key, and two globs
-    # cannot give two files the same name.
-    base = os.path.commonpath([str(loaded.resolve(_glob_base(p))) for p in source.paths])
-    if any(f == Path(base) for f in files):  # a glob naming one file: its base is the file itself
-        base = str(Path(base).parent)
-    for f in files:
-        rel = os.path.relpath(f, base)
+    for f, rel in source_files_rel(loaded, source):
         fmt = file_format(source, f)
         if fmt is Format.TEXT:
             text_group.append((str(f), rel))
@@ -434,6 +445,10 @@ def ingest_source(loaded: LoadedSpec, source_name: str, executor=None,
     progress = progress or log.info
     source = loaded.source(source_name)
     started, t0 = utc_now(), time.perf_counter()
+    stage_cfg, version = ingest_key(loaded, source)
+    if hit := up_to_date(loaded, STAGE, source.name, version):
+        progress(f"[{source.name}] ingest: up to date (version {version}: same files, spec section and code)")
+        return hit
     out_parent = loaded.storage_root / STAGE / source.name
     staging = new_staging_dir(out_parent)
     try:
@@ -460,7 +475,9 @@ def ingest_source(loaded: LoadedSpec, source_name: str, executor=None,
         if errors:
             raise IngestError(_unreadable_message(errors, source))
         _move_cross_unit_duplicates(staging, results, loaded.spec.ingest, source)
-        manifest = _build_manifest(loaded, source, staging, results, started, t0)
+        manifest = _build_manifest(loaded, source, staging, results, stage_cfg, started, t0)
+        if manifest["version"] != version:
+            raise IngestError(f"source {source.name!r}: input files changed while they were read; run again")
         final = out_parent / manifest["version"]
         if not publish_dir(staging, final):
             progress(f"[{source.name}] identical output already published at {final} (content key match)")
@@ -487,15 +504,13 @@ def _file_sha(path: str) -> str:
 
 
 def _build_manifest(loaded: LoadedSpec, source: Source, staging: Path, results: list[UnitResult],
-                    started: str, t0: float) -> dict:
+                    stage_cfg: dict, started: str, t0: float) -> dict:
     tok = loaded.spec.tokenizer
     tok_path = loaded.resolve(tok.path) if tok.path else None
     samples = [s for r in results for s in r.samples]
     est: TokenEstimate = calibrate(samples, tok_path, _file_sha(str(tok_path)) if tok_path else None)
     inputs = [i for r in results for i in r.inputs]
-    stage_cfg = {"source": source.model_dump(mode="json"), "ingest": loaded.spec.ingest.model_dump(mode="json")}
-    version = canonical_hash({"code": code_version(), "config": stage_cfg,
-                              "inputs": [(i["path"], i["sha256"]) for i in inputs]})[:20]
+    version = content_key(stage_cfg, [(i["path"], i["sha256"]) for i in inputs])
     reasons: dict[str, list[int]] = {}
     for r in results:
         for k, (n, b) in r.reasons.items():

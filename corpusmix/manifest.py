@@ -90,6 +90,33 @@ def require_manifest(manifest_root: Path, asset: str, partition: str | None) -> 
     return path, read_manifest(path)
 
 
+def content_key(stage_cfg: dict, upstream) -> str:
+    """A stage's output version: its config, what it reads (upstream versions or input checksums), the code."""
+    from .spec import canonical_hash
+
+    return canonical_hash({"code": code_version(), "config": stage_cfg, "upstream": upstream})[:20]
+
+
+def up_to_date(loaded, asset: str, partition: str | None, version: str) -> tuple[dict, Path] | None:
+    """The current manifest when it already has ``version`` and every output it names is intact
+    (present, recorded size and sha256): then the stage has nothing to do. A damaged or missing
+    output makes the stage run again, which repairs it."""
+    path = manifest_path(loaded.manifest_root, asset, partition)
+    if not path.is_file():
+        return None
+    try:
+        m = read_manifest(path)
+    except Exception:  # noqa: BLE001 - an unreadable manifest is simply not up to date
+        return None
+    if m["version"] != version:
+        return None
+    for o in m["outputs"]:
+        f = loaded.storage_root / o["path"]
+        if not f.is_file() or f.stat().st_size != o["bytes"] or sha256_file(f) != o["sha256"]:
+            return None
+    return m, path
+
+
 def iter_manifests(manifest_root: Path) -> list[Path]:
     return sorted(p for p in manifest_root.rglob("*.json") if not p.name.startswith("."))
 

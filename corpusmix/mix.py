@@ -45,19 +45,20 @@ import pyarrow.parquet as pq
 
 from .indexed import IndexedReader, IndexedWriter
 from .manifest import (
-    code_version,
+    content_key,
     manifest_path,
     output_ref,
     read_manifest,
     require_manifest,
     stage_manifest,
+    up_to_date,
     utc_now,
     write_manifest,
 )
 from .parquet_io import PARQUET_OPTS
 from .plan import STAGE as PLAN_STAGE
 from .plan import load_plan
-from .spec import LoadedSpec, canonical_hash
+from .spec import LoadedSpec
 from .storage import discard_dir, new_staging_dir, publish_dir, sha256_file
 from .tokenizer import built_tokenizer
 
@@ -289,10 +290,23 @@ class _ShardWriter:
             self._pool.shutdown(wait=True)
 
 
+def mix_key(loaded: LoadedSpec) -> tuple[dict, str]:
+    """Config and content key of the shards: plan and tokenizer versions, shard size, every tokenize version."""
+    stage_cfg = {"plan": require_manifest(loaded.manifest_root, PLAN_STAGE, None)[1]["version"],
+                 "tokenizer": require_manifest(loaded.manifest_root, "tokenizer", None)[1]["version"],
+                 "shard_tokens": loaded.spec.output.shard_tokens}
+    versions = [require_manifest(loaded.manifest_root, UPSTREAM, s)[1]["version"] for s in loaded.source_names]
+    return stage_cfg, content_key(stage_cfg, versions)
+
+
 def mix_stage(loaded: LoadedSpec, progress: Callable[[str], None] | None = None) -> tuple[dict, Path]:
     """Materialize the mixed shards for the plan the ``mixture_plan`` asset published."""
     progress = progress or log.info
     started, t0 = utc_now(), time.perf_counter()
+    stage_cfg, version = mix_key(loaded)
+    if hit := up_to_date(loaded, STAGE, None, version):
+        progress(f"[mixed_shards] up to date (version {version}); nothing to do")
+        return hit
     plan, plan_manifest = load_plan(loaded)
     tok, tok_manifest = built_tokenizer(loaded)
     sources, ups = _open_sources(loaded)
@@ -353,10 +367,6 @@ def mix_stage(loaded: LoadedSpec, progress: Callable[[str], None] | None = None)
             progress(f"[mixed_shards] {position:,} / {total:,} tokens placed")
         writer.flush()
         writer.close()
-        stage_cfg = {"plan": plan_manifest["version"], "tokenizer": tok_manifest["version"],
-                     "shard_tokens": shard_tokens}
-        version = canonical_hash({"code": code_version(), "config": stage_cfg,
-                                  "upstream": [m["version"] for m in ups]})[:20]
         realised = realised_vs_target(plan, writer.shard_info)
         publish_dir(staging, out_parent / version)
     except BaseException:

@@ -49,16 +49,17 @@ import numpy as np
 import orjson
 
 from .manifest import (
-    code_version,
+    content_key,
     manifest_path,
     output_ref,
     read_manifest,
     require_manifest,
     stage_manifest,
+    up_to_date,
     utc_now,
     write_manifest,
 )
-from .spec import Baseline, LoadedSpec, canonical_hash
+from .spec import Baseline, LoadedSpec
 from .storage import discard_dir, new_staging_dir, publish_dir, sha256_file
 
 log = logging.getLogger("corpusmix.plan")
@@ -273,18 +274,26 @@ def availability(loaded: LoadedSpec, exact_only: bool = False) -> Availability:
     return Availability(tokens, documents, ", ".join(sorted(methods)))
 
 
+def plan_key(loaded: LoadedSpec) -> tuple[dict, str]:
+    """Config and content key of the plan: the mixture section, source qualities, every tokenize version."""
+    stage_cfg = {"mixture": loaded.spec.mixture.model_dump(mode="json"),
+                 "quality": {s: loaded.source(s).quality for s in loaded.source_names}}
+    versions = [require_manifest(loaded.manifest_root, UPSTREAM, s)[1]["version"] for s in loaded.source_names]
+    return stage_cfg, content_key(stage_cfg, versions)
+
+
 def plan_stage(loaded: LoadedSpec, progress: Callable[[str], None] | None = None) -> tuple[dict, Path]:
     """The ``mixture_plan`` asset: the plan on exact counts, as plan.json plus a manifest."""
     progress = progress or log.info
     started, t0 = utc_now(), time.perf_counter()
-    avail = availability(loaded, exact_only=True)
     ups = [require_manifest(loaded.manifest_root, UPSTREAM, s) for s in loaded.source_names]
+    stage_cfg, version = plan_key(loaded)
+    if hit := up_to_date(loaded, STAGE, None, version):
+        progress(f"[mixture_plan] up to date (version {version}); nothing to do")
+        return hit
+    avail = availability(loaded, exact_only=True)
     plan = make_plan(loaded, avail)
     body = orjson.dumps(plan, option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2)
-    stage_cfg = {"mixture": loaded.spec.mixture.model_dump(mode="json"),
-                 "quality": {s: loaded.source(s).quality for s in loaded.source_names}}
-    version = canonical_hash({"code": code_version(), "config": stage_cfg,
-                              "upstream": [m["version"] for _, m in ups]})[:20]
     out_parent = loaded.storage_root / STAGE
     staging = new_staging_dir(out_parent)
     try:

@@ -29,11 +29,12 @@ import pyarrow.parquet as pq
 
 from schemas.tables import ARROW_SCHEMAS, QUALITY_DOCUMENTS, REJECTIONS, validate_table
 
-from .dedup import CROSS_STAGE, cross_source_drops
+from .dedup import cross_source_drops
 from .manifest import (
-    code_version,
+    content_key,
     downstream_manifest,
     require_manifest,
+    up_to_date,
     utc_now,
     write_manifest,
 )
@@ -59,6 +60,18 @@ def _sample_key(doc_id: str) -> bytes:
     return hashlib.blake2b(doc_id.encode(), digest_size=8).digest()
 
 
+def quality_key(loaded: LoadedSpec, source_name: str) -> tuple[dict, str]:
+    """Config and content key of a source's quality stage: its resolved rules, its dedup version and
+    its own cross-source drop list (not the whole list: a change in another source that drops
+    nothing here leaves this partition current)."""
+    source = loaded.source(source_name)
+    up = require_manifest(loaded.manifest_root, UPSTREAM, source_name)[1]
+    stage_cfg = {"rules": resolve_rules(source.kind, source.filters.rules, source.filters.overrides),
+                 "source": source_name, "audit_samples": loaded.spec.quality.audit_samples}
+    drops = canonical_hash(sorted(cross_source_drops(loaded, source_name)))
+    return stage_cfg, content_key(stage_cfg, [up["version"], drops])
+
+
 def quality_source(loaded: LoadedSpec, source_name: str,
                    progress: Callable[[str], None] | None = None) -> tuple[dict, Path]:
     """Build the quality partition of one source; returns (manifest, manifest path)."""
@@ -66,14 +79,16 @@ def quality_source(loaded: LoadedSpec, source_name: str,
     source = loaded.source(source_name)
     started, t0 = utc_now(), time.perf_counter()
     up_path, up = require_manifest(loaded.manifest_root, UPSTREAM, source.name)
-    cross = require_manifest(loaded.manifest_root, CROSS_STAGE, None)[1]
+    stage_cfg, version = quality_key(loaded, source.name)
+    rules, k = stage_cfg["rules"], stage_cfg["audit_samples"]
+    if hit := up_to_date(loaded, STAGE, source.name, version):
+        progress(f"[{source.name}] quality: up to date (version {version}); nothing to do")
+        return hit
     drops = cross_source_drops(loaded, source.name)
     est = TokenEstimate(**{k: v for k, v in up["token_counting"].items() if k != "description"})
-    rules = resolve_rules(source.kind, source.filters.rules, source.filters.overrides)
     parts = [loaded.storage_root / o["path"] for o in up["outputs"] if o["kind"] == "documents"]
     progress(f"[{source.name}] quality: {len(rules)} rules ({', '.join(rules)}) on "
              f"{up['counts']['documents_out']} documents; {len(drops)} cross-source duplicates to drop")
-    k = loaded.spec.quality.audit_samples
     per_rule: dict[str, list[int]] = {r: [0, 0, 0] for r in [*rules, CROSS]}  # docs, bytes, docs only this rule
     overlap: Counter = Counter()
     audit: dict[str, list[tuple[bytes, dict]]] = {r: [] for r in [*rules, CROSS]}
@@ -132,9 +147,6 @@ def quality_source(loaded: LoadedSpec, source_name: str,
         audit_rows = [{"rule": r, "doc_id": x["doc_id"], "value": x["value"], "head": x["head"]}
                       for r, v in audit.items() for _, x in v]
         audit_out = write_parquet(pa.Table.from_pylist(audit_rows, schema=AUDIT_SCHEMA), staging / "audit.parquet")
-        stage_cfg = {"rules": rules, "source": source.name, "audit_samples": k}
-        version = canonical_hash({"code": code_version(), "config": stage_cfg, "upstream": up["version"],
-                                  "cross": cross["version"]})[:20]
         publish_dir(staging, out_parent / version)
     except BaseException:
         discard_dir(staging)

@@ -30,16 +30,17 @@ from schemas.tables import ARROW_SCHEMAS, TOKENIZED_DOCUMENTS, validate_table
 
 from .indexed import IndexedWriter
 from .manifest import (
-    code_version,
+    content_key,
     input_refs,
     output_ref,
     require_manifest,
     stage_manifest,
+    up_to_date,
     utc_now,
     write_manifest,
 )
 from .parquet_io import PARQUET_OPTS
-from .spec import LoadedSpec, canonical_hash
+from .spec import LoadedSpec
 from .storage import discard_dir, new_staging_dir, publish_dir, sha256_file
 from .tokenizer import PIECE_CHARS, TokenizerInfo, built_tokenizer, pieces
 
@@ -109,6 +110,16 @@ def _batches(parts: list[Path]):
         yield acc
 
 
+def tokenize_key(loaded: LoadedSpec, source_name: str) -> tuple[dict, str]:
+    """Config and content key of a source's tokenize stage: the tokenizer and the quality version."""
+    up = require_manifest(loaded.manifest_root, UPSTREAM, source_name)[1]
+    tok = require_manifest(loaded.manifest_root, "tokenizer", None)[1]
+    d = tok["details"]
+    stage_cfg = {"source": source_name, "piece_chars": PIECE_CHARS if d["split_long_documents"] else None,
+                 "tokenizer_sha256": tok["outputs"][0]["sha256"], "eos_id": d["eos_id"]}
+    return stage_cfg, content_key(stage_cfg, [up["version"], tok["version"]])
+
+
 def tokenize_source(loaded: LoadedSpec, source_name: str,
                     progress: Callable[[str], None] | None = None) -> tuple[dict, Path]:
     """Build the tokenize partition of one source; returns (manifest, manifest path)."""
@@ -117,6 +128,10 @@ def tokenize_source(loaded: LoadedSpec, source_name: str,
     started, t0 = utc_now(), time.perf_counter()
     up_path, up = require_manifest(loaded.manifest_root, UPSTREAM, source.name)
     info, tok_manifest = built_tokenizer(loaded)
+    stage_cfg, version = tokenize_key(loaded, source.name)
+    if hit := up_to_date(loaded, STAGE, source.name, version):
+        progress(f"[{source.name}] tokenize: up to date (version {version}); nothing to do")
+        return hit
     parts = [loaded.storage_root / o["path"] for o in up["outputs"] if o["kind"] == "documents"]
     progress(f"[{source.name}] tokenize: {up['counts']['documents_out']} documents, "
              f"{up['counts']['bytes_out'] / 1e6:.1f} MB with {info.path.name} (vocab {info.vocab_size}, "
@@ -175,10 +190,6 @@ def tokenize_source(loaded: LoadedSpec, source_name: str,
                 {"name": DOCS_FILE, "kind": "token_documents", "rows": n_out, "tokens": 0}]
         for o in outs:
             o |= {"sha256": sha256_file(staging / o["name"]), "bytes": (staging / o["name"]).stat().st_size}
-        stage_cfg = {"source": source.name, "piece_chars": PIECE_CHARS if info.split_long_documents else None,
-                     "tokenizer_sha256": info.sha256, "eos_id": info.eos_id}
-        version = canonical_hash({"code": code_version(), "config": stage_cfg, "upstream": up["version"],
-                                  "tokenizer": tok_manifest["version"]})[:20]
         publish_dir(staging, out_parent / version)
     except BaseException:
         discard_dir(staging)

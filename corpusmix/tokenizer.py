@@ -35,15 +35,16 @@ import pyarrow.parquet as pq
 
 from .indexed import token_dtype
 from .manifest import (
-    code_version,
+    content_key,
     input_refs,
     output_ref,
     require_manifest,
     stage_manifest,
+    up_to_date,
     utc_now,
     write_manifest,
 )
-from .spec import LoadedSpec, canonical_hash
+from .spec import LoadedSpec
 from .storage import discard_dir, new_staging_dir, publish_dir, sha256_file
 
 log = logging.getLogger("corpusmix.tokenizer")
@@ -194,11 +195,35 @@ def train_bpe(texts: Iterator[str], vocab_size: int, special_tokens: list[str], 
     return tok
 
 
+def _tokenizer_key(loaded: LoadedSpec) -> tuple[dict, str, list[dict]]:
+    spec_tok = loaded.spec.tokenizer
+    if spec_tok.path is not None:
+        src = loaded.resolve(spec_tok.path)
+        inputs = [{"path": str(src), "sha256": sha256_file(src), "bytes": src.stat().st_size,
+                   "upstream_manifest": None}]
+        stage_cfg = {"origin": "file", "sha256": inputs[0]["sha256"], "eos_token": spec_tok.eos_token}
+        return stage_cfg, content_key(stage_cfg, []), inputs
+    up_manifests = [require_manifest(loaded.manifest_root, UPSTREAM, s) for s in loaded.source_names]
+    stage_cfg = {"origin": "trained", "train": spec_tok.train.model_dump(mode="json"), "eos_token": spec_tok.eos_token}
+    return (stage_cfg, content_key(stage_cfg, [m["version"] for _, m in up_manifests]),
+            [ref for p, m in up_manifests for ref in input_refs(loaded, p, m)])
+
+
+def tokenizer_key(loaded: LoadedSpec) -> tuple[dict, str]:
+    """Config and content key of the tokenizer: the file's sha256, or the training config and every quality version."""
+    stage_cfg, version, _ = _tokenizer_key(loaded)
+    return stage_cfg, version
+
+
 def tokenizer_stage(loaded: LoadedSpec, progress: Callable[[str], None] | None = None) -> tuple[dict, Path]:
     """Publish the build's tokenizer (copied or trained) and its manifest."""
     progress = progress or log.info
     spec_tok = loaded.spec.tokenizer
     started, t0 = utc_now(), time.perf_counter()
+    stage_cfg, version, inputs = _tokenizer_key(loaded)
+    if hit := up_to_date(loaded, STAGE, None, version):
+        progress(f"[tokenizer] up to date (version {version}); nothing to do")
+        return hit
     out_parent = loaded.storage_root / STAGE
     staging = new_staging_dir(out_parent)
     details: dict = {"eos_token": spec_tok.eos_token}
@@ -207,20 +232,12 @@ def tokenizer_stage(loaded: LoadedSpec, progress: Callable[[str], None] | None =
         if spec_tok.path is not None:
             src = loaded.resolve(spec_tok.path)
             shutil.copyfile(src, staging / FILE_NAME)
-            inputs = [{"path": str(src), "sha256": sha256_file(src), "bytes": src.stat().st_size,
-                       "upstream_manifest": None}]
-            stage_cfg = {"origin": "file", "sha256": inputs[0]["sha256"], "eos_token": spec_tok.eos_token}
-            upstream_versions: list[str] = []
             details["origin"] = f"file {src}"
             progress(f"[tokenizer] using {src} (sha256 {inputs[0]['sha256'][:16]}…)")
         else:
             cfg = spec_tok.train
-            up_manifests = [require_manifest(loaded.manifest_root, UPSTREAM, s) for s in loaded.source_names]
-            inputs = [ref for p, m in up_manifests for ref in input_refs(loaded, p, m)]
-            upstream_versions = [m["version"] for _, m in up_manifests]
-            stage_cfg = {"origin": "trained", "train": cfg.model_dump(mode="json"), "eos_token": spec_tok.eos_token}
             progress(f"[tokenizer] training a byte-level BPE (vocab {cfg.vocab_size}) on a seeded "
-                     f"~{cfg.sample_bytes / 2**20:.0f} MiB sample of {len(up_manifests)} sources")
+                     f"~{cfg.sample_bytes / 2**20:.0f} MiB sample of {len(loaded.source_names)} sources")
             stats: dict[str, list[int]] = {}
             t_train = time.perf_counter()
             tok = train_bpe(training_sample(loaded, stats), cfg.vocab_size, cfg.special_tokens, cfg.min_frequency)
@@ -231,7 +248,6 @@ def tokenizer_stage(loaded: LoadedSpec, progress: Callable[[str], None] | None =
                         "train_seconds": round(time.perf_counter() - t_train, 3)}
             progress(f"[tokenizer] trained on {counts['documents_in']} documents ({counts['bytes_in']} bytes) "
                      f"in {details['train_seconds']} s")
-        version = canonical_hash({"code": code_version(), "config": stage_cfg, "upstream": upstream_versions})[:20]
         info = describe(staging / FILE_NAME, spec_tok.eos_token)
         out = {"name": FILE_NAME, "rows": info.vocab_size, "sha256": info.sha256,
                "bytes": (staging / FILE_NAME).stat().st_size}

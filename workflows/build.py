@@ -35,6 +35,12 @@ def run_build(spec_path: str | os.PathLike, sources: list[str] | None = None, ec
     unknown = sorted(set(chosen) - set(loaded.source_names))
     if unknown:
         raise SystemExit(f"unknown source(s) {unknown}; the spec's sources are {loaded.source_names}")
+    from corpusmix.freshness import everything_current, is_current, stale_sources
+
+    if set(chosen) == set(loaded.source_names) and everything_current(loaded):
+        # nothing would run: answer without starting Dagster (a no-op rebuild costs the checks only)
+        echo(f"up to date: every stage of {loaded.spec.name} has the content key it would compute now; no run started")
+        return True
     home = ensure_dagster_home()
     os.environ["CORPUSMIX_SPEC"] = str(loaded.path)
 
@@ -44,25 +50,34 @@ def run_build(spec_path: str | os.PathLike, sources: list[str] | None = None, ec
 
     defs = build_definitions(loaded.path)
 
-    def per_source(job: str, label: str) -> bool:
+    def per_source(job: str, label: str, stages: list[str]) -> bool:
+        todo = stale_sources(loaded, stages, chosen)
+        for src in sorted(set(chosen) - set(todo), key=chosen.index):
+            echo(f"  {src} {label}: up to date (no run)")
         return all([_run(defs.resolve_job_def(job).execute_in_process(
             partition_key=src, instance=instance, raise_on_error=False, run_config=QUIET), f"{src} {label}", echo)
-            for src in chosen])
+            for src in todo])
 
-    def once(job: str, label: str) -> bool:
+    def once(job: str, label: str, stages: list[str]) -> bool:
+        if all(is_current(loaded, st) for st in stages):
+            echo(f"  {label}: up to date (no run)")
+            return True
         return _run(defs.resolve_job_def(job).execute_in_process(instance=instance, raise_on_error=False,
                                                                   run_config=QUIET), label, echo)
 
     with DagsterInstance.get() as instance:
         echo(f"Dagster instance: {home}")
-        ok = per_source("source_job", "ingest + dedup")
+        ok = per_source("source_job", "ingest + dedup", ["ingest", "dedup"])
         if ok and set(chosen) != set(loaded.source_names):
             echo("  global stages and later: not run (only some sources were built; they need every source)")
             return ok
-        # Each phase needs the one before it complete for every source.
-        ok = (ok and once("corpus_job", "cross-source dedup") and per_source("quality_job", "quality")
-              and once("tokenizer_job", "tokenizer") and per_source("tokenize_job", "tokenize")
-              and once("mixture_job", "mixture plan + mixed shards"))
+        # Each phase needs the one before it complete for every source; a phase whose outputs
+        # already carry the content key it would compute now starts no run at all.
+        ok = (ok and once("corpus_job", "cross-source dedup", ["cross_source_dedup"])
+              and per_source("quality_job", "quality", ["quality"])
+              and once("tokenizer_job", "tokenizer", ["tokenizer"])
+              and per_source("tokenize_job", "tokenize", ["tokenize"])
+              and once("mixture_job", "mixture plan + mixed shards", ["mixture_plan", "mixed_shards"]))
     return ok
 
 
