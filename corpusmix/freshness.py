@@ -52,3 +52,13 @@ def everything_current(loaded: LoadedSpec) -> bool:
     """Every stage of every source, and every global stage, would skip itself."""
     return (not stale_sources(loaded, list(PER_SOURCE), loaded.source_names)
             and all(is_current(loaded, stage) for stage in GLOBAL))
+
+
+def source_fingerprint(loaded: LoadedSpec, source: str) -> str:
+    """A cheap fingerprint of a source's files (names, sizes, modification times) for a sensor to poll;
+    a change is then confirmed with the content key (checksums) before anything is rebuilt."""
+    from .ingest import source_files_rel
+    from .spec import canonical_hash
+
+    return canonical_hash([(rel, f.stat().st_size, f.stat().st_mtime_ns)
+                           for f, rel in source_files_rel(loaded, loaded.source(source))])

@@ -47,6 +47,15 @@ class Execution(_Strict):
     workers: int = Field(2, ge=0, description="Processes for shard-level work; 0 runs everything in-process.")
 
 
+class Automation(_Strict):
+    """When Dagster rebuilds on its own (needs the Dagster daemon: `dagster dev` starts one)."""
+
+    rebuild_cron: str | None = Field(None, description="Cron for a scheduled rebuild of stale sources, e.g. '0 3 * * *'.")
+    timezone: str = "UTC"
+    watch_sources: bool = Field(False, description="Start the source-file sensor running (else: off until switched on).")
+    sensor_interval_s: int = Field(60, ge=5, description="How often the sensor looks at the source files.")
+
+
 class Ingest(_Strict):
     block_bytes: int = Field(8 * MiB, ge=64 * 1024, description="Decompressed bytes parsed per batch.")
     part_bytes: int = Field(256 * MiB, ge=MiB, description="Text bytes per output Parquet part before rolling over.")
@@ -182,6 +191,7 @@ class Spec(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_\-.]{1,64}$")
     storage: Storage = Storage()
     execution: Execution = Execution()
+    automation: Automation = Automation()
     ingest: Ingest = Ingest()
     dedup: Dedup = Dedup()
     quality: Quality = Quality()
@@ -494,10 +504,18 @@ def _semantic_issues(loaded: LoadedSpec, check_files: bool) -> list[SpecIssue]:
         issues.append(SpecIssue("dedup.near.bands", f"bands * rows = {near.bands * near.rows} > num_perm = "
                                 f"{near.num_perm}", "lower bands or rows, or raise num_perm"))
     issues += _schedule_issues(spec.mixture.schedule, names)
+    if spec.automation.rebuild_cron is not None and not _valid_cron(spec.automation.rebuild_cron):
+        issues.append(SpecIssue("automation.rebuild_cron", f"{spec.automation.rebuild_cron!r} is not a cron expression",
+                                "use five fields: minute hour day-of-month month day-of-week, e.g. '0 3 * * *'"))
     if spec.mixture.total_tokens > 0 and 0 < spec.mixture.seq_len and spec.mixture.total_tokens < spec.mixture.seq_len:
         issues.append(SpecIssue("mixture.total_tokens", f"budget {spec.mixture.total_tokens} is shorter than one "
                                 f"sequence of seq_len {spec.mixture.seq_len}", "raise total_tokens or lower seq_len"))
     return issues
+
+
+def _valid_cron(expr: str) -> bool:
+    fields = expr.split()
+    return len(fields) == 5 and all(all(c.isdigit() or c in "*/,-" for c in f) for f in fields)
 
 
 _SCHEDULE_FIELDS = {"static": ("weights",), "phases": ("phases", "transition"),

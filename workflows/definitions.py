@@ -18,6 +18,7 @@ from assets.quality import build_quality_asset
 from assets.tokenize import build_tokenize_asset, build_tokenizer_asset
 from corpusmix.spec import load_spec
 
+from .automation import build_rebuild_schedule, build_source_sensor
 from .resources import CorpusSpec
 
 SPEC_ENV = "CORPUSMIX_SPEC"
@@ -39,24 +40,29 @@ def build_definitions(spec_path: str | os.PathLike) -> Definitions:
     tokenize = build_tokenize_asset(quality, tokenizer)
     plan = build_plan_asset(tokenize)
     shards, on_target = build_shards_asset(plan, tokenize)
+    jobs = [
+        define_asset_job("ingest_job", selection=[ingest], description="Ingest one source partition."),
+        define_asset_job("source_job", selection=[ingest, dedup],
+                         description="Every per-source stage of one source partition, in order."),
+        define_asset_job("corpus_job", selection=[cross],
+                         description="The global stages, over every source (run after source_job)."),
+        define_asset_job("quality_job", selection=[quality],
+                         description="Per-source stages after the global ones (run after corpus_job)."),
+        define_asset_job("tokenizer_job", selection=[tokenizer],
+                         description="The build's tokenizer (trained ones need every source's quality output)."),
+        define_asset_job("tokenize_job", selection=[tokenize],
+                         description="Tokenize one source partition (run after tokenizer_job)."),
+        define_asset_job("mixture_job", selection=AssetSelection.assets(plan, shards),
+                         description="Plan the mixture and write the mixed shards (run after every tokenize)."),
+    ]
+    source_job = jobs[1]
+    schedule = build_rebuild_schedule(str(loaded.path), source_job, loaded)
     return Definitions(
         assets=[ingest, dedup, cross, quality, tokenizer, tokenize, plan, shards],
         asset_checks=[on_target],
-        jobs=[
-            define_asset_job("ingest_job", selection=[ingest], description="Ingest one source partition."),
-            define_asset_job("source_job", selection=[ingest, dedup],
-                             description="Every per-source stage of one source partition, in order."),
-            define_asset_job("corpus_job", selection=[cross],
-                             description="The global stages, over every source (run after source_job)."),
-            define_asset_job("quality_job", selection=[quality],
-                             description="Per-source stages after the global ones (run after corpus_job)."),
-            define_asset_job("tokenizer_job", selection=[tokenizer],
-                             description="The build's tokenizer (trained ones need every source's quality output)."),
-            define_asset_job("tokenize_job", selection=[tokenize],
-                             description="Tokenize one source partition (run after tokenizer_job)."),
-            define_asset_job("mixture_job", selection=AssetSelection.assets(plan, shards),
-                             description="Plan the mixture and write the mixed shards (run after every tokenize)."),
-        ],
+        jobs=jobs,
+        sensors=[build_source_sensor(str(loaded.path), source_job, loaded)],
+        schedules=[schedule] if schedule else [],
         resources={"corpus": CorpusSpec(spec_path=str(loaded.path))},
     )
 
