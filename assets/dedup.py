@@ -9,6 +9,7 @@ from corpusmix.dedup import cross_source_dedup as cross_source_dedup_stage
 from corpusmix.dedup import dedup_source
 from workflows.resources import CorpusSpec
 
+from .checks import previous_manifest, stage_check_results, stage_check_specs
 from .metadata import fmt, markdown_table, stage_metadata
 
 
@@ -19,11 +20,14 @@ def build_dedup_asset(ingest: AssetsDefinition):
         deps=[ingest],
         group_name="corpus",
         kinds={"parquet", "python"},
+        check_specs=stage_check_specs("dedup"),
         description="Exact + MinHash-LSH near-duplicate removal within the source; writes the surviving "
                     "documents and a duplicates table (cluster, representative, kind, Jaccard).",
     )
     def dedup(context: AssetExecutionContext, corpus: CorpusSpec) -> MaterializeResult:
-        manifest, path = dedup_source(corpus.load(), context.partition_key, progress=context.log.info)
+        loaded = corpus.load()
+        previous = previous_manifest(loaded, "dedup", context.partition_key)
+        manifest, path = dedup_source(loaded, context.partition_key, progress=context.log.info)
         md = stage_metadata(manifest, path)
         c, details = manifest["counts"], manifest["details"]
         md |= {
@@ -34,7 +38,8 @@ def build_dedup_asset(ingest: AssetsDefinition):
             "cluster_sizes": MetadataValue.json(details["cluster_sizes"]),
             "audit_pairs": _audit_table(details["audit_pairs"]),
         }
-        return MaterializeResult(metadata=md, data_version=DataVersion(manifest["version"]))
+        return MaterializeResult(metadata=md, data_version=DataVersion(manifest["version"]),
+                                 check_results=stage_check_results(loaded, manifest, path, previous))
 
     return dedup
 
@@ -53,11 +58,14 @@ def build_cross_source_asset(dedup: AssetsDefinition):
         deps=[AssetDep(dedup, partition_mapping=AllPartitionMapping())],
         group_name="corpus",
         kinds={"parquet", "python"},
+        check_specs=stage_check_specs("cross_source_dedup"),
         description="Duplicates across sources enter once, from the source ranked first in the spec: "
                     "a drop list over every source's dedup output.",
     )
     def cross_source_dedup(context: AssetExecutionContext, corpus: CorpusSpec) -> MaterializeResult:
-        manifest, path = cross_source_dedup_stage(corpus.load(), progress=context.log.info)
+        loaded = corpus.load()
+        previous = previous_manifest(loaded, "cross_source_dedup", None)
+        manifest, path = cross_source_dedup_stage(loaded, progress=context.log.info)
         md = stage_metadata(manifest, path)
         md |= {
             "removed_exact": manifest["counts"]["removed_exact"],
@@ -65,6 +73,7 @@ def build_cross_source_asset(dedup: AssetsDefinition):
             "removed_from_kept_in": MetadataValue.json(manifest["details"]["pairs_removed_from_kept"]),
             "audit_pairs": _audit_table(manifest["details"]["audit_pairs"]),
         }
-        return MaterializeResult(metadata=md, data_version=DataVersion(manifest["version"]))
+        return MaterializeResult(metadata=md, data_version=DataVersion(manifest["version"]),
+                                 check_results=stage_check_results(loaded, manifest, path, previous))
 
     return cross_source_dedup

@@ -5,6 +5,7 @@ from dagster import AssetExecutionContext, DataVersion, MaterializeResult, Parti
 from corpusmix.ingest import ingest_source
 from workflows.resources import CorpusSpec
 
+from .checks import previous_manifest, stage_check_results, stage_check_specs
 from .metadata import stage_metadata
 
 
@@ -14,11 +15,15 @@ def build_ingest_asset(partitions: PartitionsDefinition):
         partitions_def=partitions,
         group_name="corpus",
         kinds={"parquet", "python"},
+        check_specs=stage_check_specs("ingest"),
         description="Raw source files -> documents (zstd Parquet, schema-validated) + quarantine table. "
                     "Per source: documents/tokens in and out, acceptance rates, quarantine per reason.",
     )
     def ingest(context: AssetExecutionContext, corpus: CorpusSpec) -> MaterializeResult:
-        manifest, path = ingest_source(corpus.load(), context.partition_key, progress=context.log.info)
-        return MaterializeResult(metadata=stage_metadata(manifest, path), data_version=DataVersion(manifest["version"]))
+        loaded = corpus.load()
+        previous = previous_manifest(loaded, "ingest", context.partition_key)
+        manifest, path = ingest_source(loaded, context.partition_key, progress=context.log.info)
+        return MaterializeResult(metadata=stage_metadata(manifest, path), data_version=DataVersion(manifest["version"]),
+                                 check_results=stage_check_results(loaded, manifest, path, previous))
 
     return ingest

@@ -1,15 +1,17 @@
 """The mixture_plan and mixed_shards assets (global), and the check that the mixture is on target."""
 
 from dagster import (
-    AllPartitionMapping, AssetCheckResult, AssetCheckSeverity, AssetDep, AssetExecutionContext, AssetsDefinition,
+    AllPartitionMapping, AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetDep, AssetKey, AssetExecutionContext, AssetsDefinition,
     DataVersion, MaterializeResult, MetadataValue, asset, asset_check,
 )
 
 from corpusmix.mix import STAGE as MIX_STAGE
 from corpusmix.mix import check_on_target, mix_stage
-from corpusmix.plan import plan_stage
+from corpusmix.checks import epoch_cap_problems
+from corpusmix.plan import load_plan, plan_stage
 from workflows.resources import CorpusSpec
 
+from .checks import stage_check_results, stage_check_specs
 from .metadata import markdown_table
 
 
@@ -19,11 +21,15 @@ def build_plan_asset(tokenize: AssetsDefinition):
         deps=[AssetDep(tokenize, partition_mapping=AllPartitionMapping())],
         group_name="mixture",
         kinds={"python"},
+        check_specs=[*stage_check_specs("mixture_plan", rates=False),
+                     AssetCheckSpec("epoch_cap", asset=AssetKey("mixture_plan"), blocking=True,
+                                    description="No source is read more than mixture.max_epochs times.")],
         description="The schedule integrated over the token budget on exact token counts: per source allocated "
                     "and available tokens, epochs, over-cap flag, synthetic tokens needed; per phase x source quotas.",
     )
     def mixture_plan(context: AssetExecutionContext, corpus: CorpusSpec) -> MaterializeResult:
-        manifest, path = plan_stage(corpus.load(), progress=context.log.info)
+        loaded = corpus.load()
+        manifest, path = plan_stage(loaded, progress=context.log.info)
         d = manifest["details"]
         per_source = markdown_table(
             ["source", "share", "allocated", "available", "epochs", "over cap", "synthetic needed"],
@@ -39,9 +45,16 @@ def build_plan_asset(tokenize: AssetsDefinition):
             "budget": manifest["counts"]["budget"], "samples": manifest["counts"]["samples"],
             "availability": d["availability"], "renormalized": d["renormalized"],
             "per_source": per_source, "phase_quotas": quotas, "version": manifest["version"],
-            "manifest": MetadataValue.path(str(path))}, data_version=DataVersion(manifest["version"]))
+            "manifest": MetadataValue.path(str(path))}, data_version=DataVersion(manifest["version"]),
+            check_results=[*stage_check_results(loaded, manifest, path, None, rates=False), _epoch_cap(loaded)])
 
     return mixture_plan
+
+
+def _epoch_cap(loaded) -> AssetCheckResult:
+    over = epoch_cap_problems(load_plan(loaded)[0])  # the plan as published, read back
+    return AssetCheckResult(check_name="epoch_cap", passed=not over, severity=AssetCheckSeverity.ERROR,
+                            metadata={"over_cap": MetadataValue.json(over)})
 
 
 def build_shards_asset(plan: AssetsDefinition, tokenize: AssetsDefinition):
@@ -50,11 +63,13 @@ def build_shards_asset(plan: AssetsDefinition, tokenize: AssetsDefinition):
         deps=[plan, AssetDep(tokenize, partition_mapping=AllPartitionMapping())],
         group_name="mixture",
         kinds={"numpy"},
+        check_specs=stage_check_specs(MIX_STAGE, rates=False),
         description="The training stream, phase after phase, in exact quotas: Megatron .bin/.idx shards of a fixed "
                     "token count, a manifest per shard and a lineage table (sample -> source, doc_id, epoch, span).",
     )
     def mixed_shards(context: AssetExecutionContext, corpus: CorpusSpec) -> MaterializeResult:
-        manifest, path = mix_stage(corpus.load(), progress=context.log.info)
+        loaded = corpus.load()
+        manifest, path = mix_stage(loaded, progress=context.log.info)
         rows = [[ph["name"], s, f"{r['target']:,.0f}", f"{r['realised']:,}", f"{r['deviation']:+,.0f}",
                  f"{r['tolerance']:,.0f}", "ok" if r["ok"] else "OFF"]
                 for ph in manifest["details"]["phases"] for s, r in ph["sources"].items()]
@@ -65,7 +80,8 @@ def build_shards_asset(plan: AssetsDefinition, tokenize: AssetsDefinition):
                                                   ""], rows, empty="no phases"),
             "tokens_per_s": MetadataValue.float(manifest["timing"]["tokens_per_s"]),
             "version": manifest["version"], "manifest": MetadataValue.path(str(path))},
-            data_version=DataVersion(manifest["version"]))
+            data_version=DataVersion(manifest["version"]),
+            check_results=stage_check_results(loaded, manifest, path, None, rates=False))
 
     @asset_check(asset=mixed_shards, name="mixture_on_target", blocking=True,
                  description="Realised tokens per phase and source, recounted from the lineage, within max(0.5 %, one document) of the plan.")

@@ -5,6 +5,7 @@ from dagster import AssetDep, AssetExecutionContext, AssetsDefinition, DataVersi
 from corpusmix.quality import quality_source
 from workflows.resources import CorpusSpec
 
+from .checks import previous_manifest, stage_check_results, stage_check_specs
 from .metadata import fmt, markdown_table, stage_metadata
 
 
@@ -15,18 +16,22 @@ def build_quality_asset(dedup: AssetsDefinition, cross: AssetsDefinition):
         deps=[dedup, AssetDep(cross)],
         group_name="corpus",
         kinds={"parquet", "python"},
+        check_specs=stage_check_specs("quality"),
         description="Named quality rules (Gopher, C4, code, length), every rule on every document; kept documents "
                     "with a quality score, and a rejections table with every failed rule and measured value.",
     )
     def quality(context: AssetExecutionContext, corpus: CorpusSpec) -> MaterializeResult:
-        manifest, path = quality_source(corpus.load(), context.partition_key, progress=context.log.info)
+        loaded = corpus.load()
+        previous = previous_manifest(loaded, "quality", context.partition_key)
+        manifest, path = quality_source(loaded, context.partition_key, progress=context.log.info)
         md = stage_metadata(manifest, path)
         md |= {
             "rules": MetadataValue.json(manifest["details"]["rules"]),
             "rule_overlap": MetadataValue.json(manifest["details"]["overlap"]),
             "audit_samples": _audit_table(manifest["details"]["audit"]),
         }
-        return MaterializeResult(metadata=md, data_version=DataVersion(manifest["version"]))
+        return MaterializeResult(metadata=md, data_version=DataVersion(manifest["version"]),
+                                 check_results=stage_check_results(loaded, manifest, path, previous))
 
     return quality
 

@@ -9,6 +9,7 @@ from corpusmix.tokenize import tokenize_source
 from corpusmix.tokenizer import tokenizer_stage
 from workflows.resources import CorpusSpec
 
+from .checks import previous_manifest, stage_check_results, stage_check_specs
 from .metadata import stage_metadata
 
 
@@ -20,11 +21,13 @@ def build_tokenizer_asset(quality: AssetsDefinition, trained: bool):
         deps=[AssetDep(quality, partition_mapping=AllPartitionMapping())] if trained else [],
         group_name="corpus",
         kinds={"python"},
+        check_specs=stage_check_specs("tokenizer", rates=False),
         description="The build's tokenizer.json, versioned: the spec's file (sha256 recorded) or a byte-level BPE "
                     "trained on a seeded sample of every source's filtered documents.",
     )
     def tokenizer(context: AssetExecutionContext, corpus: CorpusSpec) -> MaterializeResult:
-        manifest, path = tokenizer_stage(corpus.load(), progress=context.log.info)
+        loaded = corpus.load()
+        manifest, path = tokenizer_stage(loaded, progress=context.log.info)
         d = manifest["details"]
         md = {
             "origin": d["origin"],
@@ -38,7 +41,8 @@ def build_tokenizer_asset(quality: AssetsDefinition, trained: bool):
         }
         if "sample" in d:
             md["training_sample"] = MetadataValue.json(d["sample"])
-        return MaterializeResult(metadata=md, data_version=DataVersion(manifest["version"]))
+        return MaterializeResult(metadata=md, data_version=DataVersion(manifest["version"]),
+                                 check_results=stage_check_results(loaded, manifest, path, None, rates=False))
 
     return tokenizer
 
@@ -50,11 +54,14 @@ def build_tokenize_asset(quality: AssetsDefinition, tokenizer: AssetsDefinition)
         deps=[quality, AssetDep(tokenizer)],
         group_name="corpus",
         kinds={"python", "numpy"},
+        check_specs=stage_check_specs("tokenize"),
         description="Exact tokenization: every kept document + EOS as one sequence of a Megatron indexed dataset "
                     "(tokens.bin/.idx) and a doc_id -> sequence, token count table.",
     )
     def tokenize(context: AssetExecutionContext, corpus: CorpusSpec) -> MaterializeResult:
-        manifest, path = tokenize_source(corpus.load(), context.partition_key, progress=context.log.info)
+        loaded = corpus.load()
+        previous = previous_manifest(loaded, "tokenize", context.partition_key)
+        manifest, path = tokenize_source(loaded, context.partition_key, progress=context.log.info)
         d, c = manifest["details"], manifest["counts"]
         md = stage_metadata(manifest, path)
         md |= {
@@ -64,6 +71,7 @@ def build_tokenize_asset(quality: AssetsDefinition, tokenizer: AssetsDefinition)
             "estimate_relative_error": MetadataValue.float(d["estimate_check"]["relative_error"] or 0.0),
             "estimate_check": MetadataValue.json(d["estimate_check"]),
         }
-        return MaterializeResult(metadata=md, data_version=DataVersion(manifest["version"]))
+        return MaterializeResult(metadata=md, data_version=DataVersion(manifest["version"]),
+                                 check_results=stage_check_results(loaded, manifest, path, previous))
 
     return tokenize

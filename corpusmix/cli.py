@@ -50,27 +50,6 @@ def _cmd_build(args) -> int:
     return 0 if ok else 1
 
 
-def _row_count(path: Path) -> int:
-    """Rows an output holds: Parquet rows, token-store sequences, a tokenizer's vocabulary size,
-    a plan's sources, or 1 for any other JSON record (a shard manifest)."""
-    if path.suffix in (".bin", ".idx"):
-        from .indexed import read_index
-
-        return len(read_index(path.with_suffix("")))
-    if path.name == "tokenizer.json":
-        from .tokenizer import load_tokenizer
-
-        return load_tokenizer(str(path)).get_vocab_size(with_added_tokens=True)
-    if path.suffix == ".json":
-        import orjson
-
-        data = orjson.loads(path.read_bytes())
-        return len(data["sources"]) if path.name == "plan.json" else 1
-    import pyarrow.parquet as pq
-
-    return pq.ParquetFile(path).metadata.num_rows
-
-
 def verify(spec_path: str) -> list[str]:
     """Every mismatch between a build's manifests and the files on disk (empty = verified).
 
@@ -78,7 +57,8 @@ def verify(spec_path: str) -> list[str]:
     and none for a source the spec no longer has.
     """
     from .manifest import GLOBAL_PARTITION as GLOBAL
-    from .manifest import iter_manifests, read_manifest, verify_manifest
+    from .checks import integrity_problems
+    from .manifest import iter_manifests, read_manifest
 
     loaded = load_spec(spec_path, check_files=False)
     manifests = iter_manifests(loaded.manifest_root)
@@ -86,7 +66,7 @@ def verify(spec_path: str) -> list[str]:
         return [f"{loaded.manifest_root}: no manifests (nothing built yet?)"]
     problems = []
     for m in manifests:
-        problems += [p.render() for p in verify_manifest(m, loaded.storage_root, _row_count)]
+        problems += integrity_problems(loaded, m)
     stages: dict[str, set[str]] = {}
     for m in manifests:
         if m.stem != GLOBAL:  # per-source stages: one manifest per source

@@ -108,6 +108,11 @@ class SourceFilters(_Strict):
     overrides: dict[str, dict[str, bool | float]] = {}
 
 
+class Checks(_Strict):
+    drift_threshold: float = Field(0.05, gt=0, le=1, description="Warn when an acceptance rate moves more than this "
+                                                                  "(absolute) since the previous materialization.")
+
+
 class Quality(_Strict):
     audit_samples: int = Field(5, ge=0, le=100)
 
@@ -192,6 +197,7 @@ class Spec(_Strict):
     storage: Storage = Storage()
     execution: Execution = Execution()
     automation: Automation = Automation()
+    checks: Checks = Checks()
     ingest: Ingest = Ingest()
     dedup: Dedup = Dedup()
     quality: Quality = Quality()

@@ -1,0 +1,99 @@
+"""The checks every materialization gets, as plain functions (the Dagster layer reports them).
+
+- integrity: every output the manifest names is on disk with its size, sha256 and row count;
+- schema: every table output, read back from disk, passes its pandera schema, and every
+  token store or shard is a well-formed Megatron index over its ``.bin``;
+- drift: document and token acceptance moved by more than ``checks.drift_threshold``
+  since the previous materialization of the same partition (a data-drift signal);
+- epoch cap: no source of the published plan is read more than ``max_epochs`` times.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from schemas.tables import (
+    ARROW_SCHEMAS, DUPLICATES, INGEST_DOCUMENTS, QUALITY_DOCUMENTS, QUARANTINE, REJECTIONS, TOKENIZED_DOCUMENTS,
+    validate_table,
+)
+
+from .indexed import read_index
+from .manifest import verify_manifest
+from .spec import LoadedSpec
+
+# which pandera schema checks each kind of table output (documents differ before and after quality)
+_TABLE_SCHEMAS = {"quarantine": QUARANTINE, "duplicates": DUPLICATES, "cross_source_duplicates": DUPLICATES,
+                  "rejections": REJECTIONS, "token_documents": TOKENIZED_DOCUMENTS}
+_INDEXES = ("token_bin", "shard_bin")
+
+
+def row_count(path: Path) -> int:
+    """Rows an output holds: Parquet rows, token-store sequences, a tokenizer's vocabulary size,
+    a plan's sources, or 1 for any other JSON record (a shard manifest)."""
+    if path.suffix in (".bin", ".idx"):
+        return len(read_index(path.with_suffix("")))
+    if path.name == "tokenizer.json":
+        from .tokenizer import load_tokenizer
+
+        return load_tokenizer(str(path)).get_vocab_size(with_added_tokens=True)
+    if path.suffix == ".json":
+        import orjson
+
+        data = orjson.loads(path.read_bytes())
+        return len(data["sources"]) if path.name == "plan.json" else 1
+    return pq.ParquetFile(path).metadata.num_rows
+
+
+def integrity_problems(loaded: LoadedSpec, manifest_file: Path) -> list[str]:
+    return [p.render() for p in verify_manifest(manifest_file, loaded.storage_root, row_count)]
+
+
+def schema_problems(loaded: LoadedSpec, manifest: dict) -> list[str]:
+    """Every table output against its schema, every index against its .bin; one line per failure."""
+    problems = []
+    for out in manifest["outputs"]:
+        path = loaded.storage_root / out["path"]
+        kind = out["kind"]
+        schema = _TABLE_SCHEMAS.get(kind)
+        if kind == "documents":
+            schema = QUALITY_DOCUMENTS if manifest["asset"] == "quality" else INGEST_DOCUMENTS
+        try:
+            if schema is not None:
+                for batch in pq.ParquetFile(path).iter_batches(batch_size=65536):  # bounded memory
+                    validate_table(pa.Table.from_batches([batch]).cast(ARROW_SCHEMAS[schema.name]), schema)
+            elif kind in _INDEXES:
+                read_index(path.with_suffix(""))
+        except Exception as e:  # noqa: BLE001 - any failure to read or validate is the finding
+            problems.append(f"{out['path']}: {kind} fails its schema: {_describe(e)[:300]}")
+    return problems
+
+
+def _describe(e: Exception) -> str:
+    """pandera's failures as 'column: check' pairs; other errors by their first line."""
+    cases = getattr(e, "failure_cases", None)
+    if cases is not None:
+        pairs = cases[["column", "check"]].astype(str).drop_duplicates().head(10).itertuples(index=False)
+        return "; ".join(f"{c}: {k}" for c, k in pairs)
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def drift(previous: dict | None, current: dict, threshold: float) -> dict[str, float]:
+    """Acceptance rates that moved by more than ``threshold`` (absolute) since ``previous``."""
+    if previous is None:
+        return {}
+    out = {}
+    for rate in ("document_acceptance", "token_acceptance"):
+        a, b = previous["rates"].get(rate), current["rates"].get(rate)
+        if a is not None and b is not None and abs(b - a) > threshold:
+            out[rate] = round(b - a, 6)
+    return out
+
+
+def epoch_cap_problems(plan: dict) -> list[str]:
+    cap = plan["max_epochs"]
+    return [f"{s}: {r['epochs']:.4f} epochs > max_epochs {cap:g}" for s, r in plan["per_source"].items()
+            if r["epochs"] > cap * (1 + 1e-9)]
