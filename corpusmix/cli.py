@@ -1,4 +1,4 @@
-"""The ``corpusmix`` command: init, validate, build, verify, plan, demo.
+"""The ``corpusmix`` command: init, validate, build, verify, plan, audit, demo.
 
 Exit codes: 0 success, 1 the build or verification found a problem, 2 the spec
 or the command line is wrong.
@@ -131,6 +131,61 @@ def _cmd_plan(args) -> int:
     return 1 if error else 0
 
 
+def _print_rows(rows: list[dict], as_json: bool) -> None:
+    import orjson
+
+    if as_json:
+        print(orjson.dumps(rows, option=orjson.OPT_INDENT_2, default=str).decode())
+        return
+    if not rows:
+        print("(no rows)")
+        return
+    cols = list(rows[0])
+    cells = [[str(r[c]) if r[c] is not None else "" for c in cols] for r in rows]
+    widths = [min(60, max(len(c), *(len(x[i]) for x in cells))) for i, c in enumerate(cols)]
+    print("  ".join(c.ljust(w) for c, w in zip(cols, widths)))
+    for x in cells:
+        print("  ".join(v[:w].ljust(w) for v, w in zip(x, widths)))
+
+
+def _cmd_audit(args) -> int:
+    from . import audit
+
+    try:
+        loaded = load_spec(args.spec, check_files=False)
+    except SpecError as e:
+        print(str(e), file=sys.stderr)
+        return 2
+    con = audit.connect(loaded)
+    if args.what == "why":
+        rows = audit.why(con, args.doc_id, args.source)
+        if not rows:
+            print(f"{args.doc_id!r} is in no table of this build: not in the inputs, or its id differs "
+                  "(ids are the source's own, else sha1: + the text's sha1)", file=sys.stderr)
+            return 1
+    elif args.what == "where":
+        rows = audit.where(con, args.doc_id, loaded.spec.mixture.seq_len, args.source)
+        if not rows:
+            print(f"{args.doc_id!r} is not in the mixed shards (see `corpusmix audit SPEC why {args.doc_id}`)",
+                  file=sys.stderr)
+            return 1
+    elif args.what == "diff":
+        import orjson
+
+        print(orjson.dumps(audit.diff(loaded, Path(args.old_manifests)), option=orjson.OPT_INDENT_2).decode())
+        return 0
+    else:
+        try:
+            cur = con.execute(args.query)
+        except Exception as e:  # noqa: BLE001 - DuckDB's message names the table or column
+            print(f"query failed: {e}", file=sys.stderr)
+            return 2
+        names = [d[0] for d in cur.description]
+        rows = [dict(zip(names, r)) for r in cur.fetchall()]
+    _print_rows(rows, args.json)
+    return 0
+
+
 def _cmd_demo(args) -> int:
     from workflows.build import run_build
 
@@ -172,6 +227,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("spec")
     p.add_argument("--json", action="store_true", help="the plan as JSON instead of tables")
     p.set_defaults(fn=_cmd_plan)
+    p = sub.add_parser("audit", help="why was a document dropped, where is it, what changed, or SQL (DuckDB)")
+    p.add_argument("spec")
+    p.add_argument("--json", action="store_true")
+    what = p.add_subparsers(dest="what", required=True)
+    w = what.add_parser("why", help="every stage that dropped (or kept) a document, with the reason and values")
+    w.add_argument("doc_id")
+    w.add_argument("--source")
+    w = what.add_parser("where", help="the shards, sequences and samples that hold a document's tokens")
+    w.add_argument("doc_id")
+    w.add_argument("--source")
+    w = what.add_parser("diff", help="changes against another version's manifests (e.g. a git checkout of them)")
+    w.add_argument("old_manifests")
+    w = what.add_parser("sql", help="a query over the views manifests, outputs, quarantine, duplicates, "
+                                     "cross_source, rejections, tokenized, lineage")
+    w.add_argument("query")
+    p.set_defaults(fn=_cmd_audit)
     p = sub.add_parser("demo", help="harvest a demo corpus from this Python and build it")
     p.set_defaults(fn=_cmd_demo)
     args = parser.parse_args(argv)

@@ -323,7 +323,12 @@ def source_files_rel(loaded: LoadedSpec, source: Source) -> list[tuple[Path, str
 
 def ingest_key(loaded: LoadedSpec, source: Source) -> tuple[dict, str]:
     """The stage config and content key of a source's ingest: its spec section and its files' checksums."""
-    stage_cfg = {"source": source.model_dump(mode="json"), "ingest": loaded.spec.ingest.model_dump(mode="json")}
+    # only the fields that change what ingest writes: editing a source's filters or weight rebuilds later stages
+    fields = {"name", "format", "text_field", "id_field", "metadata_fields", "on_unreadable"}
+    tok = loaded.spec.tokenizer.path  # the token estimate is calibrated with it
+    stage_cfg = {"source": source.model_dump(mode="json", include=fields),
+                 "ingest": loaded.spec.ingest.model_dump(mode="json"),
+                 "tokenizer_sha256": _file_sha(str(loaded.resolve(tok))) if tok else None}
     return stage_cfg, content_key(stage_cfg, [(rel, sha256_file(f)) for f, rel in source_files_rel(loaded, source)])
 
 

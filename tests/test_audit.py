@@ -1,0 +1,133 @@
+"""corpusmix audit: why a document was dropped, where it went, what changed, and SQL (DuckDB)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+
+from corpusmix import audit
+from corpusmix.dedup import cross_source_dedup, dedup_source
+from corpusmix.indexed import IndexedReader
+from corpusmix.ingest import ingest_source
+from corpusmix.loader import TokenStream
+from corpusmix.manifest import manifest_path, read_manifest
+from corpusmix.mix import mix_stage
+from corpusmix.plan import plan_stage
+from corpusmix.quality import quality_source
+from corpusmix.spec import load_spec
+from corpusmix.tokenize import tokenize_source
+from corpusmix.tokenizer import tokenizer_stage
+
+from .conftest import CORPUS, base_spec, write_spec
+
+Q = {"progress": lambda m: None}
+
+
+def _build(loaded):
+    for s in loaded.source_names:
+        ingest_source(loaded, s, **Q)
+        dedup_source(loaded, s, **Q)
+    cross_source_dedup(loaded, **Q)
+    for s in loaded.source_names:
+        quality_source(loaded, s, **Q)
+    tokenizer_stage(loaded, **Q)
+    for s in loaded.source_names:
+        tokenize_source(loaded, s, **Q)
+    plan_stage(loaded, **Q)
+    mix_stage(loaded, **Q)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("audit")
+    sources = [{"name": "web", "kind": "web", "paths": [str(CORPUS / "web" / "web-0000-of-0003.jsonl.gz")]},
+               {"name": "dialogue", "kind": "dialogue",
+                "paths": [str(CORPUS / "dialogue" / "dialogue-0000-of-0002.jsonl.gz")]}]
+    loaded = load_spec(write_spec(root / "spec.yaml", base_spec(sources, root)))
+    _build(loaded)
+    return loaded
+
+
+def test_why_names_the_stage_the_reason_and_the_values(built):
+    con = audit.connect(built)
+    rej = con.execute("SELECT doc_id, failed_rules, \"values\" FROM rejections WHERE source = 'web' LIMIT 1").fetchone()
+    found = audit.why(con, rej[0])
+    assert [f["stage"] for f in found] == ["quality"]
+    assert found[0]["why"] == "failed " + ", ".join(rej[1]) and json.loads(rej[2]) == json.loads(
+        found[0]["detail"].removeprefix("measured "))
+    dup = con.execute("SELECT doc_id, representative_doc_id, kind FROM duplicates WHERE source = 'dialogue' "
+                      "LIMIT 1").fetchone()
+    found = audit.why(con, dup[0], "dialogue")
+    assert found[0]["stage"] == "dedup" and found[0]["why"] == f"{dup[2]} duplicate" and dup[1] in found[0]["detail"]
+    rep = audit.why(con, dup[1], "dialogue")
+    assert rep[-1]["stage"] == "tokenize" and rep[-1]["why"] == "kept"
+    q = con.execute("SELECT doc_id, reason FROM quarantine WHERE doc_id IS NOT NULL LIMIT 1").fetchone()
+    assert audit.why(con, q[0])[0] == {**audit.why(con, q[0])[0], "stage": "ingest", "why": f"quarantined: {q[1]}"}
+    assert audit.why(con, "no-such-document") == []
+
+
+def test_where_points_at_the_exact_tokens(built):
+    con = audit.connect(built)
+    doc_id = con.execute("SELECT doc_id FROM lineage WHERE source = 'web' AND doc_offset = 0 LIMIT 1").fetchone()[0]
+    rows = audit.where(con, doc_id, built.spec.mixture.seq_len)
+    assert rows and all(r["source"] == "web" for r in rows)
+    shards = read_manifest(manifest_path(built.manifest_root, "mixed_shards", None))
+    stream = TokenStream.from_dir(built.storage_root / shards["outputs"][0]["path"].rsplit("/", 1)[0])
+    tm = read_manifest(manifest_path(built.manifest_root, "tokenize", "web"))
+    store = IndexedReader((built.storage_root / next(o["path"] for o in tm["outputs"]
+                                                     if o["kind"] == "token_bin")).with_suffix(""))
+    seq = con.execute("SELECT sequence FROM tokenized WHERE source = 'web' AND doc_id = ?", [doc_id]).fetchone()[0]
+    for r in rows:
+        got = stream.tokens(r["stream_start"], r["stream_start"] + r["n_tokens"])
+        assert np.array_equal(got, store[seq][r["doc_offset"]:r["doc_offset"] + r["n_tokens"]])
+        assert r["first_sample"] == r["stream_start"] // built.spec.mixture.seq_len
+
+
+def test_sql_over_the_tables_agrees_with_the_manifests(built):
+    con = audit.connect(built)
+    for s in built.source_names:
+        m = read_manifest(manifest_path(built.manifest_root, "quality", s))
+        n = con.execute("SELECT count(*) FROM rejections WHERE source = ?", [s]).fetchone()[0]
+        assert n == m["counts"]["rejected"]
+    assert con.execute("SELECT count(*) FROM manifests").fetchone()[0] == 2 * 4 + 4
+    total = con.execute("SELECT sum(n_tokens) FROM lineage").fetchone()[0]
+    assert total == built.spec.mixture.total_tokens + 1
+
+
+def test_diff_between_two_versions(built, tmp_path):
+    old = tmp_path / "old_manifests"
+    shutil.copytree(built.manifest_root, old)
+    spec = yaml.safe_load(built.path.read_text())
+    spec["sources"][1]["filters"] = {"overrides": {"length_chars": {"min_chars": 400}}}  # drop short dialogues
+    changed = load_spec(write_spec(built.path.parent / "spec_changed.yaml", spec))
+    _build(changed)
+    d = audit.diff(changed, old)
+    assets = {(c["asset"], c["partition"]) for c in d["changed"]}
+    assert ("quality", "dialogue") in assets and ("tokenize", "dialogue") in assets
+    assert ("quality", "web") not in assets and ("ingest", "dialogue") not in assets
+    assert ("mixed_shards", None) in assets
+    removed = d["documents"]["dialogue"]["removed"]
+    assert removed and not d["documents"]["dialogue"]["added"] and "web" not in d["documents"]
+    con = audit.connect(changed)
+    assert audit.why(con, removed[0], "dialogue")[0]["why"].startswith("failed length_chars")
+    _build(built)  # put the module's build back for the other tests
+
+
+def test_cli(built):
+    r = subprocess.run([sys.executable, "-m", "corpusmix.cli", "audit", str(built.path), "--json", "sql",
+                        "SELECT source, count(*) AS n FROM tokenized GROUP BY ALL ORDER BY source"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert [x["source"] for x in json.loads(r.stdout)] == ["dialogue", "web"]
+    r = subprocess.run([sys.executable, "-m", "corpusmix.cli", "audit", str(built.path), "why", "nope"],
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and "is in no table" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "corpusmix.cli", "audit", str(built.path), "sql", "SELECT nope"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "query failed" in r.stderr
