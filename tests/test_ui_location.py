@@ -3,30 +3,14 @@ source, and a headless `corpusmix build` on the same DAGSTER_HOME shows up in it
 
 from __future__ import annotations
 
-import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
-from pathlib import Path
 
-from .conftest import CORPUS, REPO
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _graphql(port: int, query: str) -> dict:
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", data=json.dumps({"query": query}).encode(),
-                                 headers={"content-type": "application/json"})
-    with urllib.request.urlopen(req, timeout=30) as r:
-        return json.loads(r.read())["data"]
+from .conftest import CORPUS
+from .dagster_dev import dagster_dev
+from .dagster_dev import graphql as _graphql
 
 
 def test_dagster_dev_shows_partitioned_ingest_and_cli_runs(make_spec, tmp_path):
@@ -37,12 +21,7 @@ def test_dagster_dev_shows_partitioned_ingest_and_cli_runs(make_spec, tmp_path):
     build = subprocess.run([sys.executable, "-m", "corpusmix.cli", "build", str(spec), "--source", "web"],
                            env=env, capture_output=True, text=True, cwd=tmp_path)
     assert build.returncode == 0, build.stderr
-    port = _free_port()
-    dagster = Path(sys.executable).with_name("dagster")
-    proc = subprocess.Popen([str(dagster), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
-                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)  # its own process group, so SIGTERM reaches its children
-    try:
+    with dagster_dev(env) as port:
         deadline = time.time() + 120
         nodes = None
         while time.time() < deadline:
@@ -67,6 +46,3 @@ def test_dagster_dev_shows_partitioned_ingest_and_cli_runs(make_spec, tmp_path):
         assert [m["partition"] for m in mats] == ["web"]
         labels = {e["label"] for e in mats[0]["metadataEntries"]}
         assert {"document_acceptance_rate", "token_acceptance_rate", "funnel", "manifest"} <= labels
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=60)
