@@ -9,6 +9,7 @@ from corpusmix.mix import STAGE as MIX_STAGE
 from corpusmix.mix import check_on_target, mix_stage
 from corpusmix.checks import epoch_cap_problems
 from corpusmix.plan import load_plan, plan_stage
+from corpusmix.report import build_report, schedule_svg, svg_markdown
 from workflows.resources import CorpusSpec
 
 from .checks import stage_check_results, stage_check_specs
@@ -42,6 +43,7 @@ def build_plan_asset(tokenize: AssetsDefinition):
                                   *(f"{ph['quotas'][s]:,.0f}" for s in sources)] for ph in d["phases"]],
                                 empty="no phases")
         return MaterializeResult(metadata={
+            "schedule": MetadataValue.md(svg_markdown(schedule_svg(load_plan(loaded)[0]), "mixture schedule")),
             "budget": manifest["counts"]["budget"], "samples": manifest["counts"]["samples"],
             "availability": d["availability"], "renormalized": d["renormalized"],
             "per_source": per_source, "phase_quotas": quotas, "version": manifest["version"],
@@ -79,6 +81,7 @@ def build_shards_asset(plan: AssetsDefinition, tokenize: AssetsDefinition):
             "realised_vs_target": markdown_table(["phase", "source", "target", "realised", "deviation", "tolerance",
                                                   ""], rows, empty="no phases"),
             "tokens_per_s": MetadataValue.float(manifest["timing"]["tokens_per_s"]),
+            "build_report": MetadataValue.md(build_report(loaded)),
             "version": manifest["version"], "manifest": MetadataValue.path(str(path))},
             data_version=DataVersion(manifest["version"]),
             check_results=stage_check_results(loaded, manifest, path, None, rates=False))

@@ -1,4 +1,4 @@
-"""The ``corpusmix`` command: init, validate, build, verify, plan, audit, demo.
+"""The ``corpusmix`` command: init, validate, build, verify, plan, audit, report, demo.
 
 Exit codes: 0 success, 1 the build or verification found a problem, 2 the spec
 or the command line is wrong.
@@ -186,6 +186,18 @@ def _cmd_audit(args) -> int:
     return 0
 
 
+def _cmd_report(args) -> int:
+    from .report import build_report
+
+    try:
+        loaded = load_spec(args.spec, check_files=False)
+    except SpecError as e:
+        print(str(e), file=sys.stderr)
+        return 2
+    print(build_report(loaded), end="")
+    return 0
+
+
 def _cmd_demo(args) -> int:
     from workflows.build import run_build
 
@@ -243,6 +255,9 @@ def main(argv: list[str] | None = None) -> int:
                                      "cross_source, rejections, tokenized, lineage")
     w.add_argument("query")
     p.set_defaults(fn=_cmd_audit)
+    p = sub.add_parser("report", help="a markdown report of the build (funnels, estimate check, plan, mixture)")
+    p.add_argument("spec")
+    p.set_defaults(fn=_cmd_report)
     p = sub.add_parser("demo", help="harvest a demo corpus from this Python and build it")
     p.set_defaults(fn=_cmd_demo)
     args = parser.parse_args(argv)

@@ -131,3 +131,16 @@ def test_cli(built):
     r = subprocess.run([sys.executable, "-m", "corpusmix.cli", "audit", str(built.path), "sql", "SELECT nope"],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "query failed" in r.stderr
+
+
+def test_report_summarises_the_build(built):
+    from corpusmix.report import build_report, write_report
+
+    text = build_report(built)
+    assert text.startswith("# Build report: test")
+    for line in ("| quality | web |", "| tokenize | dialogue |", "## Mixture plan", "## Mixed shards",
+                 "## Token estimate of the stages before tokenize"):
+        assert line in text
+    assert "**no**" not in text  # every phase and source within tolerance
+    path = write_report(built)
+    assert open(path).read() == text

@@ -69,6 +69,8 @@ def test_cli_build_records_runs_in_the_instance(make_spec, tmp_path, monkeypatch
                  "mixture plan + mixed shards: ok"):
         assert line in r.stdout, r.stdout
     assert "telemetry" in (home / "dagster.yaml").read_text()
+    report = r.stdout.split("report: ")[1].split()[0]
+    assert open(report).read().startswith("# Build report: test")
     v = subprocess.run([sys.executable, "-m", "corpusmix.cli", "verify", str(spec)], capture_output=True, text=True)
     assert v.returncode == 0, v.stderr  # per-source and global manifests all check out
     p = subprocess.run([sys.executable, "-m", "corpusmix.cli", "plan", str(spec)], capture_output=True, text=True)

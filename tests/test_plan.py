@@ -143,3 +143,18 @@ def test_plan_cli_before_any_build_says_what_to_build(make_spec):
     spec = make_spec([{"name": "a", "kind": "math", "paths": [MATH]}])
     r = subprocess.run([sys.executable, "-m", "corpusmix.cli", "plan", str(spec)], capture_output=True, text=True)
     assert r.returncode == 1 and "source 'a'" in r.stderr and "materialize at least ingest" in r.stderr
+
+
+def test_schedule_picture_draws_each_source_share(make_spec):
+    import re
+
+    from corpusmix.report import schedule_svg
+
+    plan = make_plan(_loaded(make_spec, {"type": "phases", "transition": "linear", "phases": THREE_PHASES}), AMPLE)
+    svg = schedule_svg(plan, width=720, height=300)
+    lines = re.findall(r'<polyline [^>]*points="([^"]+)"', svg)
+    assert len(lines) == 3 and svg.count("stroke-dasharray") == 3  # one line per source, one dash per phase end
+    # source a: share 0.5 at the start, 0.25 at the p1/p2 boundary, 0 in p3 (plot area: y = 20 + 240 (1 - share))
+    ys = [float(p.split(",")[1]) for p in lines[0].split()]
+    assert ys[0] == pytest.approx(20 + 240 * 0.5, abs=1.0) and ys[-1] == pytest.approx(260, abs=0.5)
+    assert all(name in svg for name in ("p1", "p2", "p3", ">a<", ">b<", ">c<"))

@@ -41,6 +41,7 @@ def run_build(spec_path: str | os.PathLike, sources: list[str] | None = None, ec
         # nothing would run: answer without starting Dagster (a no-op rebuild costs the checks only)
         echo(f"up to date: every stage of {loaded.spec.name} has the content key it would compute now; no run started")
         return True
+    from corpusmix.report import write_report
     home = ensure_dagster_home()
     os.environ["CORPUSMIX_SPEC"] = str(loaded.path)
 
@@ -78,6 +79,8 @@ def run_build(spec_path: str | os.PathLike, sources: list[str] | None = None, ec
               and once("tokenizer_job", "tokenizer", ["tokenizer"])
               and per_source("tokenize_job", "tokenize", ["tokenize"])
               and once("mixture_job", "mixture plan + mixed shards", ["mixture_plan", "mixed_shards"]))
+    if ok:
+        echo(f"report: {write_report(loaded)}")
     return ok
 
 

@@ -1,0 +1,123 @@
+"""What a build produced, for people: the mixture schedule as a picture, and a markdown report.
+
+``schedule_svg`` draws each source's share of the mixture against tokens seen (the
+plan's integral, differentiated per cell), with the phase boundaries; it is plain
+SVG, so it needs no plotting library and embeds in the Dagster UI's markdown.
+``build_report`` summarises every stage's funnel per source, the plan, the mixture's
+realised-vs-target table and the token-estimate check from the manifests.
+"""
+
+from __future__ import annotations
+
+import base64
+
+import numpy as np
+
+from .manifest import iter_manifests, read_manifest
+from .spec import LoadedSpec
+
+PALETTE = ("#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C", "#CCB974",
+           "#64B5CD")
+
+
+def schedule_svg(plan: dict, width: int = 720, height: int = 300) -> str:
+    """Shares over tokens seen, one line per source, phase boundaries dashed."""
+    x = np.array(plan["grid"]["x"])
+    left, right, top, bottom = 50, 140, 20, 40
+    w, h = width - left - right, height - top - bottom
+    budget = max(float(x[-1]), 1.0)
+    mid = (x[1:] + x[:-1]) / 2
+    dx = np.diff(x)
+    px = lambda v: left + w * v / budget  # noqa: E731
+    py = lambda s: top + h * (1 - s)  # noqa: E731
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
+             f'font-size="11"><rect width="100%" height="100%" fill="white"/>',
+             f'<line x1="{left}" y1="{top + h}" x2="{left + w}" y2="{top + h}" stroke="#333"/>',
+             f'<line x1="{left}" y1="{top}" x2="{left}" y2="{top + h}" stroke="#333"/>']
+    for frac in (0, 0.25, 0.5, 0.75, 1):
+        parts.append(f'<text x="{left - 6}" y="{py(frac) + 4:.1f}" text-anchor="end">{frac:.2f}</text>')
+        parts.append(f'<text x="{px(frac * budget):.1f}" y="{top + h + 16}" text-anchor="middle">'
+                     f'{frac * budget / 1e6:.3g}M</text>')
+    for ph in plan["phases"]:
+        xb = px(ph["end"])
+        parts.append(f'<line x1="{xb:.1f}" y1="{top}" x2="{xb:.1f}" y2="{top + h}" stroke="#999" '
+                     f'stroke-dasharray="4 3"/>')
+        parts.append(f'<text x="{px((ph["start"] + ph["end"]) / 2):.1f}" y="{top - 6}" text-anchor="middle" '
+                     f'fill="#555">{ph["name"]}</text>')
+    for i, s in enumerate(plan["sources"]):
+        share = np.diff(np.array(plan["grid"]["cumulative"][s])) / np.maximum(dx, 1e-12)
+        pts = " ".join(f"{px(a):.1f},{py(b):.1f}" for a, b in zip(mid, share))
+        color = PALETTE[i % len(PALETTE)]
+        parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{pts}"/>')
+        parts.append(f'<rect x="{left + w + 14}" y="{top + 14 * i}" width="10" height="10" fill="{color}"/>'
+                     f'<text x="{left + w + 28}" y="{top + 14 * i + 9}">{s}</text>')
+    parts.append(f'<text x="{left + w / 2:.1f}" y="{height - 6}" text-anchor="middle">tokens seen '
+                 f'(share of the mixture on the vertical axis)</text></svg>')
+    return "".join(parts)
+
+
+def svg_markdown(svg: str, alt: str) -> str:
+    return f"![{alt}](data:image/svg+xml;base64,{base64.b64encode(svg.encode()).decode()})"
+
+
+def _row(cells) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def build_report(loaded: LoadedSpec) -> str:
+    """A markdown report of the build from its manifests (what `corpusmix report` prints)."""
+    ms = {}
+    for p in iter_manifests(loaded.manifest_root):
+        try:
+            m = read_manifest(p)
+        except Exception:  # noqa: BLE001 - verify names unreadable manifests; the report skips them
+            continue
+        ms[(m["asset"], m["partition"])] = m
+    lines = [f"# Build report: {loaded.spec.name}", "", f"Spec: `{loaded.path}`  ", "",
+             "## Funnel per stage and source", "",
+             _row(["stage", "source", "documents in", "documents out", "tokens in", "tokens out", "token acceptance",
+                   "version"]), _row(["---"] * 8)]
+    for stage in ("ingest", "dedup", "cross_source_dedup", "quality", "tokenize"):
+        for (asset, part), m in sorted(ms.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
+            if asset != stage:
+                continue
+            c, r = m["counts"], m["rates"]
+            rate = r.get("token_acceptance")
+            lines.append(_row([stage, part or "(all)", f"{c['documents_in']:,}", f"{c['documents_out']:,}",
+                               f"{c['tokens_in']:,}", f"{c['tokens_out']:,}",
+                               "" if rate is None else f"{rate:.4f}", f"`{m['version']}`"]))
+    checks = [(p, m["details"]["estimate_check"]) for (a, p), m in sorted(ms.items(), key=lambda kv: str(kv[0]))
+              if a == "tokenize"]
+    if checks:
+        lines += ["", "## Token estimate of the stages before tokenize, against exact counts", "",
+                  _row(["source", "estimated", "exact", "error"]), _row(["---"] * 4)]
+        lines += [_row([p, f"{c['estimated_tokens']:,}", f"{c['exact_tokens']:,}",
+                        f"{100 * (c['relative_error'] or 0):+.2f} %"]) for p, c in checks]
+    plan = ms.get(("mixture_plan", None))
+    if plan:
+        d = plan["details"]
+        lines += ["", "## Mixture plan", "", f"Availability: {d['availability']}"
+                  + ("; shares renormalised under the epoch cap" if d["renormalized"] else ""), "",
+                  _row(["source", "share", "allocated", "available", "epochs", "over cap"]), _row(["---"] * 6)]
+        lines += [_row([s, f"{r['share']:.4f}", f"{r['allocated']:,.0f}", f"{r['available']:,}", f"{r['epochs']:.3f}",
+                        "yes" if r["over_cap"] else "no"]) for s, r in d["per_source"].items()]
+    shards = ms.get(("mixed_shards", None))
+    if shards:
+        lines += ["", "## Mixed shards", "",
+                  f"{shards['counts']['tokens_out']:,} tokens in {shards['counts']['shards']} shards "
+                  f"({shards['details']['dtype']}, EOS {shards['details']['eos_id']}), "
+                  f"{shards['counts']['samples']:,} samples of {shards['details']['seq_len']}.", "",
+                  _row(["phase", "source", "target", "realised", "deviation", "within tolerance"]), _row(["---"] * 6)]
+        for ph in shards["details"]["phases"]:
+            lines += [_row([ph["name"], s, f"{r['target']:,.0f}", f"{r['realised']:,}", f"{r['deviation']:+,.0f}",
+                            "yes" if r["ok"] else "**no**"]) for s, r in ph["sources"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(loaded: LoadedSpec) -> str:
+    """Write the build report next to the manifests (REPORT.md, atomically); returns its path."""
+    from .storage import atomic_write_bytes
+
+    path = loaded.manifest_root / "REPORT.md"
+    atomic_write_bytes(path, build_report(loaded).encode())
+    return str(path)
