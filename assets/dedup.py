@@ -10,7 +10,7 @@ from corpusmix.dedup import dedup_source
 from workflows.resources import CorpusSpec
 
 from .checks import previous_manifest, stage_check_results, stage_check_specs
-from .metadata import fmt, markdown_table, stage_metadata
+from .metadata import FOLLOW_UPSTREAM, fmt, markdown_table, stage_metadata
 
 
 def build_dedup_asset(ingest: AssetsDefinition):
@@ -18,6 +18,7 @@ def build_dedup_asset(ingest: AssetsDefinition):
         name="dedup",
         partitions_def=ingest.partitions_def,
         deps=[ingest],
+        automation_condition=FOLLOW_UPSTREAM,
         group_name="corpus",
         kinds={"parquet", "python"},
         check_specs=stage_check_specs("dedup"),
@@ -56,6 +57,7 @@ def build_cross_source_asset(dedup: AssetsDefinition):
     @asset(
         name="cross_source_dedup",
         deps=[AssetDep(dedup, partition_mapping=AllPartitionMapping())],
+        automation_condition=FOLLOW_UPSTREAM,
         group_name="corpus",
         kinds={"parquet", "python"},
         check_specs=stage_check_specs("cross_source_dedup"),

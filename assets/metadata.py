@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dagster import MetadataValue, TableColumn, TableRecord, TableSchema
+from dagster import AutomationCondition, MetadataValue, TableColumn, TableRecord, TableSchema
+
+# Every asset after ingest follows its upstream: when the automation sensor runs, a new ingest
+# partition (from the source-file sensor or the UI) pulls the later stages after it.
+FOLLOW_UPSTREAM = AutomationCondition.eager()
 
 FUNNEL_SCHEMA = TableSchema(columns=[
     TableColumn("step", "string"), TableColumn("documents", "int"), TableColumn("tokens", "int"),

@@ -13,13 +13,14 @@ from corpusmix.report import build_report, schedule_svg, svg_markdown
 from workflows.resources import CorpusSpec
 
 from .checks import stage_check_results, stage_check_specs
-from .metadata import markdown_table
+from .metadata import FOLLOW_UPSTREAM, markdown_table
 
 
 def build_plan_asset(tokenize: AssetsDefinition):
     @asset(
         name="mixture_plan",
         deps=[AssetDep(tokenize, partition_mapping=AllPartitionMapping())],
+        automation_condition=FOLLOW_UPSTREAM,
         group_name="mixture",
         kinds={"python"},
         check_specs=[*stage_check_specs("mixture_plan", rates=False),
@@ -63,6 +64,7 @@ def build_shards_asset(plan: AssetsDefinition, tokenize: AssetsDefinition):
     @asset(
         name=MIX_STAGE,
         deps=[plan, AssetDep(tokenize, partition_mapping=AllPartitionMapping())],
+        automation_condition=FOLLOW_UPSTREAM,
         group_name="mixture",
         kinds={"numpy"},
         check_specs=stage_check_specs(MIX_STAGE, rates=False),

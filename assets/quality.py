@@ -6,7 +6,7 @@ from corpusmix.quality import quality_source
 from workflows.resources import CorpusSpec
 
 from .checks import previous_manifest, stage_check_results, stage_check_specs
-from .metadata import fmt, markdown_table, stage_metadata
+from .metadata import FOLLOW_UPSTREAM, fmt, markdown_table, stage_metadata
 
 
 def build_quality_asset(dedup: AssetsDefinition, cross: AssetsDefinition):
@@ -14,6 +14,7 @@ def build_quality_asset(dedup: AssetsDefinition, cross: AssetsDefinition):
         name="quality",
         partitions_def=dedup.partitions_def,
         deps=[dedup, AssetDep(cross)],
+        automation_condition=FOLLOW_UPSTREAM,
         group_name="corpus",
         kinds={"parquet", "python"},
         check_specs=stage_check_specs("quality"),

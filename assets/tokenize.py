@@ -10,7 +10,7 @@ from corpusmix.tokenizer import tokenizer_stage
 from workflows.resources import CorpusSpec
 
 from .checks import previous_manifest, stage_check_results, stage_check_specs
-from .metadata import stage_metadata
+from .metadata import FOLLOW_UPSTREAM, stage_metadata
 
 
 def build_tokenizer_asset(quality: AssetsDefinition, trained: bool):
@@ -19,6 +19,7 @@ def build_tokenizer_asset(quality: AssetsDefinition, trained: bool):
     @asset(
         name="tokenizer",
         deps=[AssetDep(quality, partition_mapping=AllPartitionMapping())] if trained else [],
+        automation_condition=FOLLOW_UPSTREAM,
         group_name="corpus",
         kinds={"python"},
         check_specs=stage_check_specs("tokenizer", rates=False),
@@ -52,6 +53,7 @@ def build_tokenize_asset(quality: AssetsDefinition, tokenizer: AssetsDefinition)
         name="tokenize",
         partitions_def=quality.partitions_def,
         deps=[quality, AssetDep(tokenizer)],
+        automation_condition=FOLLOW_UPSTREAM,
         group_name="corpus",
         kinds={"python", "numpy"},
         check_specs=stage_check_specs("tokenize"),

@@ -81,3 +81,29 @@ def test_no_cron_no_schedule_and_a_bad_cron_is_a_spec_error(make_spec):
     assert not list(build_definitions(make_spec(src)).schedules)
     with pytest.raises(SpecError, match="automation.rebuild_cron"):
         load_spec(make_spec(src, name="bad.yaml", automation={"rebuild_cron": "every night"}))
+
+
+def test_later_stages_follow_a_new_ingest_partition_and_only_it(make_spec, tmp_path):
+    """With the automation sensor's conditions (every stage after ingest follows its upstream),
+    a fresh ingest of one source requests that source's later partitions and none of the other's."""
+    import dagster as dg
+
+    from workflows.build import run_build
+
+    raw = tmp_path / "raw"
+    for s in ("math", "dialogue"):
+        raw.joinpath(s).mkdir(parents=True)
+        shutil.copy(sorted((CORPUS / s).glob("*.jsonl.gz"))[0], raw / s)
+    spec = make_spec([{"name": s, "kind": s, "paths": [str(raw / s / "*.jsonl.gz")]} for s in ("math", "dialogue")])
+    assert run_build(spec, echo=lambda m: None)
+    defs = build_definitions(spec)
+    assert defs.resolve_sensor_def("corpusmix_automation").default_status.value == "STOPPED"  # watch_sources off
+    with DagsterInstance.get() as instance:
+        first = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+        assert first.total_requested == 0  # everything is built
+        shutil.copy(sorted((CORPUS / "math").glob("*.jsonl.gz"))[1], raw / "math")  # a new math file
+        assert defs.resolve_job_def("ingest_job").execute_in_process(partition_key="math", instance=instance).success
+        after = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
+        for asset in ("dedup", "quality", "tokenize"):
+            assert after.get_requested_partitions(dg.AssetKey(asset)) == {"math"}, asset
+        assert after.total_requested == 3

@@ -1,16 +1,20 @@
-"""Rebuilds that Dagster starts on its own: a sensor on the source files and a cron schedule.
+"""Rebuilds that Dagster starts on its own: a sensor on the source files, a cron schedule, and
+the automation sensor that pulls the later stages after them.
 
-Both ask only for the source partitions whose ingest is out of date (its content key,
-over the files' checksums, differs from the current manifest), as runs of
-``source_job`` (ingest + dedup for that source). The global and later per-source
-phases follow with ``corpusmix build`` (which skips every current partition) or from
-the UI.
+The source-file sensor and the schedule ask only for the source partitions whose
+ingest is out of date (its content key, over the files' checksums, differs from the
+current manifest), as runs of ``source_job`` (ingest + dedup). Every asset after
+ingest carries ``AutomationCondition.eager()``; ``corpusmix_automation`` evaluates
+those conditions, so the changed source's later partitions follow, and the global
+assets (cross-source dedup, plan, shards) after them, tick by tick. Partitions whose
+content key did not change skip themselves in the engine.
 """
 
 import json
 
 from dagster import (
-    DefaultScheduleStatus, DefaultSensorStatus, RunRequest, ScheduleEvaluationContext,
+    AssetSelection, AutomationConditionSensorDefinition, DefaultScheduleStatus, DefaultSensorStatus, RunRequest,
+    ScheduleEvaluationContext,
     SensorEvaluationContext, SensorResult, SkipReason, schedule, sensor,
 )
 
@@ -48,6 +52,17 @@ def build_source_sensor(spec_path: str, source_job, loaded: LoadedSpec):
         return SensorResult(run_requests=[_request(current, s) for s in stale], cursor=cursor)
 
     return source_files_sensor
+
+
+def build_automation_sensor(loaded: LoadedSpec) -> AutomationConditionSensorDefinition:
+    """Evaluates the assets' conditions (every stage after ingest follows its upstream), so a new
+    ingest partition pulls dedup, the global steps and the later stages; it runs when
+    ``automation.watch_sources`` is on (Dagster's own default sensor of this kind is stopped)."""
+    return AutomationConditionSensorDefinition(
+        "corpusmix_automation", target=AssetSelection.all(),
+        default_status=DefaultSensorStatus.RUNNING if loaded.spec.automation.watch_sources else DefaultSensorStatus.STOPPED,
+        minimum_interval_seconds=loaded.spec.automation.sensor_interval_s,
+        description="Materializes the stages downstream of changed partitions (AutomationCondition.eager).")
 
 
 def build_rebuild_schedule(spec_path: str, source_job, loaded: LoadedSpec):

@@ -18,7 +18,7 @@ from assets.quality import build_quality_asset
 from assets.tokenize import build_tokenize_asset, build_tokenizer_asset
 from corpusmix.spec import load_spec
 
-from .automation import build_rebuild_schedule, build_source_sensor
+from .automation import build_automation_sensor, build_rebuild_schedule, build_source_sensor
 from .resources import CorpusSpec
 
 SPEC_ENV = "CORPUSMIX_SPEC"
@@ -61,7 +61,7 @@ def build_definitions(spec_path: str | os.PathLike) -> Definitions:
         assets=[ingest, dedup, cross, quality, tokenizer, tokenize, plan, shards],
         asset_checks=[on_target],
         jobs=jobs,
-        sensors=[build_source_sensor(str(loaded.path), source_job, loaded)],
+        sensors=[build_source_sensor(str(loaded.path), source_job, loaded), build_automation_sensor(loaded)],
         schedules=[schedule] if schedule else [],
         resources={"corpus": CorpusSpec(spec_path=str(loaded.path))},
     )
