@@ -131,6 +131,16 @@ def _cmd_plan(args) -> int:
     return 1 if error else 0
 
 
+def _load_built(spec: str):
+    """The spec of a build to read (its source globs need not match any more), or None after
+    printing why it cannot be read."""
+    try:
+        return load_spec(spec, check_files=False)
+    except SpecError as e:
+        print(str(e), file=sys.stderr)
+        return None
+
+
 def _print_rows(rows: list[dict], as_json: bool) -> None:
     import orjson
 
@@ -151,10 +161,8 @@ def _print_rows(rows: list[dict], as_json: bool) -> None:
 def _cmd_audit(args) -> int:
     from . import audit
 
-    try:
-        loaded = load_spec(args.spec, check_files=False)
-    except SpecError as e:
-        print(str(e), file=sys.stderr)
+    loaded = _load_built(args.spec)
+    if loaded is None:
         return 2
     con = audit.connect(loaded)
     if args.what == "why":
@@ -189,10 +197,8 @@ def _cmd_audit(args) -> int:
 def _cmd_report(args) -> int:
     from .report import build_report
 
-    try:
-        loaded = load_spec(args.spec, check_files=False)
-    except SpecError as e:
-        print(str(e), file=sys.stderr)
+    loaded = _load_built(args.spec)
+    if loaded is None:
         return 2
     print(build_report(loaded), end="")
     return 0
