@@ -97,7 +97,7 @@ def test_later_stages_follow_a_new_ingest_partition_and_only_it(make_spec, tmp_p
     spec = make_spec([{"name": s, "kind": s, "paths": [str(raw / s / "*.jsonl.gz")]} for s in ("math", "dialogue")])
     assert run_build(spec, echo=lambda m: None)
     defs = build_definitions(spec)
-    assert defs.resolve_sensor_def("corpusmix_automation").default_status.value == "STOPPED"  # watch_sources off
+    assert defs.resolve_sensor_def("corpusmix_automation").default_status.value == "RUNNING"
     with DagsterInstance.get() as instance:
         first = dg.evaluate_automation_conditions(defs=defs, instance=instance)
         assert first.total_requested == 0  # everything is built

@@ -56,11 +56,10 @@ def build_source_sensor(spec_path: str, source_job, loaded: LoadedSpec):
 
 def build_automation_sensor(loaded: LoadedSpec) -> AutomationConditionSensorDefinition:
     """Evaluates the assets' conditions (every stage after ingest follows its upstream), so a new
-    ingest partition pulls dedup, the global steps and the later stages; it runs when
-    ``automation.watch_sources`` is on (Dagster's own default sensor of this kind is stopped)."""
+    ingest partition pulls dedup, the global steps and the later stages. It runs by default
+    (Dagster's own default sensor of this kind is stopped, which would leave the conditions inert)."""
     return AutomationConditionSensorDefinition(
-        "corpusmix_automation", target=AssetSelection.all(),
-        default_status=DefaultSensorStatus.RUNNING if loaded.spec.automation.watch_sources else DefaultSensorStatus.STOPPED,
+        "corpusmix_automation", target=AssetSelection.all(), default_status=DefaultSensorStatus.RUNNING,
         minimum_interval_seconds=loaded.spec.automation.sensor_interval_s,
         description="Materializes the stages downstream of changed partitions (AutomationCondition.eager).")
 
