@@ -8,6 +8,7 @@ directory and renamed into place only after it is flushed to disk.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -97,3 +98,27 @@ def publish_dir(staging: Path, final: Path) -> bool:
 
 def discard_dir(staging: Path) -> None:
     shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def build_lock(root: Path, echo=print):
+    """Serialise whole builds on one storage root: a second build waits for the first (an OS
+    file lock, released even if the holder is killed), then finds its work current and skips it."""
+    import fcntl
+
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".build.lock", "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            echo(f"waiting for another build of {root} ({f.read().strip() or 'unknown holder'}) to finish")
+            fcntl.flock(f, fcntl.LOCK_EX)
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()}")
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

@@ -27,14 +27,23 @@ def ensure_dagster_home() -> Path:
 
 
 def run_build(spec_path: str | os.PathLike, sources: list[str] | None = None, echo=print) -> bool:
-    """Materialize every built stage for the chosen sources; True when all runs succeeded."""
+    """Materialize every built stage for the chosen sources; True when all runs succeeded.
+
+    Builds of one storage root run one at a time (a second waits, then skips what the first built).
+    """
     from corpusmix.spec import load_spec
+    from corpusmix.storage import build_lock
 
     loaded = load_spec(spec_path)  # fail on a bad spec before Dagster starts anything
     chosen = sources or loaded.source_names
     unknown = sorted(set(chosen) - set(loaded.source_names))
     if unknown:
         raise SystemExit(f"unknown source(s) {unknown}; the spec's sources are {loaded.source_names}")
+    with build_lock(loaded.storage_root, echo):
+        return _build(loaded, chosen, echo)
+
+
+def _build(loaded, chosen: list[str], echo) -> bool:
     from corpusmix.freshness import everything_current, is_current, stale_sources
 
     if set(chosen) == set(loaded.source_names) and everything_current(loaded):
@@ -42,6 +51,7 @@ def run_build(spec_path: str | os.PathLike, sources: list[str] | None = None, ec
         echo(f"up to date: every stage of {loaded.spec.name} has the content key it would compute now; no run started")
         return True
     from corpusmix.report import write_report
+
     home = ensure_dagster_home()
     os.environ["CORPUSMIX_SPEC"] = str(loaded.path)
 
