@@ -109,3 +109,45 @@ def test_killed_builds_leave_nothing_half_written_and_rerun_to_the_same_bytes(ma
         assert _visible_outputs_are_complete(loaded) == []
         assert _stable(loaded.manifest_root) == want
     assert kills >= 6
+
+
+def test_bad_input_runs_through_the_whole_build_and_every_record_is_accounted_for(make_spec, tmp_path):
+    import gzip
+    import shutil
+
+    from corpusmix import audit
+    from workflows.build import run_build
+
+    from .test_ingest_bad_input import _jsonl
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "mixed.jsonl").write_bytes(_jsonl(
+        {"id": "a", "text": "A first good document with enough words to pass for prose. " * 8},
+        b'{"id": "b", "text": "unterminated',
+        b'{"id": "c", "text": "bad \xff\xfe utf8"}',
+        {"id": "d"}, {"id": "e", "text": None}, {"id": "f", "text": 42}, {"id": "h", "text": ""},
+        {"id": "j", "text": "nul \u0000 inside"}, b"[1, 2, 3]", {"text": "no id at all"},
+        {"id": "a", "text": "same id as the first record"},
+        {"id": "z", "text": "The last good document, also long enough to be judged as prose here. " * 8}))
+    good = gzip.decompress((CORPUS / "web" / "web-0001-of-0003.jsonl.gz").read_bytes())
+    (raw / "truncated.jsonl.gz").write_bytes(gzip.compress(good)[: len(gzip.compress(good)) // 2])
+    shutil.copy(CORPUS / "web" / "web-0000-of-0003.jsonl.gz", raw / "web.jsonl.gz")
+    sources = [{"name": "bad", "kind": "web", "paths": [str(raw / "*")], "on_unreadable": "skip"},
+               {"name": "math", "kind": "math", "paths": [str(CORPUS / "math" / "math-0000-of-0002.jsonl.gz")]}]
+    spec = make_spec(sources)
+    assert run_build(spec, echo=lambda m: None)
+    loaded = load_spec(spec)
+    con = audit.connect(loaded)
+    for source in ("bad", "math"):
+        ingest = read_manifest(loaded.manifest_root / "ingest" / f"{source}.json")
+        read = ingest["counts"]["records_read"]
+        accounted = sum(con.execute(f"SELECT count(*) FROM {view} WHERE source = ?", [source]).fetchone()[0]
+                        for view in ("quarantine", "duplicates", "cross_source", "rejections", "tokenized"))
+        assert accounted == read, (source, accounted, read)  # each record in exactly one place
+    bad = read_manifest(loaded.manifest_root / "ingest" / "bad.json")
+    assert bad["skipped_files"] and bad["skipped_files"][0]["file"] == "truncated.jsonl.gz"
+    assert bad["counts"]["quarantined"] >= 9
+    for doc in ("a", "z"):  # the good records beside the bad ones went on through the stages
+        assert audit.why(con, doc, "bad")[-1]["stage"] in ("quality", "tokenize")
+    assert _visible_outputs_are_complete(loaded) == []
