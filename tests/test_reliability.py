@@ -151,3 +151,35 @@ def test_bad_input_runs_through_the_whole_build_and_every_record_is_accounted_fo
     for doc in ("a", "z"):  # the good records beside the bad ones went on through the stages
         assert audit.why(con, doc, "bad")[-1]["stage"] in ("quality", "tokenize")
     assert _visible_outputs_are_complete(loaded) == []
+
+
+def test_disk_full_fails_cleanly_and_keeps_the_previous_build(make_spec, tmp_path, monkeypatch):
+    import errno
+    import shutil
+
+    import pyarrow.parquet as pq
+    import pytest
+
+    from corpusmix.checks import integrity_problems
+    from corpusmix.ingest import ingest_source
+    from corpusmix.manifest import manifest_path
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    shutil.copy(CORPUS / "web" / "web-0000-of-0003.jsonl.gz", raw)
+    loaded = load_spec(make_spec([{"name": "web", "kind": "web", "paths": [str(raw / "*.jsonl.gz")]}]))
+    before, path = ingest_source(loaded, "web", progress=lambda m: None)
+    shutil.copy(CORPUS / "web" / "web-0001-of-0003.jsonl.gz", raw)  # a change, so the next build writes
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pq.ParquetWriter, "write_table", full)
+    with pytest.raises(OSError, match="No space left on device"):
+        ingest_source(loaded, "web", progress=lambda m: None)
+    monkeypatch.undo()
+    # no manifest claims the failed build; the previous one still verifies; no staging left behind
+    assert read_manifest(manifest_path(loaded.manifest_root, "ingest", "web"))["version"] == before["version"]
+    assert integrity_problems(loaded, path) == []
+    assert not [p for p in loaded.storage_root.rglob(".staging-*")]
+    assert _visible_outputs_are_complete(loaded) == []
