@@ -144,3 +144,30 @@ def test_report_summarises_the_build(built):
     assert "**no**" not in text  # every phase and source within tolerance
     path = write_report(built)
     assert open(path).read() == text
+
+
+def test_verify_catches_a_flipped_byte_or_a_missing_file_in_every_output_kind(built):
+    from corpusmix.cli import verify
+    from corpusmix.manifest import iter_manifests
+
+    assert verify(str(built.path)) == []
+    kinds = {}
+    for m in iter_manifests(built.manifest_root):
+        for o in read_manifest(m)["outputs"]:
+            kinds.setdefault(o["kind"], o["path"])
+    assert {"documents", "quarantine", "duplicates", "cross_source_duplicates", "rejections", "audit", "tokenizer",
+            "token_bin", "token_index", "token_documents", "plan", "shard_bin", "shard_index", "shard_manifest",
+            "lineage"} <= set(kinds)
+    for kind, rel in kinds.items():
+        f = built.storage_root / rel
+        original = f.read_bytes()
+        try:
+            data = bytearray(original)
+            data[len(data) // 2] ^= 0x01
+            f.write_bytes(bytes(data))
+            assert any(rel in p and "sha256" in p for p in verify(str(built.path))), kind
+            f.unlink()
+            assert any(rel in p and "missing" in p for p in verify(str(built.path))), kind
+        finally:
+            f.write_bytes(original)
+    assert verify(str(built.path)) == []
