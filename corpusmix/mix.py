@@ -98,7 +98,6 @@ def inverse_target(x: np.ndarray, cum: np.ndarray, values: np.ndarray) -> np.nda
 class _Cursor:
     """Reads one source's documents in epoch permutations and gives each its due position."""
 
-    index: int
     name: str
     seed: int
     sizes: np.ndarray       # tokens per document (EOS included)
@@ -322,8 +321,8 @@ def mix_stage(loaded: LoadedSpec, progress: Callable[[str], None] | None = None)
     # phase edges in whole tokens; the extra final token belongs to the last phase
     bounds = np.array([float(round(ph["start"])) for ph in plan["phases"]] + [np.inf])
     names = [ph["name"] for ph in plan["phases"]]
-    cursors = [_Cursor(i, s.name, plan["seed"], s.sizes, x, np.array(plan["grid"]["cumulative"][s.name]))
-               for i, s in enumerate(sources)]
+    cursors = [_Cursor(s.name, plan["seed"], s.sizes, x, np.array(plan["grid"]["cumulative"][s.name]))
+               for s in sources]
     progress(f"[mixed_shards] {total - 1:,} tokens + 1 in shards of {shard_tokens:,} from {len(sources)} sources, "
              f"phases {names}")
     out_parent = loaded.storage_root / STAGE

@@ -87,11 +87,6 @@ def _to_tokens(info: TokenizerInfo, encodings: list, n_pieces: list[int]) -> tup
     return tokens, lengths
 
 
-def encode_documents(info: TokenizerInfo, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Token ids of ``texts``, each followed by EOS, concatenated; and tokens per document."""
-    return _to_tokens(info, *_encode(info, texts))
-
-
 def _batches(parts: list[Path]):
     """(doc_ids, texts, n_bytes, quality_scores) in batches of about BATCH_CHARS characters."""
     cols = ("doc_id", "text", "n_bytes", "quality_score")
