@@ -396,6 +396,12 @@ def mix_stage(loaded: LoadedSpec, progress: Callable[[str], None] | None = None)
     return manifest, path
 
 
+def quota_tolerance(target: float, longest_document: int) -> float:
+    """How far a phase's realised tokens of a source may be from its quota: 0.5 % of the quota
+    or one document (the longest placed in the phase, of any source), whichever is larger."""
+    return max(0.005 * target, longest_document)
+
+
 def realised_vs_target(plan: dict, shards: list[dict]) -> list[dict]:
     """Per phase and source: target quota, realised tokens, deviation and the tolerance
     max(0.5 % of the target, one document: the longest placed in the phase, of any source).
@@ -416,7 +422,7 @@ def realised_vs_target(plan: dict, shards: list[dict]) -> list[dict]:
         rows = {}
         for s in plan["sources"]:
             target = ph["quotas"][s]
-            tol = max(0.005 * target, longest)
+            tol = quota_tolerance(target, longest)
             rows[s] = {"target": target, "realised": got.get(s, 0), "deviation": got.get(s, 0) - target,
                        "tolerance": tol, "ok": abs(got.get(s, 0) - target) <= tol}
         out.append({"name": ph["name"], "tokens": sum(got.values()), "sources": rows})
@@ -441,7 +447,7 @@ def check_on_target(loaded: LoadedSpec) -> list[dict]:
     for ph in plan["phases"]:
         for s in plan["sources"]:
             target, n = ph["quotas"][s], realised.get((ph["name"], s), 0)
-            tol = max(0.005 * target, longest.get(ph["name"], 0))
+            tol = quota_tolerance(target, longest.get(ph["name"], 0))
             if abs(n - target) > tol:
                 off.append({"phase": ph["name"], "source": s, "target": target, "realised": n, "tolerance": tol})
     return off
