@@ -40,7 +40,7 @@ def is_current(loaded: LoadedSpec, stage: str, partition: str | None = None) -> 
         _, version = PER_SOURCE[stage](loaded, partition) if partition else GLOBAL[stage](loaded)
     except FileNotFoundError:  # an upstream manifest is missing: certainly not current
         return False
-    return up_to_date(loaded, stage, partition, version) is not None
+    return version is not None and up_to_date(loaded, stage, partition, version) is not None
 
 
 def stale_sources(loaded: LoadedSpec, stages: list[str], sources: list[str]) -> list[str]:

@@ -36,7 +36,9 @@ from schemas.tables import ARROW_SCHEMAS, INGEST_DOCUMENTS, QUARANTINE, nul_mask
 
 from .executor import make_executor
 from .hashing import mix64
-from .manifest import code_version, content_key, tool_versions, up_to_date, utc_now, write_manifest
+from .manifest import (
+    code_version, content_key, manifest_path, read_manifest, tool_versions, up_to_date, utc_now, write_manifest,
+)
 from .parquet_io import PARQUET_OPTS, PartWriter
 from .readers import BadRecord, FileReadResult, UnreadableFileError, read_unit
 from .spec import Format, Ingest, LoadedSpec, Source, canonical_hash, file_format
@@ -321,15 +323,32 @@ def source_files_rel(loaded: LoadedSpec, source: Source) -> list[tuple[Path, str
     return [(f, os.path.relpath(f, base)) for f in files]
 
 
-def ingest_key(loaded: LoadedSpec, source: Source) -> tuple[dict, str]:
-    """The stage config and content key of a source's ingest: its spec section and its files' checksums."""
+def _file_stats(files: list[tuple[Path, str]]) -> list[tuple[str, int, int]]:
+    return [(rel, f.stat().st_size, f.stat().st_mtime_ns) for f, rel in files]
+
+
+def ingest_key(loaded: LoadedSpec, source: Source) -> tuple[dict, str | None]:
+    """The stage config and content key of a source's ingest: its spec section and its files' checksums.
+
+    The key is only worth computing (reading every file once more) when it can match the current
+    manifest: if the file names or sizes differ from the ones it records, the key is None
+    (not current), and the build computes it while it reads the files anyway.
+    """
     # only the fields that change what ingest writes: editing a source's filters or weight rebuilds later stages
     fields = {"name", "format", "text_field", "id_field", "metadata_fields", "on_unreadable"}
     tok = loaded.spec.tokenizer.path  # the token estimate is calibrated with it
     stage_cfg = {"source": source.model_dump(mode="json", include=fields),
                  "ingest": loaded.spec.ingest.model_dump(mode="json"),
                  "tokenizer_sha256": _file_sha(str(loaded.resolve(tok))) if tok else None}
-    return stage_cfg, content_key(stage_cfg, [(rel, sha256_file(f)) for f, rel in source_files_rel(loaded, source)])
+    files = source_files_rel(loaded, source)
+    path = manifest_path(loaded.manifest_root, STAGE, source.name)
+    try:
+        recorded = sorted((i["path"], i["bytes"]) for i in read_manifest(path)["inputs"]) if path.is_file() else None
+    except Exception:  # noqa: BLE001 - an unreadable manifest is simply not current
+        recorded = None
+    if recorded != sorted((rel, size) for rel, size, _ in _file_stats(files)):
+        return stage_cfg, None
+    return stage_cfg, content_key(stage_cfg, [(rel, sha256_file(f)) for f, rel in files])
 
 
 def plan_units(loaded: LoadedSpec, source: Source, staging: Path) -> list[Unit]:
@@ -451,7 +470,8 @@ def ingest_source(loaded: LoadedSpec, source_name: str, executor=None,
     source = loaded.source(source_name)
     started, t0 = utc_now(), time.perf_counter()
     stage_cfg, version = ingest_key(loaded, source)
-    if hit := up_to_date(loaded, STAGE, source.name, version):
+    before = _file_stats(source_files_rel(loaded, source))
+    if version and (hit := up_to_date(loaded, STAGE, source.name, version)):
         progress(f"[{source.name}] ingest: up to date (version {version}: same files, spec section and code)")
         return hit
     out_parent = loaded.storage_root / STAGE / source.name
@@ -481,7 +501,7 @@ def ingest_source(loaded: LoadedSpec, source_name: str, executor=None,
             raise IngestError(_unreadable_message(errors, source))
         _move_cross_unit_duplicates(staging, results, loaded.spec.ingest, source)
         manifest = _build_manifest(loaded, source, staging, results, stage_cfg, started, t0)
-        if manifest["version"] != version:
+        if _file_stats(source_files_rel(loaded, source)) != before:
             raise IngestError(f"source {source.name!r}: input files changed while they were read; run again")
         final = out_parent / manifest["version"]
         if not publish_dir(staging, final):

@@ -19,14 +19,13 @@ from dagster import (
 )
 
 from corpusmix.freshness import is_current, source_fingerprint
-from corpusmix.ingest import ingest_key
 from corpusmix.spec import LoadedSpec
 
 
 def _request(loaded: LoadedSpec, source: str) -> RunRequest:
-    version = ingest_key(loaded, loaded.source(source))[1]
-    # the run key makes a request for the same content idempotent across ticks
-    return RunRequest(run_key=f"{source}:{version}", partition_key=source, tags={"corpusmix/trigger": "source files"})
+    # the run key makes a request for the same files idempotent across ticks
+    return RunRequest(run_key=f"{source}:{source_fingerprint(loaded, source)[:20]}", partition_key=source,
+                      tags={"corpusmix/trigger": "source files"})
 
 
 def build_source_sensor(spec_path: str, source_job, loaded: LoadedSpec):
