@@ -6,7 +6,9 @@ same run. Acceptance drift is a warning. The logic is in ``corpusmix.checks``.
 
 from pathlib import Path
 
-from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetKey, MetadataValue
+from dagster import (
+    AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetKey, DataVersion, MaterializeResult, MetadataValue,
+)
 
 from corpusmix import checks
 from corpusmix.manifest import manifest_path, read_manifest
@@ -35,6 +37,14 @@ def previous_manifest(loaded: LoadedSpec, asset: str, partition: str | None) -> 
         return read_manifest(path) if path.is_file() else None
     except Exception:  # noqa: BLE001 - an unreadable old manifest has no rates to compare
         return None
+
+
+def stage_result(loaded: LoadedSpec, manifest: dict, manifest_file: Path, metadata: dict, previous: dict | None = None,
+                 rates: bool = True, extra_checks: tuple = ()) -> MaterializeResult:
+    """What every stage asset returns: its metadata, its content key as the data version, its checks."""
+    return MaterializeResult(metadata=metadata, data_version=DataVersion(manifest["version"]),
+                             check_results=[*stage_check_results(loaded, manifest, manifest_file, previous, rates),
+                                            *extra_checks])
 
 
 def stage_check_results(loaded: LoadedSpec, manifest: dict, manifest_file: Path, previous: dict | None,

@@ -1,7 +1,7 @@
 """The dedup asset: one partition per source, downstream of the same source's ingest."""
 
 from dagster import (
-    AllPartitionMapping, AssetDep, AssetExecutionContext, AssetsDefinition, DataVersion, MaterializeResult,
+    AllPartitionMapping, AssetDep, AssetExecutionContext, AssetsDefinition, MaterializeResult,
     MetadataValue, asset,
 )
 
@@ -9,7 +9,7 @@ from corpusmix.dedup import cross_source_dedup as cross_source_dedup_stage
 from corpusmix.dedup import dedup_source
 from workflows.resources import CorpusSpec
 
-from .checks import previous_manifest, stage_check_results, stage_check_specs
+from .checks import previous_manifest, stage_check_specs, stage_result
 from .metadata import FOLLOW_UPSTREAM, fmt, markdown_table, stage_metadata
 
 
@@ -39,8 +39,7 @@ def build_dedup_asset(ingest: AssetsDefinition):
             "cluster_sizes": MetadataValue.json(details["cluster_sizes"]),
             "audit_pairs": _audit_table(details["audit_pairs"]),
         }
-        return MaterializeResult(metadata=md, data_version=DataVersion(manifest["version"]),
-                                 check_results=stage_check_results(loaded, manifest, path, previous))
+        return stage_result(loaded, manifest, path, md, previous)
 
     return dedup
 
@@ -75,7 +74,6 @@ def build_cross_source_asset(dedup: AssetsDefinition):
             "removed_from_kept_in": MetadataValue.json(manifest["details"]["pairs_removed_from_kept"]),
             "audit_pairs": _audit_table(manifest["details"]["audit_pairs"]),
         }
-        return MaterializeResult(metadata=md, data_version=DataVersion(manifest["version"]),
-                                 check_results=stage_check_results(loaded, manifest, path, previous))
+        return stage_result(loaded, manifest, path, md, previous)
 
     return cross_source_dedup

@@ -1,11 +1,11 @@
 """The ingest asset: one partition per source, reading raw files into validated Parquet."""
 
-from dagster import AssetExecutionContext, DataVersion, MaterializeResult, PartitionsDefinition, asset
+from dagster import AssetExecutionContext, MaterializeResult, PartitionsDefinition, asset
 
 from corpusmix.ingest import ingest_source
 from workflows.resources import CorpusSpec
 
-from .checks import previous_manifest, stage_check_results, stage_check_specs
+from .checks import previous_manifest, stage_check_specs, stage_result
 from .metadata import stage_metadata
 
 
@@ -23,7 +23,6 @@ def build_ingest_asset(partitions: PartitionsDefinition):
         loaded = corpus.load()
         previous = previous_manifest(loaded, "ingest", context.partition_key)
         manifest, path = ingest_source(loaded, context.partition_key, progress=context.log.info)
-        return MaterializeResult(metadata=stage_metadata(manifest, path), data_version=DataVersion(manifest["version"]),
-                                 check_results=stage_check_results(loaded, manifest, path, previous))
+        return stage_result(loaded, manifest, path, stage_metadata(manifest, path), previous)
 
     return ingest

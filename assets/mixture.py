@@ -2,7 +2,7 @@
 
 from dagster import (
     AllPartitionMapping, AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetDep, AssetKey, AssetExecutionContext, AssetsDefinition,
-    DataVersion, MaterializeResult, MetadataValue, asset, asset_check,
+    MaterializeResult, MetadataValue, asset, asset_check,
 )
 
 from corpusmix.mix import STAGE as MIX_STAGE
@@ -12,7 +12,7 @@ from corpusmix.plan import load_plan, plan_stage
 from corpusmix.report import build_report, schedule_svg, svg_markdown
 from workflows.resources import CorpusSpec
 
-from .checks import stage_check_results, stage_check_specs
+from .checks import stage_check_specs, stage_result
 from .metadata import FOLLOW_UPSTREAM, markdown_table
 
 
@@ -32,6 +32,7 @@ def build_plan_asset(tokenize: AssetsDefinition):
     def mixture_plan(context: AssetExecutionContext, corpus: CorpusSpec) -> MaterializeResult:
         loaded = corpus.load()
         manifest, path = plan_stage(loaded, progress=context.log.info)
+        plan = load_plan(loaded)[0]  # as published, read back once for the picture and the epoch cap
         d = manifest["details"]
         per_source = markdown_table(
             ["source", "share", "allocated", "available", "epochs", "over cap", "synthetic needed"],
@@ -43,19 +44,18 @@ def build_plan_asset(tokenize: AssetsDefinition):
                                 [[ph["name"], f"{ph['end'] - ph['start']:,.0f}",
                                   *(f"{ph['quotas'][s]:,.0f}" for s in sources)] for ph in d["phases"]],
                                 empty="no phases")
-        return MaterializeResult(metadata={
-            "schedule": MetadataValue.md(svg_markdown(schedule_svg(load_plan(loaded)[0]), "mixture schedule")),
+        return stage_result(loaded, manifest, path, {
+            "schedule": MetadataValue.md(svg_markdown(schedule_svg(plan), "mixture schedule")),
             "budget": manifest["counts"]["budget"], "samples": manifest["counts"]["samples"],
             "availability": d["availability"], "renormalized": d["renormalized"],
             "per_source": per_source, "phase_quotas": quotas, "version": manifest["version"],
-            "manifest": MetadataValue.path(str(path))}, data_version=DataVersion(manifest["version"]),
-            check_results=[*stage_check_results(loaded, manifest, path, None, rates=False), _epoch_cap(loaded)])
+            "manifest": MetadataValue.path(str(path))}, rates=False, extra_checks=(_epoch_cap(plan),))
 
     return mixture_plan
 
 
-def _epoch_cap(loaded) -> AssetCheckResult:
-    over = epoch_cap_problems(load_plan(loaded)[0])  # the plan as published, read back
+def _epoch_cap(plan: dict) -> AssetCheckResult:
+    over = epoch_cap_problems(plan)
     return AssetCheckResult(check_name="epoch_cap", passed=not over, severity=AssetCheckSeverity.ERROR,
                             metadata={"over_cap": MetadataValue.json(over)})
 
@@ -77,16 +77,14 @@ def build_shards_asset(plan: AssetsDefinition, tokenize: AssetsDefinition):
         rows = [[ph["name"], s, f"{r['target']:,.0f}", f"{r['realised']:,}", f"{r['deviation']:+,.0f}",
                  f"{r['tolerance']:,.0f}", "ok" if r["ok"] else "OFF"]
                 for ph in manifest["details"]["phases"] for s, r in ph["sources"].items()]
-        return MaterializeResult(metadata={
+        return stage_result(loaded, manifest, path, {
             "tokens": manifest["counts"]["tokens_out"], "shards": manifest["counts"]["shards"],
             "samples": manifest["counts"]["samples"], "dtype": manifest["details"]["dtype"],
             "realised_vs_target": markdown_table(["phase", "source", "target", "realised", "deviation", "tolerance",
                                                   ""], rows, empty="no phases"),
             "tokens_per_s": MetadataValue.float(manifest["timing"]["tokens_per_s"]),
             "build_report": MetadataValue.md(build_report(loaded)),
-            "version": manifest["version"], "manifest": MetadataValue.path(str(path))},
-            data_version=DataVersion(manifest["version"]),
-            check_results=stage_check_results(loaded, manifest, path, None, rates=False))
+            "version": manifest["version"], "manifest": MetadataValue.path(str(path))}, rates=False)
 
     @asset_check(asset=mixed_shards, name="mixture_on_target", blocking=True,
                  description="Realised tokens per phase and source, recounted from the lineage, within max(0.5 %, one document) of the plan.")

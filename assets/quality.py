@@ -1,11 +1,11 @@
 """The quality asset: one partition per source, after dedup and the cross-source drop list."""
 
-from dagster import AssetDep, AssetExecutionContext, AssetsDefinition, DataVersion, MaterializeResult, MetadataValue, asset
+from dagster import AssetDep, AssetExecutionContext, AssetsDefinition, MaterializeResult, MetadataValue, asset
 
 from corpusmix.quality import quality_source
 from workflows.resources import CorpusSpec
 
-from .checks import previous_manifest, stage_check_results, stage_check_specs
+from .checks import previous_manifest, stage_check_specs, stage_result
 from .metadata import FOLLOW_UPSTREAM, fmt, markdown_table, stage_metadata
 
 
@@ -31,8 +31,7 @@ def build_quality_asset(dedup: AssetsDefinition, cross: AssetsDefinition):
             "rule_overlap": MetadataValue.json(manifest["details"]["overlap"]),
             "audit_samples": _audit_table(manifest["details"]["audit"]),
         }
-        return MaterializeResult(metadata=md, data_version=DataVersion(manifest["version"]),
-                                 check_results=stage_check_results(loaded, manifest, path, previous))
+        return stage_result(loaded, manifest, path, md, previous)
 
     return quality
 

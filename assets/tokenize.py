@@ -1,7 +1,7 @@
 """The tokenizer asset (global) and the tokenize asset (one partition per source)."""
 
 from dagster import (
-    AllPartitionMapping, AssetDep, AssetExecutionContext, AssetsDefinition, DataVersion, MaterializeResult,
+    AllPartitionMapping, AssetDep, AssetExecutionContext, AssetsDefinition, MaterializeResult,
     MetadataValue, asset,
 )
 
@@ -9,7 +9,7 @@ from corpusmix.tokenize import tokenize_source
 from corpusmix.tokenizer import tokenizer_stage
 from workflows.resources import CorpusSpec
 
-from .checks import previous_manifest, stage_check_results, stage_check_specs
+from .checks import previous_manifest, stage_check_specs, stage_result
 from .metadata import FOLLOW_UPSTREAM, stage_metadata
 
 
@@ -42,8 +42,7 @@ def build_tokenizer_asset(quality: AssetsDefinition, trained: bool):
         }
         if "sample" in d:
             md["training_sample"] = MetadataValue.json(d["sample"])
-        return MaterializeResult(metadata=md, data_version=DataVersion(manifest["version"]),
-                                 check_results=stage_check_results(loaded, manifest, path, None, rates=False))
+        return stage_result(loaded, manifest, path, md, rates=False)
 
     return tokenizer
 
@@ -73,7 +72,6 @@ def build_tokenize_asset(quality: AssetsDefinition, tokenizer: AssetsDefinition)
             "estimate_relative_error": MetadataValue.float(d["estimate_check"]["relative_error"] or 0.0),
             "estimate_check": MetadataValue.json(d["estimate_check"]),
         }
-        return MaterializeResult(metadata=md, data_version=DataVersion(manifest["version"]),
-                                 check_results=stage_check_results(loaded, manifest, path, previous))
+        return stage_result(loaded, manifest, path, md, previous)
 
     return tokenize
