@@ -532,8 +532,7 @@ def dedup_source(loaded: LoadedSpec, source_name: str,
     started, t0 = utc_now(), time.perf_counter()
     up_path, up = require_manifest(loaded.manifest_root, UPSTREAM, source.name)
     stage_cfg, version = dedup_key(loaded, source.name)
-    if hit := up_to_date(loaded, STAGE, source.name, version):
-        progress(f"[{source.name}] dedup: up to date (version {version}); nothing to do")
+    if hit := up_to_date(loaded, STAGE, source.name, version, progress):
         return hit
     est = TokenEstimate(**{k: v for k, v in up["token_counting"].items() if k != "description"})
     parts = [loaded.storage_root / o["path"] for o in up["outputs"] if o["kind"] == "documents"]
@@ -612,8 +611,7 @@ def cross_source_dedup(loaded: LoadedSpec, progress: Callable[[str], None] | Non
                 parts.append(loaded.storage_root / o["path"])
                 part_source += [name] * o["rows"]
     stage_cfg, version = cross_source_key(loaded)
-    if hit := up_to_date(loaded, CROSS_STAGE, None, version):
-        progress(f"[cross-source] up to date (version {version}); nothing to do")
+    if hit := up_to_date(loaded, CROSS_STAGE, None, version, progress):
         return hit
     cross = cfg.model_copy(update={"representative": "first", "exact": cfg.cross_source.exact,
                                    "near": cfg.near.model_copy(update={"enabled": cfg.cross_source.near})})

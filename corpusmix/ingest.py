@@ -471,8 +471,7 @@ def ingest_source(loaded: LoadedSpec, source_name: str, executor=None,
     started, t0 = utc_now(), time.perf_counter()
     stage_cfg, version = ingest_key(loaded, source)
     before = _file_stats(source_files_rel(loaded, source))
-    if version and (hit := up_to_date(loaded, STAGE, source.name, version)):
-        progress(f"[{source.name}] ingest: up to date (version {version}: same files, spec section and code)")
+    if version and (hit := up_to_date(loaded, STAGE, source.name, version, progress)):
         return hit
     out_parent = loaded.storage_root / STAGE / source.name
     staging = new_staging_dir(out_parent)

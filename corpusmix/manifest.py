@@ -97,10 +97,11 @@ def content_key(stage_cfg: dict, upstream) -> str:
     return canonical_hash({"code": code_version(), "config": stage_cfg, "upstream": upstream})[:20]
 
 
-def up_to_date(loaded, asset: str, partition: str | None, version: str) -> tuple[dict, Path] | None:
+def up_to_date(loaded, asset: str, partition: str | None, version: str,
+               progress=None) -> tuple[dict, Path] | None:
     """The current manifest when it already has ``version`` and every output it names is intact
-    (present, recorded size and sha256): then the stage has nothing to do. A damaged or missing
-    output makes the stage run again, which repairs it."""
+    (present, recorded size and sha256): then the stage has nothing to do, and says so through
+    ``progress``. A damaged or missing output makes the stage run again, which repairs it."""
     path = manifest_path(loaded.manifest_root, asset, partition)
     if not path.is_file():
         return None
@@ -114,6 +115,9 @@ def up_to_date(loaded, asset: str, partition: str | None, version: str) -> tuple
         f = loaded.storage_root / o["path"]
         if not f.is_file() or f.stat().st_size != o["bytes"] or sha256_file(f) != o["sha256"]:
             return None
+    if progress:
+        progress(f"[{partition or asset}] {asset}: up to date (version {version}: same inputs, spec section and "
+                 "code); nothing to do")
     return m, path
 
 

@@ -303,8 +303,7 @@ def mix_stage(loaded: LoadedSpec, progress: Callable[[str], None] | None = None)
     progress = progress or log.info
     started, t0 = utc_now(), time.perf_counter()
     stage_cfg, version = mix_key(loaded)
-    if hit := up_to_date(loaded, STAGE, None, version):
-        progress(f"[mixed_shards] up to date (version {version}); nothing to do")
+    if hit := up_to_date(loaded, STAGE, None, version, progress):
         return hit
     plan, plan_manifest = load_plan(loaded)
     tok, tok_manifest = built_tokenizer(loaded)

@@ -288,8 +288,7 @@ def plan_stage(loaded: LoadedSpec, progress: Callable[[str], None] | None = None
     started, t0 = utc_now(), time.perf_counter()
     ups = [require_manifest(loaded.manifest_root, UPSTREAM, s) for s in loaded.source_names]
     stage_cfg, version = plan_key(loaded)
-    if hit := up_to_date(loaded, STAGE, None, version):
-        progress(f"[mixture_plan] up to date (version {version}); nothing to do")
+    if hit := up_to_date(loaded, STAGE, None, version, progress):
         return hit
     avail = availability(loaded, exact_only=True)
     plan = make_plan(loaded, avail)

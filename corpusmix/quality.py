@@ -81,8 +81,7 @@ def quality_source(loaded: LoadedSpec, source_name: str,
     up_path, up = require_manifest(loaded.manifest_root, UPSTREAM, source.name)
     stage_cfg, version = quality_key(loaded, source.name)
     rules, k = stage_cfg["rules"], stage_cfg["audit_samples"]
-    if hit := up_to_date(loaded, STAGE, source.name, version):
-        progress(f"[{source.name}] quality: up to date (version {version}); nothing to do")
+    if hit := up_to_date(loaded, STAGE, source.name, version, progress):
         return hit
     drops = cross_source_drops(loaded, source.name)
     est = TokenEstimate(**{k: v for k, v in up["token_counting"].items() if k != "description"})

@@ -124,8 +124,7 @@ def tokenize_source(loaded: LoadedSpec, source_name: str,
     up_path, up = require_manifest(loaded.manifest_root, UPSTREAM, source.name)
     info, tok_manifest = built_tokenizer(loaded)
     stage_cfg, version = tokenize_key(loaded, source.name)
-    if hit := up_to_date(loaded, STAGE, source.name, version):
-        progress(f"[{source.name}] tokenize: up to date (version {version}); nothing to do")
+    if hit := up_to_date(loaded, STAGE, source.name, version, progress):
         return hit
     parts = [loaded.storage_root / o["path"] for o in up["outputs"] if o["kind"] == "documents"]
     progress(f"[{source.name}] tokenize: {up['counts']['documents_out']} documents, "

@@ -221,8 +221,7 @@ def tokenizer_stage(loaded: LoadedSpec, progress: Callable[[str], None] | None =
     spec_tok = loaded.spec.tokenizer
     started, t0 = utc_now(), time.perf_counter()
     stage_cfg, version, inputs = _tokenizer_key(loaded)
-    if hit := up_to_date(loaded, STAGE, None, version):
-        progress(f"[tokenizer] up to date (version {version}); nothing to do")
+    if hit := up_to_date(loaded, STAGE, None, version, progress):
         return hit
     out_parent = loaded.storage_root / STAGE
     staging = new_staging_dir(out_parent)
