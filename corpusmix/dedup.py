@@ -44,14 +44,7 @@ from schemas.tables import ARROW_SCHEMAS, DUPLICATES, INGEST_DOCUMENTS, validate
 
 from .hashing import mix64, word_hashes
 from .manifest import (
-    content_key,
-    downstream_manifest,
-    input_refs,
-    output_ref,
-    require_manifest,
-    stage_manifest,
-    up_to_date,
-    utc_now,
+    content_key, downstream_manifest, input_refs, output_ref, require_manifest, stage_manifest, up_to_date, utc_now,
     write_manifest,
 )
 from .parquet_io import PartWriter, write_parquet

@@ -45,14 +45,7 @@ import pyarrow.parquet as pq
 
 from .indexed import IndexedReader, IndexedWriter
 from .manifest import (
-    content_key,
-    manifest_path,
-    output_ref,
-    read_manifest,
-    require_manifest,
-    stage_manifest,
-    up_to_date,
-    utc_now,
+    content_key, manifest_path, output_ref, read_manifest, require_manifest, stage_manifest, up_to_date, utc_now,
     write_manifest,
 )
 from .parquet_io import PARQUET_OPTS

@@ -49,14 +49,7 @@ import numpy as np
 import orjson
 
 from .manifest import (
-    content_key,
-    manifest_path,
-    output_ref,
-    read_manifest,
-    require_manifest,
-    stage_manifest,
-    up_to_date,
-    utc_now,
+    content_key, manifest_path, output_ref, read_manifest, require_manifest, stage_manifest, up_to_date, utc_now,
     write_manifest,
 )
 from .spec import Baseline, LoadedSpec

@@ -30,14 +30,7 @@ import pyarrow.parquet as pq
 from schemas.tables import ARROW_SCHEMAS, QUALITY_DOCUMENTS, REJECTIONS, validate_table
 
 from .dedup import cross_source_drops
-from .manifest import (
-    content_key,
-    downstream_manifest,
-    require_manifest,
-    up_to_date,
-    utc_now,
-    write_manifest,
-)
+from .manifest import content_key, downstream_manifest, require_manifest, up_to_date, utc_now, write_manifest
 from .parquet_io import PartWriter, write_parquet
 from .quality_rules import evaluate, resolve_rules
 from .spec import LoadedSpec, canonical_hash

@@ -30,14 +30,7 @@ from schemas.tables import ARROW_SCHEMAS, TOKENIZED_DOCUMENTS, validate_table
 
 from .indexed import IndexedWriter
 from .manifest import (
-    content_key,
-    input_refs,
-    output_ref,
-    require_manifest,
-    stage_manifest,
-    up_to_date,
-    utc_now,
-    write_manifest,
+    content_key, input_refs, output_ref, require_manifest, stage_manifest, up_to_date, utc_now, write_manifest,
 )
 from .parquet_io import PARQUET_OPTS
 from .spec import LoadedSpec

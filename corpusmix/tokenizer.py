@@ -35,14 +35,7 @@ import pyarrow.parquet as pq
 
 from .indexed import token_dtype
 from .manifest import (
-    content_key,
-    input_refs,
-    output_ref,
-    require_manifest,
-    stage_manifest,
-    up_to_date,
-    utc_now,
-    write_manifest,
+    content_key, input_refs, output_ref, require_manifest, stage_manifest, up_to_date, utc_now, write_manifest,
 )
 from .spec import LoadedSpec
 from .storage import discard_dir, new_staging_dir, publish_dir, sha256_file
