@@ -527,7 +527,7 @@ def dedup_source(loaded: LoadedSpec, source_name: str,
     stage_cfg, version = dedup_key(loaded, source.name)
     if hit := up_to_date(loaded, STAGE, source.name, version, progress):
         return hit
-    est = TokenEstimate(**{k: v for k, v in up["token_counting"].items() if k != "description"})
+    est = TokenEstimate.from_manifest(up)
     parts = [loaded.storage_root / o["path"] for o in up["outputs"] if o["kind"] == "documents"]
     progress(f"[{source.name}] dedup: {up['counts']['documents_out']} documents in {len(parts)} part(s)")
     idx, res = find_duplicates(parts, cfg, lambda m: progress(f"[{source.name}] {m}"))
@@ -627,7 +627,7 @@ def cross_source_dedup(loaded: LoadedSpec, progress: Callable[[str], None] | Non
     pairs = Counter((part_source[p], part_source[r[0]]) for p, r in rows)
     n_in, bytes_in = idx.n, int(idx.sizes.sum())
     removed_bytes = int(sum(idx.sizes[p] for p, _ in rows))
-    est_by_source = {name: TokenEstimate(**{k: v for k, v in u["token_counting"].items() if k != "description"})
+    est_by_source = {name: TokenEstimate.from_manifest(u)
                      for name, _, u in ups}
     tokens_in = sum(u["counts"]["tokens_out"] for _, _, u in ups)
     tokens_removed = sum(est_by_source[part_source[p]].tokens(int(idx.sizes[p])) for p, _ in rows)

@@ -77,7 +77,7 @@ def quality_source(loaded: LoadedSpec, source_name: str,
     if hit := up_to_date(loaded, STAGE, source.name, version, progress):
         return hit
     drops = cross_source_drops(loaded, source.name)
-    est = TokenEstimate(**{k: v for k, v in up["token_counting"].items() if k != "description"})
+    est = TokenEstimate.from_manifest(up)
     parts = [loaded.storage_root / o["path"] for o in up["outputs"] if o["kind"] == "documents"]
     progress(f"[{source.name}] quality: {len(rules)} rules ({', '.join(rules)}) on "
              f"{up['counts']['documents_out']} documents; {len(drops)} cross-source duplicates to drop")

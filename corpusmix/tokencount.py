@@ -30,6 +30,11 @@ class TokenEstimate:
     heldout_doc_mean_abs_rel_error: float | None
     tokenizer_sha256: str | None
 
+    @classmethod
+    def from_manifest(cls, manifest: dict) -> TokenEstimate:
+        """The estimate an earlier stage recorded (its ``token_counting``), to count the same way."""
+        return cls(**{k: v for k, v in manifest["token_counting"].items() if k != "description"})
+
     def tokens(self, n_bytes: int) -> int:
         """Estimated tokens for ``n_bytes`` of UTF-8 text."""
         return int(round(n_bytes / self.bytes_per_token))
