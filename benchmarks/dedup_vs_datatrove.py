@@ -256,7 +256,8 @@ def main() -> None:
     sys.path.insert(0, str(HERE.parent))
     from common import SOURCES
 
-    from corpusmix.executor import make_executor
+    from corpusmix.executor import open_executor
+    from corpusmix.spec import Execution
     from corpusmix.spec import Dedup
 
     try:
@@ -283,7 +284,7 @@ def main() -> None:
     dt: dict[str, list[dict]] = {n: [] for n in names}
     dts: dict[str, list[dict]] = {n: [] for n in names}
     tools = ["cm", "dt"] + (["dts"] if args.split_variant else [])
-    with make_executor(args.workers) as pool:
+    with open_executor(Execution(workers=args.workers)) as pool:
         # warm-up, untimed: worker pool start and imports; the datatrove venv's .pyc and page cache
         small = min(names, key=lambda n: sum(p.stat().st_size for p in (CORPUS / n).glob("*.jsonl.gz")))
         run_corpusmix(small, SOURCES[small], pool, args.workers, False)

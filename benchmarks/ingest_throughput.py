@@ -38,7 +38,8 @@ def _parse_file(path: str) -> int:
 
 
 def main() -> None:
-    from corpusmix.executor import make_executor
+    from corpusmix.executor import open_executor
+    from corpusmix.spec import Execution
     from corpusmix.ingest import ingest_source
     from corpusmix.spec import load_spec
 
@@ -55,7 +56,7 @@ def main() -> None:
     manifests: dict[str, dict] = {}
     text_bytes: dict[str, int] = {}
     ctx = get_context("forkserver")
-    with ProcessPoolExecutor(args.workers, mp_context=ctx) as base_pool, make_executor(args.workers) as pool:
+    with ProcessPoolExecutor(args.workers, mp_context=ctx) as base_pool, open_executor(Execution(workers=args.workers)) as pool:
         # warm both pools (worker start-up and imports are not per-source costs)
         list(base_pool.map(_parse_file, files["math"]))
         with tempfile.TemporaryDirectory() as warm:

@@ -1,7 +1,7 @@
 """Dedup stage: exact and MinHash near-duplicate removal within one source.
 
-Three streaming passes over the source's ingest parts, so memory holds a
-signature per document (num_perm x 4 bytes) and never the text:
+Three streaming passes over the source's ingest parts; no process holds the
+text of more than one batch:
 
 1. normalise every document (``normalize``), hash it for exact matching, cut it
    into word n-gram shingles (hashed without a Python call per word or shingle,
@@ -15,6 +15,16 @@ signature per document (num_perm x 4 bytes) and never the text:
    threshold (LSH candidates include false positives);
 3. write the surviving documents, and the ``duplicates`` table for audits.
 
+Each pass is cut into one unit of work per input part and runs on the build's
+executor (``corpusmix.executor``: in-process, a process pool or Ray tasks). Pass
+1 writes each part's signatures to a scratch file; the LSH banding is a shuffle
+by band key (map: one part's band keys into buckets; reduce: one bucket's groups
+into candidate pairs), so no process ever holds every band of every document.
+The driver keeps the exact keys, sizes and ids (about 24 bytes + the id per
+document), does the exact grouping and the union-find, and asks the workers
+for the few texts it must verify or show. Every backend and worker count gives
+the same pairs, clusters and bytes.
+
 Duplicates form clusters (union-find over exact groups and accepted pairs);
 one representative per cluster survives, chosen by ``dedup.representative``:
 ``longest`` (most bytes), ``shortest`` or ``first`` (ingest order), ties by
@@ -27,11 +37,12 @@ import functools
 import hashlib
 import logging
 import re
+import shutil
 import time
 import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +54,7 @@ from datasketch import MinHash, MinHashLSH
 from schemas.tables import ARROW_SCHEMAS, DUPLICATES, INGEST_DOCUMENTS, validate_table
 
 from .hashing import mix64, word_hashes
+from .executor import Executor, open_executor
 from .manifest import (
     content_key, downstream_manifest, input_refs, output_ref, require_manifest, stage_manifest, up_to_date, utc_now,
     write_manifest,
@@ -60,6 +72,7 @@ DOCS_SCHEMA = ARROW_SCHEMAS["ingest_documents"]
 DUP_SCHEMA = ARROW_SCHEMAS["duplicates"]
 SIG_BATCH_CELLS = 1 << 23     # permutations x shingles per vectorised step (32 MiB of uint32)
 READ_BATCH_ROWS = 2048
+SCRATCH = "_scratch"          # signature files inside the staging directory, removed before publishing
 
 
 # --------------------------------------------------------------------------- text -> hashes
@@ -276,13 +289,17 @@ def pick_representative(members: list[int], idx: "_Index", policy: str) -> int:
 
 @dataclass
 class _Index:
-    """What pass 1 keeps per document, in compact arrays (no Python object per document):
-    id, size, exact key (16 bytes) and signature (num_perm x 4 bytes)."""
+    """What pass 1 keeps per document on the driver, in compact arrays (no Python object per
+    document): id, size and exact key (16 bytes). Signatures (num_perm x 4 bytes per document)
+    stay in one ``.npy`` file per input part under the stage's scratch directory, read by
+    memory map where a few are needed (estimated Jaccard of a removed pair)."""
 
     ids: pa.Array
     sizes: np.ndarray
     keys: np.ndarray
-    sigs: np.ndarray
+    sig_files: list[Path]
+    offsets: np.ndarray  # position of each part's first document
+    _maps: dict = field(default_factory=dict, repr=False)
 
     @property
     def n(self) -> int:
@@ -291,31 +308,60 @@ class _Index:
     def id(self, i: int) -> str:
         return self.ids[int(i)].as_py()
 
+    def sig(self, i: int) -> np.ndarray:
+        part = int(np.searchsorted(self.offsets, i, side="right")) - 1
+        if part not in self._maps:
+            self._maps[part] = np.load(self.sig_files[part], mmap_mode="r")
+        return self._maps[part][i - int(self.offsets[part])]
 
-def _batches(parts: list[Path], columns: list[str]) -> Iterator[pa.RecordBatch]:
-    for part in parts:
-        yield from pq.ParquetFile(part).iter_batches(batch_size=READ_BATCH_ROWS, columns=columns)
+
+def _empty_index() -> _Index:
+    return _Index(pa.array([], pa.string()), np.empty(0, np.int64), np.empty((0, 16), np.uint8), [], np.zeros(1, np.int64))
 
 
-def _pass1(parts: list[Path], cfg: Dedup, perms: np.ndarray) -> _Index:
-    n = sum(pq.ParquetFile(p).metadata.num_rows for p in parts)
-    num_perm = perms.shape[1] if cfg.near.enabled else 0
-    sigs = np.empty((n, num_perm), np.uint32)
+def _batches(part: Path, columns: list[str] | None) -> Iterator[pa.RecordBatch]:
+    yield from pq.ParquetFile(part).iter_batches(batch_size=READ_BATCH_ROWS, columns=columns)
+
+
+def _pass1_unit(cfg: Dedup, perms: np.ndarray, item: tuple[Path, Path]) -> tuple[pa.Array, np.ndarray, np.ndarray]:
+    """Pass 1 over one part (a unit of work): ids, sizes and exact keys for the driver; the
+    MinHash signatures go to ``sig_path`` for the banding shuffle."""
+    part, sig_path = item
+    n = pq.ParquetFile(part).metadata.num_rows
+    sigs = np.full((n, perms.shape[1] if cfg.near.enabled else 0), EMPTY_SIG, np.uint32)
     keys = np.empty((n, 16), np.uint8)
     sizes = np.empty(n, np.int64)
     ids: list[pa.Array] = []
     pos = 0
-    for batch in _batches(parts, ["doc_id", "text", "n_bytes"]):
+    for batch in _batches(part, ["doc_id", "text", "n_bytes"]):
         norms = [normalize(t, cfg.normalize) for t in batch.column("text").to_pylist()]
         end = pos + batch.num_rows
-        ids.append(batch.column("doc_id"))
+        ids.append(batch.column("doc_id").cast(pa.string()))
         sizes[pos:end] = batch.column("n_bytes").to_numpy()
         keys[pos:end] = np.frombuffer(b"".join(exact_key(x) for x in norms), np.uint8).reshape(-1, 16)
         if cfg.near.enabled:
             sigs[pos:end] = batch_signatures(*batch_shingles(norms, cfg.near.shingle_words), perms)
         pos = end
-    id_array = pa.concat_arrays([a.cast(pa.string()) for a in ids]) if ids else pa.array([], pa.string())
-    return _Index(id_array, sizes, keys, sigs)
+    np.save(sig_path, sigs)
+    return (pa.concat_arrays(ids) if ids else pa.array([], pa.string())), sizes, keys
+
+
+def _pass1(parts: list[Path], cfg: Dedup, perms: np.ndarray, executor: Executor, scratch: Path,
+           progress: Callable[[str], None]) -> _Index:
+    scratch.mkdir(parents=True, exist_ok=True)
+    sig_files = [scratch / f"signatures-{i:05d}.npy" for i in range(len(parts))]
+    ids, sizes, keys = [], [], []
+    for i, (part_ids, part_sizes, part_keys) in enumerate(
+            executor.map(functools.partial(_pass1_unit, cfg, perms), zip(parts, sig_files))):
+        ids.append(part_ids)
+        sizes.append(part_sizes)
+        keys.append(part_keys)
+        progress(f"pass 1: part {i + 1}/{len(parts)}: {len(part_sizes)} documents hashed")
+    if not parts:
+        return _empty_index()
+    counts = np.array([len(s) for s in sizes], np.int64)
+    return _Index(pa.concat_arrays(ids), np.concatenate(sizes), np.concatenate(keys), sig_files,
+                  np.concatenate([[0], np.cumsum(counts)]))
 
 
 def lsh_params(cfg: Dedup) -> tuple[int, int]:
@@ -338,56 +384,115 @@ def lsh_params(cfg: Dedup) -> tuple[int, int]:
 MAX_BUCKET_PAIRS = 200  # a bucket larger than this yields a star (first member x others), not all pairs
 
 
-def lsh_candidate_pairs(sigs: np.ndarray, rows_of: np.ndarray, bands: int, rows: int) -> set[tuple[int, int]]:
-    """Candidate pairs: documents whose signatures agree on every row of at least one band.
+def band_keys(sigs: np.ndarray, positions: np.ndarray, bands: int, rows: int,
+              buckets: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The map side of the LSH shuffle: every (band, band values) key of these documents,
+    sent to bucket ``hash(key) % buckets`` with the document's position.
 
-    The banding of MinHashLSH, done as a group-by per band in numpy: datasketch's
-    index costs ~0.12 ms per document in Python (1.05 s of 1.31 s on 8,792 math
-    documents), this a few ms in all. ``rows_of`` are the positions the
-    signature rows stand for. Same pairs as datasketch's (tested).
+    A key holds the band number and its ``rows`` signature values, so two documents
+    share a key exactly when they agree on every row of one band; all documents with
+    one key land in one bucket, which is what makes the reduce side exact.
     """
+    m = len(positions)
+    keys = np.empty((m, bands, rows + 1), np.uint32)
+    keys[:, :, 0] = np.arange(bands, dtype=np.uint32)
+    keys[:, :, 1:] = sigs.reshape(m, bands, rows)
+    with np.errstate(over="ignore"):
+        bucket = (_fmix32(keys[:, :, 1] ^ (keys[:, :, 0] * np.uint32(0x9E3779B9))) % np.uint32(buckets)).ravel()
+    flat = keys.reshape(m * bands, rows + 1).view(np.dtype((np.void, 4 * (rows + 1)))).ravel()
+    pos = np.repeat(np.asarray(positions, np.int64), bands)
+    return [(flat[bucket == b], pos[bucket == b]) for b in range(buckets)]
+
+
+def band_pairs(*payloads: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """The reduce side: candidate pairs (i < j, sorted rows) among documents sharing a key.
+
+    Datasketch's ``MinHashLSH`` gives the same pairs (tested), at ~0.12 ms per
+    document in Python where this is a sort per bucket.
+    """
+    keys = np.concatenate([k for k, _ in payloads]) if payloads else np.empty(0)
+    pos = np.concatenate([p for _, p in payloads]) if payloads else np.empty(0, np.int64)
     pairs: set[tuple[int, int]] = set()
-    if len(rows_of) < 2:
-        return pairs
-    for band in range(bands):  # one band copied at a time, only for the documents in rows_of
-        keys = np.ascontiguousarray(sigs[rows_of, band * rows:(band + 1) * rows]).view(
-            np.dtype((np.void, 4 * rows))).ravel()
+    if len(keys) >= 2:
         order = np.argsort(keys, kind="stable")
-        sk = keys[order]
-        cut = np.flatnonzero(sk[1:] != sk[:-1]) + 1
+        cut = np.flatnonzero(keys[order][1:] != keys[order][:-1]) + 1
         for group in np.split(order, cut):
             if len(group) < 2:
                 continue
-            members = sorted(rows_of[group].tolist())
+            members = sorted(pos[group].tolist())
             if len(members) > MAX_BUCKET_PAIRS:
                 pairs.update((members[0], m) for m in members[1:])
             else:
                 pairs.update((members[i], m) for i in range(len(members)) for m in members[i + 1:])
-    return pairs
+    return np.array(sorted(pairs), np.int64).reshape(-1, 2)
 
 
-def _candidate_pairs(sigs: np.ndarray, leaders: np.ndarray, cfg: Dedup) -> set[tuple[int, int]]:
-    """LSH candidate pairs among the exact-group leaders (identical texts need no LSH)."""
-    leaders = np.asarray(leaders, np.int64)
-    rows_of = leaders[~(sigs[leaders] == EMPTY_SIG).all(axis=1)]
+def lsh_candidate_pairs(sigs: np.ndarray, rows_of: np.ndarray, bands: int, rows: int) -> set[tuple[int, int]]:
+    """Candidate pairs among the documents ``rows_of`` of one in-memory signature matrix."""
+    return set(map(tuple, band_pairs(*band_keys(sigs[rows_of], rows_of, bands, rows, 1)).tolist()))
+
+
+def _band_map_unit(bands: int, rows: int, buckets: int,
+                   item: tuple[Path, int, np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """One part's map side: its exact-group leaders with a signature (identical texts and
+    documents without shingles need no LSH)."""
+    sig_path, offset, local = item
+    sigs = np.load(sig_path, mmap_mode="r")[local]
+    has = ~(sigs == EMPTY_SIG).all(axis=1)
+    return band_keys(np.ascontiguousarray(sigs[has]), local[has] + offset, bands, rows, buckets)
+
+
+def _candidate_pairs(idx: _Index, leaders: np.ndarray, cfg: Dedup, executor: Executor) -> set[tuple[int, int]]:
+    """LSH candidate pairs among the exact-group leaders, as a shuffle by band key: the map
+    reads one part's signatures, the reduce groups one bucket of keys (``executor``)."""
     bands, rows = lsh_params(cfg)
-    return lsh_candidate_pairs(sigs, rows_of, bands, rows)
+    items = []
+    for p, path in enumerate(idx.sig_files):
+        lo, hi = idx.offsets[p], idx.offsets[p + 1]
+        local = leaders[(leaders >= lo) & (leaders < hi)] - lo
+        if len(local):
+            items.append((path, int(lo), local))
+    buckets = max(1, executor.workers)
+    results = executor.shuffle(functools.partial(_band_map_unit, bands, rows, buckets), items, buckets, band_pairs)
+    return {(int(i), int(j)) for r in results for i, j in r}
 
 
-def _shingle_sets(parts: list[Path], wanted: set[int], cfg: Dedup) -> dict[int, np.ndarray]:
-    """Pass 2: unique shingle hashes of the wanted documents (by position in the source)."""
-    out: dict[int, np.ndarray] = {}
-    pos = 0
-    for batch in _batches(parts, ["text"]):
-        n = batch.num_rows
-        hits = [p for p in range(pos, pos + n) if p in wanted]
-        if hits:
-            texts = batch.column("text")
-            for p in hits:
-                norm = normalize(texts[p - pos].as_py(), cfg.normalize)
-                out[p] = np.unique(shingle_hashes(norm, cfg.near.shingle_words))
-        pos += n
+def _texts_unit(fn: Callable[[str], object], item: tuple[Path, list[int]]) -> list:
+    """``fn`` of the texts at the given row numbers of one part (in that order)."""
+    part, rows = item
+    out, pos, wanted = [], 0, iter(rows)
+    nxt = next(wanted, None)
+    for batch in _batches(part, ["text"]):
+        texts = batch.column("text")
+        while nxt is not None and nxt < pos + batch.num_rows:
+            out.append(fn(texts[nxt - pos].as_py()))
+            nxt = next(wanted, None)
+        pos += batch.num_rows
     return out
+
+
+def _at_positions(idx: _Index, parts: list[Path], positions, fn: Callable[[str], object],
+                  executor: Executor) -> dict[int, object]:
+    """``fn(text)`` for documents given by position, one unit per part that holds any."""
+    wanted = np.unique(np.fromiter(positions, np.int64))
+    part_of = np.searchsorted(idx.offsets, wanted, side="right") - 1
+    items, owners = [], []
+    for p in np.unique(part_of):
+        mine = wanted[part_of == p]
+        items.append((parts[p], (mine - idx.offsets[p]).tolist()))
+        owners.append(mine.tolist())
+    out: dict[int, object] = {}
+    for mine, values in zip(owners, executor.map(functools.partial(_texts_unit, fn), items)):
+        out.update(zip(mine, values))
+    return out
+
+
+def _unique_shingles(cfg: Dedup, text: str) -> np.ndarray:
+    return np.unique(shingle_hashes(normalize(text, cfg.normalize), cfg.near.shingle_words))
+
+
+def _head(text: str) -> str:
+    return text[:160]
 
 
 @dataclass
@@ -399,15 +504,19 @@ class DedupResult:
     rejected_pairs: int
 
 
-def find_duplicates(parts: list[Path], cfg: Dedup, progress: Callable[[str], None]) -> tuple[_Index, DedupResult]:
+def find_duplicates(parts: list[Path], cfg: Dedup, progress: Callable[[str], None], executor: Executor,
+                    scratch: Path) -> tuple[_Index, DedupResult]:
     """Passes 1 and 2: which documents are duplicates of which survivor.
 
-    Memory beyond pass 1's arrays grows with the duplicates, not the documents:
-    exact groups come from one ``np.unique`` over the keys, and only documents
-    that take part in a duplicate relation enter the union-find bookkeeping.
+    Per-part work (hashing, banding, fetching texts to verify) runs on ``executor``;
+    ``scratch`` holds the signature files on storage every worker sees. The driver
+    keeps ~24 bytes per document (exact key, size) plus the id; memory beyond that
+    grows with the duplicates, not the documents: exact groups come from one
+    ``np.unique`` over the keys, and only documents that take part in a duplicate
+    relation enter the union-find bookkeeping.
     """
     perms = permutations(cfg.near.num_perm, cfg.near.seed)
-    idx = _pass1(parts, cfg, perms)
+    idx = _pass1(parts, cfg, perms, executor, scratch, progress)
     n = idx.n
     uf = UnionFind(n)
     touched: set[int] = set()
@@ -425,15 +534,17 @@ def find_duplicates(parts: list[Path], cfg: Dedup, progress: Callable[[str], Non
     verified = rejected = 0
     shingles: dict[int, np.ndarray] = {}
     if cfg.near.enabled and n > 1:
-        pairs = _candidate_pairs(idx.sigs, leaders, cfg)
-        progress(f"{len(pairs)} LSH candidate pair(s) among {len(leaders)} distinct texts")
+        pairs = _candidate_pairs(idx, leaders, cfg, executor)
+        progress(f"{len(pairs)} LSH candidate pair(s) among {len(leaders)} distinct texts "
+                 f"({max(1, executor.workers)} bucket(s) on {executor.backend})")
         if cfg.near.verify and pairs:
-            shingles = _shingle_sets(parts, {p for pair in pairs for p in pair}, cfg)
+            shingles = _at_positions(idx, parts, (p for pair in pairs for p in pair),
+                                     functools.partial(_unique_shingles, cfg), executor)
         for i, j in sorted(pairs):
             if cfg.near.verify:
                 ok = jaccard(shingles[i], shingles[j]) >= cfg.near.threshold
             else:
-                ok = float(np.mean(idx.sigs[i] == idx.sigs[j])) >= cfg.near.threshold
+                ok = float(np.mean(idx.sig(i) == idx.sig(j))) >= cfg.near.threshold
             if ok:
                 uf.union(i, j)
                 touched.update((i, j))
@@ -454,7 +565,7 @@ def find_duplicates(parts: list[Path], cfg: Dedup, progress: Callable[[str], Non
             if leader[m] == leader[rep]:
                 removed[m] = (rep, "exact", 1.0, 1.0)
                 continue
-            est = float(np.mean(idx.sigs[m] == idx.sigs[rep])) if cfg.near.enabled else None
+            est = float(np.mean(idx.sig(m) == idx.sig(rep))) if cfg.near.enabled else None
             lm, lr = int(leader[m]), int(leader[rep])
             tj = jaccard(shingles[lm], shingles[lr]) if lm in shingles and lr in shingles else None
             removed[m] = (rep, "near", est, tj)
@@ -478,18 +589,10 @@ def duplicates_table(idx: _Index, res: DedupResult, source_of: Callable[[int], s
     return table
 
 
-def _audit_pairs(parts: list[Path], idx: _Index, res: DedupResult, k: int) -> list[dict]:
+def _audit_pairs(parts: list[Path], idx: _Index, res: DedupResult, k: int, executor: Executor) -> list[dict]:
     """A deterministic sample of removed documents with the heads of both texts (for the UI)."""
     chosen = sorted(res.removed, key=lambda p: hashlib.blake2b(idx.id(p).encode(), digest_size=8).digest())[:k]
-    wanted = set(chosen) | {res.removed[p][0] for p in chosen}
-    heads: dict[int, str] = {}
-    pos = 0
-    for batch in _batches(parts, ["text"]):
-        texts = batch.column("text")
-        for p in range(pos, pos + batch.num_rows):
-            if p in wanted:
-                heads[p] = texts[p - pos].as_py()[:160]
-        pos += batch.num_rows
+    heads = _at_positions(idx, parts, [*chosen, *(res.removed[p][0] for p in chosen)], _head, executor) if chosen else {}
     out = []
     for p in chosen:
         rep, kind, est, tj = res.removed[p]
@@ -497,6 +600,28 @@ def _audit_pairs(parts: list[Path], idx: _Index, res: DedupResult, k: int) -> li
                     "estimated_jaccard": est, "true_jaccard": tj,
                     "doc_head": heads[p], "representative_head": heads[rep]})
     return out
+
+
+def _write_kept_unit(staging: Path, part_bytes: int, item: tuple[int, Path, np.ndarray]) -> list[dict]:
+    """One part's survivors, written as its own output part(s) ``part-NNNNN-*.parquet``."""
+    i, part, removed = item
+    writer = PartWriter(staging, f"part-{i:05d}", DOCS_SCHEMA, part_bytes)
+    pos = 0
+    for batch in _batches(part, None):
+        table = pa.Table.from_batches([batch], schema=DOCS_SCHEMA)
+        kept = table.filter(pa.array(~np.isin(np.arange(pos, pos + table.num_rows), removed)))
+        validate_table(kept, INGEST_DOCUMENTS)
+        writer.write(kept, pc.sum(kept.column("n_bytes")).as_py() or 0)
+        pos += table.num_rows
+    return writer.close()
+
+
+def _write_kept(parts: list[Path], idx: _Index, res: DedupResult, staging: Path, part_bytes: int,
+                executor: Executor) -> list[dict]:
+    removed = np.fromiter(res.removed, np.int64, len(res.removed))
+    items = [(i, part, removed[(removed >= idx.offsets[i]) & (removed < idx.offsets[i + 1])] - idx.offsets[i])
+             for i, part in enumerate(parts)]
+    return [p for out in executor.map(functools.partial(_write_kept_unit, staging, part_bytes), items) for p in out]
 
 
 def dedup_key(loaded: LoadedSpec, source_name: str) -> tuple[dict, str]:
@@ -530,25 +655,17 @@ def dedup_source(loaded: LoadedSpec, source_name: str,
     est = TokenEstimate.from_manifest(up)
     parts = [loaded.storage_root / o["path"] for o in up["outputs"] if o["kind"] == "documents"]
     progress(f"[{source.name}] dedup: {up['counts']['documents_out']} documents in {len(parts)} part(s)")
-    idx, res = find_duplicates(parts, cfg, lambda m: progress(f"[{source.name}] {m}"))
     out_parent = loaded.storage_root / STAGE / source.name
     staging = new_staging_dir(out_parent)
     try:
-        writer = PartWriter(staging, "part-00000", DOCS_SCHEMA, loaded.spec.ingest.part_bytes)
-        removed_pos = np.fromiter(res.removed, np.int64, len(res.removed))
-        pos = 0
-        for part in parts:
-            for batch in pq.ParquetFile(part).iter_batches(batch_size=READ_BATCH_ROWS):
-                table = pa.Table.from_batches([batch], schema=DOCS_SCHEMA)
-                keep = ~np.isin(np.arange(pos, pos + table.num_rows), removed_pos)
-                kept = table.filter(pa.array(keep))
-                validate_table(kept, INGEST_DOCUMENTS)
-                writer.write(kept, pc.sum(kept.column("n_bytes")).as_py() or 0)
-                pos += table.num_rows
-        doc_parts = writer.close()
+        with open_executor(loaded.spec.execution, len(parts)) as executor:
+            idx, res = find_duplicates(parts, cfg, lambda m: progress(f"[{source.name}] {m}"), executor,
+                                       staging / SCRATCH)
+            doc_parts = _write_kept(parts, idx, res, staging, loaded.spec.ingest.part_bytes, executor)
+            audit = _audit_pairs(parts, idx, res, cfg.audit_pairs, executor)
+        shutil.rmtree(staging / SCRATCH)
         dups = duplicates_table(idx, res, lambda p: source.name)
         dup_out = write_parquet(dups, staging / "duplicates.parquet")
-        audit = _audit_pairs(parts, idx, res, cfg.audit_pairs)
         final = out_parent / version
         if not publish_dir(staging, final):
             progress(f"[{source.name}] identical output already published at {final}")
@@ -608,22 +725,24 @@ def cross_source_dedup(loaded: LoadedSpec, progress: Callable[[str], None] | Non
         return hit
     cross = cfg.model_copy(update={"representative": "first", "exact": cfg.cross_source.exact,
                                    "near": cfg.near.model_copy(update={"enabled": cfg.cross_source.near})})
-    if cross.exact or cross.near.enabled:
-        idx, res = find_duplicates(parts, cross, lambda m: progress(f"[cross-source] {m}"))
-    else:
-        idx = _Index(pa.array([], pa.string()), np.empty(0, np.int64), np.empty((0, 16), np.uint8),
-                     np.empty((0, 0), np.uint32))
-        res = DedupResult({}, Counter(), 0, 0, 0)
-    rows = sorted(res.removed.items())
-    table = duplicates_table(idx, res, part_source.__getitem__)
     out_parent = loaded.storage_root / CROSS_STAGE
     staging = new_staging_dir(out_parent)
     try:
+        with open_executor(loaded.spec.execution, len(parts)) as executor:
+            if cross.exact or cross.near.enabled:
+                idx, res = find_duplicates(parts, cross, lambda m: progress(f"[cross-source] {m}"), executor,
+                                           staging / SCRATCH)
+            else:
+                idx, res = _empty_index(), DedupResult({}, Counter(), 0, 0, 0)
+            audit = _audit_pairs(parts, idx, res, cfg.audit_pairs, executor)
+        shutil.rmtree(staging / SCRATCH, ignore_errors=True)
+        table = duplicates_table(idx, res, part_source.__getitem__)
         out = write_parquet(table, staging / "cross_source_duplicates.parquet")
         publish_dir(staging, out_parent / version)
     except BaseException:
         discard_dir(staging)
         raise
+    rows = sorted(res.removed.items())
     pairs = Counter((part_source[p], part_source[r[0]]) for p, r in rows)
     n_in, bytes_in = idx.n, int(idx.sizes.sum())
     removed_bytes = int(sum(idx.sizes[p] for p, _ in rows))
@@ -650,7 +769,7 @@ def cross_source_dedup(loaded: LoadedSpec, progress: Callable[[str], None] | Non
                  for kept in sorted({k for _, k in pairs})},
         details={"pairs_removed_from_kept": [{"removed_from": a, "kept_in": b, "documents": n}
                                              for (a, b), n in sorted(pairs.items())],
-                 "audit_pairs": _audit_pairs(parts, idx, res, cfg.audit_pairs)})
+                 "audit_pairs": audit})
     manifest, path = write_manifest(loaded.manifest_root, manifest)
     progress(f"[cross-source] {len(rows)} document(s) already present in a higher-ranked source; manifest {path}")
     return manifest, path

@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 
 from schemas.tables import ARROW_SCHEMAS, INGEST_DOCUMENTS, QUARANTINE, nul_mask, validate_table
 
-from .executor import make_executor
+from .executor import open_executor
 from .hashing import mix64
 from .manifest import (
     code_version, content_key, manifest_path, read_manifest, tool_versions, up_to_date, utc_now, write_manifest,
@@ -461,10 +461,8 @@ def ingest_source(loaded: LoadedSpec, source_name: str, executor=None,
                   progress: Callable[[str], None] | None = None) -> tuple[dict, Path]:
     """Build the ingest partition of one source; returns (manifest, manifest path).
 
-    ``executor`` (anything with an ordered ``map``) lets a caller share one
-    worker pool across sources; without it, a pool of at most
-    ``execution.workers`` processes is started only when there is more than one
-    unit to run (starting workers costs about a second).
+    ``executor`` lets a caller share one worker pool across sources; without
+    it, the spec's ``execution`` section picks one (``open_executor``).
     """
     progress = progress or log.info
     source = loaded.source(source_name)
@@ -480,12 +478,13 @@ def ingest_source(loaded: LoadedSpec, source_name: str, executor=None,
         if not units:
             raise IngestError(f"source {source.name!r}: its paths match no file any more: {source.paths}; "
                               "fix the globs (relative to the spec file) or restore the files")
-        progress(f"[{source.name}] ingest: {len(units)} unit(s) from {sum(len(u.paths) for u in units)} file(s)")
         results: list[UnitResult] = []
         errors: list[UnreadableFileError] = []
         with contextlib.ExitStack() as stack:
             if executor is None:
-                executor = stack.enter_context(make_executor(min(loaded.spec.execution.workers, len(units))))
+                executor = stack.enter_context(open_executor(loaded.spec.execution, len(units)))
+            progress(f"[{source.name}] ingest: {len(units)} unit(s) from {sum(len(u.paths) for u in units)} "
+                     f"file(s) on {executor.backend} ({executor.workers} worker(s))")
             for unit, res in zip(units, executor.map(_run_unit, units)):  # in unit order, as they finish
                 if isinstance(res, UnreadableFileError):
                     errors.append(res)

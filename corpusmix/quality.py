@@ -10,16 +10,26 @@ of its rules it passes, 1.0 for a kept one unless rules are advisory).
 Reports per rule the documents and tokens it rejected, the documents it alone
 rejected, the pairwise overlap between rules, and a deterministic audit sample
 of what each rule rejected.
+
+Every document is judged on its own, so each dedup part is an independent
+unit of work (``_filter_part``) for the spec's executor; the driver merges the
+units' results in part order. Nothing a unit returns depends on which worker
+ran it or when, and the audit sample is a bottom-k by a hash of the doc_id
+(mergeable across units), so every backend writes the same bytes.
 """
 
 from __future__ import annotations
 
-import bisect
+import functools
 import hashlib
+import heapq
+import itertools
 import logging
+import operator
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
@@ -30,6 +40,7 @@ import pyarrow.parquet as pq
 from schemas.tables import ARROW_SCHEMAS, QUALITY_DOCUMENTS, REJECTIONS, validate_table
 
 from .dedup import cross_source_drops
+from .executor import open_executor
 from .manifest import content_key, downstream_manifest, require_manifest, up_to_date, utc_now, write_manifest
 from .parquet_io import PartWriter, write_parquet
 from .quality_rules import evaluate, resolve_rules
@@ -48,9 +59,130 @@ READ_BATCH_ROWS = 2048
 AUDIT_SCHEMA = pa.schema([("rule", pa.string()), ("doc_id", pa.string()), ("value", pa.float64()),
                           ("head", pa.string())])  # a deterministic sample of what each rule rejected
 
+AuditEntry = tuple[bytes, dict]  # (_sample_key(doc_id), {doc_id, value, head})
+
 
 def _sample_key(doc_id: str) -> bytes:
     return hashlib.blake2b(doc_id.encode(), digest_size=8).digest()
+
+
+def _k_smallest(k: int, *candidates: Iterable[AuditEntry]) -> list[AuditEntry]:
+    """The ``k`` entries with the smallest sample keys, sorted by key.
+
+    A bottom-k sample of a union is the bottom-k of the members' bottom-k samples,
+    so merging per-batch or per-part samples gives the sample of one pass over all.
+    """
+    return heapq.nsmallest(k, itertools.chain(*candidates), key=operator.itemgetter(0))
+
+
+@dataclass(frozen=True)
+class _Filter:
+    """What every unit of one source's quality run shares (picklable: units may run in other processes)."""
+
+    source: str
+    rules: dict[str, dict]
+    drops: frozenset[str]  # doc_ids a higher-ranked source holds; small, so each unit gets the whole set
+    audit_samples: int
+    part_bytes: int
+    staging: str
+
+
+@dataclass
+class _Tally:
+    """What the stage counts, for one part or (added up in part order) for the whole source."""
+
+    per_rule: dict[str, list[int]]  # rule -> [docs, bytes, docs only this rule], rules in report order
+    audit: dict[str, list[AuditEntry]]  # rule -> the bottom-k of what it rejected
+    overlap: Counter = field(default_factory=Counter)  # (rule_a, rule_b) -> docs failing both
+    n_in: int = 0
+    bytes_in: int = 0
+    n_out: int = 0
+    bytes_out: int = 0
+
+    @classmethod
+    def empty(cls, rules: Iterable[str]) -> _Tally:
+        keys = [*rules, CROSS]
+        return cls(per_rule={r: [0, 0, 0] for r in keys}, audit={r: [] for r in keys})
+
+    def add(self, other: _Tally, k: int) -> None:
+        """Count ``other`` in too, keeping the audit sample at ``k`` per rule."""
+        self.n_in += other.n_in
+        self.bytes_in += other.bytes_in
+        self.n_out += other.n_out
+        self.bytes_out += other.bytes_out
+        for r, counts in other.per_rule.items():
+            self.per_rule[r] = [a + b for a, b in zip(self.per_rule[r], counts)]
+        self.overlap.update(other.overlap)
+        self.audit = {r: _k_smallest(k, v, other.audit[r]) for r, v in self.audit.items()}
+
+
+@dataclass
+class _PartResult:
+    """What a unit hands back (small: its output files are already written)."""
+
+    parts: list[dict]  # PartWriter.close() of this unit's kept documents
+    rejections: pa.Table
+    tally: _Tally
+
+
+def _filter_part(flt: _Filter, item: tuple[int, str]) -> _PartResult:
+    """Worker: judge every document of dedup part ``item`` = (index, path) and write the kept ones.
+
+    The kept documents go to this unit's own parts, ``part-{index:05d}-NNN.parquet``
+    (a PartWriter per unit, so a large input part still rolls over at
+    ``part_bytes``; none when it keeps nothing): names depend on the input part
+    only, never on the worker.
+    """
+    index, path = item
+    rules, k = flt.rules, flt.audit_samples
+    tally = _Tally.empty(rules)
+    rejections: list[dict] = []
+    writer = PartWriter(Path(flt.staging), f"part-{index:05d}", DOCS_SCHEMA, flt.part_bytes)
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=READ_BATCH_ROWS):
+        table = pa.Table.from_batches([batch])
+        ids = table.column("doc_id").to_pylist()
+        texts = table.column("text").to_pylist()
+        sizes = table.column("n_bytes").to_pylist()
+        keep, scores = [], []
+        candidates: dict[str, list[AuditEntry]] = {}
+        for doc_id, text, size in zip(ids, texts, sizes):
+            tally.n_in += 1
+            tally.bytes_in += size
+            if doc_id in flt.drops:
+                failed, values = [CROSS], {}
+            else:
+                values, failed = evaluate(text, rules)
+            score = 1.0 - len([f for f in failed if f != CROSS]) / max(1, len(rules))
+            keep.append(not failed)
+            scores.append(score)
+            if not failed:
+                tally.n_out += 1
+                tally.bytes_out += size
+                continue
+            rejections.append({"source": flt.source, "doc_id": doc_id, "failed_rules": failed,
+                               "values": orjson.dumps(values).decode(), "quality_score": score,
+                               "n_bytes": size})
+            for f in failed:
+                tally.per_rule[f][0] += 1
+                tally.per_rule[f][1] += size
+                if k:
+                    candidates.setdefault(f, []).append(
+                        (_sample_key(doc_id), {"doc_id": doc_id, "value": values.get(f), "head": text[:200]}))
+            if len(failed) == 1:
+                tally.per_rule[failed[0]][2] += 1
+            for i, a in enumerate(failed):
+                for b in failed[i + 1:]:
+                    tally.overlap[(a, b)] += 1
+        for f, cands in candidates.items():
+            tally.audit[f] = _k_smallest(k, tally.audit[f], cands)
+        kept = table.filter(pa.array(keep)).append_column(
+            "quality_score", pa.array([s for s, kp in zip(scores, keep) if kp], pa.float64()))
+        kept = kept.cast(DOCS_SCHEMA)
+        validate_table(kept, QUALITY_DOCUMENTS)
+        writer.write(kept, pc.sum(kept.column("n_bytes")).as_py() or 0)
+    rej = pa.Table.from_pylist(rejections, schema=REJ_SCHEMA)
+    validate_table(rej, REJECTIONS)
+    return _PartResult(parts=writer.close(), rejections=rej, tally=tally)
 
 
 def quality_key(loaded: LoadedSpec, source_name: str) -> tuple[dict, str]:
@@ -67,7 +199,11 @@ def quality_key(loaded: LoadedSpec, source_name: str) -> tuple[dict, str]:
 
 def quality_source(loaded: LoadedSpec, source_name: str,
                    progress: Callable[[str], None] | None = None) -> tuple[dict, Path]:
-    """Build the quality partition of one source; returns (manifest, manifest path)."""
+    """Build the quality partition of one source; returns (manifest, manifest path).
+
+    One unit per dedup part on the spec's executor (``execution``); the outputs
+    are the same bytes whatever the backend or the number of workers.
+    """
     progress = progress or log.info
     source = loaded.source(source_name)
     started, t0 = utc_now(), time.perf_counter()
@@ -76,68 +212,31 @@ def quality_source(loaded: LoadedSpec, source_name: str,
     rules, k = stage_cfg["rules"], stage_cfg["audit_samples"]
     if hit := up_to_date(loaded, STAGE, source.name, version, progress):
         return hit
-    drops = cross_source_drops(loaded, source.name)
+    drops = frozenset(cross_source_drops(loaded, source.name))
     est = TokenEstimate.from_manifest(up)
-    parts = [loaded.storage_root / o["path"] for o in up["outputs"] if o["kind"] == "documents"]
+    parts = [str(loaded.storage_root / o["path"]) for o in up["outputs"] if o["kind"] == "documents"]
     progress(f"[{source.name}] quality: {len(rules)} rules ({', '.join(rules)}) on "
-             f"{up['counts']['documents_out']} documents; {len(drops)} cross-source duplicates to drop")
-    per_rule: dict[str, list[int]] = {r: [0, 0, 0] for r in [*rules, CROSS]}  # docs, bytes, docs only this rule
-    overlap: Counter = Counter()
-    audit: dict[str, list[tuple[bytes, dict]]] = {r: [] for r in [*rules, CROSS]}
-    n_in = bytes_in = n_out = bytes_out = 0
+             f"{up['counts']['documents_out']} documents in {len(parts)} part(s); "
+             f"{len(drops)} cross-source duplicates to drop")
+    total = _Tally.empty(rules)
+    doc_parts: list[dict] = []
+    rejections = [REJ_SCHEMA.empty_table()]  # concat_tables needs one, for a source without parts
     out_parent = loaded.storage_root / STAGE / source.name
     staging = new_staging_dir(out_parent)
     try:
-        writer = PartWriter(staging, "part-00000", DOCS_SCHEMA, loaded.spec.ingest.part_bytes)
-        rejections: list[dict] = []
-        for part in parts:
-            for batch in pq.ParquetFile(part).iter_batches(batch_size=READ_BATCH_ROWS):
-                table = pa.Table.from_batches([batch])
-                ids = table.column("doc_id").to_pylist()
-                texts = table.column("text").to_pylist()
-                sizes = table.column("n_bytes").to_pylist()
-                keep, scores = [], []
-                for doc_id, text, size in zip(ids, texts, sizes):
-                    n_in += 1
-                    bytes_in += size
-                    if doc_id in drops:
-                        failed, values = [CROSS], {}
-                    else:
-                        values, failed = evaluate(text, rules)
-                    score = 1.0 - len([f for f in failed if f != CROSS]) / max(1, len(rules))
-                    keep.append(not failed)
-                    scores.append(score)
-                    if not failed:
-                        n_out += 1
-                        bytes_out += size
-                        continue
-                    rejections.append({"source": source.name, "doc_id": doc_id, "failed_rules": failed,
-                                       "values": orjson.dumps(values).decode(), "quality_score": score,
-                                       "n_bytes": size})
-                    for f in failed:
-                        per_rule[f][0] += 1
-                        per_rule[f][1] += size
-                        key = _sample_key(doc_id)
-                        if k and (len(audit[f]) < k or key < audit[f][-1][0]):  # the k smallest keys, sorted
-                            bisect.insort(audit[f], (key, {"doc_id": doc_id, "value": values.get(f),
-                                                           "head": text[:200]}), key=lambda a: a[0])
-                            del audit[f][k:]
-                    if len(failed) == 1:
-                        per_rule[failed[0]][2] += 1
-                    for i, a in enumerate(failed):
-                        for b in failed[i + 1:]:
-                            overlap[(a, b)] += 1
-                kept = table.filter(pa.array(keep)).append_column(
-                    "quality_score", pa.array([s for s, kp in zip(scores, keep) if kp], pa.float64()))
-                kept = kept.cast(DOCS_SCHEMA)
-                validate_table(kept, QUALITY_DOCUMENTS)
-                writer.write(kept, pc.sum(kept.column("n_bytes")).as_py() or 0)
-        doc_parts = writer.close()
-        rej = pa.Table.from_pylist(rejections, schema=REJ_SCHEMA)
-        validate_table(rej, REJECTIONS)
+        flt = _Filter(source=source.name, rules=rules, drops=drops, audit_samples=k,
+                      part_bytes=loaded.spec.ingest.part_bytes, staging=str(staging))
+        with open_executor(loaded.spec.execution, len(parts)) as executor:
+            for i, res in enumerate(executor.map(functools.partial(_filter_part, flt), enumerate(parts)), 1):
+                doc_parts += res.parts
+                rejections.append(res.rejections)
+                total.add(res.tally, k)
+                progress(f"[{source.name}] quality: part {i}/{len(parts)}: {res.tally.n_out}/{res.tally.n_in} kept")
+        # one chunk, as one from_pylist would give: the file's bytes must not depend on the number of parts
+        rej = pa.concat_tables(rejections).combine_chunks()
         rej_out = write_parquet(rej, staging / "rejections.parquet")
         audit_rows = [{"rule": r, "doc_id": x["doc_id"], "value": x["value"], "head": x["head"]}
-                      for r, v in audit.items() for _, x in v]
+                      for r, v in total.audit.items() for _, x in v]
         audit_out = write_parquet(pa.Table.from_pylist(audit_rows, schema=AUDIT_SCHEMA), staging / "audit.parquet")
         publish_dir(staging, out_parent / version)
     except BaseException:
@@ -147,14 +246,16 @@ def quality_source(loaded: LoadedSpec, source_name: str,
         loaded=loaded, asset=STAGE, partition=source.name, version=version, stage_cfg=stage_cfg, upstream=up,
         upstream_path=up_path, doc_parts=doc_parts,
         tables=[("rejections.parquet", "rejections", rej_out), ("audit.parquet", "audit", audit_out)],
-        docs=(n_in, n_out), text_bytes=(bytes_in, bytes_out), estimate=est, started=started, t0=t0)
-    manifest["counts"]["rejected"] = n_in - n_out
+        docs=(total.n_in, total.n_out), text_bytes=(total.bytes_in, total.bytes_out), estimate=est,
+        started=started, t0=t0)
+    manifest["counts"]["rejected"] = total.n_in - total.n_out
     manifest["reasons"] = {r: {"records": d, "bytes": b, "tokens": est.tokens(b), "only_this_rule": only}
-                           for r, (d, b, only) in per_rule.items() if d}
+                           for r, (d, b, only) in total.per_rule.items() if d}
     manifest["details"] = {"rules": rules,
-                           "overlap": [{"rule_a": a, "rule_b": b, "documents": n} for (a, b), n in sorted(overlap.items())],
-                           "audit": {r: [x for _, x in v] for r, v in audit.items() if v}}
+                           "overlap": [{"rule_a": a, "rule_b": b, "documents": n}
+                                       for (a, b), n in sorted(total.overlap.items())],
+                           "audit": {r: [x for _, x in v] for r, v in total.audit.items() if v}}
     manifest, path = write_manifest(loaded.manifest_root, manifest)
-    progress(f"[{source.name}] quality done: {n_out}/{n_in} kept, token acceptance "
+    progress(f"[{source.name}] quality done: {total.n_out}/{total.n_in} kept, token acceptance "
              f"{manifest['rates']['token_acceptance'] or 0:.4f}; manifest {path}")
     return manifest, path

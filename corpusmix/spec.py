@@ -15,6 +15,7 @@ so a spec and its data can move together.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import glob
 import hashlib
@@ -44,7 +45,14 @@ class Storage(_Strict):
 
 
 class Execution(_Strict):
-    workers: int = Field(2, ge=0, description="Processes for shard-level work; 0 runs everything in-process.")
+    """Where shard-level work runs. It never changes an output: every backend gives the same bytes."""
+
+    backend: Literal["inline", "processes", "ray"] = Field(
+        "processes", description="inline: this process; processes: a local pool; ray: Ray tasks on a cluster.")
+    workers: int = Field(2, ge=0, description="Pool size (processes), or Ray tasks at a time (0: every CPU of "
+                                              "the cluster); with processes, 0 or 1 runs in-process.")
+    ray_address: str | None = Field(None, description="Ray cluster to join: 'auto', 'host:6379' or "
+                                                      "'ray://host:10001'; unset starts Ray on this machine.")
 
 
 class Automation(_Strict):
@@ -285,6 +293,14 @@ class LoadedSpec:
 
     def spec_hash(self) -> str:
         return canonical_hash(self.spec.model_dump(mode="json"))
+
+
+def with_execution(loaded: LoadedSpec, overrides: dict) -> LoadedSpec:
+    """The same spec with some ``execution`` fields replaced (validated like the spec's own)."""
+    if not overrides:
+        return loaded
+    execution = Execution.model_validate(loaded.spec.execution.model_dump() | overrides)
+    return dataclasses.replace(loaded, spec=loaded.spec.model_copy(update={"execution": execution}))
 
 
 def canonical_hash(obj: Any) -> str:

@@ -1,12 +1,15 @@
 """Tokenize stage: every kept document of a source into a Megatron token store.
 
-Reads the source's quality output in batches of about ``BATCH_CHARS``
+Each quality part is one unit of work for the spec's executor
+(``_tokenize_part``): it reads the part in batches of about ``BATCH_CHARS``
 characters, cuts long documents into pieces where the tokenizer starts a new
 token anyway (``tokenizer.pieces``; whole documents if the tokenizer fails the
 cut probe), and encodes each batch with ``encode_batch_fast``, which runs on
-every core without computing offsets. Each document's ids, then EOS, become one
-sequence of ``tokens.bin``/``tokens.idx`` (``indexed``); ``documents.parquet``
-maps doc_id to its sequence index and token count, in the same order.
+every core without computing offsets. The driver appends the units' results in
+part order: each document's ids, then EOS, become one sequence of
+``tokens.bin``/``tokens.idx`` (``indexed``), and ``documents.parquet`` maps
+doc_id to its sequence index and token count, in the same order. So the files
+are the same bytes whichever backend and however many workers ran the units.
 
 Token counts here are exact. The manifest compares them with the calibrated
 estimate that the earlier stages reported (``estimate_check``), so the error
@@ -15,11 +18,13 @@ of every earlier token-weighted rate is known.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +33,7 @@ import pyarrow.parquet as pq
 
 from schemas.tables import ARROW_SCHEMAS, TOKENIZED_DOCUMENTS, validate_table
 
+from .executor import open_executor
 from .indexed import IndexedWriter
 from .manifest import (
     content_key, input_refs, output_ref, require_manifest, stage_manifest, up_to_date, utc_now, write_manifest,
@@ -44,6 +50,8 @@ UPSTREAM = "quality"
 PREFIX = "tokens"
 DOCS_FILE = "documents.parquet"
 DOCS_SCHEMA = ARROW_SCHEMAS["tokenized_documents"]
+# documents.parquet without ``sequence``, which only the driver knows
+PART_DOCS_SCHEMA = DOCS_SCHEMA.remove(DOCS_SCHEMA.get_field_index("sequence"))
 BATCH_CHARS = 1 << 20  # characters per encode call: enough pieces to keep every core busy
 READ_ROWS = 1024
 
@@ -80,22 +88,76 @@ def _to_tokens(info: TokenizerInfo, encodings: list, n_pieces: list[int]) -> tup
     return tokens, lengths
 
 
-def _batches(parts: list[Path]):
-    """(doc_ids, texts, n_bytes, quality_scores) in batches of about BATCH_CHARS characters."""
-    cols = ("doc_id", "text", "n_bytes", "quality_score")
-    acc: list[list] = [[], [], [], []]
-    chars = 0
-    for part in parts:
-        for rb in pq.ParquetFile(part).iter_batches(batch_size=READ_ROWS, columns=list(cols)):
-            values = [rb.column(c).to_pylist() for c in cols]
-            for a, v in zip(acc, values):
-                a += v
-            chars += sum(map(len, values[1]))
-            if chars >= BATCH_CHARS:
-                yield acc
-                acc, chars = [[], [], [], []], 0
-    if acc[0]:
-        yield acc
+def _batches(part: Path) -> Iterator[tuple[pa.Table, list[str]]]:
+    """(doc_id, n_bytes, quality_score) and texts of one part, in batches of about BATCH_CHARS characters."""
+    meta, texts, chars = [], [], 0
+    for rb in pq.ParquetFile(part).iter_batches(batch_size=READ_ROWS,
+                                                columns=["doc_id", "text", "n_bytes", "quality_score"]):
+        new = rb.column("text").to_pylist()
+        meta.append(rb.select(["doc_id", "n_bytes", "quality_score"]))
+        texts += new
+        chars += sum(map(len, new))
+        if chars >= BATCH_CHARS:
+            yield pa.Table.from_batches(meta), texts
+            meta, texts, chars = [], [], 0
+    if texts:
+        yield pa.Table.from_batches(meta), texts
+
+
+def _encoded_batches(info: TokenizerInfo, part: Path) -> Iterator[tuple[pa.Table, list, list[int]]]:
+    """(columns, encodings, pieces per document) of each batch of ``part``, in order.
+
+    Batch k+1 encodes on a helper thread (all cores, GIL released) while the
+    caller turns batch k into ids: the Python work overlaps the encoder.
+    """
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = None
+        for meta, texts in _batches(part):
+            encoded = pool.submit(_encode, info, texts)
+            if pending:
+                yield pending[0], *pending[1].result()
+            pending = (meta, encoded)
+        if pending:
+            yield pending[0], *pending[1].result()
+
+
+@dataclass(frozen=True)
+class _TokenizedPart:
+    """One quality part's kept documents, for the driver to append in part order."""
+
+    tokens: np.ndarray  # each kept document's ids, then EOS
+    docs: pa.Table  # PART_DOCS_SCHEMA, one row per kept document, in part order
+    documents_in: int
+    bytes_in: int
+    empty: tuple[int, int]  # documents and bytes that encode to no token at all (dropped)
+
+
+def _tokenize_part(info: TokenizerInfo, part: Path) -> _TokenizedPart:
+    """Worker: tokenize one quality part (the tokenizer is loaded once per process, from ``info.path``).
+
+    The result holds the part's ids (about ``ingest.part_bytes`` of text at 2
+    or 4 bytes per token): that bounds each result waiting for the driver, and
+    a worker's memory at twice that (while concatenating) plus two batches'
+    texts and encodings.
+    """
+    tokens, docs = [np.empty(0, info.dtype)], [PART_DOCS_SCHEMA.empty_table()]
+    documents_in = bytes_in = empty_docs = empty_bytes = 0
+    for meta, encodings, n_pieces in _encoded_batches(info, part):
+        ids, lengths = _to_tokens(info, encodings, n_pieces)
+        sizes = meta.column("n_bytes").to_numpy()
+        documents_in += len(sizes)
+        bytes_in += int(sizes.sum())
+        keep = lengths > 1
+        if not keep.all():  # only EOS: the tokenizer's normalizer erased the text
+            empty_docs += int((~keep).sum())
+            empty_bytes += int(sizes[~keep].sum())
+            ids = ids[np.repeat(keep, lengths)]
+            lengths = lengths[keep]
+            meta = meta.filter(pa.array(keep))
+        tokens.append(ids)
+        docs.append(meta.add_column(1, "n_tokens", pa.array(lengths)))
+    return _TokenizedPart(np.concatenate(tokens), pa.concat_tables(docs), documents_in, bytes_in,
+                          (empty_docs, empty_bytes))
 
 
 def tokenize_key(loaded: LoadedSpec, source_name: str) -> tuple[dict, str]:
@@ -110,7 +172,11 @@ def tokenize_key(loaded: LoadedSpec, source_name: str) -> tuple[dict, str]:
 
 def tokenize_source(loaded: LoadedSpec, source_name: str,
                     progress: Callable[[str], None] | None = None) -> tuple[dict, Path]:
-    """Build the tokenize partition of one source; returns (manifest, manifest path)."""
+    """Build the tokenize partition of one source; returns (manifest, manifest path).
+
+    Memory: each result holds one part's tokens (``_tokenize_part``), and the
+    executors keep at most 2 x workers results in flight.
+    """
     progress = progress or log.info
     source = loaded.source(source_name)
     started, t0 = utc_now(), time.perf_counter()
@@ -127,49 +193,27 @@ def tokenize_source(loaded: LoadedSpec, source_name: str,
     staging = new_staging_dir(out_parent)
     n_in = n_out = bytes_in = bytes_out = text_tokens = 0
     empty = [0, 0]  # documents and bytes that encode to no token at all
-    next_report = time.perf_counter() + 10
     try:
         writer = IndexedWriter(staging / PREFIX, info.dtype)
         docs = pq.ParquetWriter(staging / DOCS_FILE, DOCS_SCHEMA, **PARQUET_OPTS)
-        def finish(ids, sizes, scores, encoded) -> None:
-            nonlocal n_in, n_out, bytes_in, bytes_out, text_tokens, next_report
-            tokens, lengths = _to_tokens(info, *encoded.result())
-            n_in += len(ids)
-            bytes_in += sum(sizes)
-            keep = lengths > 1
-            if not keep.all():  # only EOS: the tokenizer's normalizer erased the text
-                empty[0] += int((~keep).sum())
-                empty[1] += sum(s for s, k in zip(sizes, keep) if not k)
-                tokens = tokens[np.repeat(keep, lengths)]
-                lengths = lengths[keep]
-            mask = pa.array(keep)
-            table = pa.table({"doc_id": pa.array(ids, pa.string()).filter(mask),
-                              "sequence": pa.array(np.arange(writer.sequences, writer.sequences + len(lengths))),
-                              "n_tokens": pa.array(lengths),
-                              "n_bytes": pa.array(sizes, pa.int64()).filter(mask),
-                              "quality_score": pa.array(scores, pa.float64()).filter(mask)},
-                             schema=DOCS_SCHEMA)
-            validate_table(table, TOKENIZED_DOCUMENTS)
-            writer.add(tokens, lengths)
-            docs.write_table(table, row_group_size=max(1, table.num_rows))
-            n_out += len(lengths)
-            bytes_out += sum(s for s, k in zip(sizes, keep) if k)
-            text_tokens += len(tokens) - len(lengths)
-            if time.perf_counter() > next_report:
-                progress(f"[{source.name}] tokenize: {n_in} documents, {writer.tokens:,} tokens so far")
-                next_report += 10
-
-        # Batch k+1 encodes on a helper thread (all cores, GIL released) while this thread
-        # turns batch k into ids and writes it: the Python work overlaps the encoder.
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            pending = None
-            for ids, texts, sizes, scores in _batches(parts):
-                encoded = pool.submit(_encode, info, texts)
-                if pending:
-                    finish(*pending)
-                pending = (ids, sizes, scores, encoded)
-            if pending:
-                finish(*pending)
+        # One unit per part; appending in part order makes the files independent of the backend.
+        with open_executor(loaded.spec.execution, len(parts)) as executor:
+            for i, res in enumerate(executor.map(functools.partial(_tokenize_part, info), parts), 1):
+                lengths = res.docs.column("n_tokens").to_numpy()
+                sequences = pa.array(np.arange(writer.sequences, writer.sequences + len(lengths)))
+                table = res.docs.add_column(1, "sequence", sequences)
+                validate_table(table, TOKENIZED_DOCUMENTS)
+                writer.add(res.tokens, lengths)
+                docs.write_table(table, row_group_size=max(1, table.num_rows))
+                n_in += res.documents_in
+                bytes_in += res.bytes_in
+                empty[0] += res.empty[0]
+                empty[1] += res.empty[1]
+                n_out += len(lengths)
+                bytes_out += res.bytes_in - res.empty[1]
+                text_tokens += len(res.tokens) - len(lengths)
+                progress(f"[{source.name}] tokenize: part {i}/{len(parts)}, {n_in} documents, "
+                         f"{writer.tokens:,} tokens so far")
         writer.close()
         docs.close()
         outs = [{"name": f"{PREFIX}.bin", "kind": "token_bin", "rows": writer.sequences, "tokens": writer.tokens},

@@ -11,7 +11,8 @@ import pytest
 from tokenizers import Tokenizer
 
 from corpusmix.cli import verify
-from corpusmix.executor import make_executor
+from corpusmix.executor import open_executor
+from corpusmix.spec import Execution
 from corpusmix.ingest import ingest_source
 from corpusmix.spec import load_spec
 
@@ -38,7 +39,7 @@ def built(tmp_path_factory):
     sources = [{"name": n, "kind": k, "paths": [str(CORPUS / n / "*.jsonl.gz")]} for n, k in SOURCES.items()]
     loaded = load_spec(write_spec(root / "spec.yaml", base_spec(sources, root, execution={"workers": 2})))
     manifests = {}
-    with make_executor(2) as pool:
+    with open_executor(Execution(workers=2)) as pool:
         for name in SOURCES:
             manifests[name] = ingest_source(loaded, name, pool, progress=lambda m: None)[0]
     return loaded, manifests

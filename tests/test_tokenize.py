@@ -29,17 +29,18 @@ SOURCES = [("code", "code", "code-0000-of-0004"), ("web", "web", "web-0000-of-00
            ("math", "math", "math-0000-of-0002")]
 
 
-def _build_to_quality(root, tokenizer: dict | None = None):
-    sources = [{"name": n, "kind": k, "paths": [str(CORPUS / n / f"{f}.jsonl.gz")]} for n, k, f in SOURCES]
-    spec = base_spec(sources, root)
+def _build_to_quality(root, tokenizer: dict | None = None, sources=SOURCES, **overrides):
+    """Ingest, dedup and quality of ``sources`` ((name, kind, file) each) under ``root``; spec overrides apply."""
+    spec = base_spec([{"name": n, "kind": k, "paths": [str(CORPUS / n / f"{f}.jsonl.gz")]} for n, k, f in sources],
+                     root, **overrides)
     if tokenizer:
         spec["tokenizer"] = tokenizer
     loaded = load_spec(write_spec(root / "spec.yaml", spec))
-    for n, _, _ in SOURCES:
+    for n, _, _ in sources:
         ingest_source(loaded, n, **QUIET)
         dedup_source(loaded, n, **QUIET)
     cross_source_dedup(loaded, **QUIET)
-    for n, _, _ in SOURCES:
+    for n, _, _ in sources:
         quality_source(loaded, n, **QUIET)
     return loaded
 
@@ -52,7 +53,7 @@ def gpt2_build(tmp_path_factory):
 
 
 def _store(loaded, manifest):
-    """(reader over tokens.bin/.idx, documents table, quality documents) of one source."""
+    """(reader over tokens.bin/.idx, documents table) of one source."""
     bin_out = next(o for o in manifest["outputs"] if o["kind"] == "token_bin")
     prefix = (loaded.storage_root / bin_out["path"]).with_suffix("")
     docs = read_outputs(manifest, loaded.storage_root, "token_documents")
