@@ -137,6 +137,29 @@ def _map_chunk(chunk):
     return band_keys(sigs, positions, 8, 4, 7)
 
 
+def test_launch_config_sends_a_run_to_ray(ray_address, make_spec, tmp_path):
+    """A spec that says `processes`, launched with run config naming Ray (as from the Launchpad):
+    the run's units go to the cluster, and the outputs equal a run without the override."""
+    from dagster import DagsterInstance
+
+    from workflows.definitions import build_definitions
+
+    outputs = {}
+    for name, override in (("plain", {}), ("launch", {"backend": "ray", "ray_address": ray_address})):
+        spec = _sample_spec(make_spec, tmp_path, name, {"backend": "processes", "workers": 2})
+        job = build_definitions(spec).resolve_job_def("source_job")
+        with DagsterInstance.ephemeral() as instance:
+            result = job.execute_in_process(
+                instance=instance, partition_key="web",
+                run_config={"resources": {"corpus": {"config": {"spec_path": str(spec), **override}}}})
+            assert result.success
+            logs = "\n".join(e.user_message for e in instance.all_logs(result.run_id))
+        assert ("on ray (2 worker(s))" in logs) == bool(override), logs[-3000:]
+        assert ("on processes (2 worker(s))" in logs) == (not override)
+        outputs[name] = _files(load_spec(spec).storage_root)
+    assert outputs["plain"] == outputs["launch"] and any("/dedup/" in f"/{p}" for p in outputs["plain"])
+
+
 def test_dagster_resource_overrides_the_spec_execution(make_spec, tmp_path):
     spec = _sample_spec(make_spec, tmp_path, "cfg", {"backend": "processes", "workers": 2})
     loaded = CorpusSpec(spec_path=str(spec), backend="ray", ray_address="10.0.0.5:6379").load()
