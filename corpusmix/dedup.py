@@ -658,7 +658,7 @@ def dedup_source(loaded: LoadedSpec, source_name: str,
     out_parent = loaded.storage_root / STAGE / source.name
     staging = new_staging_dir(out_parent)
     try:
-        with open_executor(loaded.spec.execution, len(parts)) as executor:
+        with open_executor(loaded.spec.execution, len(parts), shared=loaded.storage_root) as executor:
             idx, res = find_duplicates(parts, cfg, lambda m: progress(f"[{source.name}] {m}"), executor,
                                        staging / SCRATCH)
             doc_parts = _write_kept(parts, idx, res, staging, loaded.spec.ingest.part_bytes, executor)
@@ -728,7 +728,7 @@ def cross_source_dedup(loaded: LoadedSpec, progress: Callable[[str], None] | Non
     out_parent = loaded.storage_root / CROSS_STAGE
     staging = new_staging_dir(out_parent)
     try:
-        with open_executor(loaded.spec.execution, len(parts)) as executor:
+        with open_executor(loaded.spec.execution, len(parts), shared=loaded.storage_root) as executor:
             if cross.exact or cross.near.enabled:
                 idx, res = find_duplicates(parts, cross, lambda m: progress(f"[cross-source] {m}"), executor,
                                            staging / SCRATCH)

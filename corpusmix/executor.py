@@ -141,16 +141,18 @@ def _star_refs(fn: Callable, *payloads: Any) -> Any:
 
 
 @contextmanager
-def open_executor(execution, units: int | None = None) -> Iterator[Executor]:
+def open_executor(execution, units: int | None = None, shared: Path | None = None) -> Iterator[Executor]:
     """The executor the spec's ``execution`` section asks for, for ``units`` units of work.
 
     ``processes`` runs in-process when it would start at most one worker (starting
     workers costs about a second). ``ray`` joins ``ray_address`` (``auto``, a
     ``host:port`` or a ``ray://`` client address), or starts Ray on this machine
-    when it is unset; a Ray this process already joined is reused.
+    when it is unset; a Ray this process already joined is reused. ``shared`` (the
+    storage root) must be visible on every Ray node; that and the engine's code
+    version are checked before any unit is sent.
     """
     if execution.backend == "ray":
-        with _ray_session(execution) as ex:
+        with _ray_session(execution, shared) as ex:
             yield ex
         return
     if execution.backend == "inline" or execution.workers <= 1 or (units is not None and units <= 1):
@@ -188,7 +190,7 @@ def _shutdown_pools() -> None:
 
 
 @contextmanager
-def _ray_session(execution) -> Iterator[RayExecutor]:
+def _ray_session(execution, shared: Path | None) -> Iterator[RayExecutor]:
     """Join (or start) Ray once per process and keep it: a local start costs seconds, and
     every later stage of the build reuses it (Ray shuts itself down at exit)."""
     try:
@@ -208,25 +210,36 @@ def _ray_session(execution) -> Iterator[RayExecutor]:
                  configure_logging=False, **kwargs)
     cpus = int(ray.cluster_resources().get("CPU", 1))
     workers = min(execution.workers, cpus) if execution.workers else cpus
-    _same_code_on_workers(ray)
+    _check_workers(ray, shared)
     log.info("ray: %d CPU(s) in the cluster, %d task(s) at a time", cpus, workers)
     yield RayExecutor(ray, max(1, workers))
 
 
-def _worker_code_version() -> str:
+def _probe_node(shared: str | None) -> tuple[str, str, bool]:
+    """What one node offers: its address, its engine code version, whether it sees ``shared``."""
+    import ray
+
     from .manifest import code_version
 
-    return code_version()
+    return ray.util.get_node_ip_address(), code_version(), shared is None or os.path.isdir(shared)
 
 
-def _same_code_on_workers(ray) -> None:
-    """Refuse a cluster whose workers run other engine code than this driver: content keys
-    are computed here, so different worker code would publish other bytes under this
-    version's name."""
+def _check_workers(ray, shared: Path | None) -> None:
+    """Refuse a cluster that would build something else than this driver expects, one probe
+    per node: content keys are computed here, so other worker code would publish other
+    bytes under this version's name; and units read and write under the storage root,
+    which every node must mount at the same path."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
     from .manifest import code_version
 
-    theirs = ray.get(ray.remote(num_cpus=0)(_worker_code_version).remote())
-    if theirs != code_version():
-        raise RuntimeError(f"the Ray workers run corpusmix code {theirs[:12]}, this driver {code_version()[:12]}: "
-                           "deploy the same corpusmix version on the cluster's image (or put this checkout "
-                           "on the workers' PYTHONPATH)")
+    probe = ray.remote(num_cpus=0)(_probe_node)
+    nodes = [n["NodeID"] for n in ray.nodes() if n.get("Alive")]
+    answers = ray.get([probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n, soft=False))
+                       .remote(str(shared) if shared else None) for n in nodes])
+    problems = [f"node {ip} runs corpusmix code {theirs[:12]}, this driver {code_version()[:12]}: deploy the same "
+                "corpusmix version in the cluster's image" for ip, theirs, _ in answers if theirs != code_version()]
+    problems += [f"node {ip} cannot see the storage root {shared}: mount the same shared filesystem at the same "
+                 "path on every Ray node (see the README, 'Running on a cluster')" for ip, _, sees in answers if not sees]
+    if problems:
+        raise RuntimeError("the Ray cluster cannot run this build:\n  " + "\n  ".join(problems))

@@ -482,7 +482,8 @@ def ingest_source(loaded: LoadedSpec, source_name: str, executor=None,
         errors: list[UnreadableFileError] = []
         with contextlib.ExitStack() as stack:
             if executor is None:
-                executor = stack.enter_context(open_executor(loaded.spec.execution, len(units)))
+                executor = stack.enter_context(open_executor(loaded.spec.execution, len(units),
+                                                             shared=loaded.storage_root))
             progress(f"[{source.name}] ingest: {len(units)} unit(s) from {sum(len(u.paths) for u in units)} "
                      f"file(s) on {executor.backend} ({executor.workers} worker(s))")
             for unit, res in zip(units, executor.map(_run_unit, units)):  # in unit order, as they finish

@@ -226,7 +226,7 @@ def quality_source(loaded: LoadedSpec, source_name: str,
     try:
         flt = _Filter(source=source.name, rules=rules, drops=drops, audit_samples=k,
                       part_bytes=loaded.spec.ingest.part_bytes, staging=str(staging))
-        with open_executor(loaded.spec.execution, len(parts)) as executor:
+        with open_executor(loaded.spec.execution, len(parts), shared=loaded.storage_root) as executor:
             for i, res in enumerate(executor.map(functools.partial(_filter_part, flt), enumerate(parts)), 1):
                 doc_parts += res.parts
                 rejections.append(res.rejections)

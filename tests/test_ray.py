@@ -160,6 +160,15 @@ def test_launch_config_sends_a_run_to_ray(ray_address, make_spec, tmp_path):
     assert outputs["plain"] == outputs["launch"] and any("/dedup/" in f"/{p}" for p in outputs["plain"])
 
 
+def test_a_node_without_the_storage_root_is_refused_before_any_unit_runs(ray_address, tmp_path):
+    missing = tmp_path / "not-mounted"
+    with pytest.raises(RuntimeError, match=f"cannot see the storage root {missing}: mount the same shared"):
+        with open_executor(Execution(backend="ray", ray_address=ray_address), shared=missing):
+            pass
+    with open_executor(Execution(backend="ray", ray_address=ray_address), shared=tmp_path) as ex:
+        assert list(ex.map(abs, [-3, 2, -1])) == [3, 2, 1]
+
+
 def test_dagster_resource_overrides_the_spec_execution(make_spec, tmp_path):
     spec = _sample_spec(make_spec, tmp_path, "cfg", {"backend": "processes", "workers": 2})
     loaded = CorpusSpec(spec_path=str(spec), backend="ray", ray_address="10.0.0.5:6379").load()
