@@ -51,4 +51,10 @@ def dagster_dev(env: dict, timeout: float = 120):
         yield port
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=60)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            # A graceful stop waits for the daemon's in-flight work; on a fresh, loaded CI machine
+            # that once took over a minute. The test's assertions are done: stop the group hard.
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=60)
