@@ -197,7 +197,8 @@ def tokenize_source(loaded: LoadedSpec, source_name: str,
         writer = IndexedWriter(staging / PREFIX, info.dtype)
         docs = pq.ParquetWriter(staging / DOCS_FILE, DOCS_SCHEMA, **PARQUET_OPTS)
         # One unit per part; appending in part order makes the files independent of the backend.
-        with open_executor(loaded.spec.execution, len(parts), shared=loaded.storage_root) as executor:
+        with open_executor(loaded.spec.execution, len(parts), shared=loaded.storage_root,
+                           multithreaded_units=True) as executor:
             for i, res in enumerate(executor.map(functools.partial(_tokenize_part, info), parts), 1):
                 lengths = res.docs.column("n_tokens").to_numpy()
                 sequences = pa.array(np.arange(writer.sequences, writer.sequences + len(lengths)))
