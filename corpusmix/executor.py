@@ -102,7 +102,8 @@ class RayExecutor:
     """Units as Ray tasks (one CPU each) on whatever cluster ``ray.init`` joined.
 
     At most ``2 x workers`` map tasks are in flight, so a long input list does not
-    queue every unit's result in the object store at once.
+    queue every unit's result in the object store at once; as on the pool, a
+    failure cancels the tasks still in flight.
     """
 
     backend = "ray"
@@ -113,12 +114,16 @@ class RayExecutor:
 
     def map(self, fn: Callable, items: Iterable) -> Iterator:
         get, pending = self.ray.get, deque()
-        for item in items:
-            pending.append(self._call.remote(fn, (item,)))
-            if len(pending) >= 2 * self.workers:
+        try:
+            for item in items:
+                pending.append(self._call.remote(fn, (item,)))
+                if len(pending) >= 2 * self.workers:
+                    yield get(pending.popleft())
+            while pending:
                 yield get(pending.popleft())
-        while pending:
-            yield get(pending.popleft())
+        finally:  # a failed unit (or a caller that stops reading) leaves no task running for nothing
+            for ref in pending:
+                self.ray.cancel(ref)
 
     def shuffle(self, map_fn: Callable, items: Iterable, buckets: int, reduce_fn: Callable) -> list:
         mapper = self.ray.remote(num_cpus=1, num_returns=buckets)(_star)

@@ -55,6 +55,24 @@ def dagster_dev(env: dict, timeout: float = 120):
             proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             # A graceful stop waits for the daemon's in-flight work; on a fresh, loaded CI machine
-            # that once took over a minute. The test's assertions are done: stop the group hard.
-            os.killpg(proc.pid, signal.SIGKILL)
+            # that once took over a minute. The test's assertions are done: stop everything hard,
+            # including the code servers, which run in sessions of their own.
+            for pid in [*_descendants(proc.pid), proc.pid]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
             proc.wait(timeout=60)
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (from /proc), deepest first."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], list(children.get(pid, []))
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo += children.get(p, [])
+    return out[::-1]
