@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -52,3 +53,26 @@ def build_through(loaded, last: str) -> None:
                 per_source[stage](loaded, s, progress=quiet)
         else:
             once[stage](loaded, progress=quiet)
+
+
+def resolved_spec(spec_path: str | Path) -> dict:
+    """A spec file as a dict with its source and tokenizer paths made absolute, so it can be
+    written elsewhere (e.g. ``executors.write_spec`` into fresh storage)."""
+    from corpusmix.spec import load_spec
+
+    loaded = load_spec(spec_path)
+    base = yaml.safe_load(Path(spec_path).read_text())
+    for s in base["sources"]:
+        s["paths"] = [str(loaded.resolve(p)) for p in s["paths"]]
+    if base.get("tokenizer", {}).get("path"):
+        base["tokenizer"]["path"] = str(loaded.resolve(base["tokenizer"]["path"]))
+    return base
+
+
+def child_env(venv: Path) -> dict[str, str]:
+    """Environment for a subprocess run by ``venv``'s python (the datatrove venv): none of this
+    venv's variables, ``venv/bin`` first on PATH, and the Hugging Face libraries kept offline."""
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")}
+    env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    return env
