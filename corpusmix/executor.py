@@ -182,18 +182,9 @@ def _pool(workers: int) -> ProcessPoolExecutor:
     imports (pyarrow, numpy, tokenizers) once, not once per stage and source."""
     pool = _POOLS.get(workers)
     if pool is None or pool._broken:  # a worker that died (OOM, kill) breaks the pool for good: start anew
-        threads = max(1, (os.cpu_count() or 1) // workers)
-        pool = _POOLS[workers] = ProcessPoolExecutor(max_workers=workers, initializer=_limit_threads,
-                                                     initargs=(threads,),
+        pool = _POOLS[workers] = ProcessPoolExecutor(max_workers=workers,
                                                      mp_context=multiprocessing.get_context("forkserver"))
     return pool
-
-
-def _limit_threads(threads: int) -> None:
-    """Give each worker its share of the cores for the tokenizer's (Rust) thread pool, which
-    otherwise starts one thread per core in every worker: 2 workers on 2 cores ran the
-    tokenize stage 8-20 % slower than one process. Runs before the worker's first unit."""
-    os.environ["RAYON_NUM_THREADS"] = str(threads)
 
 
 @atexit.register
