@@ -33,6 +33,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 BACKENDS = ("inline", "processes", "ray")
 STAGES = ("ingest", "dedup", "cross_source_dedup", "quality", "tokenizer", "tokenize", "mixture_plan", "mixed_shards")
@@ -145,14 +146,11 @@ def main() -> None:
     args = ap.parse_args()
     import ray
 
+    from common import resolved_spec
+
     from corpusmix.spec import load_spec
 
-    base_loaded = load_spec(args.spec)
-    base = yaml.safe_load(Path(args.spec).read_text())
-    for s in base["sources"]:  # spec-relative paths resolved, so the spec can move
-        s["paths"] = [str(base_loaded.resolve(p)) for p in s["paths"]]
-    if base.get("tokenizer", {}).get("path"):
-        base["tokenizer"]["path"] = str(base_loaded.resolve(base["tokenizer"]["path"]))
+    base = resolved_spec(args.spec)
 
     t = time.perf_counter()
     ray.init(address="local", num_cpus=args.workers, include_dashboard=False, log_to_driver=False,
