@@ -47,6 +47,14 @@ def _has_letter(word: str) -> bool:
     return any(c.isalpha() for c in word)
 
 
+# In ASCII, \s is exactly str.isspace, so each match is one whole str.split() word with a letter
+# (it starts at the word's first character and runs to its end): counted in C, not per word.
+_ASCII_WORD_WITH_LETTER = re.compile(r"\S*[A-Za-z]\S*")
+# ASCII letters and digits are exactly the ASCII characters for which str.isalnum holds.
+_ASCII_ALNUM = bytes(c for c in range(128) if chr(c).isalnum())
+_NON_ASCII = re.compile(r"[^\x00-\x7f]+")
+
+
 _SENTENCE_END = re.compile(r"[.!?]+(?:\s|$)")
 
 
@@ -85,7 +93,8 @@ class DocView:
 
     @cached_property
     def lower_words(self) -> list[str]:
-        return [w.lower() for w in self.words]
+        """Each word lower-cased; lower-casing never makes or removes whitespace, so one split will do."""
+        return self.lower.split()
 
     @cached_property
     def lower(self) -> str:
@@ -179,7 +188,11 @@ def alpha_words(v: DocView, min_fraction: float = 0.8) -> Result:
     """Gopher: at least 80 % of words contain an alphabetic character."""
     if not v.words:
         return 0.0, False
-    f = sum(map(_has_letter, v.words)) / len(v.words)
+    t = v.text
+    rest, n = _ASCII_WORD_WITH_LETTER.subn(" ", t)  # the words with an ASCII letter, counted in C
+    if not t.isascii():  # the others may still hold a non-ASCII letter
+        n += sum(_has_letter(w) for w in rest.split() if not w.isascii())
+    f = n / len(v.words)
     return f, f >= min_fraction
 
 
@@ -345,7 +358,11 @@ def code_mean_line_length(v: DocView, max_mean: float = 100.0) -> Result:
 def code_alphanumeric(v: DocView, min_fraction: float = 0.25) -> Result:
     """Codex/The Stack: at least 25 % alphanumeric characters."""
     t = v.text
-    f = sum(c.isalnum() for c in t) / len(t) if t else 0.0
+    b = t.encode("utf-8")
+    n = len(b) - len(b.translate(None, _ASCII_ALNUM))  # UTF-8 multi-byte sequences hold no ASCII byte
+    if not t.isascii():
+        n += sum(c.isalnum() for c in "".join(_NON_ASCII.findall(t)))
+    f = n / len(t) if t else 0.0
     return f, f >= min_fraction
 
 

@@ -108,3 +108,28 @@ def test_blank_lines_can_be_left_out_of_line_repetition():
     assert not RULES["gopher_dup_line_fraction"].fn(DocView(text), **RULES["gopher_dup_line_fraction"].defaults)[1]
     params = {**RULES["gopher_dup_line_fraction"].defaults, "blank_lines": False}
     assert RULES["gopher_dup_line_fraction"].fn(DocView(text), **params) == (0.0, True)
+
+
+def test_counting_fast_paths_equal_the_plain_definitions_on_real_text():
+    """alpha_words, code_alphanumeric and the lower-cased words count in C over the whole text;
+    they must give exactly what the per-word and per-character definitions give."""
+    import gzip
+    import json
+
+    from corpusmix.quality_rules import alpha_words, code_alphanumeric
+
+    from .conftest import CORPUS
+
+    texts = ["", "a\x1cb c", "12 ab ½² ", "über 3 x", "\t\n", "İstanbul THE Be\u00a0TO", "ΣΑΣ the and",
+             "x\u2028y\u3000z 的 ٣ ", "snake_case __ 42"]
+    for source in ("wiki", "web", "code", "dialogue"):  # ASCII and non-ASCII, prose and code
+        with gzip.open(next(iter(sorted(CORPUS.glob(f"{source}/*.jsonl.gz"))))) as f:
+            texts += [json.loads(line)["text"] for _, line in zip(range(300), f)]
+    assert sum(not t.isascii() for t in texts) > 50
+    for t in texts:
+        v = DocView(t)
+        ws = t.split()
+        plain_alpha = sum(any(c.isalpha() for c in w) for w in ws) / len(ws) if ws else 0.0
+        assert alpha_words(v)[0] == plain_alpha
+        assert code_alphanumeric(v)[0] == (sum(c.isalnum() for c in t) / len(t) if t else 0.0)
+        assert v.lower_words == [w.lower() for w in ws]
