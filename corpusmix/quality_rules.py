@@ -47,9 +47,9 @@ def _has_letter(word: str) -> bool:
     return any(c.isalpha() for c in word)
 
 
-# In ASCII, \s is exactly str.isspace, so each match is one whole str.split() word with a letter
-# (it starts at the word's first character and runs to its end): counted in C, not per word.
-_ASCII_WORD_WITH_LETTER = re.compile(r"\S*[A-Za-z]\S*")
+# A whole str.split() word (re's \s is str.isspace) without an ASCII letter. Words without one
+# are few, so finding them is much cheaper than matching every word with a letter.
+_WORD_WITHOUT_ASCII_LETTER = re.compile(r"(?<!\S)[^\sA-Za-z]+(?!\S)")
 # ASCII letters and digits are exactly the ASCII characters for which str.isalnum holds.
 _ASCII_ALNUM = bytes(c for c in range(128) if chr(c).isalnum())
 _NON_ASCII = re.compile(r"[^\x00-\x7f]+")
@@ -188,10 +188,9 @@ def alpha_words(v: DocView, min_fraction: float = 0.8) -> Result:
     """Gopher: at least 80 % of words contain an alphabetic character."""
     if not v.words:
         return 0.0, False
-    t = v.text
-    rest, n = _ASCII_WORD_WITH_LETTER.subn(" ", t)  # the words with an ASCII letter, counted in C
-    if not t.isascii():  # the others may still hold a non-ASCII letter
-        n += sum(_has_letter(w) for w in rest.split() if not w.isascii())
+    # The few words without an ASCII letter, found in C; a non-ASCII one may still hold a letter.
+    no_ascii_letter = _WORD_WITHOUT_ASCII_LETTER.findall(v.text)
+    n = len(v.words) - len(no_ascii_letter) + sum(_has_letter(w) for w in no_ascii_letter if not w.isascii())
     f = n / len(v.words)
     return f, f >= min_fraction
 
