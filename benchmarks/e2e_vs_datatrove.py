@@ -78,8 +78,6 @@ sys.path.insert(0, str(HERE.parent))  # also for datatrove's workers, which impo
 DT_STAGES = ("exact_sig", "exact_find", "minhash_sig", "minhash_buckets", "minhash_cluster", "minhash_filter",
              "quality", "tokenize", "merge")
 DT_DEDUP = DT_STAGES[:6]
-CM_STAGES = ("ingest", "dedup", "cross_source_dedup", "quality", "tokenizer", "tokenize", "mixture_plan",
-             "mixed_shards")
 # rows of the comparison: (label, corpusmix stages, datatrove stages)
 ROWS = [
     ("ingest", ["ingest"], []),
@@ -351,12 +349,6 @@ def measure_limits(loaded, pool, workers: int, raw_files: list[str], tmp: Path) 
 
 # --------------------------------------------------------------------------- corpusmix side
 
-def fresh_pools() -> None:
-    """Shut the engine's kept worker pools down, so the next build starts its own."""
-    from corpusmix import executor
-
-    executor._shutdown_pools()
-    executor._POOLS.clear()
 
 
 def corpusmix_counts(loaded) -> dict:
@@ -412,6 +404,7 @@ def main() -> None:
     from quality_vs_datatrove import build_config
 
     from corpusmix.dedup import lsh_params
+    from corpusmix.executor import shutdown_pools
     from corpusmix.quality_rules import GOPHER, GOPHER_STOP_WORDS, resolve_rules
     from corpusmix.spec import load_spec
 
@@ -457,9 +450,9 @@ def main() -> None:
                     continue
                 root = tmp / f"cm-{r}"
                 spec = write_spec(base, root, "processes", args.workers, None)
-                fresh_pools()
+                shutdown_pools()
                 times = build(spec)
-                fresh_pools()
+                shutdown_pools()
                 built = load_spec(spec)
                 cm_runs.append({"stage_s": times, "total_s": sum(times.values()), **corpusmix_counts(built)})
                 print(f"repeat {r + 1}/{args.repeats} corpusmix {cm_runs[-1]['total_s']:7.1f} s", file=sys.stderr,
@@ -543,6 +536,8 @@ def report(args, probe, loaded, rules, quality, bands, rows, cm_runs, dt_runs, l
     print(f"{'  (datatrove child wall, with imports)':38} {'':>9} {f(med(x['wall_s'] for x in dt_runs))}")
     print("datatrove stages, median s summed over sources: " + ", ".join(
         f"{s} {dt_t([s]):.2f}" for s in DT_STAGES))
+    from executors import STAGES as CM_STAGES  # the engine stages, in build order
+
     print("corpusmix stages, median s: " + ", ".join(f"{s} {cm_t([s]):.2f}" for s in CM_STAGES))
     shares = sorted(CM_STAGES, key=lambda s: -cm_t([s]))
     print("corpusmix's largest stages: " + ", ".join(f"{s} {100 * cm_t([s]) / cm_total:.0f} %" for s in shares[:3]))

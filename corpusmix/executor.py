@@ -110,13 +110,13 @@ class RayExecutor:
 
     def __init__(self, ray_module, workers: int):
         self.ray, self.workers = ray_module, workers
-        self._call = ray_module.remote(num_cpus=1)(_star)
+        self._call = ray_module.remote(num_cpus=1)(_apply)
 
     def map(self, fn: Callable, items: Iterable) -> Iterator:
         get, pending = self.ray.get, deque()
         try:
             for item in items:
-                pending.append(self._call.remote(fn, (item,)))
+                pending.append(self._call.remote(fn, item))
                 if len(pending) >= 2 * self.workers:
                     yield get(pending.popleft())
             while pending:
@@ -126,23 +126,22 @@ class RayExecutor:
                 self.ray.cancel(ref)
 
     def shuffle(self, map_fn: Callable, items: Iterable, buckets: int, reduce_fn: Callable) -> list:
-        mapper = self.ray.remote(num_cpus=1, num_returns=buckets)(_star)
+        mapper = self._call.options(num_returns=buckets)
         if buckets == 1:
             map_fn = functools.partial(_first, map_fn)
-        outs = [mapper.remote(map_fn, (item,)) for item in items]
+        outs = [mapper.remote(map_fn, item) for item in items]
         if buckets == 1:
             outs = [[o] for o in outs]
-        reducer = self.ray.remote(num_cpus=1)(_star_refs)
-        return self.ray.get([reducer.remote(reduce_fn, *[o[b] for o in outs]) for b in range(buckets)])
+        return self.ray.get([self._call.remote(reduce_fn, *[o[b] for o in outs]) for b in range(buckets)])
 
 
 def _first(fn: Callable, item: Any) -> Any:
     return fn(item)[0]
 
 
-def _star_refs(fn: Callable, *payloads: Any) -> Any:
-    """Ray resolves object refs only when they are top-level arguments, hence the star."""
-    return fn(*payloads)
+def _apply(fn: Callable, *args: Any) -> Any:
+    """A Ray task: Ray resolves object refs only when they are top-level arguments, hence the star."""
+    return fn(*args)
 
 
 @contextmanager
@@ -188,9 +187,11 @@ def _pool(workers: int) -> ProcessPoolExecutor:
 
 
 @atexit.register
-def _shutdown_pools() -> None:
+def shutdown_pools() -> None:
+    """Stop the kept pools (at exit, or so that the next build starts its own, as a benchmark wants)."""
     for pool in _POOLS.values():
         pool.shutdown(wait=True, cancel_futures=True)
+    _POOLS.clear()
 
 
 @contextmanager
@@ -214,9 +215,14 @@ def _ray_session(execution, shared: Path | None) -> Iterator[RayExecutor]:
                  configure_logging=False, **kwargs)
     cpus = int(ray.cluster_resources().get("CPU", 1))
     workers = min(execution.workers, cpus) if execution.workers else cpus
-    _check_workers(ray, shared)
+    if shared not in _CHECKED:  # once per process and storage root, not once per stage and source
+        _check_workers(ray, shared)
+        _CHECKED.add(shared)
     log.info("ray: %d CPU(s) in the cluster, %d task(s) at a time", cpus, workers)
     yield RayExecutor(ray, max(1, workers))
+
+
+_CHECKED: set[Path | None] = set()
 
 
 def _probe_node(shared: str | None) -> tuple[str, str, bool]:
