@@ -327,7 +327,8 @@ def _file_stats(files: list[tuple[Path, str]]) -> list[tuple[str, int, int]]:
     return [(rel, f.stat().st_size, f.stat().st_mtime_ns) for f, rel in files]
 
 
-def ingest_key(loaded: LoadedSpec, source: Source) -> tuple[dict, str | None]:
+def ingest_key(loaded: LoadedSpec, source: Source,
+               files: list[tuple[Path, str]] | None = None) -> tuple[dict, str | None]:
     """The stage config and content key of a source's ingest: its spec section and its files' checksums.
 
     The key is only worth computing (reading every file once more) when it can match the current
@@ -340,7 +341,7 @@ def ingest_key(loaded: LoadedSpec, source: Source) -> tuple[dict, str | None]:
     stage_cfg = {"source": source.model_dump(mode="json", include=fields),
                  "ingest": loaded.spec.ingest.model_dump(mode="json"),
                  "tokenizer_sha256": _file_sha(str(loaded.resolve(tok))) if tok else None}
-    files = source_files_rel(loaded, source)
+    files = source_files_rel(loaded, source) if files is None else files
     path = manifest_path(loaded.manifest_root, STAGE, source.name)
     try:
         recorded = sorted((i["path"], i["bytes"]) for i in read_manifest(path)["inputs"]) if path.is_file() else None
@@ -351,8 +352,10 @@ def ingest_key(loaded: LoadedSpec, source: Source) -> tuple[dict, str | None]:
     return stage_cfg, content_key(stage_cfg, [(rel, sha256_file(f)) for f, rel in files])
 
 
-def plan_units(loaded: LoadedSpec, source: Source, staging: Path) -> list[Unit]:
-    """Cut a source's files into independent units, in a fixed order (the output order)."""
+def plan_units(loaded: LoadedSpec, source: Source, staging: Path,
+               files: list[tuple[Path, str]] | None = None) -> list[Unit]:
+    """Cut a source's files (``source_files_rel``, found here unless given) into independent units,
+    in a fixed order (the output order)."""
     units: list[Unit] = []
     text_group: list[tuple[str, str]] = []
     text_bytes = 0
@@ -364,7 +367,7 @@ def plan_units(loaded: LoadedSpec, source: Source, staging: Path) -> list[Unit]:
                               source, loaded.spec.ingest, str(staging)))
             text_group, text_bytes = [], 0
 
-    for f, rel in source_files_rel(loaded, source):
+    for f, rel in source_files_rel(loaded, source) if files is None else files:
         fmt = file_format(source, f)
         if fmt is Format.TEXT:
             text_group.append((str(f), rel))
@@ -467,14 +470,15 @@ def ingest_source(loaded: LoadedSpec, source_name: str, executor=None,
     progress = progress or log.info
     source = loaded.source(source_name)
     started, t0 = utc_now(), time.perf_counter()
-    stage_cfg, version = ingest_key(loaded, source)
-    before = _file_stats(source_files_rel(loaded, source))
+    files = source_files_rel(loaded, source)  # found once; looked for again at the end, to catch changes
+    stage_cfg, version = ingest_key(loaded, source, files)
+    before = _file_stats(files)
     if version and (hit := up_to_date(loaded, STAGE, source.name, version, progress)):
         return hit
     out_parent = loaded.storage_root / STAGE / source.name
     staging = new_staging_dir(out_parent)
     try:
-        units = plan_units(loaded, source, staging)
+        units = plan_units(loaded, source, staging, files)
         if not units:
             raise IngestError(f"source {source.name!r}: its paths match no file any more: {source.paths}; "
                               "fix the globs (relative to the spec file) or restore the files")

@@ -185,16 +185,16 @@ def _filter_part(flt: _Filter, item: tuple[int, str]) -> _PartResult:
     return _PartResult(parts=writer.close(), rejections=rej, tally=tally)
 
 
-def quality_key(loaded: LoadedSpec, source_name: str) -> tuple[dict, str]:
+def quality_key(loaded: LoadedSpec, source_name: str, drops: frozenset[str] | None = None) -> tuple[dict, str]:
     """Config and content key of a source's quality stage: its resolved rules, its dedup version and
     its own cross-source drop list (not the whole list: a change in another source that drops
-    nothing here leaves this partition current)."""
+    nothing here leaves this partition current). ``drops``: that list, when the caller has read it."""
     source = loaded.source(source_name)
     up = require_manifest(loaded.manifest_root, UPSTREAM, source_name)[1]
     stage_cfg = {"rules": resolve_rules(source.kind, source.filters.rules, source.filters.overrides),
                  "source": source_name, "audit_samples": loaded.spec.quality.audit_samples}
-    drops = canonical_hash(sorted(cross_source_drops(loaded, source_name)))
-    return stage_cfg, content_key(stage_cfg, [up["version"], drops])
+    drops = cross_source_drops(loaded, source_name) if drops is None else drops
+    return stage_cfg, content_key(stage_cfg, [up["version"], canonical_hash(sorted(drops))])
 
 
 def quality_source(loaded: LoadedSpec, source_name: str,
@@ -208,11 +208,11 @@ def quality_source(loaded: LoadedSpec, source_name: str,
     source = loaded.source(source_name)
     started, t0 = utc_now(), time.perf_counter()
     up_path, up = require_manifest(loaded.manifest_root, UPSTREAM, source.name)
-    stage_cfg, version = quality_key(loaded, source.name)
+    drops = frozenset(cross_source_drops(loaded, source.name))
+    stage_cfg, version = quality_key(loaded, source.name, drops)
     rules, k = stage_cfg["rules"], stage_cfg["audit_samples"]
     if hit := up_to_date(loaded, STAGE, source.name, version, progress):
         return hit
-    drops = frozenset(cross_source_drops(loaded, source.name))
     est = TokenEstimate.from_manifest(up)
     parts = [str(loaded.storage_root / o["path"]) for o in up["outputs"] if o["kind"] == "documents"]
     progress(f"[{source.name}] quality: {len(rules)} rules ({', '.join(rules)}) on "
