@@ -4,7 +4,10 @@ A stage's outputs live in a content-addressed directory under the storage
 root; its manifest, under the manifest root, is what declares them complete.
 Because it is written only after every output is published, a run killed at
 any point leaves either the previous manifest or the new one, never a manifest
-that names half-written files.
+that names half-written files. The manifest is the commit point: a run killed
+after publishing its version directory (one rename of a fully written staging
+directory) and before its manifest leaves that directory complete but named by
+no manifest, and the next run with the same content key adopts it.
 """
 
 from __future__ import annotations

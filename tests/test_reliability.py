@@ -8,10 +8,12 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from corpusmix.checks import integrity_problems
 from corpusmix.manifest import iter_manifests, read_manifest
 from corpusmix.spec import load_spec
+from corpusmix.storage import sha256_file
 
 from .conftest import CORPUS
 
@@ -38,6 +40,7 @@ def test_two_builds_at_once_serialise_and_agree(make_spec, tmp_path):
 ENGINE_BUILD = """
 import sys
 from corpusmix.spec import load_spec
+from corpusmix.storage import sha256_file
 from corpusmix.dedup import cross_source_dedup, dedup_source
 from corpusmix.ingest import ingest_source
 from corpusmix.mix import mix_stage
@@ -69,17 +72,35 @@ def _stable(manifest_root):
     return out
 
 
-def _visible_outputs_are_complete(loaded) -> list[str]:
-    """No manifest names a missing or partial file; no file sits under a final name without one."""
+def _clean_outputs(manifest_root) -> dict[str, str]:
+    """Relative path -> sha256 of every output an uninterrupted build published."""
+    return {o["path"]: o["sha256"] for p in iter_manifests(manifest_root) for o in read_manifest(p)["outputs"]}
+
+
+def _visible_outputs_are_complete(loaded, clean: dict[str, str]) -> list[str]:
+    """No manifest names a missing or partial file, and every file under a final name is complete.
+
+    The manifest is the commit point; the version directory is published just before it by one
+    rename of a fully written staging directory. A kill between the two leaves a complete version
+    directory that no manifest names yet, which the next run adopts. Such a directory passes only
+    if it holds exactly the files, byte for byte, that the uninterrupted build put under that name."""
     problems = []
     named = set()
     for m in iter_manifests(loaded.manifest_root):
         problems += integrity_problems(loaded, m)
         named |= {str(loaded.storage_root / o["path"]) for o in read_manifest(m)["outputs"]}
+    unnamed_dirs = set()
     for f in loaded.storage_root.rglob("*"):
-        hidden = any(part.startswith(".") for part in f.relative_to(loaded.storage_root).parts)
-        if f.is_file() and not hidden and str(f) not in named:
-            problems.append(f"{f}: under a final name but named by no manifest")
+        rel = f.relative_to(loaded.storage_root)
+        if f.is_file() and not any(p.startswith(".") for p in rel.parts) and str(f) not in named:
+            unnamed_dirs.add(Path(*rel.parts[:3]))  # <stage>/<partition>/<version>
+    for d in sorted(unnamed_dirs):
+        want = {p: h for p, h in clean.items() if Path(p).parts[:3] == d.parts}
+        have = {f.relative_to(loaded.storage_root).as_posix(): sha256_file(f)
+                for f in (loaded.storage_root / d).rglob("*") if f.is_file()}
+        if not want or have != want:
+            problems.append(f"{d}: under a final name, named by no manifest, and not the complete output "
+                            f"({len(have)} file(s) on disk, {len(want)} expected)")
     return problems
 
 
@@ -90,6 +111,7 @@ def test_killed_builds_leave_nothing_half_written_and_rerun_to_the_same_bytes(ma
     subprocess.run([*run, str(clean.path)], check=True)
     full = time.perf_counter() - t0
     want = _stable(clean.manifest_root)
+    clean_outputs = _clean_outputs(clean.manifest_root)
     rng = random.Random(1234)
     kills = 0
     roots = int(os.environ.get("CORPUSMIX_KILL_ROOTS", "6"))  # raise it for a longer campaign
@@ -105,9 +127,9 @@ def test_killed_builds_leave_nothing_half_written_and_rerun_to_the_same_bytes(ma
                 os.kill(p.pid, signal.SIGKILL)
                 kills += 1
             p.wait()
-            assert _visible_outputs_are_complete(loaded) == []
+            assert _visible_outputs_are_complete(loaded, clean_outputs) == []
         subprocess.run([*run, str(spec)], check=True)
-        assert _visible_outputs_are_complete(loaded) == []
+        assert _visible_outputs_are_complete(loaded, clean_outputs) == []
         assert _stable(loaded.manifest_root) == want
     print(f"kill points tried: {2 * roots}, builds actually killed: {kills}")
     assert kills >= roots
@@ -152,7 +174,7 @@ def test_bad_input_runs_through_the_whole_build_and_every_record_is_accounted_fo
     assert bad["counts"]["quarantined"] >= 9
     for doc in ("a", "z"):  # the good records beside the bad ones went on through the stages
         assert audit.why(con, doc, "bad")[-1]["stage"] in ("quality", "tokenize")
-    assert _visible_outputs_are_complete(loaded) == []
+    assert _visible_outputs_are_complete(loaded, {}) == []
 
 
 def test_disk_full_fails_cleanly_and_keeps_the_previous_build(make_spec, tmp_path, monkeypatch):
@@ -184,4 +206,41 @@ def test_disk_full_fails_cleanly_and_keeps_the_previous_build(make_spec, tmp_pat
     assert read_manifest(manifest_path(loaded.manifest_root, "ingest", "web"))["version"] == before["version"]
     assert integrity_problems(loaded, path) == []
     assert not [p for p in loaded.storage_root.rglob(".staging-*")]
-    assert _visible_outputs_are_complete(loaded) == []
+    assert _visible_outputs_are_complete(loaded, {}) == []
+
+
+def test_a_kill_between_publishing_and_the_manifest_leaves_a_complete_directory_the_rerun_adopts(
+        make_spec, tmp_path, monkeypatch):
+    """The one window the random kills hit only sometimes, made certain: the version directory is
+    published and the process dies before the manifest is written."""
+    import pytest
+
+    from corpusmix import ingest
+    from corpusmix.manifest import manifest_path
+
+    sources = [{"name": "math", "kind": "math", "paths": [str(CORPUS / "math" / "math-0000-of-0002.jsonl.gz")]}]
+    clean = load_spec(make_spec(sources, name="clean.yaml"))
+    ingest.ingest_source(clean, "math", progress=lambda m: None)
+    clean_outputs = _clean_outputs(clean.manifest_root)
+    loaded = load_spec(make_spec(sources, name="killed.yaml",
+                                 storage={"root": str(tmp_path / "k" / "data"),
+                                          "manifests": str(tmp_path / "k" / "manifests")}))
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt("killed before the manifest")
+
+    monkeypatch.setattr(ingest, "write_manifest", killed)
+    with pytest.raises(KeyboardInterrupt):
+        ingest.ingest_source(loaded, "math", progress=lambda m: None)
+    monkeypatch.undo()
+    assert not manifest_path(loaded.manifest_root, "ingest", "math").exists()
+    published = [f for f in loaded.storage_root.rglob("*") if f.is_file()]
+    assert published  # the directory was published ...
+    assert _visible_outputs_are_complete(loaded, clean_outputs) == []  # ... complete, byte for byte
+    ingest.ingest_source(loaded, "math", progress=lambda m: None)
+    assert _stable(loaded.manifest_root) == _stable(clean.manifest_root)  # the rerun adopted it
+    # the check is not vacuous: a truncated file in an unnamed directory is reported
+    manifest_path(loaded.manifest_root, "ingest", "math").unlink()
+    victim = max(published, key=lambda f: f.stat().st_size)
+    victim.write_bytes(victim.read_bytes()[:100])
+    assert _visible_outputs_are_complete(loaded, clean_outputs)
