@@ -29,7 +29,7 @@ from .storage import atomic_write_bytes, sha256_file
 
 _VOLATILE = ("started_at", "finished_at", "elapsed_s", "timing", "content_hash")
 GLOBAL_PARTITION = "_all"  # file name of the manifest of an unpartitioned (all-source) asset
-_TOOLS = ("pyarrow", "duckdb", "orjson", "pandera", "pydantic", "tokenizers", "zstandard", "datasketch")
+_TOOLS = ("pyarrow", "duckdb", "orjson", "pandera", "pydantic", "tokenizers", "tiktoken", "zstandard", "datasketch")
 
 
 @functools.lru_cache(maxsize=1)

@@ -152,6 +152,9 @@ class Tokenizer(_Strict):
     path: str | None = None
     train: TrainTokenizer | None = None
     eos_token: str = "<|endoftext|>"
+    encoder: Literal["auto", "huggingface"] = Field(
+        "auto", description="'auto': tiktoken's faster BPE where it is checked to give the same ids as the "
+                            "tokenizers library (see corpusmix.fast_bpe); 'huggingface': always the tokenizers library.")
 
 
 BASELINES = ("equal", "tokens", "documents", "temperature", "unimax")

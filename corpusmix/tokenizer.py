@@ -31,8 +31,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pyarrow.parquet as pq
 
+from . import fast_bpe
 from .indexed import token_dtype
 from .manifest import (
     content_key, input_refs, output_ref, require_manifest, stage_manifest, up_to_date, utc_now, write_manifest,
@@ -74,9 +76,16 @@ class TokenizerInfo:
     eos_id: int
     dtype: np.dtype
     split_long_documents: bool
+    encoder: str  # "tiktoken" or "huggingface" (``choose_encoder``)
 
     def load(self):
         return load_tokenizer(str(self.path))
+
+    def encode(self, texts: list[str]) -> list[list[int]]:
+        """Ids of each text (no post-processor specials; added tokens matched where they occur)."""
+        if self.encoder == "tiktoken":
+            return fast_bpe.encode(str(self.path), texts)
+        return [e.ids for e in self.load().encode_batch_fast(texts, add_special_tokens=False)]
 
 
 def _cut(text: str, lo: int, hi: int) -> int | None:
@@ -133,13 +142,27 @@ def split_is_exact(tok, max_chars: int = 16) -> bool:
     return True
 
 
-def describe(path: Path, eos_token: str) -> TokenizerInfo:
+def choose_encoder(path: Path, requested: str) -> tuple[str, str]:
+    """The encoder the tokenize stage uses, and why: tiktoken only where ``fast_bpe`` finds it
+    gives the ids of the tokenizers library (a file it cannot check falls back, it never fails)."""
+    if requested == "huggingface":
+        return "huggingface", "tokenizer.encoder: huggingface in the spec"
+    why = fast_bpe.incompatibility(orjson.loads(path.read_bytes()))
+    if why is None:
+        why = fast_bpe.probe_mismatch(str(path), load_tokenizer(str(path)))
+    if why is None:
+        return "tiktoken", "byte-level BPE with GPT-2 split; same ids as tokenizers on every probe"
+    return "huggingface", f"tiktoken not used: {why}"
+
+
+def describe(path: Path, eos_token: str, encoder: str) -> TokenizerInfo:
     tok = load_tokenizer(str(path))
     eos_id = tok.token_to_id(eos_token)
     if eos_id is None:
         raise ValueError(f"{path}: EOS token {eos_token!r} is not in the vocabulary; set tokenizer.eos_token")
     vocab = tok.get_vocab_size(with_added_tokens=True)
-    return TokenizerInfo(path, sha256_file(path), vocab, eos_token, eos_id, token_dtype(vocab), split_is_exact(tok))
+    return TokenizerInfo(path, sha256_file(path), vocab, eos_token, eos_id, token_dtype(vocab), split_is_exact(tok),
+                         encoder)
 
 
 def _sample_threshold(fraction: float) -> int:
@@ -194,10 +217,12 @@ def _tokenizer_key(loaded: LoadedSpec) -> tuple[dict, str, list[dict]]:
         src = loaded.resolve(spec_tok.path)
         inputs = [{"path": str(src), "sha256": sha256_file(src), "bytes": src.stat().st_size,
                    "upstream_manifest": None}]
-        stage_cfg = {"origin": "file", "sha256": inputs[0]["sha256"], "eos_token": spec_tok.eos_token}
+        stage_cfg = {"origin": "file", "sha256": inputs[0]["sha256"], "eos_token": spec_tok.eos_token,
+                     "encoder": spec_tok.encoder}
         return stage_cfg, content_key(stage_cfg, []), inputs
     up_manifests = [require_manifest(loaded.manifest_root, UPSTREAM, s) for s in loaded.source_names]
-    stage_cfg = {"origin": "trained", "train": spec_tok.train.model_dump(mode="json"), "eos_token": spec_tok.eos_token}
+    stage_cfg = {"origin": "trained", "train": spec_tok.train.model_dump(mode="json"), "eos_token": spec_tok.eos_token,
+                 "encoder": spec_tok.encoder}
     return (stage_cfg, content_key(stage_cfg, [m["version"] for _, m in up_manifests]),
             [ref for p, m in up_manifests for ref in input_refs(loaded, p, m)])
 
@@ -240,7 +265,8 @@ def tokenizer_stage(loaded: LoadedSpec, progress: Callable[[str], None] | None =
                         "train_seconds": round(time.perf_counter() - t_train, 3)}
             progress(f"[tokenizer] trained on {counts['documents_in']} documents ({counts['bytes_in']} bytes) "
                      f"in {details['train_seconds']} s")
-        info = describe(staging / FILE_NAME, spec_tok.eos_token)
+        encoder, encoder_note = choose_encoder(staging / FILE_NAME, spec_tok.encoder)
+        info = describe(staging / FILE_NAME, spec_tok.eos_token, encoder)
         out = {"name": FILE_NAME, "rows": info.vocab_size, "sha256": info.sha256,
                "bytes": (staging / FILE_NAME).stat().st_size}
         publish_dir(staging, out_parent / version)
@@ -248,7 +274,7 @@ def tokenizer_stage(loaded: LoadedSpec, progress: Callable[[str], None] | None =
         discard_dir(staging)
         raise
     details |= {"eos_id": info.eos_id, "vocab_size": info.vocab_size, "dtype": info.dtype.name,
-                "split_long_documents": info.split_long_documents}
+                "split_long_documents": info.split_long_documents, "encoder": encoder, "encoder_note": encoder_note}
     manifest = stage_manifest(
         loaded=loaded, asset=STAGE, partition=None, version=version, stage_cfg=stage_cfg, started=started, t0=t0,
         inputs=inputs, outputs=[output_ref(f"{STAGE}/{version}", out, "tokenizer")],
@@ -257,7 +283,7 @@ def tokenizer_stage(loaded: LoadedSpec, progress: Callable[[str], None] | None =
     manifest, path = write_manifest(loaded.manifest_root, manifest)
     progress(f"[tokenizer] vocab {info.vocab_size}, EOS {spec_tok.eos_token!r} = {info.eos_id}, dtype "
              f"{info.dtype.name}, long documents {'split at safe cuts' if info.split_long_documents else 'kept whole'}"
-             f"; manifest {path}")
+             f"; encoder {encoder} ({encoder_note}); manifest {path}")
     return manifest, path
 
 
@@ -271,4 +297,4 @@ def built_tokenizer(loaded: LoadedSpec) -> tuple[TokenizerInfo, dict]:
                          f"{out['sha256'][:16]}…); rematerialize the {STAGE} asset")
     d = m["details"]
     return TokenizerInfo(file, out["sha256"], d["vocab_size"], d["eos_token"], d["eos_id"], np.dtype(d["dtype"]),
-                         d["split_long_documents"]), m
+                         d["split_long_documents"], d.get("encoder", "huggingface")), m

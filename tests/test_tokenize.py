@@ -96,6 +96,25 @@ def test_counts_equal_a_direct_tokenizers_call_and_text_round_trips(gpt2_build):
             assert abs(check["relative_error"]) < 0.05  # the calibrated estimate of the earlier stages
         assert m["details"]["dtype"] == "uint16" and reader.index.dtype == np.uint16
     assert split_docs > 10  # long documents really were cut before encoding, and still match
+    assert {m["details"]["encoder"] for m in manifests.values()} == {"tiktoken"}  # the fast path ran
+
+
+def test_forcing_the_tokenizers_library_writes_the_same_token_stores(gpt2_build, tmp_path):
+    import shutil
+
+    loaded, manifests = gpt2_build
+    spec = load_spec(loaded.path).spec.model_dump(mode="json")
+    spec["storage"] = {"root": str(tmp_path / "data"), "manifests": str(tmp_path / "manifests")}
+    spec["tokenizer"]["encoder"] = "huggingface"
+    shutil.copytree(loaded.storage_root, tmp_path / "data")
+    shutil.copytree(loaded.manifest_root, tmp_path / "manifests")
+    slow = load_spec(write_spec(tmp_path / "hf.yaml", spec))
+    assert tokenizer_stage(slow, **QUIET)[0]["details"]["encoder"] == "huggingface"
+    for name, _, _ in SOURCES:
+        m = tokenize_source(slow, name, **QUIET)[0]
+        assert m["details"]["encoder"] == "huggingface" and m["version"] != manifests[name]["version"]
+        assert ({o["kind"]: o["sha256"] for o in m["outputs"]}
+                == {o["kind"]: o["sha256"] for o in manifests[name]["outputs"]})
 
 
 def test_megatron_core_reads_the_token_store(gpt2_build):
@@ -225,6 +244,7 @@ def test_trained_tokenizer_is_deterministic_and_works_end_to_end(tmp_path):
     m, _ = tokenizer_stage(loaded, **QUIET)
     d = m["details"]
     assert d["origin"] == "trained" and d["vocab_size"] == 2048 and d["eos_id"] == 0 and d["dtype"] == "uint16"
+    assert d["encoder"] == "tiktoken", d["encoder_note"]
     sample = d["sample"]
     assert set(sample) == {"code", "web", "math"} and all(s["documents"] > 0 for s in sample.values())
     total = sum(s["bytes"] for s in sample.values())
