@@ -45,6 +45,8 @@ Machine limits, per repeat, right after corpusmix's build (on its outputs):
              pool of --workers processes; MB of text parsed / wall time
   encode     one ``Tokenizer.encode_batch_fast`` over every kept text (after quality),
              in memory, in this process (the Rust encoder uses every core)
+  encode_fast  the same with ``fast_bpe.encode`` (tiktoken, every core): the encoder the
+             tokenize stage uses for this tokenizer (ids checked equal to the above)
   minhash    corpusmix.dedup's ``batch_shingles`` + ``batch_signatures`` (batches of
              2,048 documents, as dedup reads them) over every document dedup reads,
              normalised beforehand (untimed), one unit per ingest part on the pool;
@@ -55,7 +57,7 @@ Machine limits, per repeat, right after corpusmix's build (on its outputs):
 Every repeat runs corpusmix and datatrove once each, the order flipping every repeat.
 Printed: medians per stage and in total for both, the ratio datatrove/corpusmix, each
 stage's throughput against its limit, and corpusmix's whole build against the
-tokenization-only time (the encode limit on the same text). MB = 10^6 bytes of UTF-8 text.
+tokenization-only time (both encode limits on the same text). MB = 10^6 bytes of UTF-8 text.
 """
 
 import argparse
@@ -305,6 +307,7 @@ def measure_limits(loaded, pool, workers: int, raw_files: list[str], tmp: Path) 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from corpusmix import fast_bpe
     from corpusmix.manifest import manifest_path, read_manifest
     from corpusmix.tokenizer import load_tokenizer
 
@@ -331,7 +334,12 @@ def measure_limits(loaded, pool, workers: int, raw_files: list[str], tmp: Path) 
     enc = tok.encode_batch_fast(texts, add_special_tokens=False)
     res["encode"] = {"s": time.perf_counter() - t, "mb": sum(len(x.encode()) for x in texts) / 1e6,
                      "tokens": sum(len(e.ids) for e in enc)}
-    del enc, texts
+    del enc
+    t = time.perf_counter()
+    fast = fast_bpe.encode(str(loaded.resolve(loaded.spec.tokenizer.path)), texts)
+    res["encode_fast"] = {"s": time.perf_counter() - t, "mb": res["encode"]["mb"], "tokens": sum(map(len, fast))}
+    assert res["encode_fast"]["tokens"] == res["encode"]["tokens"]
+    del fast, texts
 
     n_bytes = sum(p.stat().st_size for stage in ("tokenize", "mixed_shards")
                   for p in (loaded.storage_root / stage).rglob("*.bin"))
@@ -562,6 +570,8 @@ def report(args, probe, loaded, rules, quality, bands, rows, cm_runs, dt_runs, l
          ""),
         ("tokenize (kept text)", mb_kept, mb_kept / cm_t(["tokenize"]), mb_dt_kept / dt_t(["tokenize"]), "encode",
          "encode_batch_fast"),
+        ("  against tiktoken", mb_kept, mb_kept / cm_t(["tokenize"]), mb_dt_kept / dt_t(["tokenize"]), "encode_fast",
+         "fast_bpe.encode (tiktoken)"),
         ("mixed shards (token MB)", shard_mb, shard_mb / cm_t(["mixture_plan", "mixed_shards"]),
          d0["merged_bytes"] / 1e6 / dt_t(["merge"]), "write", "tofile + fsync"),
         ("whole build (raw text)", mb_raw, mb_raw / cm_total, mb_raw / dt_total, None, ""),
@@ -573,6 +583,9 @@ def report(args, probe, loaded, rules, quality, bands, rows, cm_runs, dt_runs, l
     tok_only = lim["encode"][1]
     print(f"\ncorpusmix whole build / tokenization-only: {cm_total:.2f} s / {tok_only:.2f} s = "
           f"{cm_total / tok_only:.2f} (tokenization-only = one encode_batch_fast over the {mb_kept:.1f} MB kept)")
+    fast_only = lim["encode_fast"][1]
+    print(f"corpusmix whole build / tokenization-only with the encoder it uses: {cm_total:.2f} s / {fast_only:.2f} s"
+          f" = {cm_total / fast_only:.2f} (one fast_bpe.encode, tiktoken, over the same text)")
     print(f"datatrove whole build / tokenization-only: {dt_total / tok_only:.2f}; datatrove / corpusmix: "
           f"{dt_total / cm_total:.2f}")
 
