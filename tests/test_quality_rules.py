@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 
 from corpusmix.quality_rules import KIND_DEFAULTS, RULES, DocView, evaluate, resolve_rules
@@ -133,3 +135,54 @@ def test_counting_fast_paths_equal_the_plain_definitions_on_real_text():
         assert alpha_words(v)[0] == plain_alpha
         assert code_alphanumeric(v)[0] == (sum(c.isalnum() for c in t) / len(t) if t else 0.0)
         assert v.lower_words == [w.lower() for w in ws]
+
+
+def _plain_top_ngram(words: list[str], n: int, text: str) -> float:
+    grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+    if not grams or not text:
+        return 0.0
+    gram, count = Counter(grams).most_common(1)[0]  # ties: the n-gram counted first
+    return count * len(" ".join(gram)) / len(text)
+
+
+def _plain_dup_ngram(words: list[str], n: int, text: str) -> float:
+    seen, chars, i = set(), 0, 0
+    while i < len(words) - n + 1:
+        gram = tuple(words[i:i + n])
+        if gram in seen:
+            chars += sum(map(len, gram))
+            i += n
+        else:
+            seen.add(gram)
+            i += 1
+    return chars / len(text) if text else 0.0
+
+
+def test_ngram_repetition_rules_equal_the_plain_definitions_on_real_text():
+    """The n-gram rules share one level-by-level pass over repeated positions (``DocView.repeats``);
+    their values must be exactly those of the scan-every-n-gram definitions."""
+    import gzip
+    import json
+
+    from corpusmix.quality_rules import dup_ngram_char_fraction, top_ngram_char_fraction
+
+    from .conftest import CORPUS
+
+    texts = ["", "one", "a b", "a a a a a a a a a a a a", "x y x y x y x y z x y x y",
+             "the cat sat on the mat and the cat sat on the mat again " * 7,
+             "b a b a a b a b b a a b a b a b b b a a a b a b a b a a b"]
+    for source in ("wiki", "web", "books", "dialogue", "math"):
+        with gzip.open(next(iter(sorted(CORPUS.glob(f"{source}/*.jsonl.gz"))))) as f:
+            texts += [json.loads(line)["text"] for _, line in zip(range(120), f)]
+    repeated = 0
+    for t in texts:
+        ws = t.split()
+        for order in ((2, 3, 4, 5, 6, 7, 8, 9, 10), (10, 7, 5, 2)):  # any order of rules, one cache
+            v = DocView(t)
+            for n in order:
+                if n <= 4:
+                    assert top_ngram_char_fraction(v, n, 1.0)[0] == _plain_top_ngram(ws, n, t), (n, t[:80])
+                want = _plain_dup_ngram(ws, n, t)
+                assert dup_ngram_char_fraction(v, n, 1.0)[0] == want, (n, t[:80])
+                repeated += want > 0
+    assert repeated > 100  # the texts really do repeat n-grams
