@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import glob
 import hashlib
 import math
@@ -441,17 +442,28 @@ def _weight_issues(weights, loc: tuple, names: list[str]) -> list[SpecIssue]:
 
 def _tokenizer_file_issues(path: Path, eos_token: str) -> list[SpecIssue]:
     """A tokenizer file must load and know the EOS token every document will end with."""
+    try:
+        st = path.stat()
+    except OSError as e:
+        return [SpecIssue("tokenizer.path", f"{path} cannot be read: {e}", "point tokenizer.path at a tokenizer.json")]
+    return list(_checked_tokenizer(str(path), st.st_mtime_ns, st.st_size, eos_token))
+
+
+@functools.lru_cache(maxsize=16)
+def _checked_tokenizer(path: str, mtime_ns: int, size: int, eos_token: str) -> tuple[SpecIssue, ...]:
+    """The check itself, once per file version and process: a build loads the spec in every run and
+    asset, and parsing a GPT-2 tokenizer.json costs ~0.1 s each time."""
     from tokenizers import Tokenizer
 
     try:
-        tok = Tokenizer.from_file(str(path))
+        tok = Tokenizer.from_file(path)
     except Exception as e:  # noqa: BLE001 - the tokenizers error text is the useful part
-        return [SpecIssue("tokenizer.path", f"{path} is not a loadable tokenizer.json: {e}",
-                          "point tokenizer.path at a Hugging Face tokenizer.json (tokenizer.save() writes one)")]
+        return (SpecIssue("tokenizer.path", f"{path} is not a loadable tokenizer.json: {e}",
+                          "point tokenizer.path at a Hugging Face tokenizer.json (tokenizer.save() writes one)"),)
     if tok.token_to_id(eos_token) is None:
-        return [SpecIssue("tokenizer.eos_token", f"EOS token {eos_token!r} is not in the vocabulary of {path}",
-                          "set tokenizer.eos_token to the tokenizer's end-of-text token (GPT-2: '<|endoftext|>')")]
-    return []
+        return (SpecIssue("tokenizer.eos_token", f"EOS token {eos_token!r} is not in the vocabulary of {path}",
+                          "set tokenizer.eos_token to the tokenizer's end-of-text token (GPT-2: '<|endoftext|>')"),)
+    return ()
 
 
 def _semantic_issues(loaded: LoadedSpec, check_files: bool) -> list[SpecIssue]:

@@ -65,7 +65,7 @@ def test_cli_build_records_runs_in_the_instance(make_spec, tmp_path, monkeypatch
                        capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     for line in ("math ingest + dedup: ok", "dialogue ingest + dedup: ok", "cross-source dedup: ok",
-                 "math quality: ok", "tokenizer: ok", "math tokenize: ok", "dialogue tokenize: ok",
+                 "tokenizer: ok", "math quality + tokenize: ok", "dialogue quality + tokenize: ok",
                  "mixture plan + mixed shards: ok"):
         assert line in r.stdout, r.stdout
     assert "telemetry" in (home / "dagster.yaml").read_text()
@@ -82,8 +82,8 @@ def test_cli_build_records_runs_in_the_instance(make_spec, tmp_path, monkeypatch
     assert plan["error"] is None and plan["per_source"]["math"]["allocated"] == pytest.approx(500_000)
     with DagsterInstance.get() as instance:
         assert sorted(run.job_name for run in instance.get_runs()) == [
-            "corpus_job", "mixture_job", "quality_job", "quality_job", "source_job", "source_job", "tokenize_job",
-            "tokenize_job", "tokenizer_job"]
+            "corpus_job", "mixture_job", "quality_tokenize_job", "quality_tokenize_job", "source_job", "source_job",
+            "tokenizer_job"]
         for stage in ("ingest", "dedup", "quality", "tokenize"):
             assert instance.get_materialized_partitions(AssetKey(stage)) == {"math", "dialogue"}
         assert instance.get_latest_materialization_event(AssetKey("cross_source_dedup")) is not None
@@ -109,3 +109,23 @@ def test_cli_build_refuses_a_bad_spec_before_any_work(make_spec, tmp_path):
     # the spec is refused before Dagster starts: no instance, no outputs
     assert r.returncode == 2 and "sources[0].paths[0]" in r.stderr
     assert not (tmp_path / "data").exists() and not (tmp_path / "h").exists()
+
+
+def test_build_with_a_trained_tokenizer_runs_quality_before_the_tokenizer(make_spec, tmp_path, monkeypatch):
+    """A tokenizer from a file lets one run per source do quality and tokenize; a trained one
+    reads every source's quality output, so the build splits those runs around it."""
+    from workflows.build import run_build
+
+    spec = make_spec(_sources("math", "dialogue"),
+                     tokenizer={"train": {"vocab_size": 1024, "sample_bytes": 1 << 20}})
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    echo: list[str] = []
+    assert run_build(spec, echo=echo.append), "\n".join(echo)
+    order = [line.split(":")[0].strip() for line in echo if line.endswith(")") and ": ok (run" in line]
+    assert order == ["math ingest + dedup", "dialogue ingest + dedup", "cross-source dedup", "math quality",
+                     "dialogue quality", "tokenizer", "math tokenize", "dialogue tokenize",
+                     "mixture plan + mixed shards"]
+    with DagsterInstance.get() as instance:
+        assert instance.get_materialized_partitions(AssetKey("tokenize")) == {"math", "dialogue"}
+        tok = instance.get_latest_materialization_event(AssetKey("tokenizer")).asset_materialization.metadata
+        assert tok["vocab_size"].value == 1024

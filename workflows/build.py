@@ -84,11 +84,17 @@ def _build(loaded, chosen: list[str], echo) -> bool:
             return ok
         # Each phase needs the one before it complete for every source; a phase whose outputs
         # already carry the content key it would compute now starts no run at all.
-        ok = (ok and once("corpus_job", "cross-source dedup", ["cross_source_dedup"])
-              and per_source("quality_job", "quality", ["quality"])
-              and once("tokenizer_job", "tokenizer", ["tokenizer"])
-              and per_source("tokenize_job", "tokenize", ["tokenize"])
-              and once("mixture_job", "mixture plan + mixed shards", ["mixture_plan", "mixed_shards"]))
+        ok = ok and once("corpus_job", "cross-source dedup", ["cross_source_dedup"])
+        if loaded.spec.tokenizer.train is None:
+            # a tokenizer from a file needs no source: one run per source does quality and tokenize
+            # (every Dagster run costs ~0.5 s of event-log and setup work, whatever it computes)
+            ok = (ok and once("tokenizer_job", "tokenizer", ["tokenizer"])
+                  and per_source("quality_tokenize_job", "quality + tokenize", ["quality", "tokenize"]))
+        else:  # a trained tokenizer reads every source's quality output
+            ok = (ok and per_source("quality_job", "quality", ["quality"])
+                  and once("tokenizer_job", "tokenizer", ["tokenizer"])
+                  and per_source("tokenize_job", "tokenize", ["tokenize"]))
+        ok = ok and once("mixture_job", "mixture plan + mixed shards", ["mixture_plan", "mixed_shards"])
     if ok:
         echo(f"report: {write_report(loaded)}")
     return ok

@@ -52,6 +52,9 @@ def build_definitions(spec_path: str | os.PathLike) -> Definitions:
                          description="The build's tokenizer (trained ones need every source's quality output)."),
         define_asset_job("tokenize_job", selection=[tokenize],
                          description="Tokenize one source partition (run after tokenizer_job)."),
+        define_asset_job("quality_tokenize_job", selection=[quality, tokenize],
+                         description="Quality, then tokenize, of one source partition (run after corpus_job and "
+                                     "tokenizer_job; for a tokenizer from a file, which needs no source)."),
         define_asset_job("mixture_job", selection=AssetSelection.assets(plan, shards),
                          description="Plan the mixture and write the mixed shards (run after every tokenize)."),
     ]
