@@ -11,6 +11,7 @@ from workflows.resources import CorpusSpec
 
 from .checks import previous_manifest, stage_check_specs, stage_result
 from .metadata import FOLLOW_UPSTREAM, fmt, markdown_table, stage_metadata
+from .progress import progress_log
 
 
 def build_dedup_asset(ingest: AssetsDefinition):
@@ -28,7 +29,8 @@ def build_dedup_asset(ingest: AssetsDefinition):
     def dedup(context: AssetExecutionContext, corpus: CorpusSpec) -> MaterializeResult:
         loaded = corpus.load()
         previous = previous_manifest(loaded, "dedup", context.partition_key)
-        manifest, path = dedup_source(loaded, context.partition_key, progress=context.log.info)
+        with progress_log(context) as progress:
+            manifest, path = dedup_source(loaded, context.partition_key, progress=progress)
         md = stage_metadata(manifest, path)
         c, details = manifest["counts"], manifest["details"]
         md |= {
@@ -66,7 +68,8 @@ def build_cross_source_asset(dedup: AssetsDefinition):
     def cross_source_dedup(context: AssetExecutionContext, corpus: CorpusSpec) -> MaterializeResult:
         loaded = corpus.load()
         previous = previous_manifest(loaded, "cross_source_dedup", None)
-        manifest, path = cross_source_dedup_stage(loaded, progress=context.log.info)
+        with progress_log(context) as progress:
+            manifest, path = cross_source_dedup_stage(loaded, progress=progress)
         md = stage_metadata(manifest, path)
         md |= {
             "removed_exact": manifest["counts"]["removed_exact"],

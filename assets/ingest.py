@@ -7,6 +7,7 @@ from workflows.resources import CorpusSpec
 
 from .checks import previous_manifest, stage_check_specs, stage_result
 from .metadata import stage_metadata
+from .progress import progress_log
 
 
 def build_ingest_asset(partitions: PartitionsDefinition):
@@ -22,7 +23,8 @@ def build_ingest_asset(partitions: PartitionsDefinition):
     def ingest(context: AssetExecutionContext, corpus: CorpusSpec) -> MaterializeResult:
         loaded = corpus.load()
         previous = previous_manifest(loaded, "ingest", context.partition_key)
-        manifest, path = ingest_source(loaded, context.partition_key, progress=context.log.info)
+        with progress_log(context) as progress:
+            manifest, path = ingest_source(loaded, context.partition_key, progress=progress)
         return stage_result(loaded, manifest, path, stage_metadata(manifest, path), previous)
 
     return ingest

@@ -14,6 +14,7 @@ from workflows.resources import CorpusSpec
 
 from .checks import stage_check_specs, stage_result
 from .metadata import FOLLOW_UPSTREAM, markdown_table
+from .progress import progress_log
 
 
 def build_plan_asset(tokenize: AssetsDefinition):
@@ -31,7 +32,8 @@ def build_plan_asset(tokenize: AssetsDefinition):
     )
     def mixture_plan(context: AssetExecutionContext, corpus: CorpusSpec) -> MaterializeResult:
         loaded = corpus.load()
-        manifest, path = plan_stage(loaded, progress=context.log.info)
+        with progress_log(context) as progress:
+            manifest, path = plan_stage(loaded, progress=progress)
         plan = load_plan(loaded)[0]  # as published, read back once for the picture and the epoch cap
         d = manifest["details"]
         per_source = markdown_table(
@@ -73,7 +75,8 @@ def build_shards_asset(plan: AssetsDefinition, tokenize: AssetsDefinition):
     )
     def mixed_shards(context: AssetExecutionContext, corpus: CorpusSpec) -> MaterializeResult:
         loaded = corpus.load()
-        manifest, path = mix_stage(loaded, progress=context.log.info)
+        with progress_log(context) as progress:
+            manifest, path = mix_stage(loaded, progress=progress)
         rows = [[ph["name"], s, f"{r['target']:,.0f}", f"{r['realised']:,}", f"{r['deviation']:+,.0f}",
                  f"{r['tolerance']:,.0f}", "ok" if r["ok"] else "OFF"]
                 for ph in manifest["details"]["phases"] for s, r in ph["sources"].items()]

@@ -7,6 +7,7 @@ from workflows.resources import CorpusSpec
 
 from .checks import previous_manifest, stage_check_specs, stage_result
 from .metadata import FOLLOW_UPSTREAM, fmt, markdown_table, stage_metadata
+from .progress import progress_log
 
 
 def build_quality_asset(dedup: AssetsDefinition, cross: AssetsDefinition):
@@ -24,7 +25,8 @@ def build_quality_asset(dedup: AssetsDefinition, cross: AssetsDefinition):
     def quality(context: AssetExecutionContext, corpus: CorpusSpec) -> MaterializeResult:
         loaded = corpus.load()
         previous = previous_manifest(loaded, "quality", context.partition_key)
-        manifest, path = quality_source(loaded, context.partition_key, progress=context.log.info)
+        with progress_log(context) as progress:
+            manifest, path = quality_source(loaded, context.partition_key, progress=progress)
         md = stage_metadata(manifest, path)
         md |= {
             "rules": MetadataValue.json(manifest["details"]["rules"]),

@@ -11,6 +11,7 @@ from workflows.resources import CorpusSpec
 
 from .checks import previous_manifest, stage_check_specs, stage_result
 from .metadata import FOLLOW_UPSTREAM, stage_metadata
+from .progress import progress_log
 
 
 def build_tokenizer_asset(quality: AssetsDefinition, trained: bool):
@@ -28,7 +29,8 @@ def build_tokenizer_asset(quality: AssetsDefinition, trained: bool):
     )
     def tokenizer(context: AssetExecutionContext, corpus: CorpusSpec) -> MaterializeResult:
         loaded = corpus.load()
-        manifest, path = tokenizer_stage(loaded, progress=context.log.info)
+        with progress_log(context) as progress:
+            manifest, path = tokenizer_stage(loaded, progress=progress)
         d = manifest["details"]
         md = {
             "origin": d["origin"],
@@ -62,7 +64,8 @@ def build_tokenize_asset(quality: AssetsDefinition, tokenizer: AssetsDefinition)
     def tokenize(context: AssetExecutionContext, corpus: CorpusSpec) -> MaterializeResult:
         loaded = corpus.load()
         previous = previous_manifest(loaded, "tokenize", context.partition_key)
-        manifest, path = tokenize_source(loaded, context.partition_key, progress=context.log.info)
+        with progress_log(context) as progress:
+            manifest, path = tokenize_source(loaded, context.partition_key, progress=progress)
         d, c = manifest["details"], manifest["counts"]
         md = stage_metadata(manifest, path)
         md |= {

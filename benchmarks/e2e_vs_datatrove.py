@@ -55,6 +55,11 @@ Machine limits, per repeat, right after corpusmix's build (on its outputs):
              (tokenize .bin + mixed shard .bin), into the same temporary directory
 
 Every repeat runs corpusmix and datatrove once each, the order flipping every repeat.
+corpusmix's stage times are its engine functions called one after another (as datatrove's
+are its executor runs); each repeat then also times ``corpusmix build`` on the same spec in
+a fresh process, storage root and Dagster home (imports, one Dagster run per source and
+phase with its SQLite event log, checks, report): the command a user runs, checked to write
+the same mixed shards.
 Printed: medians per stage and in total for both, the ratio datatrove/corpusmix, each
 stage's throughput against its limit, and corpusmix's whole build against the
 tokenization-only time (both encode limits on the same text). MB = 10^6 bytes of UTF-8 text.
@@ -382,6 +387,34 @@ def corpusmix_counts(loaded) -> dict:
     return out
 
 
+def cli_build(base: dict, root: Path, workers: int, engine_build) -> float:
+    """Wall seconds of ``corpusmix build`` in a fresh process, storage root and Dagster home: what a
+    user waits for (interpreter start, imports, Dagster runs and their SQLite event log, checks,
+    report), on the same spec. Its mixed shards must be the engine build's bytes."""
+    from executors import write_spec
+
+    from corpusmix.manifest import manifest_path, read_manifest
+    from corpusmix.spec import load_spec
+
+    spec = write_spec(base, root, "processes", workers, None)
+    env = os.environ | {"DAGSTER_HOME": str(root / "dagster_home")}
+    t = time.perf_counter()
+    r = subprocess.run([sys.executable, "-m", "corpusmix.cli", "build", str(spec)], env=env, cwd=REPO,
+                       capture_output=True, text=True)
+    wall = time.perf_counter() - t
+    if r.returncode != 0:
+        raise SystemExit(f"corpusmix build failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+
+    def shards(loaded) -> list[str]:
+        m = read_manifest(manifest_path(loaded.manifest_root, "mixed_shards", None))
+        return sorted(o["sha256"] for o in m["outputs"])
+
+    if shards(load_spec(spec)) != shards(engine_build):
+        raise SystemExit("corpusmix build wrote other mixed shards than the engine build of the same spec")
+    shutil.rmtree(root, ignore_errors=True)
+    return wall
+
+
 # --------------------------------------------------------------------------- main
 
 def main() -> None:
@@ -466,6 +499,9 @@ def main() -> None:
                 print(f"repeat {r + 1}/{args.repeats} corpusmix {cm_runs[-1]['total_s']:7.1f} s", file=sys.stderr,
                       flush=True)
                 limits.append(measure_limits(built, pool, args.workers, raw_files, tmp))
+                cm_runs[-1]["cli_s"] = cli_build(base, tmp / f"cli-{r}", args.workers, built)
+                print(f"repeat {r + 1}/{args.repeats} corpusmix build (CLI, Dagster) {cm_runs[-1]['cli_s']:7.1f} s",
+                      file=sys.stderr, flush=True)
                 shutil.rmtree(root, ignore_errors=True)
     finally:
         pool.shutdown()
@@ -541,6 +577,8 @@ def report(args, probe, loaded, rules, quality, bands, rows, cm_runs, dt_runs, l
         print(f"{label:38} {f(a)} {f(b)} {f(b / a if cs and ds else float('nan'), 6)}")
     cm_total, dt_total = med(x["total_s"] for x in cm_runs), med(x["total_s"] for x in dt_runs)
     print(f"{'total':38} {f(cm_total)} {f(dt_total)} {f(dt_total / cm_total, 6)}")
+    cli = med(x["cli_s"] for x in cm_runs)
+    print(f"{'corpusmix build (CLI: Dagster, SQLite)':38} {f(cli)} {f(dt_total)} {f(dt_total / cli, 6)}")
     print(f"{'  (datatrove child wall, with imports)':38} {'':>9} {f(med(x['wall_s'] for x in dt_runs))}")
     print("datatrove stages, median s summed over sources: " + ", ".join(
         f"{s} {dt_t([s]):.2f}" for s in DT_STAGES))

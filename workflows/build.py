@@ -50,8 +50,10 @@ def _build(loaded, chosen: list[str], echo) -> bool:
         # nothing would run: answer without starting Dagster (a no-op rebuild costs the checks only)
         echo(f"up to date: every stage of {loaded.spec.name} has the content key it would compute now; no run started")
         return True
+    from corpusmix.executor import warm_up
     from corpusmix.report import write_report
 
+    warm_up(loaded.spec.execution)  # the pool's workers import the engine while Dagster starts
     home = ensure_dagster_home()
     os.environ["CORPUSMIX_SPEC"] = str(loaded.path)
 
