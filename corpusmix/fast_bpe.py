@@ -22,11 +22,13 @@ from __future__ import annotations
 import functools
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 # The split that ``pre_tokenizers.ByteLevel(use_regex=True)`` applies (GPT-2's pattern).
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 SPOT_CHECK_EVERY = 64  # pieces per batch between two reference encodings during a build
+RUNS_PER_THREAD = 32  # load balance: a long text in one run must not leave the other threads idle
 # Texts where a narrower BPE would part ways with the reference: whitespace runs before words and at the
 # end, contractions, digits, mixed scripts, emoji, control characters, and added tokens inside words.
 _PROBES = (
@@ -128,8 +130,40 @@ def encoding(path: str):
 
 
 def encode(path: str, texts: list[str]) -> list[list[int]]:
-    """Ids of each text, added tokens matched where they occur (as ``tokenizers`` does)."""
-    return encoding(path).encode_batch(texts, num_threads=threads(), allowed_special="all", disallowed_special=())
+    """Ids of each text, added tokens matched where they occur (as ``tokenizers`` does).
+
+    The texts go to the threads in contiguous runs of about equal characters, several
+    runs per thread, rather than one task per text as ``Encoding.encode_batch`` does: on
+    short documents (dialogue, math: ~500 bytes) the per-task cost was most of the time
+    (math 0.47 s -> 0.22 s; long documents unchanged). tiktoken releases the GIL while
+    it encodes.
+    """
+    enc = encoding(path)
+    special = enc.special_tokens_set
+
+    def run(chunk: list[str]) -> list[list[int]]:
+        return [enc.encode(t, allowed_special=special, disallowed_special=()) for t in chunk]
+
+    n = threads()
+    if n <= 1 or len(texts) < 2:
+        return run(texts)
+    with ThreadPoolExecutor(n) as pool:
+        return [ids for chunk in pool.map(run, _runs(texts, n * RUNS_PER_THREAD)) for ids in chunk]
+
+
+def _runs(texts: list[str], n: int) -> list[list[str]]:
+    """``texts`` cut into about ``n`` contiguous runs of about equal characters (order kept)."""
+    target = max(1, sum(map(len, texts)) // n)
+    runs, run, size = [], [], 0
+    for t in texts:
+        run.append(t)
+        size += len(t)
+        if size >= target:
+            runs.append(run)
+            run, size = [], 0
+    if run:
+        runs.append(run)
+    return runs
 
 
 def probe_mismatch(path: str, reference) -> str | None:

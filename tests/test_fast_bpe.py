@@ -114,3 +114,14 @@ def test_the_build_stops_when_the_spot_check_sees_a_difference(tmp_path):
     # the spot check looks at one piece in SPOT_CHECK_EVERY: here the first, which agrees
     ids, n_pieces = _encode(info, ["no t-h-e here"] + ["the"] * 5)
     assert n_pieces == [1] * 6 and len(ids) == 6
+
+
+def test_texts_go_to_the_threads_in_order_in_runs_of_about_equal_size():
+    texts = [f"doc {i} " * (1 + i % 7) for i in range(1000)]
+    runs = fast_bpe._runs(texts, 64)
+    assert [t for run in runs for t in run] == texts  # nothing lost, nothing reordered
+    target = sum(map(len, texts)) // 64
+    assert 60 <= len(runs) <= 65 and max(sum(map(len, run)) for run in runs) < 1.1 * target
+    with_huge = fast_bpe._runs(texts + ["x" * 50_000], 64)  # one text larger than a run stays whole
+    assert [t for run in with_huge for t in run] == texts + ["x" * 50_000]
+    assert fast_bpe._runs([], 4) == [] and fast_bpe._runs(["a"], 4) == [["a"]]
