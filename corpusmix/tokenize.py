@@ -58,7 +58,7 @@ BATCH_CHARS = 1 << 20  # characters per encode call: enough pieces to keep every
 READ_ROWS = 1024
 
 
-def _encode(info: TokenizerInfo, texts: list[str]) -> tuple[list[list[int]], list[int]]:
+def _encode(info: TokenizerInfo, texts: list[str]) -> tuple[list, list[int]]:
     """Ids of the pieces of ``texts``, and how many pieces each text has.
 
     Both encoders release the GIL, so this runs on a helper thread while the
@@ -77,27 +77,24 @@ def _encode(info: TokenizerInfo, texts: list[str]) -> tuple[list[list[int]], lis
         sample = batch[::SPOT_CHECK_EVERY]
         ref = info.load().encode_batch_fast(sample, add_special_tokens=False)
         for k, (text, want) in enumerate(zip(sample, ref)):
-            if want.ids != ids[k * SPOT_CHECK_EVERY]:
+            if not np.array_equal(want.ids, ids[k * SPOT_CHECK_EVERY]):
                 raise ValueError(f"{info.path}: tiktoken and the tokenizers library give different ids for the "
                                  f"text starting {text[:60]!r}; set tokenizer.encoder: huggingface in the spec")
     return ids, n_pieces
 
 
-def _to_tokens(info: TokenizerInfo, ids: list[list[int]], n_pieces: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    """The ids of each text's pieces, then EOS, concatenated; and tokens per text."""
+def _to_tokens(info: TokenizerInfo, ids: list, n_pieces: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """The ids of each text's pieces, then EOS, concatenated; and tokens per text. The pieces'
+    ids are arrays (tiktoken) or lists (tokenizers): one concatenate copies either."""
     piece_lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
     doc = np.repeat(np.arange(len(n_pieces)), n_pieces)
     lengths = np.bincount(doc, weights=piece_lengths, minlength=len(n_pieces)).astype(np.int64) + 1
-    eos = [info.eos_id]
-
-    def sequence():
-        it = iter(ids)
-        for k in n_pieces:
-            for _ in range(k):
-                yield next(it)
-            yield eos
-
-    tokens = np.fromiter(itertools.chain.from_iterable(sequence()), dtype=info.dtype, count=int(lengths.sum()))
+    eos = np.array([info.eos_id], info.dtype)
+    sequence, it = [], iter(ids)
+    for k in n_pieces:
+        sequence += itertools.islice(it, k)
+        sequence.append(eos)
+    tokens = np.concatenate(sequence, dtype=info.dtype, casting="unsafe") if sequence else np.empty(0, info.dtype)
     return tokens, lengths
 
 

@@ -81,8 +81,9 @@ class TokenizerInfo:
     def load(self):
         return load_tokenizer(str(self.path))
 
-    def encode(self, texts: list[str]) -> list[list[int]]:
-        """Ids of each text (no post-processor specials; added tokens matched where they occur)."""
+    def encode(self, texts: list[str]) -> list:
+        """Ids of each text, as arrays (tiktoken) or lists (tokenizers); no post-processor
+        specials; added tokens matched where they occur."""
         if self.encoder == "tiktoken":
             return fast_bpe.encode(str(self.path), texts)
         return [e.ids for e in self.load().encode_batch_fast(texts, add_special_tokens=False)]
