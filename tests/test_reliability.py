@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import pytest
 
 from corpusmix.checks import integrity_problems
 from corpusmix.manifest import iter_manifests, read_manifest
@@ -16,6 +19,8 @@ from corpusmix.spec import load_spec
 from corpusmix.storage import sha256_file
 
 from .conftest import CORPUS
+
+VERSION = re.compile(r"[0-9a-f]{20}")  # a content key: the name of a published version directory
 
 
 def _sources():
@@ -93,9 +98,13 @@ def _visible_outputs_are_complete(loaded, clean: dict[str, str]) -> list[str]:
     for f in loaded.storage_root.rglob("*"):
         rel = f.relative_to(loaded.storage_root)
         if f.is_file() and not any(p.startswith(".") for p in rel.parts) and str(f) not in named:
-            unnamed_dirs.add(Path(*rel.parts[:3]))  # <stage>/<partition>/<version>
+            depth = next((i for i, part in enumerate(rel.parts) if VERSION.fullmatch(part)), None)
+            if depth is None:
+                problems.append(f"{f}: under a final name, outside any version directory, named by no manifest")
+            else:
+                unnamed_dirs.add(Path(*rel.parts[:depth + 1]))  # <stage>[/<partition>]/<version>
     for d in sorted(unnamed_dirs):
-        want = {p: h for p, h in clean.items() if Path(p).parts[:3] == d.parts}
+        want = {p: h for p, h in clean.items() if Path(p).parts[:len(d.parts)] == d.parts}
         have = {f.relative_to(loaded.storage_root).as_posix(): sha256_file(f)
                 for f in (loaded.storage_root / d).rglob("*") if f.is_file()}
         if not want or have != want:
@@ -182,7 +191,6 @@ def test_disk_full_fails_cleanly_and_keeps_the_previous_build(make_spec, tmp_pat
     import shutil
 
     import pyarrow.parquet as pq
-    import pytest
 
     from corpusmix.checks import integrity_problems
     from corpusmix.ingest import ingest_source
@@ -209,18 +217,26 @@ def test_disk_full_fails_cleanly_and_keeps_the_previous_build(make_spec, tmp_pat
     assert _visible_outputs_are_complete(loaded, {}) == []
 
 
+@pytest.mark.parametrize("module, stage, partition", [("ingest", "ingest_source", "math"),
+                                                     ("tokenizer", "tokenizer_stage", None)])
 def test_a_kill_between_publishing_and_the_manifest_leaves_a_complete_directory_the_rerun_adopts(
-        make_spec, tmp_path, monkeypatch):
+        make_spec, tmp_path, monkeypatch, module, stage, partition):
     """The one window the random kills hit only sometimes, made certain: the version directory is
-    published and the process dies before the manifest is written."""
-    import pytest
+    published and the process dies before the manifest is written (a per-source stage, whose
+    directory is <stage>/<source>/<version>, and a global one, <stage>/<version>)."""
+    import importlib
 
-    from corpusmix import ingest
     from corpusmix.manifest import manifest_path
+
+    mod = importlib.import_module(f"corpusmix.{module}")
+    quiet = {"progress": lambda m: None}
+
+    def run(loaded):
+        return getattr(mod, stage)(loaded, partition, **quiet) if partition else getattr(mod, stage)(loaded, **quiet)
 
     sources = [{"name": "math", "kind": "math", "paths": [str(CORPUS / "math" / "math-0000-of-0002.jsonl.gz")]}]
     clean = load_spec(make_spec(sources, name="clean.yaml"))
-    ingest.ingest_source(clean, "math", progress=lambda m: None)
+    run(clean)
     clean_outputs = _clean_outputs(clean.manifest_root)
     loaded = load_spec(make_spec(sources, name="killed.yaml",
                                  storage={"root": str(tmp_path / "k" / "data"),
@@ -229,18 +245,19 @@ def test_a_kill_between_publishing_and_the_manifest_leaves_a_complete_directory_
     def killed(*args, **kwargs):
         raise KeyboardInterrupt("killed before the manifest")
 
-    monkeypatch.setattr(ingest, "write_manifest", killed)
+    monkeypatch.setattr(mod, "write_manifest", killed)
     with pytest.raises(KeyboardInterrupt):
-        ingest.ingest_source(loaded, "math", progress=lambda m: None)
+        run(loaded)
     monkeypatch.undo()
-    assert not manifest_path(loaded.manifest_root, "ingest", "math").exists()
-    published = [f for f in loaded.storage_root.rglob("*") if f.is_file()]
+    manifest = manifest_path(loaded.manifest_root, module, partition)
+    assert not manifest.exists()
+    published = [f for f in loaded.storage_root.rglob("*") if f.is_file() and ".build" not in f.name]
     assert published  # the directory was published ...
     assert _visible_outputs_are_complete(loaded, clean_outputs) == []  # ... complete, byte for byte
-    ingest.ingest_source(loaded, "math", progress=lambda m: None)
+    run(loaded)
     assert _stable(loaded.manifest_root) == _stable(clean.manifest_root)  # the rerun adopted it
     # the check is not vacuous: a truncated file in an unnamed directory is reported
-    manifest_path(loaded.manifest_root, "ingest", "math").unlink()
+    manifest.unlink()
     victim = max(published, key=lambda f: f.stat().st_size)
     victim.write_bytes(victim.read_bytes()[:100])
     assert _visible_outputs_are_complete(loaded, clean_outputs)
