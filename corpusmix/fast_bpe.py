@@ -11,8 +11,9 @@ only when three checks agree, and the Hugging Face encoder stays the reference:
 1. ``incompatibility``: the file describes exactly that model (or says why not);
 2. ``probe_mismatch``: both encoders give the same ids on texts that stress
    the split, the merges and the special tokens;
-3. the tokenize stage re-encodes one piece in ``SPOT_CHECK_EVERY`` with the
-   reference during the build and stops on the first difference.
+3. ``checked_encode``, which the tokenize stage calls, re-encodes one piece in
+   ``SPOT_CHECK_EVERY`` with the reference during the build and stops on the
+   first difference.
 
 ``tokenizer.encoder: huggingface`` in the spec turns the fast path off.
 """
@@ -20,12 +21,12 @@ only when three checks agree, and the Hugging Face encoder stays the reference:
 from __future__ import annotations
 
 import functools
-import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import orjson
 
 # The split that ``pre_tokenizers.ByteLevel(use_regex=True)`` applies (GPT-2's pattern).
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
@@ -123,7 +124,7 @@ def encoding(path: str):
     """The tiktoken encoding of a compatible tokenizer.json (built once per process: ~0.2 s for GPT-2)."""
     import tiktoken
 
-    tj = json.loads(Path(path).read_bytes())
+    tj = orjson.loads(Path(path).read_bytes())
     symbols = _symbol_to_byte()
     ranks = {bytes(symbols[ch] for ch in tok): i for tok, i in _base_vocab(tj).items()}
     special = {t["content"]: t["id"] for t in tj.get("added_tokens", [])}
@@ -169,12 +170,32 @@ def _runs(texts: list[str], n: int) -> list[list[str]]:
     return runs
 
 
+def _first_difference(reference, texts: list[str], ids: list[np.ndarray]) -> int | None:
+    """The index of the first text whose tiktoken ``ids`` differ from the reference's."""
+    for i, want in enumerate(reference.encode_batch_fast(texts, add_special_tokens=False)):
+        if not np.array_equal(want.ids, ids[i]):
+            return i
+    return None
+
+
 def probe_mismatch(path: str, reference) -> str | None:
     """The first probe text on which tiktoken and the reference ``tokenizers.Tokenizer`` disagree."""
-    added = [t["content"] for t in json.loads(Path(path).read_bytes()).get("added_tokens", [])]
-    texts = [*_PROBES, *(f"a{t}b {t} {t}{t}\n{t}" for t in added)]
-    ref = [e.ids for e in reference.encode_batch(texts, add_special_tokens=False)]
-    for text, want, got in zip(texts, ref, encode(path, texts)):
-        if want != got.tolist():
-            return f"probe {text[:40]!r}: tokenizers gives {want[:8]}…, tiktoken {got[:8].tolist()}…"
-    return None
+    texts = [*_PROBES, *(f"a{t}b {t} {t}{t}\n{t}" for t in sorted(encoding(path).special_tokens_set))]
+    ids = encode(path, texts)
+    i = _first_difference(reference, texts, ids)
+    if i is None:
+        return None
+    want = reference.encode(texts[i], add_special_tokens=False).ids
+    return f"probe {texts[i][:40]!r}: tokenizers gives {want[:8]}…, tiktoken {ids[i][:8].tolist()}…"
+
+
+def checked_encode(path: str, reference, texts: list[str]) -> list[np.ndarray]:
+    """``encode``, with one text in ``SPOT_CHECK_EVERY`` encoded again by the reference: a
+    tokenizer that passed the checks above but parts ways on real text stops the build
+    before any of its ids are written."""
+    ids = encode(path, texts)
+    i = _first_difference(reference, texts[::SPOT_CHECK_EVERY], ids[::SPOT_CHECK_EVERY])
+    if i is not None:
+        raise ValueError(f"{path}: tiktoken and the tokenizers library give different ids for the text starting "
+                         f"{texts[i * SPOT_CHECK_EVERY][:60]!r}; set tokenizer.encoder: huggingface in the spec")
+    return ids

@@ -82,10 +82,10 @@ class TokenizerInfo:
         return load_tokenizer(str(self.path))
 
     def encode(self, texts: list[str]) -> list:
-        """Ids of each text, as arrays (tiktoken) or lists (tokenizers); no post-processor
-        specials; added tokens matched where they occur."""
+        """Ids of each text, as arrays (tiktoken, spot-checked against the tokenizers library) or
+        lists (tokenizers); no post-processor specials; added tokens matched where they occur."""
         if self.encoder == "tiktoken":
-            return fast_bpe.encode(str(self.path), texts)
+            return fast_bpe.checked_encode(str(self.path), self.load(), texts)
         return [e.ids for e in self.load().encode_batch_fast(texts, add_special_tokens=False)]
 
 
