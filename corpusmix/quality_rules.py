@@ -136,7 +136,7 @@ class DocView:
                     ids = ids * np.uint64(0x100000001B3) + (w[j:j + len(ids)] ^ _SALTS[j])
         for k in range(level + 1, n + 1):
             if len(pos) == 0:
-                cache[k] = cache.get(k - 1) or (pos, pos, ids)
+                cache[k] = (pos, pos, ids)
                 continue
             pos, ids = pos[pos < len(w) - k + 1], ids[pos < len(w) - k + 1]
             with np.errstate(over="ignore"):
