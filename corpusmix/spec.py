@@ -441,11 +441,8 @@ def _weight_issues(weights, loc: tuple, names: list[str]) -> list[SpecIssue]:
 
 
 def _tokenizer_file_issues(path: Path, eos_token: str) -> list[SpecIssue]:
-    """A tokenizer file must load and know the EOS token every document will end with."""
-    try:
-        st = path.stat()
-    except OSError as e:
-        return [SpecIssue("tokenizer.path", f"{path} cannot be read: {e}", "point tokenizer.path at a tokenizer.json")]
+    """A tokenizer file (the caller found it) must load and know the EOS token every document will end with."""
+    st = path.stat()
     return list(_checked_tokenizer(str(path), st.st_mtime_ns, st.st_size, eos_token))
 
 
