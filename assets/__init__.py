@@ -1,2 +1,24 @@
-"""Dagster assets: one module per stage. Each asset only wires an engine call,
-its partition, and the metadata the UI shows; stage logic lives in ``corpusmix``."""
+"""Dagster assets: one per engine stage, made by one factory (``factory.stage_asset``). A stage's
+module here holds only how it shows in the UI (``StageAsset``); stage logic lives in ``corpusmix``."""
+
+from .dedup import CROSS_SOURCE_DEDUP, DEDUP
+from .factory import StageAsset
+from .ingest import INGEST
+from .mixture import MIXED_SHARDS, MIXTURE_PLAN
+from .quality import QUALITY
+from .tokenize import TOKENIZE, TOKENIZER
+
+WIRING: dict[str, StageAsset] = {
+    "ingest": INGEST, "dedup": DEDUP, "cross_source_dedup": CROSS_SOURCE_DEDUP, "quality": QUALITY,
+    "tokenizer": TOKENIZER, "tokenize": TOKENIZE, "mixture_plan": MIXTURE_PLAN, "mixed_shards": MIXED_SHARDS,
+}
+
+
+def wiring(stage) -> StageAsset:
+    """A stage's UI wiring; a stage without any gets the standard funnel metadata and its module's summary."""
+    import importlib
+
+    if stage.name in WIRING:
+        return WIRING[stage.name]
+    doc = importlib.import_module(stage.module).__doc__ or stage.name
+    return StageAsset(description=doc.strip().splitlines()[0])

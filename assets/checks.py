@@ -1,7 +1,7 @@
 """The checks every stage asset reports with its materialization (``check_specs`` on the asset).
 
 integrity and schema are blocking errors: a failure stops what depends on the asset in the
-same run. Acceptance drift is a warning. The logic is in ``corpusmix.checks``.
+same run. Acceptance drift is a warning. The logic is in ``corpusmix.ops.checks``.
 """
 
 from pathlib import Path
@@ -10,9 +10,9 @@ from dagster import (
     AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetKey, DataVersion, MaterializeResult, MetadataValue,
 )
 
-from corpusmix import checks
-from corpusmix.manifest import manifest_path, read_manifest
-from corpusmix.spec import LoadedSpec
+from corpusmix.ops import checks
+from corpusmix.core.manifest import manifest_path, read_manifest
+from corpusmix.core.spec import LoadedSpec
 
 INTEGRITY, SCHEMA, DRIFT = "outputs_match_manifest", "schema", "acceptance_drift"
 

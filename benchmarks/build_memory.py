@@ -32,12 +32,14 @@ BUILD = """
 import resource, sys, time
 sys.path.insert(0, sys.argv[2])
 from common import build_through
-from corpusmix.mix import mix_stage
-from corpusmix.spec import load_spec
+
+from corpusmix.pipeline import run_stage
+
+from corpusmix.core.spec import load_spec
 t = time.perf_counter()
 loaded = load_spec(sys.argv[1])
 build_through(loaded, "mixture_plan")
-mix_stage(loaded, progress=lambda m: None)
+run_stage("mixed_shards", loaded, progress=lambda m: None)
 own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
 print(f"{max(own, kids) / 1024:.0f} {time.perf_counter() - t:.1f}")
@@ -86,7 +88,7 @@ def build(spec: Path) -> tuple[float, float]:
 
 
 def outputs(root: Path) -> dict[str, str]:
-    from corpusmix.manifest import iter_manifests, read_manifest
+    from corpusmix.core.manifest import iter_manifests, read_manifest
 
     return {o["path"]: o["sha256"] for p in iter_manifests(root / "manifests") for o in read_manifest(p)["outputs"]}
 

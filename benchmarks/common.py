@@ -31,34 +31,17 @@ def write_spec(root: Path, sources: dict[str, str], workers: int, raw: Path = CO
     return path
 
 
-STAGES = ("ingest", "dedup", "cross_source_dedup", "quality", "tokenizer", "tokenize", "mixture_plan")
-
-
 def build_through(loaded, last: str) -> None:
     """Run the engine's stages in build order up to and including ``last`` (a benchmark's untimed setup)."""
-    from corpusmix.dedup import cross_source_dedup, dedup_source
-    from corpusmix.ingest import ingest_source
-    from corpusmix.plan import plan_stage
-    from corpusmix.quality import quality_source
-    from corpusmix.tokenize import tokenize_source
-    from corpusmix.tokenizer import tokenizer_stage
+    from corpusmix.pipeline import build_all
 
-    quiet = lambda m: None  # noqa: E731
-    per_source = {"ingest": ingest_source, "dedup": dedup_source, "quality": quality_source,
-                  "tokenize": tokenize_source}
-    once = {"cross_source_dedup": cross_source_dedup, "tokenizer": tokenizer_stage, "mixture_plan": plan_stage}
-    for stage in STAGES[:STAGES.index(last) + 1]:
-        if stage in per_source:
-            for s in loaded.source_names:
-                per_source[stage](loaded, s, progress=quiet)
-        else:
-            once[stage](loaded, progress=quiet)
+    build_all(loaded, until=last)
 
 
 def resolved_spec(spec_path: str | Path) -> dict:
     """A spec file as a dict with its source and tokenizer paths made absolute, so it can be
     written elsewhere (e.g. ``executors.write_spec`` into fresh storage)."""
-    from corpusmix.spec import load_spec
+    from corpusmix.core.spec import load_spec
 
     loaded = load_spec(spec_path)
     base = yaml.safe_load(Path(spec_path).read_text())

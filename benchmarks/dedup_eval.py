@@ -31,9 +31,10 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import CORPUS, GPT2, SOURCES  # noqa: E402
 
-from corpusmix.dedup import dedup_source, normalize  # noqa: E402
-from corpusmix.ingest import ingest_source  # noqa: E402
-from corpusmix.spec import Normalize, load_spec  # noqa: E402
+from corpusmix.pipeline import run_stage
+
+from corpusmix.stages.minhash import normalize  # noqa: E402
+from corpusmix.core.spec import Normalize, load_spec  # noqa: E402
 
 K = 5
 
@@ -98,8 +99,8 @@ def predicted_clusters(documents: list[dict], root: Path, threshold: float, veri
     path = root / f"spec-{threshold}-{verify}.yaml"
     path.write_text(yaml.safe_dump(spec))
     loaded = load_spec(path)
-    ingest_source(loaded, "eval", progress=lambda m: None)
-    manifest, _ = dedup_source(loaded, "eval", progress=lambda m: None)
+    run_stage("ingest", loaded, "eval", progress=lambda m: None)
+    manifest, _ = run_stage("dedup", loaded, "eval", progress=lambda m: None)
     dup_path = next(o["path"] for o in manifest["outputs"] if o["kind"] == "duplicates")
     dups = pq.read_table(loaded.storage_root / dup_path).to_pylist()
     rep = {d["id"]: d["id"] for d in documents}

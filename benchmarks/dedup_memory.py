@@ -25,9 +25,10 @@ from common import REPO, write_spec  # noqa: E402
 CHILD = """
 import resource, sys, json
 sys.path.insert(0, {repo!r})
-from corpusmix.spec import load_spec
-from corpusmix.dedup import dedup_source
-m, _ = dedup_source(load_spec({spec!r}), "syn", progress=lambda s: None)
+from corpusmix.pipeline import run_stage
+from corpusmix.core.spec import load_spec
+
+m, _ = run_stage("dedup", load_spec({spec!r}), "syn", progress=lambda s: None)
 print(json.dumps({{"rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                    "docs": m["counts"]["documents_in"], "near": m["counts"]["removed_near"]}}))
 """
@@ -50,14 +51,15 @@ def make(raw: Path, n: int, seed: int = 0) -> None:
 
 
 def measure(n: int) -> dict:
-    from corpusmix.ingest import ingest_source
-    from corpusmix.spec import load_spec
+
+    from corpusmix.core.spec import load_spec
+    from corpusmix.pipeline import run_stage
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         make(root / "raw", n)
         spec = write_spec(root, {"syn": "web"}, workers=0, raw=root / "raw")
-        ingest_source(load_spec(spec), "syn", progress=lambda m: None)
+        run_stage("ingest", load_spec(spec), "syn", progress=lambda m: None)
         out = subprocess.run([sys.executable, "-c", CHILD.format(repo=str(REPO), spec=str(spec))],
                              capture_output=True, text=True, check=True)
         return json.loads(out.stdout.strip().splitlines()[-1])

@@ -27,8 +27,10 @@ from common import CORPUS, SOURCES  # noqa: E402
 
 from datasketch import MinHash  # noqa: E402
 
-from corpusmix.dedup import batch_shingles, batch_signatures, normalize, permutations  # noqa: E402
-from corpusmix.spec import Normalize  # noqa: E402
+from corpusmix.stages.minhash import batch_shingles, batch_signatures, normalize
+
+from corpusmix.stages.minhash import permutations  # noqa: E402
+from corpusmix.core.spec import Normalize  # noqa: E402
 
 K = 5
 

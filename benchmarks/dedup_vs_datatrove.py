@@ -191,18 +191,21 @@ def run_corpusmix(source: str, kind: str, pool, workers: int, with_ids: bool) ->
     import pyarrow.parquet as pq
 
     from common import write_spec
-    from corpusmix.dedup import dedup_source
-    from corpusmix.ingest import ingest_source
-    from corpusmix.spec import load_spec
+
+
+    from corpusmix.pipeline import run_stage
+
+
+    from corpusmix.core.spec import load_spec
 
     quiet = lambda m: None  # noqa: E731
     root = Path(tempfile.mkdtemp(prefix="cm-bench-"))
     try:
         loaded = load_spec(write_spec(root, {source: kind}, workers))
         t0 = time.perf_counter()
-        ingest_source(loaded, source, pool, progress=quiet)
+        run_stage("ingest", loaded, source, executor=pool, progress=quiet)
         t1 = time.perf_counter()
-        m, _ = dedup_source(loaded, source, progress=quiet)
+        m, _ = run_stage("dedup", loaded, source, progress=quiet)
         t2 = time.perf_counter()
         res = {"dedup_s": t2 - t1, "ingest_dedup_s": t2 - t0, "counts": m["counts"]}
         if with_ids:
@@ -256,12 +259,12 @@ def main() -> None:
     sys.path.insert(0, str(HERE.parent))
     from common import SOURCES
 
-    from corpusmix.executor import open_executor
-    from corpusmix.spec import Execution
-    from corpusmix.spec import Dedup
+    from corpusmix.core.executor import open_executor
+    from corpusmix.core.spec import Execution
+    from corpusmix.core.spec import Dedup
 
     try:
-        from corpusmix.dedup import lsh_params
+        from corpusmix.stages.minhash import lsh_params
     except ImportError:  # older corpusmix: datasketch's own choice
         def lsh_params(cfg):
             from datasketch import MinHashLSH

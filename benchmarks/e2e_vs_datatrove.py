@@ -47,7 +47,7 @@ Machine limits, per repeat, right after corpusmix's build (on its outputs):
              in memory, in this process (the Rust encoder uses every core)
   encode_fast  the same with ``fast_bpe.encode`` (tiktoken, every core): the encoder the
              tokenize stage uses for this tokenizer (ids checked equal to the above)
-  minhash    corpusmix.dedup's ``batch_shingles`` + ``batch_signatures`` (batches of
+  minhash    corpusmix.stages.dedup's ``batch_shingles`` + ``batch_signatures`` (batches of
              2,048 documents, as dedup reads them) over every document dedup reads,
              normalised beforehand (untimed), one unit per ingest part on the pool;
              MB of text / (worker seconds / workers)
@@ -291,8 +291,8 @@ def _minhash_unit(k: int, num_perm: int, seed: int, normalize_cfg: dict, part: s
     """corpusmix's vectorised MinHash over one ingest part: (text bytes, seconds of hashing)."""
     import pyarrow.parquet as pq
 
-    from corpusmix.dedup import batch_shingles, batch_signatures, normalize, permutations
-    from corpusmix.spec import Normalize
+    from corpusmix.stages.minhash import batch_shingles, batch_signatures, normalize, permutations
+    from corpusmix.core.spec import Normalize
 
     t = pq.read_table(part, columns=["text", "n_bytes"])
     cfg = Normalize(**normalize_cfg)
@@ -312,9 +312,9 @@ def measure_limits(loaded, pool, workers: int, raw_files: list[str], tmp: Path) 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from corpusmix import fast_bpe
-    from corpusmix.manifest import manifest_path, read_manifest
-    from corpusmix.tokenizer import load_tokenizer
+    from corpusmix.stages import fast_bpe
+    from corpusmix.core.manifest import manifest_path, read_manifest
+    from corpusmix.stages.tokenizer import load_tokenizer
 
     def parts(stage: str) -> list[Path]:
         return [loaded.storage_root / o["path"] for s in loaded.source_names
@@ -365,7 +365,7 @@ def measure_limits(loaded, pool, workers: int, raw_files: list[str], tmp: Path) 
 
 
 def corpusmix_counts(loaded) -> dict:
-    from corpusmix.manifest import manifest_path, read_manifest
+    from corpusmix.core.manifest import manifest_path, read_manifest
 
     def m(stage: str, part: str | None) -> dict:
         return read_manifest(manifest_path(loaded.manifest_root, stage, part))
@@ -393,13 +393,13 @@ def cli_build(base: dict, root: Path, workers: int, engine_build) -> float:
     report), on the same spec. Its mixed shards must be the engine build's bytes."""
     from executors import write_spec
 
-    from corpusmix.manifest import manifest_path, read_manifest
-    from corpusmix.spec import load_spec
+    from corpusmix.core.manifest import manifest_path, read_manifest
+    from corpusmix.core.spec import load_spec
 
     spec = write_spec(base, root, "processes", workers, None)
     env = os.environ | {"DAGSTER_HOME": str(root / "dagster_home")}
     t = time.perf_counter()
-    r = subprocess.run([sys.executable, "-m", "corpusmix.cli", "build", str(spec)], env=env, cwd=REPO,
+    r = subprocess.run([sys.executable, "-m", "workflows.cli", "build", str(spec)], env=env, cwd=REPO,
                        capture_output=True, text=True)
     wall = time.perf_counter() - t
     if r.returncode != 0:
@@ -444,10 +444,10 @@ def main() -> None:
     from executors import build, write_spec
     from quality_vs_datatrove import build_config
 
-    from corpusmix.dedup import lsh_params
-    from corpusmix.executor import shutdown_pools
-    from corpusmix.quality_rules import GOPHER, GOPHER_STOP_WORDS, resolve_rules
-    from corpusmix.spec import load_spec
+    from corpusmix.stages.minhash import lsh_params
+    from corpusmix.core.executor import shutdown_pools
+    from corpusmix.stages.quality_rules import GOPHER, GOPHER_STOP_WORDS, resolve_rules
+    from corpusmix.core.spec import load_spec
 
     command = shlex.join([os.path.relpath(sys.executable, REPO) if sys.executable.startswith(str(REPO))
                           else sys.executable, os.path.relpath(HERE, REPO), *sys.argv[1:]])
@@ -582,7 +582,9 @@ def report(args, probe, loaded, rules, quality, bands, rows, cm_runs, dt_runs, l
     print(f"{'  (datatrove child wall, with imports)':38} {'':>9} {f(med(x['wall_s'] for x in dt_runs))}")
     print("datatrove stages, median s summed over sources: " + ", ".join(
         f"{s} {dt_t([s]):.2f}" for s in DT_STAGES))
-    from executors import STAGES as CM_STAGES  # the engine stages, in build order
+    from corpusmix.pipeline import STAGES as ENGINE_STAGES  # the engine stages, in build order
+
+    CM_STAGES = [s.name for s in ENGINE_STAGES]
 
     print("corpusmix stages, median s: " + ", ".join(f"{s} {cm_t([s]):.2f}" for s in CM_STAGES))
     shares = sorted(CM_STAGES, key=lambda s: -cm_t([s]))

@@ -36,44 +36,29 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 BACKENDS = ("inline", "processes", "ray")
-STAGES = ("ingest", "dedup", "cross_source_dedup", "quality", "tokenizer", "tokenize", "mixture_plan", "mixed_shards")
 
 
 def _noop(x: int) -> int:
     return x
 
 
-def stage_functions():
-    from corpusmix.dedup import cross_source_dedup, dedup_source
-    from corpusmix.ingest import ingest_source
-    from corpusmix.mix import mix_stage
-    from corpusmix.plan import plan_stage
-    from corpusmix.quality import quality_source
-    from corpusmix.tokenize import tokenize_source
-    from corpusmix.tokenizer import tokenizer_stage
+def _stage_names() -> list[str]:
+    from corpusmix.pipeline import STAGES as ENGINE_STAGES
 
-    return {"ingest": ingest_source, "dedup": dedup_source, "quality": quality_source, "tokenize": tokenize_source,
-            "cross_source_dedup": cross_source_dedup, "tokenizer": tokenizer_stage, "mixture_plan": plan_stage,
-            "mixed_shards": mix_stage}
-
-
-PER_SOURCE = {"ingest", "dedup", "quality", "tokenize"}
+    return [s.name for s in ENGINE_STAGES]
 
 
 def build(spec_path: Path) -> dict[str, float]:
     """One engine build, stage by stage; seconds per stage."""
-    from corpusmix.spec import load_spec
+    from corpusmix.core.spec import load_spec
+    from corpusmix.pipeline import build as build_stages
 
     loaded = load_spec(spec_path)
-    fns, quiet, times = stage_functions(), (lambda m: None), {}
-    for stage in STAGES:
+    times: dict[str, float] = {}
+    t = time.perf_counter()
+    for stage, _, _ in build_stages(loaded, progress=lambda m: None):  # per stage: every source, then the next
+        times[stage] = times.get(stage, 0.0) + time.perf_counter() - t
         t = time.perf_counter()
-        if stage in PER_SOURCE:
-            for s in loaded.source_names:
-                fns[stage](loaded, s, progress=quiet)
-        else:
-            fns[stage](loaded, progress=quiet)
-        times[stage] = time.perf_counter() - t
     return times
 
 
@@ -98,8 +83,8 @@ def digest(root: Path) -> str:
 
 def task_round_trip(workers: int, n: int = 400) -> dict[str, float]:
     """Microseconds per no-op unit on each backend (median of 3 batches of ``n``)."""
-    from corpusmix.executor import open_executor
-    from corpusmix.spec import Execution
+    from corpusmix.core.executor import open_executor
+    from corpusmix.core.spec import Execution
 
     out = {}
     for backend in BACKENDS:
@@ -118,7 +103,7 @@ def sizes(loaded) -> list[str]:
     """What bounds memory where, measured on the corpus just built."""
     import orjson
 
-    from corpusmix.dedup import lsh_params
+    from corpusmix.stages.minhash import lsh_params
 
     cfg = loaded.spec.dedup
     bands, rows = lsh_params(cfg)
@@ -148,7 +133,7 @@ def main() -> None:
 
     from common import resolved_spec
 
-    from corpusmix.spec import load_spec
+    from corpusmix.core.spec import load_spec
 
     base = resolved_spec(args.spec)
 
@@ -175,12 +160,12 @@ def main() -> None:
                 last = root
         facts = sizes(load_spec(last / "spec.yaml"))
 
-    med = {b: {s: statistics.median(t[s] for t in times[b]) for s in STAGES} for b in BACKENDS}
+    med = {b: {s: statistics.median(t[s] for t in times[b]) for s in _stage_names()} for b in BACKENDS}
     print(f"\nexecutors on {args.spec}, {args.workers} worker(s), parts of "
           f"{f'{args.part_mib} MiB' if args.part_mib else 'the spec size'}, median of {args.repeats}")
     print(f"{'stage':20s} {'inline s':>9s} {'processes s':>12s} {'ray s':>8s} {'proc x':>7s} {'ray x':>7s} "
           f"{'ray - proc s':>13s}")
-    for s in (*STAGES, "total"):
+    for s in (*_stage_names(), "total"):
         v = {b: (sum(med[b].values()) if s == "total" else med[b][s]) for b in BACKENDS}
         print(f"{s:20s} {v['inline']:9.2f} {v['processes']:12.2f} {v['ray']:8.2f} "
               f"{v['inline'] / v['processes']:7.2f} {v['inline'] / v['ray']:7.2f} {v['ray'] - v['processes']:13.2f}")

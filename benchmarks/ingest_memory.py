@@ -28,9 +28,10 @@ from common import CORPUS, REPO, write_spec  # noqa: E402
 CHILD = """
 import resource, sys, json
 sys.path.insert(0, {repo!r})
-from corpusmix.spec import load_spec
-from corpusmix.ingest import ingest_source
-m, _ = ingest_source(load_spec({spec!r}), "books", progress=lambda s: None)
+from corpusmix.pipeline import run_stage
+from corpusmix.core.spec import load_spec
+
+m, _ = run_stage("ingest", load_spec({spec!r}), "books", progress=lambda s: None)
 print(json.dumps({{"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                    "text_mb": m["counts"]["bytes_in"] / 1e6, "docs": m["counts"]["documents_out"]}}))
 """

@@ -38,10 +38,11 @@ def _parse_file(path: str) -> int:
 
 
 def main() -> None:
-    from corpusmix.executor import open_executor
-    from corpusmix.spec import Execution
-    from corpusmix.ingest import ingest_source
-    from corpusmix.spec import load_spec
+    from corpusmix.pipeline import run_stage
+    from corpusmix.core.executor import open_executor
+    from corpusmix.core.spec import Execution
+
+    from corpusmix.core.spec import load_spec
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=5)
@@ -60,7 +61,7 @@ def main() -> None:
         # warm both pools (worker start-up and imports are not per-source costs)
         list(base_pool.map(_parse_file, files["math"]))
         with tempfile.TemporaryDirectory() as warm:
-            ingest_source(load_spec(write_spec(Path(warm), SOURCES, args.workers)), "math", pool, progress=lambda m: None)
+            run_stage("ingest", load_spec(write_spec(Path(warm), SOURCES, args.workers)), "math", pool, progress=lambda m: None)
         for rep in range(args.repeats):
             root = Path(tempfile.mkdtemp(prefix="cm-bench-"))
             loaded = load_spec(write_spec(root, SOURCES, args.workers))
@@ -69,7 +70,7 @@ def main() -> None:
                 text_bytes[name] = sum(base_pool.map(_parse_file, files[name]))
                 base_t[name].append(time.perf_counter() - t)
                 t = time.perf_counter()
-                manifests[name], _ = ingest_source(loaded, name, pool, progress=lambda m: None)
+                manifests[name], _ = run_stage("ingest", loaded, name, executor=pool, progress=lambda m: None)
                 ing_t[name].append(time.perf_counter() - t)
             shutil.rmtree(root)
             root = Path(tempfile.mkdtemp(prefix="cm-bench-"))
@@ -79,7 +80,7 @@ def main() -> None:
             conc_base_t.append(time.perf_counter() - t)
             t = time.perf_counter()
             with ThreadPoolExecutor(len(SOURCES)) as threads:  # each source's reduce overlaps others' units
-                list(threads.map(lambda n, spec=loaded: ingest_source(spec, n, pool, progress=lambda m: None),
+                list(threads.map(lambda n, spec=loaded: run_stage("ingest", spec, n, executor=pool, progress=lambda m: None),
                                  SOURCES))
             conc_t.append(time.perf_counter() - t)
             shutil.rmtree(root)

@@ -30,9 +30,10 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REPO, SOURCES, build_through, write_spec  # noqa: E402
 
-from corpusmix.loader import SampleReader, TokenStream  # noqa: E402
-from corpusmix.mix import mix_stage  # noqa: E402
-from corpusmix.spec import load_spec  # noqa: E402
+from corpusmix.pipeline import run_stage
+
+from corpusmix.trainer.loader import SampleReader, TokenStream  # noqa: E402
+from corpusmix.core.spec import load_spec  # noqa: E402
 
 
 def raw_write(tokens: np.ndarray, path: Path, fsync: bool) -> float:
@@ -63,7 +64,7 @@ def main() -> None:
         spec_path.write_text(yaml.safe_dump(spec))
         loaded = load_spec(spec_path)
         build_through(loaded, "mixture_plan")
-        m, _ = mix_stage(loaded, progress=quiet)  # warm the page cache of the token stores
+        m, _ = run_stage("mixed_shards", loaded, progress=quiet)  # warm the page cache of the token stores
         out_dir = loaded.storage_root / m["outputs"][0]["path"].rsplit("/", 1)[0]
         tokens = np.concatenate([r.tokens for r in TokenStream.from_dir(out_dir).readers])
         n = len(tokens)
@@ -74,7 +75,7 @@ def main() -> None:
                 if kind == "stage":
                     shutil.rmtree(out_dir)
                     t = time.perf_counter()
-                    mix_stage(loaded, progress=quiet)
+                    run_stage("mixed_shards", loaded, progress=quiet)
                     times[kind].append(time.perf_counter() - t)
                 else:
                     times[kind].append(raw_write(tokens, root / "raw.bin", kind == "raw+fsync"))

@@ -50,7 +50,7 @@ def main() -> None:
             path = Path(tmp) / "spec.yaml"
             path.write_text(yaml.safe_dump(spec))
             env = os.environ | {"DAGSTER_HOME": str(Path(tmp) / "dagster")}
-            cmd = [sys.executable, "-m", "corpusmix.cli", "build", str(path)]
+            cmd = [sys.executable, "-m", "workflows.cli", "build", str(path)]
             full.append(timed(cmd, env))
             noop.append(timed(cmd, env))
             print(f"full {full[-1]:.2f} s, no-op {noop[-1]:.2f} s", flush=True)

@@ -17,8 +17,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import SOURCES, build_through, write_spec  # noqa: E402
 
-from corpusmix.quality import quality_source  # noqa: E402
-from corpusmix.spec import load_spec  # noqa: E402
+from corpusmix.pipeline import run_stage
+
+from corpusmix.core.spec import load_spec  # noqa: E402
 
 
 def main() -> None:
@@ -28,7 +29,7 @@ def main() -> None:
         build_through(loaded, "cross_source_dedup")
         for s in SOURCES:
             t = time.perf_counter()
-            m, _ = quality_source(loaded, s, progress=quiet)
+            m, _ = run_stage("quality", loaded, s, progress=quiet)
             dt = time.perf_counter() - t
             c = m["counts"]
             print(f"\n{s} ({loaded.source(s).kind}): {c['documents_in']} docs / {c['tokens_in']} tokens in -> "

@@ -302,7 +302,7 @@ def main() -> None:
         return
 
     sys.path.insert(0, str(REPO))
-    from corpusmix.quality_rules import GOPHER, GOPHER_STOP_WORDS, evaluate, resolve_rules
+    from corpusmix.stages.quality_rules import GOPHER, GOPHER_STOP_WORDS, evaluate, resolve_rules
 
     names = [s for s in args.sources.split(",") if s]
     bad = [n for n in names if not (CORPUS / n).is_dir()]

@@ -33,11 +33,12 @@ from common import SOURCES, build_through, write_spec  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
-from corpusmix import fast_bpe  # noqa: E402
-from corpusmix.manifest import manifest_path, read_manifest  # noqa: E402
-from corpusmix.spec import load_spec  # noqa: E402
-from corpusmix.tokenize import tokenize_source  # noqa: E402
-from corpusmix.tokenizer import load_tokenizer  # noqa: E402
+from corpusmix.pipeline import run_stage
+
+from corpusmix.stages import fast_bpe  # noqa: E402
+from corpusmix.core.manifest import manifest_path, read_manifest  # noqa: E402
+from corpusmix.core.spec import load_spec  # noqa: E402
+from corpusmix.stages.tokenizer import load_tokenizer  # noqa: E402
 
 
 def main() -> None:
@@ -63,7 +64,7 @@ def main() -> None:
 
                 runs = {"hf": lambda: tok.encode_batch_fast(texts, add_special_tokens=False),  # noqa: B023
                         "fast": lambda: fast_bpe.encode(path, texts),  # noqa: B023
-                        "stage": lambda: info.__setitem__(s, tokenize_source(loaded, s, progress=quiet)[0])}  # noqa: B023
+                        "stage": lambda: info.__setitem__(s, run_stage("tokenize", loaded, s, progress=quiet)[0])}  # noqa: B023
                 for kind in (kinds if r % 2 == 0 else kinds[::-1]):
                     if kind == "stage":  # else the stage finds its own output current and skips itself
                         manifest_path(loaded.manifest_root, "tokenize", s).unlink(missing_ok=True)

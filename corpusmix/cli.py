@@ -1,4 +1,8 @@
-"""The ``corpusmix`` command: init, validate, build, verify, plan, audit, report, demo.
+"""The engine's commands: init, validate, stages, verify, plan, audit, report.
+
+``corpusmix build`` and ``corpusmix demo`` drive Dagster, so they live in the
+Dagster layer (``workflows.cli``, the installed ``corpusmix`` command), which
+adds them to this parser; the engine imports no Dagster.
 
 Exit codes: 0 success, 1 the build or verification found a problem, 2 the spec
 or the command line is wrong.
@@ -12,10 +16,8 @@ import sys
 from importlib import resources
 from pathlib import Path
 
-from .spec import SpecError, load_spec
+from corpusmix.core.spec import SpecError, load_spec
 
-REPO = Path(__file__).resolve().parents[1]
-DEMO_SPEC = REPO / "specs" / "demo.yaml"
 
 
 def _cmd_init(args) -> int:
@@ -39,58 +41,10 @@ def _cmd_validate(args) -> int:
     return 0
 
 
-def _cmd_build(args) -> int:
-    from workflows.build import run_build
-
-    try:
-        ok = run_build(args.spec, args.source or None)
-    except SpecError as e:
-        print(f"{len(e.issues)} problem(s) in {e.file}:\n{e}", file=sys.stderr)
-        return 2
-    return 0 if ok else 1
-
-
-def verify(spec_path: str) -> list[str]:
-    """Every mismatch between a build's manifests and the files on disk (empty = verified).
-
-    Also every stage that has manifests must have one per source of the spec,
-    and none for a source the spec no longer has.
-    """
-    from .manifest import GLOBAL_PARTITION as GLOBAL
-    from .checks import integrity_problems
-    from .manifest import iter_manifests, read_manifest
-
-    loaded = load_spec(spec_path, check_files=False)
-    manifests = iter_manifests(loaded.manifest_root)
-    if not manifests:
-        return [f"{loaded.manifest_root}: no manifests (nothing built yet?)"]
-    problems = []
-    for m in manifests:
-        problems += integrity_problems(loaded, m)
-    stages: dict[str, set[str]] = {}
-    for m in manifests:
-        if m.stem != GLOBAL:  # per-source stages: one manifest per source
-            stages.setdefault(m.parent.name, set()).add(m.stem)
-    for stage, found in sorted(stages.items()):
-        for src in sorted(set(loaded.source_names) - found):
-            problems.append(f"{loaded.manifest_root / stage}: no manifest for source {src!r} "
-                            f"(never built, or the manifest was deleted)")
-        for src in sorted(found - set(loaded.source_names)):
-            problems.append(f"{loaded.manifest_root / stage / (src + '.json')}: stale: the spec has no source {src!r}")
-    for m in manifests:
-        try:
-            data = read_manifest(m)
-        except Exception:  # noqa: BLE001 - already reported by verify_manifest
-            continue
-        if data["corpus"] != loaded.spec.name or (data["partition"] or GLOBAL) != m.stem \
-                or data["asset"] != m.parent.name:
-            problems.append(f"{m}: names corpus {data['corpus']!r}, asset {data['asset']!r}, partition "
-                            f"{data['partition']!r}, which is not where it is filed")
-    return problems
-
-
 def _cmd_verify(args) -> int:
     try:
+        from corpusmix.ops.verify import verify
+
         problems = verify(args.spec)
     except SpecError as e:
         print(str(e), file=sys.stderr)
@@ -107,7 +61,7 @@ def _cmd_verify(args) -> int:
 def _cmd_plan(args) -> int:
     import orjson
 
-    from .plan import PlanError, availability, make_plan, render_plan
+    from corpusmix.mixture.plan import PlanError, availability, make_plan, render_plan
 
     try:
         loaded = load_spec(args.spec)
@@ -159,7 +113,7 @@ def _print_rows(rows: list[dict], as_json: bool) -> None:
 
 
 def _cmd_audit(args) -> int:
-    from . import audit
+    from corpusmix.ops import audit
 
     loaded = _load_built(args.spec)
     if loaded is None:
@@ -195,7 +149,7 @@ def _cmd_audit(args) -> int:
 
 
 def _cmd_report(args) -> int:
-    from .report import build_report
+    from corpusmix.ops.report import build_report
 
     loaded = _load_built(args.spec)
     if loaded is None:
@@ -204,27 +158,18 @@ def _cmd_report(args) -> int:
     return 0
 
 
-def _cmd_demo(args) -> int:
-    from workflows.build import run_build
+def _cmd_stages(args) -> int:
+    from corpusmix.pipeline import STAGES
 
-    from .demo import harvest
-
-    loaded = load_spec(DEMO_SPEC, check_files=False)
-    raw = loaded.storage_root / "raw"
-    print(f"harvesting a demo corpus from this Python installation into {raw} ...")
-    harvest(raw)
-    ok = run_build(DEMO_SPEC)
-    problems = verify(str(DEMO_SPEC))
-    print()
-    print(f"spec:       {DEMO_SPEC}")
-    print(f"outputs:    {loaded.storage_root}")
-    print(f"manifests:  {loaded.manifest_root}")
-    print(f"verify:     {'ok' if not problems else problems}")
-    print("UI:         make ui   (dagster dev on http://127.0.0.1:3000, same DAGSTER_HOME: the runs above are there)")
-    return 0 if ok and not problems else 1
+    spec = load_spec(args.spec, check_files=False).spec if args.spec else None
+    for s in STAGES:
+        reads = ", ".join(s.deps(spec)) if spec is not None or not callable(s.upstream) else "(depends on the spec)"
+        print(f"{s.name:20} {'per source' if s.per_source else 'global':10} reads: {reads or '(raw files)'}")
+        print(f"{'':20} code version {s.code_version()}: {', '.join(s.code_modules())}")
+    return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def make_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
     parser = argparse.ArgumentParser(prog="corpusmix", description="Declarative, versioned LLM corpus builds.")
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("init", help="write a commented example spec")
@@ -234,10 +179,6 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("validate", help="check a spec; prints every problem with field, line and fix")
     p.add_argument("spec")
     p.set_defaults(fn=_cmd_validate)
-    p = sub.add_parser("build", help="materialize the spec's assets through Dagster (no UI)")
-    p.add_argument("spec")
-    p.add_argument("--source", action="append", help="only this source (repeatable)")
-    p.set_defaults(fn=_cmd_build)
     p = sub.add_parser("verify", help="recompute every checksum and row count against the manifests")
     p.add_argument("spec")
     p.set_defaults(fn=_cmd_verify)
@@ -264,8 +205,17 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("report", help="a markdown report of the build (funnels, estimate check, plan, mixture)")
     p.add_argument("spec")
     p.set_defaults(fn=_cmd_report)
-    p = sub.add_parser("demo", help="harvest a demo corpus from this Python and build it")
-    p.set_defaults(fn=_cmd_demo)
+    p = sub.add_parser("stages", help="the build's stages in order: scope, what each reads, its code version")
+    p.add_argument("spec", nargs="?", help="resolve spec-dependent inputs (a trained tokenizer reads quality)")
+    p.set_defaults(fn=_cmd_stages)
+    return parser, sub
+
+
+def main(argv: list[str] | None = None, extend=None) -> int:
+    """Run a command; ``extend(subparsers)`` adds more (the Dagster layer adds build and demo)."""
+    parser, sub = make_parser()
+    if extend is not None:
+        extend(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)

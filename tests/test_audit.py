@@ -11,18 +11,20 @@ import numpy as np
 import pytest
 import yaml
 
-from corpusmix import audit
-from corpusmix.dedup import cross_source_dedup, dedup_source
-from corpusmix.indexed import IndexedReader
-from corpusmix.ingest import ingest_source
-from corpusmix.loader import TokenStream
-from corpusmix.manifest import manifest_path, read_manifest
-from corpusmix.mix import mix_stage
-from corpusmix.plan import plan_stage
-from corpusmix.quality import quality_source
-from corpusmix.spec import load_spec
-from corpusmix.tokenize import tokenize_source
-from corpusmix.tokenizer import tokenizer_stage
+from corpusmix.pipeline import run_stage
+
+from corpusmix.ops import audit
+
+from corpusmix.core.indexed import IndexedReader
+
+from corpusmix.trainer.loader import TokenStream
+from corpusmix.core.manifest import manifest_path, read_manifest
+
+
+
+from corpusmix.core.spec import load_spec
+
+
 
 from .conftest import CORPUS, base_spec, write_spec
 
@@ -31,16 +33,16 @@ Q = {"progress": lambda m: None}
 
 def _build(loaded):
     for s in loaded.source_names:
-        ingest_source(loaded, s, **Q)
-        dedup_source(loaded, s, **Q)
-    cross_source_dedup(loaded, **Q)
+        run_stage("ingest", loaded, s, **Q)
+        run_stage("dedup", loaded, s, **Q)
+    run_stage("cross_source_dedup", loaded, **Q)
     for s in loaded.source_names:
-        quality_source(loaded, s, **Q)
-    tokenizer_stage(loaded, **Q)
+        run_stage("quality", loaded, s, **Q)
+    run_stage("tokenizer", loaded, **Q)
     for s in loaded.source_names:
-        tokenize_source(loaded, s, **Q)
-    plan_stage(loaded, **Q)
-    mix_stage(loaded, **Q)
+        run_stage("tokenize", loaded, s, **Q)
+    run_stage("mixture_plan", loaded, **Q)
+    run_stage("mixed_shards", loaded, **Q)
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +136,7 @@ def test_cli(built):
 
 
 def test_report_summarises_the_build(built):
-    from corpusmix.report import build_report, write_report
+    from corpusmix.ops.report import build_report, write_report
 
     text = build_report(built)
     assert text.startswith("# Build report: test")
@@ -147,8 +149,8 @@ def test_report_summarises_the_build(built):
 
 
 def test_verify_catches_a_flipped_byte_or_a_missing_file_in_every_output_kind(built):
-    from corpusmix.cli import verify
-    from corpusmix.manifest import iter_manifests
+    from corpusmix.ops.verify import verify
+    from corpusmix.core.manifest import iter_manifests
 
     assert verify(str(built.path)) == []
     kinds = {}

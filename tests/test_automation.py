@@ -8,8 +8,9 @@ import shutil
 import pytest
 from dagster import DagsterInstance, SensorResult, SkipReason, build_schedule_context, build_sensor_context
 
-from corpusmix.ingest import ingest_source
-from corpusmix.spec import SpecError, load_spec
+from corpusmix.pipeline import run_stage
+
+from corpusmix.core.spec import SpecError, load_spec
 from workflows.definitions import build_definitions
 
 from .conftest import CORPUS
@@ -25,7 +26,7 @@ def two_sources(make_spec, tmp_path):
                      automation={"rebuild_cron": "0 3 * * *", "watch_sources": True})
     loaded = load_spec(spec)
     for s in loaded.source_names:
-        ingest_source(loaded, s, progress=lambda m: None)
+        run_stage("ingest", loaded, s, progress=lambda m: None)
     return spec, raw
 
 

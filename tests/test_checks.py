@@ -7,10 +7,12 @@ import pyarrow.parquet as pq
 import pytest
 from dagster import DagsterInstance, materialize
 
-from corpusmix import checks
-from corpusmix.ingest import ingest_source
-from corpusmix.manifest import manifest_path
-from corpusmix.spec import load_spec
+from corpusmix.pipeline import run_stage
+
+from corpusmix.ops import checks
+
+from corpusmix.core.manifest import manifest_path
+from corpusmix.core.spec import load_spec
 from workflows.definitions import build_definitions
 
 from .conftest import CORPUS
@@ -21,7 +23,7 @@ WEB = [{"name": "web", "kind": "web", "paths": [str(CORPUS / "web" / "web-0000-o
 @pytest.fixture
 def ingested(make_spec):
     loaded = load_spec(make_spec(WEB))
-    m, path = ingest_source(loaded, "web", progress=lambda x: None)
+    m, path = run_stage("ingest", loaded, "web", progress=lambda x: None)
     return loaded, m, path
 
 

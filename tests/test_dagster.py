@@ -61,7 +61,7 @@ def test_cli_build_records_runs_in_the_instance(make_spec, tmp_path, monkeypatch
     spec = make_spec(_sources("math", "dialogue"))
     home = tmp_path / "fresh_home"  # does not exist yet: the build creates it
     monkeypatch.setenv("DAGSTER_HOME", str(home))
-    r = subprocess.run([sys.executable, "-m", "corpusmix.cli", "build", str(spec)],
+    r = subprocess.run([sys.executable, "-m", "workflows.cli", "build", str(spec)],
                        capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     for line in ("math ingest + dedup: ok", "dialogue ingest + dedup: ok", "cross-source dedup: ok",
@@ -104,7 +104,7 @@ def test_cli_build_refuses_a_bad_spec_before_any_work(make_spec, tmp_path):
     sources = _sources("math")
     sources[0]["paths"] = [str(CORPUS / "math" / "*.nope")]
     spec = make_spec(sources)
-    r = subprocess.run([sys.executable, "-m", "corpusmix.cli", "build", str(spec)], capture_output=True, text=True,
+    r = subprocess.run([sys.executable, "-m", "workflows.cli", "build", str(spec)], capture_output=True, text=True,
                        env=os.environ | {"DAGSTER_HOME": str(tmp_path / "h")}, cwd=tmp_path)
     # the spec is refused before Dagster starts: no instance, no outputs
     assert r.returncode == 2 and "sources[0].paths[0]" in r.stderr

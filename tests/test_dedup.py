@@ -10,12 +10,13 @@ import pyarrow.parquet as pq
 import pytest
 from datasketch import MinHash
 
-import corpusmix.dedup as dd
-from corpusmix.dedup import (
-    dedup_source, jaccard, normalize, permutations, pick_representative, shingle_hashes, signatures,
-)
-from corpusmix.ingest import ingest_source
-from corpusmix.spec import Normalize, load_spec
+import corpusmix.stages.dedup as dd
+import corpusmix.stages.minhash as mh
+from corpusmix.pipeline import run_stage
+from corpusmix.stages.minhash import jaccard, normalize, permutations, shingle_hashes, signatures
+from corpusmix.stages.dedup import pick_representative
+
+from corpusmix.core.spec import Normalize, load_spec
 
 from .conftest import CORPUS, REPO
 
@@ -40,14 +41,14 @@ def test_shingles_are_ordered_word_ngrams():
 
 
 def test_signatures_equal_datasketch_even_across_vectorised_steps(monkeypatch):
-    monkeypatch.setattr(dd, "SIG_BATCH_CELLS", 64 * 100)  # force giant documents across several steps
+    monkeypatch.setattr(mh, "SIG_BATCH_CELLS", 64 * 100)  # force giant documents across several steps
     rng = np.random.default_rng(0)
     docs = [rng.integers(0, 2**32, size=n, dtype=np.uint64).astype(np.uint32) for n in (0, 1, 7, 500, 40, 3000)]
     perms = permutations(64, 3)
     sigs = signatures(docs, perms)
     for doc, sig in zip(docs, sigs):
         if len(doc) == 0:
-            assert (sig == dd.EMPTY_SIG).all()
+            assert (sig == mh.EMPTY_SIG).all()
             continue
         m = MinHash(num_perm=64, seed=3, hashfunc=lambda x: x)
         m.update_batch(doc.tolist())
@@ -98,8 +99,8 @@ def test_byte_identical_duplicates_match_the_corpus_readme(make_spec):
     raw = {"lowercase": False, "whitespace": False, "punctuation": False, "unicode": "none"}
     loaded = _spec(make_spec, ["dialogue", "web", "code"], normalize=raw, near={"enabled": False})
     for name, expected in {"dialogue": 742, "web": 11, "code": 4}.items():
-        ingest_source(loaded, name, progress=lambda m: None)
-        m, _ = dedup_source(loaded, name, progress=lambda m: None)
+        run_stage("ingest", loaded, name, progress=lambda m: None)
+        m, _ = run_stage("dedup", loaded, name, progress=lambda m: None)
         assert m["counts"]["removed_exact"] == expected and m["counts"]["removed_near"] == 0
 
 
@@ -107,8 +108,8 @@ def test_default_dedup_on_the_corpus_finds_each_kind(make_spec):
     loaded = _spec(make_spec, ["books", "code"])
     found = {}
     for name in ("books", "code"):
-        ingest_source(loaded, name, progress=lambda m: None)
-        m, _ = dedup_source(loaded, name, progress=lambda m: None)
+        run_stage("ingest", loaded, name, progress=lambda m: None)
+        m, _ = run_stage("dedup", loaded, name, progress=lambda m: None)
         dup_path = next(o["path"] for o in m["outputs"] if o["kind"] == "duplicates")
         found[name] = pq.read_table(loaded.storage_root / dup_path).to_pylist()
         c = m["counts"]
@@ -126,9 +127,9 @@ def test_default_dedup_on_the_corpus_finds_each_kind(make_spec):
 
 def test_dedup_is_deterministic(make_spec, tmp_path):
     loaded = _spec(make_spec, ["web"])
-    ingest_source(loaded, "web", progress=lambda m: None)
-    m1, _ = dedup_source(loaded, "web", progress=lambda m: None)
-    m2, _ = dedup_source(loaded, "web", progress=lambda m: None)
+    run_stage("ingest", loaded, "web", progress=lambda m: None)
+    m1, _ = run_stage("dedup", loaded, "web", progress=lambda m: None)
+    m2, _ = run_stage("dedup", loaded, "web", progress=lambda m: None)
     assert m1["content_hash"] == m2["content_hash"]
     assert [o["sha256"] for o in m1["outputs"]] == [o["sha256"] for o in m2["outputs"]]
 
@@ -136,20 +137,20 @@ def test_dedup_is_deterministic(make_spec, tmp_path):
 def test_dedup_needs_its_ingest_first(make_spec):
     loaded = _spec(make_spec, ["web"])
     with pytest.raises(FileNotFoundError, match=r"materialize ingest\[web\] first"):
-        dedup_source(loaded, "web", progress=lambda m: None)
+        run_stage("dedup", loaded, "web", progress=lambda m: None)
 
 
 def test_cross_source_duplicates_enter_once_from_the_first_ranked_source(make_spec, tmp_path):
-    from corpusmix.dedup import cross_source_dedup, cross_source_drops
+    from corpusmix.stages.cross_source_dedup import cross_source_drops
 
     first = str(CORPUS / "math" / "math-0000-of-0002.jsonl.gz")
     sources = [{"name": "gsm_a", "kind": "math", "paths": [first]},
                {"name": "gsm_b", "kind": "math", "paths": [str(CORPUS / "math" / "*.jsonl.gz")]}]
     loaded = load_spec(make_spec(sources))
     for name in ("gsm_a", "gsm_b"):
-        ingest_source(loaded, name, progress=lambda m: None)
-        dedup_source(loaded, name, progress=lambda m: None)
-    m, _ = cross_source_dedup(loaded, progress=lambda x: None)
+        run_stage("ingest", loaded, name, progress=lambda m: None)
+        run_stage("dedup", loaded, name, progress=lambda m: None)
+    m, _ = run_stage("cross_source_dedup", loaded, progress=lambda x: None)
     assert m["counts"]["removed_exact"] == 4397  # all of shard 0, held by gsm_a which is ranked first
     assert m["details"]["pairs_removed_from_kept"] == [{"removed_from": "gsm_b", "kept_in": "gsm_a", "documents": 4397}]
     assert cross_source_drops(loaded, "gsm_a") == set()
@@ -158,10 +159,10 @@ def test_cross_source_duplicates_enter_once_from_the_first_ranked_source(make_sp
 
 def test_batched_shingles_equal_one_document_at_a_time():
     norms = [b"a b c d e f g", b"", b"short doc", b"x", b"a b c d e f g", b"  ", b"one two three four five six"]
-    hv, counts = dd.batch_shingles(norms, 5)
+    hv, counts = mh.batch_shingles(norms, 5)
     pieces = np.split(hv, np.cumsum(counts)[:-1])
     for norm, piece in zip(norms, pieces):
-        alone = dd.batch_shingles([norm], 5)[0]
+        alone = mh.batch_shingles([norm], 5)[0]
         assert (piece == alone).all()
     assert list(counts) == [3, 0, 1, 1, 3, 0, 2]
     assert (pieces[0] == pieces[4]).all()
@@ -171,14 +172,14 @@ def test_numpy_banding_gives_datasketch_minhashlsh_candidates():
     from datasketch import LeanMinHash, MinHashLSH
 
     norms = [normalize(d["text"], Normalize()) for d in dedup_eval.build_pairs(n_bases=60, seed=3)[0]]
-    sigs = dd.batch_signatures(*dd.batch_shingles(norms, 5), permutations(128, 1))
+    sigs = mh.batch_signatures(*mh.batch_shingles(norms, 5), permutations(128, 1))
     bands, rows = 16, 8
-    ours = dd.lsh_candidate_pairs(sigs, np.arange(len(sigs)), bands, rows)  # every document takes part
+    ours = mh.lsh_candidate_pairs(sigs, np.arange(len(sigs)), bands, rows)  # every document takes part
     lsh = MinHashLSH(num_perm=128, params=(bands, rows))
-    mh = [LeanMinHash(seed=1, hashvalues=s, scheme="affine32") for s in sigs]
-    for i, m in enumerate(mh):
+    sketches = [LeanMinHash(seed=1, hashvalues=s, scheme="affine32") for s in sigs]
+    for i, m in enumerate(sketches):
         lsh.insert(i, m)
-    theirs = {(min(i, j), max(i, j)) for i, m in enumerate(mh) for j in lsh.query(m) if j != i}
+    theirs = {(min(i, j), max(i, j)) for i, m in enumerate(sketches) for j in lsh.query(m) if j != i}
     assert ours == theirs and len(ours) > 20
 
 
@@ -186,7 +187,6 @@ def test_cross_source_near_duplicates_on_request(make_spec, tmp_path):
     import gzip
     import json
 
-    from corpusmix.dedup import cross_source_dedup
 
     documents, pairs = dedup_eval.build_pairs(n_bases=60, seed=5)
     close = {a: b for a, b, j in pairs if b.endswith("-edit") and 0.85 <= j < 1.0}
@@ -201,7 +201,7 @@ def test_cross_source_near_duplicates_on_request(make_spec, tmp_path):
         loaded = load_spec(make_spec(sources, name=f"near-{near}.yaml",
                                      dedup={"cross_source": {"exact": True, "near": near}}))
         for name in ("first", "second"):
-            ingest_source(loaded, name, progress=lambda m: None)
-            dedup_source(loaded, name, progress=lambda m: None)
-        m, _ = cross_source_dedup(loaded, progress=lambda x: None)
+            run_stage("ingest", loaded, name, progress=lambda m: None)
+            run_stage("dedup", loaded, name, progress=lambda m: None)
+        m, _ = run_stage("cross_source_dedup", loaded, progress=lambda x: None)
         assert m["counts"]["removed_near"] == expected and len(close) > 5

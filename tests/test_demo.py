@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import yaml
 
-from corpusmix.demo import harvest
-from corpusmix.ingest import ingest_source
-from corpusmix.spec import load_spec
+from corpusmix.pipeline import run_stage
+
+from corpusmix.ops.demo import harvest
+
+from corpusmix.core.spec import load_spec
 
 from .conftest import REPO, read_outputs
 
@@ -24,12 +26,12 @@ def test_demo_spec_builds_all_three_readers_on_the_harvest(tmp_path):
     loaded = load_spec(path)
     counts = {}
     for name in loaded.source_names:
-        manifest, _ = ingest_source(loaded, name, progress=lambda m: None)
+        manifest, _ = run_stage("ingest", loaded, name, progress=lambda m: None)
         docs = read_outputs(manifest, loaded.storage_root, "documents")
         counts[name] = docs.num_rows
         assert manifest["token_counting"]["method"] == "uncalibrated"  # the demo trains its tokenizer
         c = manifest["counts"]
         assert c["records_read"] == c["documents_out"] + c["quarantined"]
     assert counts["code"] > 300 and counts["docs"] > 100 and counts["topics"] > 50
-    code = read_outputs(ingest_source(loaded, "code", progress=lambda m: None)[0], loaded.storage_root, "documents")
+    code = read_outputs(run_stage("ingest", loaded, "code", progress=lambda m: None)[0], loaded.storage_root, "documents")
     assert "stdlib/json/__init__.py" in code.column("doc_id").to_pylist()

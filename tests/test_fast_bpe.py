@@ -10,9 +10,9 @@ import json
 import orjson
 import pytest
 
-from corpusmix import fast_bpe
-from corpusmix.tokenize import _encode
-from corpusmix.tokenizer import choose_encoder, describe, load_tokenizer, train_bpe
+from corpusmix.stages import fast_bpe
+from corpusmix.stages.tokenize import _encode
+from corpusmix.stages.tokenizer import choose_encoder, describe, load_tokenizer, train_bpe
 
 from .conftest import CORPUS, GPT2
 

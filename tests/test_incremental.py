@@ -8,8 +8,10 @@ import shutil
 
 import orjson
 
-from corpusmix.freshness import everything_current, is_current
-from corpusmix.spec import load_spec
+from corpusmix.pipeline import run_stage
+
+from corpusmix.ops.freshness import everything_current, is_current
+from corpusmix.core.spec import load_spec
 from workflows.build import run_build
 
 from .conftest import CORPUS
@@ -63,17 +65,17 @@ def test_no_op_and_one_changed_source(make_spec, tmp_path):
 
 
 def test_a_damaged_output_is_not_current_and_the_rebuild_repairs_it(make_spec, tmp_path):
-    from corpusmix.cli import verify
-    from corpusmix.ingest import ingest_source
+    from corpusmix.ops.verify import verify
+
 
     spec = make_spec([{"name": "math", "kind": "math", "paths": [str(CORPUS / "math" / "*.jsonl.gz")]}])
     loaded = load_spec(spec)
-    m, _ = ingest_source(loaded, "math", progress=lambda x: None)
+    m, _ = run_stage("ingest", loaded, "math", progress=lambda x: None)
     assert is_current(loaded, "ingest", "math")
     part = loaded.storage_root / m["outputs"][0]["path"]
     data = bytearray(part.read_bytes())
     data[len(data) // 2] ^= 0xFF  # same size, one byte different
     part.write_bytes(bytes(data))
     assert not is_current(loaded, "ingest", "math") and verify(str(loaded.path))
-    ingest_source(loaded, "math", progress=lambda x: None)
+    run_stage("ingest", loaded, "math", progress=lambda x: None)
     assert is_current(loaded, "ingest", "math") and verify(str(loaded.path)) == []

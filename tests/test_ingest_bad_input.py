@@ -12,9 +12,11 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
-from corpusmix.ingest import IngestError, ingest_source
+from corpusmix.pipeline import run_stage
+
+from corpusmix.stages.ingest import IngestError
 from corpusmix.readers import _exact_block, _fast_block
-from corpusmix.spec import Source, load_spec
+from corpusmix.core.spec import Source, load_spec
 
 from .conftest import read_outputs
 
@@ -33,7 +35,7 @@ def _ingest(make_spec, tmp_path, files: dict[str, bytes], **source_kw):
         (raw / name).write_bytes(data)
     src = {"name": "s", "kind": "web", "paths": [str(raw / "*")]} | source_kw
     loaded = load_spec(make_spec([src]))
-    manifest, _ = ingest_source(loaded, "s", progress=lambda m: None)
+    manifest, _ = run_stage("ingest", loaded, "s", progress=lambda m: None)
     docs = read_outputs(manifest, loaded.storage_root, "documents")
     quar = read_outputs(manifest, loaded.storage_root, "quarantine")
     c = manifest["counts"]
@@ -156,7 +158,7 @@ def test_text_too_long_is_quarantined(make_spec, tmp_path):
     spec = make_spec([{"name": "s", "kind": "web", "paths": [str(raw / "*")]}],
                      ingest={"max_text_bytes": 1000})
     loaded = load_spec(spec)
-    manifest, _ = ingest_source(loaded, "s", progress=lambda m: None)
+    manifest, _ = run_stage("ingest", loaded, "s", progress=lambda m: None)
     assert manifest["reasons"] == {"text_too_long": {"records": 1, "bytes": 2000,
                                                      "tokens": manifest["reasons"]["text_too_long"]["tokens"]}}
 
@@ -229,7 +231,7 @@ def test_plain_text_sources_one_document_per_file(make_spec, tmp_path):
     (raw / "top.py").write_bytes(b"\xef\xbb\xbfprint('bom')\r\n")
     src = {"name": "s", "kind": "code", "paths": [str(tmp_path / "raw" / "tree" / "**" / "*.py")], "format": "text"}
     loaded = load_spec(make_spec([src]))
-    manifest, _ = ingest_source(loaded, "s", progress=lambda m: None)
+    manifest, _ = run_stage("ingest", loaded, "s", progress=lambda m: None)
     docs = read_outputs(manifest, loaded.storage_root, "documents")
     quar = read_outputs(manifest, loaded.storage_root, "quarantine")
     assert dict(zip(docs.column("doc_id").to_pylist(), docs.column("text").to_pylist())) == {
@@ -269,7 +271,7 @@ def test_a_line_longer_than_any_acceptable_text_is_skipped_not_held(make_spec, t
     (raw / "a.jsonl").write_bytes(_jsonl({"id": "a", "text": "ok"}, {"id": "b", "text": "x" * 4_000_000},
                                          {"id": "c", "text": "after"}))
     spec = make_spec([{"name": "s", "kind": "web", "paths": [str(raw / "*")]}], ingest={"max_text_bytes": 100})
-    manifest, _ = ingest_source(load_spec(spec), "s", progress=lambda m: None)
+    manifest, _ = run_stage("ingest", load_spec(spec), "s", progress=lambda m: None)
     assert manifest["reasons"]["line_too_long"]["records"] == 1  # cut at ~1 MiB, never held whole
     assert manifest["counts"]["records_read"] == 3 and manifest["counts"]["documents_out"] == 2
 
@@ -294,20 +296,20 @@ def test_same_file_name_under_two_globs_stays_distinct(make_spec, tmp_path):
     src = {"name": "s", "kind": "code", "format": "text",
            "paths": [str(tmp_path / "repo1" / "*.py"), str(tmp_path / "repo2" / "*.py")]}
     loaded = load_spec(make_spec([src]))
-    manifest, _ = ingest_source(loaded, "s", progress=lambda m: None)
+    manifest, _ = run_stage("ingest", loaded, "s", progress=lambda m: None)
     docs = read_outputs(manifest, loaded.storage_root, "documents")
     assert docs.column("doc_id").to_pylist() == ["repo1/setup.py", "repo2/setup.py"]
 
 
 def test_a_rebuild_repairs_a_damaged_published_output(make_spec, tmp_path):
-    from corpusmix.cli import verify
+    from corpusmix.ops.verify import verify
 
     raw = tmp_path / "raw"
     raw.mkdir()
     (raw / "a.jsonl").write_bytes(_jsonl({"id": "a", "text": "t"}))
     loaded = load_spec(make_spec([{"name": "s", "kind": "web", "paths": [str(raw / "*")]}]))
-    manifest, _ = ingest_source(loaded, "s", progress=lambda m: None)
+    manifest, _ = run_stage("ingest", loaded, "s", progress=lambda m: None)
     (loaded.storage_root / manifest["outputs"][0]["path"]).unlink()
     assert verify(str(loaded.path))
-    ingest_source(loaded, "s", progress=lambda m: None)
+    run_stage("ingest", loaded, "s", progress=lambda m: None)
     assert verify(str(loaded.path)) == []

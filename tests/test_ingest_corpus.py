@@ -10,11 +10,13 @@ import sys
 import pytest
 from tokenizers import Tokenizer
 
-from corpusmix.cli import verify
-from corpusmix.executor import open_executor
-from corpusmix.spec import Execution
-from corpusmix.ingest import ingest_source
-from corpusmix.spec import load_spec
+from corpusmix.pipeline import run_stage
+
+from corpusmix.ops.verify import verify
+from corpusmix.core.executor import open_executor
+from corpusmix.core.spec import Execution
+
+from corpusmix.core.spec import load_spec
 
 from .conftest import CORPUS, GPT2, corpus_manifest, read_outputs
 
@@ -41,7 +43,7 @@ def built(tmp_path_factory):
     manifests = {}
     with open_executor(Execution(workers=2)) as pool:
         for name in SOURCES:
-            manifests[name] = ingest_source(loaded, name, pool, progress=lambda m: None)[0]
+            manifests[name] = run_stage("ingest", loaded, name, executor=pool, progress=lambda m: None)[0]
     return loaded, manifests
 
 
@@ -87,7 +89,7 @@ def test_rebuild_is_byte_identical_and_independent_of_workers(make_spec, tmp_pat
     _, first = built
     loaded = _spec(make_spec, workers=0, root=tmp_path / "again")
     for name in ("math", "code"):
-        again, _ = ingest_source(loaded, name, progress=lambda m: None)
+        again, _ = run_stage("ingest", loaded, name, progress=lambda m: None)
         assert again["version"] == first[name]["version"]
         assert [(o["path"], o["sha256"]) for o in again["outputs"]] == \
                [(o["path"], o["sha256"]) for o in first[name]["outputs"]]
@@ -95,12 +97,12 @@ def test_rebuild_is_byte_identical_and_independent_of_workers(make_spec, tmp_pat
 
 def test_verify_detects_a_flipped_byte_a_removed_file_and_an_edited_manifest(make_spec, tmp_path):
     loaded = _spec(make_spec, workers=0)
-    m, mpath = ingest_source(loaded, "web", progress=lambda x: None)
+    m, mpath = run_stage("ingest", loaded, "web", progress=lambda x: None)
     missing = verify(str(loaded.path))  # the other five sources were never built
     assert len(missing) == 5 and all("no manifest for source" in p for p in missing)
     for name in SOURCES:
         if name != "web":
-            ingest_source(loaded, name, progress=lambda x: None)
+            run_stage("ingest", loaded, name, progress=lambda x: None)
     assert verify(str(loaded.path)) == []
     doc_part = loaded.storage_root / m["outputs"][0]["path"]
     quar_part = loaded.storage_root / next(o["path"] for o in m["outputs"] if o["kind"] == "quarantine")
@@ -123,9 +125,9 @@ def test_same_spec_twice_gives_identical_manifests_but_for_timestamps(make_spec,
     import shutil
 
     loaded = _spec(make_spec, workers=0)
-    m1, path = ingest_source(loaded, "dialogue", progress=lambda x: None)
+    m1, path = run_stage("ingest", loaded, "dialogue", progress=lambda x: None)
     shutil.rmtree(loaded.storage_root)
-    m2, _ = ingest_source(loaded, "dialogue", progress=lambda x: None)
+    m2, _ = run_stage("ingest", loaded, "dialogue", progress=lambda x: None)
     assert m1["content_hash"] == m2["content_hash"]
     assert {k: v for k, v in m1.items() if k not in ("started_at", "finished_at", "elapsed_s", "timing")} == \
            {k: v for k, v in m2.items() if k not in ("started_at", "finished_at", "elapsed_s", "timing")}

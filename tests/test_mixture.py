@@ -15,13 +15,15 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from corpusmix.loader import SampleReader, TokenStream
-from corpusmix.manifest import manifest_path, read_manifest
-from corpusmix.mix import check_on_target, epoch_permutation, mix_stage
-from corpusmix.plan import PlanError, plan_stage
-from corpusmix.spec import load_spec
-from corpusmix.tokenize import tokenize_source
-from corpusmix.tokenizer import load_tokenizer, tokenizer_stage
+from corpusmix.pipeline import run_stage
+
+from corpusmix.trainer.loader import SampleReader, TokenStream
+from corpusmix.core.manifest import manifest_path, read_manifest
+from corpusmix.mixture.shards import check_on_target, epoch_permutation
+from corpusmix.mixture.plan import PlanError
+from corpusmix.core.spec import load_spec
+
+from corpusmix.stages.tokenizer import load_tokenizer
 
 from .conftest import GPT2
 from .test_tokenize import QUIET, SOURCES, _build_to_quality
@@ -44,12 +46,12 @@ def _respec(loaded, path, **changes):
 def mixed(tmp_path_factory):
     root = tmp_path_factory.mktemp("mix")
     loaded = _build_to_quality(root)
-    tokenizer_stage(loaded, **QUIET)
+    run_stage("tokenizer", loaded, **QUIET)
     for n, _, _ in SOURCES:
-        tokenize_source(loaded, n, **QUIET)
+        run_stage("tokenize", loaded, n, **QUIET)
     loaded = _respec(loaded, root / "mix.yaml", mixture=MIXTURE, output={"shard_tokens": 500_000})
-    plan_stage(loaded, **QUIET)
-    manifest, _ = mix_stage(loaded, **QUIET)
+    run_stage("mixture_plan", loaded, **QUIET)
+    manifest, _ = run_stage("mixed_shards", loaded, **QUIET)
     return loaded, manifest
 
 
@@ -103,8 +105,8 @@ def test_shards_are_byte_identical_across_builds(mixed, tmp_path):
     outdir = _dir(loaded, m)
     before = {o["path"]: o["sha256"] for o in m["outputs"]}
     shutil.rmtree(outdir)
-    code = ("import sys; from corpusmix.spec import load_spec; from corpusmix.mix import mix_stage;"
-            "mix_stage(load_spec(sys.argv[1]), progress=lambda m: None)")
+    code = ("import sys; from corpusmix.core.spec import load_spec; from corpusmix.pipeline import run_stage;"
+            "run_stage('mixed_shards', load_spec(sys.argv[1]), progress=lambda m: None)")
     r = subprocess.run([sys.executable, "-c", code, str(loaded.path)], capture_output=True, text=True,
                        env=os.environ | {"PYTHONHASHSEED": "12345"})
     assert r.returncode == 0, r.stderr
@@ -141,7 +143,7 @@ def test_lineage_leads_back_to_the_documents(mixed):
         tm = read_manifest(manifest_path(loaded.manifest_root, "tokenize", s))
         q = pq.read_table(loaded.storage_root / tm["inputs"][0]["path"], columns=["doc_id", "text"])
         texts[s] = dict(zip(q.column("doc_id").to_pylist(), q.column("text").to_pylist()))
-        from corpusmix.indexed import IndexedReader
+        from corpusmix.core.indexed import IndexedReader
 
         bin_out = next(o for o in tm["outputs"] if o["kind"] == "token_bin")
         docs = pq.read_table(loaded.storage_root / next(o["path"] for o in tm["outputs"]
@@ -189,7 +191,7 @@ def test_torch_dataset_with_workers_keeps_the_rank_order(mixed):
     import torch
     from torch.utils.data import DataLoader
 
-    from corpusmix.torch_data import MixedShardsDataset
+    from corpusmix.trainer.torch_data import MixedShardsDataset
 
     loaded, m = mixed
     ds = MixedShardsDataset(_dir(loaded, m), 512, rank=1, world=3, start=30)
@@ -207,7 +209,7 @@ def test_a_plan_over_the_cap_stops_the_build(mixed, tmp_path):
     greedy = dict(MIXTURE, total_tokens=30_000_000)
     over = _respec(loaded, tmp_path / "over.yaml", mixture=greedy)
     with pytest.raises(PlanError, match="source 'web' would be repeated"):
-        plan_stage(over, **QUIET)
+        run_stage("mixture_plan", over, **QUIET)
 
 
 def test_the_on_target_check_recounts_the_lineage_and_fails_when_it_is_off(mixed):

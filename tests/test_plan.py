@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from corpusmix.plan import Availability, PlanError, make_plan, render_plan, unimax
-from corpusmix.spec import load_spec
+from corpusmix.mixture.plan import Availability, PlanError, make_plan, render_plan, unimax
+from corpusmix.core.spec import load_spec
 
 from .conftest import CORPUS
 
@@ -148,7 +148,7 @@ def test_plan_cli_before_any_build_says_what_to_build(make_spec):
 def test_schedule_picture_draws_each_source_share(make_spec):
     import re
 
-    from corpusmix.report import schedule_svg
+    from corpusmix.ops.report import schedule_svg
 
     plan = make_plan(_loaded(make_spec, {"type": "phases", "transition": "linear", "phases": THREE_PHASES}), AMPLE)
     svg = schedule_svg(plan, width=720, height=300)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from dagster import AssetKey, DagsterInstance, DagsterRunStatus, RunsFilter
 
-from corpusmix.spec import load_spec
+from corpusmix.core.spec import load_spec
 from workflows.build import run_build
 
 from .conftest import CORPUS

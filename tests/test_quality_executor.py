@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import shutil
 
-from corpusmix.dedup import cross_source_dedup, dedup_source
-from corpusmix.ingest import ingest_source
-from corpusmix.quality import CROSS, _sample_key, quality_source
-from corpusmix.spec import load_spec
-from corpusmix.storage import sha256_file
+
+from corpusmix.pipeline import run_stage
+
+
+from corpusmix.stages.quality import CROSS, _sample_key
+from corpusmix.core.spec import load_spec
+from corpusmix.core.storage import sha256_file
 
 from .conftest import CORPUS, base_spec, read_outputs, write_spec
 
@@ -38,9 +40,9 @@ def test_inline_and_process_pool_write_identical_outputs(tmp_path):
     inline_root, pool_root = tmp_path / "inline", tmp_path / "pool"
     inline = _spec(inline_root, {"backend": "inline"})
     for s in SOURCES:
-        ingest_source(inline, s["name"], progress=lambda m: None)
-        dedup_source(inline, s["name"], progress=lambda m: None)
-    cross_source_dedup(inline, progress=lambda m: None)
+        run_stage("ingest", inline, s["name"], progress=lambda m: None)
+        run_stage("dedup", inline, s["name"], progress=lambda m: None)
+    run_stage("cross_source_dedup", inline, progress=lambda m: None)
     for d in ("data", "manifests"):  # the same upstream under a second root: only quality runs twice
         shutil.copytree(inline_root / d, pool_root / d)
     pool = _spec(pool_root, {"backend": "processes", "workers": 2})
@@ -48,8 +50,8 @@ def test_inline_and_process_pool_write_identical_outputs(tmp_path):
 
     for s in SOURCES:
         messages = []
-        m_inline, _ = quality_source(inline, s["name"], progress=lambda m: None)
-        m_pool, _ = quality_source(pool, s["name"], progress=messages.append)
+        m_inline, _ = run_stage("quality", inline, s["name"], progress=lambda m: None)
+        m_pool, _ = run_stage("quality", pool, s["name"], progress=messages.append)
         n_parts = len(m_pool["inputs"])
         assert sum("quality: part " in m for m in messages) == n_parts
         assert {o["kind"] for o in m_pool["outputs"]} == {"documents", "rejections", "audit"}

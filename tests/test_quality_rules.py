@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from corpusmix.quality_rules import KIND_DEFAULTS, RULES, DocView, evaluate, resolve_rules
+from corpusmix.stages.quality_rules import KIND_DEFAULTS, RULES, DocView, evaluate, resolve_rules
 
 PROSE = "The cat sat on the mat and looked at the dog with care. "
 
@@ -97,7 +97,7 @@ def test_measurements_do_not_depend_on_the_hash_seed():
     import subprocess
     import sys
 
-    code = ("from corpusmix.quality_rules import DocView, RULES\n"
+    code = ("from corpusmix.stages.quality_rules import DocView, RULES\n"
             "v = DocView('alpha beta gamma delta alpha beta epsilon zeta eta gamma delta theta')\n"
             "print([RULES[r].fn(v, **RULES[r].defaults)[0] for r in sorted(RULES) if 'gram' in r])")
     outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
@@ -118,7 +118,7 @@ def test_counting_fast_paths_equal_the_plain_definitions_on_real_text():
     import gzip
     import json
 
-    from corpusmix.quality_rules import alpha_words, code_alphanumeric
+    from corpusmix.stages.quality_rules import alpha_words, code_alphanumeric
 
     from .conftest import CORPUS
 
@@ -164,7 +164,7 @@ def test_ngram_repetition_rules_equal_the_plain_definitions_on_real_text():
     import gzip
     import json
 
-    from corpusmix.quality_rules import dup_ngram_char_fraction, top_ngram_char_fraction
+    from corpusmix.stages.quality_rules import dup_ngram_char_fraction, top_ngram_char_fraction
 
     from .conftest import CORPUS
 

@@ -6,10 +6,13 @@ import json
 
 import pyarrow.parquet as pq
 
-from corpusmix.dedup import cross_source_dedup, dedup_source
-from corpusmix.ingest import ingest_source
-from corpusmix.quality import quality_source
-from corpusmix.spec import load_spec
+
+
+from corpusmix.pipeline import run_stage
+
+
+
+from corpusmix.core.spec import load_spec
 
 from .conftest import CORPUS, read_outputs
 
@@ -17,15 +20,15 @@ from .conftest import CORPUS, read_outputs
 def _build(make_spec, sources):
     loaded = load_spec(make_spec(sources))
     for s in sources:
-        ingest_source(loaded, s["name"], progress=lambda m: None)
-        dedup_source(loaded, s["name"], progress=lambda m: None)
-    cross_source_dedup(loaded, progress=lambda m: None)
+        run_stage("ingest", loaded, s["name"], progress=lambda m: None)
+        run_stage("dedup", loaded, s["name"], progress=lambda m: None)
+    run_stage("cross_source_dedup", loaded, progress=lambda m: None)
     return loaded
 
 
 def test_web_funnel_and_rejections(make_spec):
     loaded = _build(make_spec, [{"name": "web", "kind": "web", "paths": [str(CORPUS / "web" / "*.jsonl.gz")]}])
-    m, _ = quality_source(loaded, "web", progress=lambda x: None)
+    m, _ = run_stage("quality", loaded, "web", progress=lambda x: None)
     c = m["counts"]
     assert c["documents_in"] == 1725 and 0 < c["documents_out"] < c["documents_in"]
     assert c["documents_out"] + c["rejected"] == c["documents_in"]
@@ -51,8 +54,8 @@ def test_code_is_not_judged_by_prose_rules_and_cross_source_drops_apply(make_spe
     first = str(CORPUS / "code" / "code-0000-of-0004.jsonl.gz")
     loaded = _build(make_spec, [{"name": "code_a", "kind": "code", "paths": [first]},
                                 {"name": "code_b", "kind": "code", "paths": [str(CORPUS / "code" / "*.jsonl.gz")]}])
-    m_a, _ = quality_source(loaded, "code_a", progress=lambda x: None)
-    m_b, _ = quality_source(loaded, "code_b", progress=lambda x: None)
+    m_a, _ = run_stage("quality", loaded, "code_a", progress=lambda x: None)
+    m_b, _ = run_stage("quality", loaded, "code_b", progress=lambda x: None)
     assert all(r.startswith(("code_", "length_", "cross_")) for r in m_a["reasons"])
     dropped = m_b["reasons"]["cross_source_duplicate"]["records"]
     a_docs = read_outputs(m_a, loaded.storage_root, "documents").num_rows + m_a["counts"]["rejected"]

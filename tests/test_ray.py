@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from corpusmix.executor import open_executor
-from corpusmix.spec import Execution, load_spec
+from corpusmix.core.executor import open_executor
+from corpusmix.core.spec import Execution, load_spec
 from workflows.build import run_build
 from workflows.resources import CorpusSpec
 
@@ -115,7 +115,7 @@ def _versions(manifest_text: str):
 
 def test_lsh_shuffle_on_ray_gives_the_same_pairs_as_one_process(ray_address):
     """The banding shuffle, with more buckets than workers, against the one-process group-by."""
-    from corpusmix.dedup import band_pairs, lsh_candidate_pairs
+    from corpusmix.stages.minhash import band_pairs, lsh_candidate_pairs
 
     rng = np.random.default_rng(5)
     sigs = rng.integers(0, 10, size=(3000, 32), dtype=np.uint32)  # small values: many shared bands
@@ -131,7 +131,7 @@ def test_lsh_shuffle_on_ray_gives_the_same_pairs_as_one_process(ray_address):
 
 def _map_chunk(chunk):
     """A map task: one chunk's band keys into 7 buckets (runs in a Ray worker)."""
-    from corpusmix.dedup import band_keys
+    from corpusmix.stages.minhash import band_keys
 
     sigs, positions = chunk
     return band_keys(sigs, positions, 8, 4, 7)

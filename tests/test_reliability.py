@@ -13,10 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from corpusmix.checks import integrity_problems
-from corpusmix.manifest import iter_manifests, read_manifest
-from corpusmix.spec import load_spec
-from corpusmix.storage import sha256_file
+from corpusmix.pipeline import run_stage
+
+from corpusmix.ops.checks import integrity_problems
+from corpusmix.core.manifest import iter_manifests, read_manifest
+from corpusmix.core.spec import load_spec
+from corpusmix.core.storage import sha256_file
 
 from .conftest import CORPUS
 
@@ -31,7 +33,7 @@ def _sources():
 def test_two_builds_at_once_serialise_and_agree(make_spec, tmp_path):
     spec = make_spec(_sources())
     env = os.environ | {"DAGSTER_HOME": str(tmp_path / "home")}
-    cmd = [sys.executable, "-m", "corpusmix.cli", "build", str(spec)]
+    cmd = [sys.executable, "-m", "workflows.cli", "build", str(spec)]
     procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
              for _ in range(2)]
     outs = [p.communicate(timeout=600)[0] for p in procs]
@@ -44,25 +46,10 @@ def test_two_builds_at_once_serialise_and_agree(make_spec, tmp_path):
 
 ENGINE_BUILD = """
 import sys
-from corpusmix.spec import load_spec
-from corpusmix.storage import sha256_file
-from corpusmix.dedup import cross_source_dedup, dedup_source
-from corpusmix.ingest import ingest_source
-from corpusmix.mix import mix_stage
-from corpusmix.plan import plan_stage
-from corpusmix.quality import quality_source
-from corpusmix.tokenize import tokenize_source
-from corpusmix.tokenizer import tokenizer_stage
-loaded = load_spec(sys.argv[1]); q = lambda m: None
-for s in loaded.source_names:
-    ingest_source(loaded, s, progress=q); dedup_source(loaded, s, progress=q)
-cross_source_dedup(loaded, progress=q)
-for s in loaded.source_names:
-    quality_source(loaded, s, progress=q)
-tokenizer_stage(loaded, progress=q)
-for s in loaded.source_names:
-    tokenize_source(loaded, s, progress=q)
-plan_stage(loaded, progress=q); mix_stage(loaded, progress=q)
+from corpusmix.core.spec import load_spec
+from corpusmix.pipeline import build_all
+
+build_all(load_spec(sys.argv[1]))
 """
 
 
@@ -148,7 +135,7 @@ def test_bad_input_runs_through_the_whole_build_and_every_record_is_accounted_fo
     import gzip
     import shutil
 
-    from corpusmix import audit
+    from corpusmix.ops import audit
     from workflows.build import run_build
 
     from .test_ingest_bad_input import _jsonl
@@ -192,15 +179,15 @@ def test_disk_full_fails_cleanly_and_keeps_the_previous_build(make_spec, tmp_pat
 
     import pyarrow.parquet as pq
 
-    from corpusmix.checks import integrity_problems
-    from corpusmix.ingest import ingest_source
-    from corpusmix.manifest import manifest_path
+    from corpusmix.ops.checks import integrity_problems
+
+    from corpusmix.core.manifest import manifest_path
 
     raw = tmp_path / "raw"
     raw.mkdir()
     shutil.copy(CORPUS / "web" / "web-0000-of-0003.jsonl.gz", raw)
     loaded = load_spec(make_spec([{"name": "web", "kind": "web", "paths": [str(raw / "*.jsonl.gz")]}]))
-    before, path = ingest_source(loaded, "web", progress=lambda m: None)
+    before, path = run_stage("ingest", loaded, "web", progress=lambda m: None)
     shutil.copy(CORPUS / "web" / "web-0001-of-0003.jsonl.gz", raw)  # a change, so the next build writes
 
     def full(*args, **kwargs):
@@ -208,7 +195,7 @@ def test_disk_full_fails_cleanly_and_keeps_the_previous_build(make_spec, tmp_pat
 
     monkeypatch.setattr(pq.ParquetWriter, "write_table", full)
     with pytest.raises(OSError, match="No space left on device"):
-        ingest_source(loaded, "web", progress=lambda m: None)
+        run_stage("ingest", loaded, "web", progress=lambda m: None)
     monkeypatch.undo()
     # no manifest claims the failed build; the previous one still verifies; no staging left behind
     assert read_manifest(manifest_path(loaded.manifest_root, "ingest", "web"))["version"] == before["version"]
@@ -217,22 +204,17 @@ def test_disk_full_fails_cleanly_and_keeps_the_previous_build(make_spec, tmp_pat
     assert _visible_outputs_are_complete(loaded, {}) == []
 
 
-@pytest.mark.parametrize("module, stage, partition", [("ingest", "ingest_source", "math"),
-                                                     ("tokenizer", "tokenizer_stage", None)])
+@pytest.mark.parametrize("stage, partition", [("ingest", "math"), ("tokenizer", None)])
 def test_a_kill_between_publishing_and_the_manifest_leaves_a_complete_directory_the_rerun_adopts(
-        make_spec, tmp_path, monkeypatch, module, stage, partition):
+        make_spec, tmp_path, monkeypatch, stage, partition):
     """The one window the random kills hit only sometimes, made certain: the version directory is
     published and the process dies before the manifest is written (a per-source stage, whose
     directory is <stage>/<source>/<version>, and a global one, <stage>/<version>)."""
-    import importlib
-
-    from corpusmix.manifest import manifest_path
-
-    mod = importlib.import_module(f"corpusmix.{module}")
-    quiet = {"progress": lambda m: None}
+    from corpusmix.core import stage as contract
+    from corpusmix.core.manifest import manifest_path
 
     def run(loaded):
-        return getattr(mod, stage)(loaded, partition, **quiet) if partition else getattr(mod, stage)(loaded, **quiet)
+        return run_stage(stage, loaded, partition, progress=lambda m: None)
 
     sources = [{"name": "math", "kind": "math", "paths": [str(CORPUS / "math" / "math-0000-of-0002.jsonl.gz")]}]
     clean = load_spec(make_spec(sources, name="clean.yaml"))
@@ -245,11 +227,11 @@ def test_a_kill_between_publishing_and_the_manifest_leaves_a_complete_directory_
     def killed(*args, **kwargs):
         raise KeyboardInterrupt("killed before the manifest")
 
-    monkeypatch.setattr(mod, "write_manifest", killed)
+    monkeypatch.setattr(contract, "write_manifest", killed)
     with pytest.raises(KeyboardInterrupt):
         run(loaded)
     monkeypatch.undo()
-    manifest = manifest_path(loaded.manifest_root, module, partition)
+    manifest = manifest_path(loaded.manifest_root, stage, partition)
     assert not manifest.exists()
     published = [f for f in loaded.storage_root.rglob("*") if f.is_file() and ".build" not in f.name]
     assert published  # the directory was published ...

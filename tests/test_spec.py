@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from corpusmix.spec import SpecError, load_spec
+from corpusmix.core.spec import SpecError, load_spec
 
 from .conftest import CORPUS, REPO, base_spec, write_spec
 

@@ -13,14 +13,16 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from corpusmix import indexed
-from corpusmix.dedup import cross_source_dedup, dedup_source
-from corpusmix.indexed import IndexedFormatError, IndexedReader, IndexedWriter, read_index, token_dtype
-from corpusmix.ingest import ingest_source
-from corpusmix.quality import quality_source
-from corpusmix.spec import SpecError, load_spec
-from corpusmix.tokenize import tokenize_source
-from corpusmix.tokenizer import PIECE_CHARS, load_tokenizer, pieces, split_is_exact, tokenizer_stage
+from corpusmix.pipeline import run_stage
+
+from corpusmix.core import indexed
+
+from corpusmix.core.indexed import IndexedFormatError, IndexedReader, IndexedWriter, read_index, token_dtype
+
+
+from corpusmix.core.spec import SpecError, load_spec
+
+from corpusmix.stages.tokenizer import PIECE_CHARS, load_tokenizer, pieces, split_is_exact
 
 from .conftest import CORPUS, GPT2, base_spec, read_outputs, write_spec
 
@@ -37,19 +39,19 @@ def _build_to_quality(root, tokenizer: dict | None = None, sources=SOURCES, **ov
         spec["tokenizer"] = tokenizer
     loaded = load_spec(write_spec(root / "spec.yaml", spec))
     for n, _, _ in sources:
-        ingest_source(loaded, n, **QUIET)
-        dedup_source(loaded, n, **QUIET)
-    cross_source_dedup(loaded, **QUIET)
+        run_stage("ingest", loaded, n, **QUIET)
+        run_stage("dedup", loaded, n, **QUIET)
+    run_stage("cross_source_dedup", loaded, **QUIET)
     for n, _, _ in sources:
-        quality_source(loaded, n, **QUIET)
+        run_stage("quality", loaded, n, **QUIET)
     return loaded
 
 
 @pytest.fixture(scope="module")
 def gpt2_build(tmp_path_factory):
     loaded = _build_to_quality(tmp_path_factory.mktemp("gpt2"))
-    tokenizer_stage(loaded, **QUIET)
-    return loaded, {n: tokenize_source(loaded, n, **QUIET)[0] for n, _, _ in SOURCES}
+    run_stage("tokenizer", loaded, **QUIET)
+    return loaded, {n: run_stage("tokenize", loaded, n, **QUIET)[0] for n, _, _ in SOURCES}
 
 
 def _store(loaded, manifest):
@@ -68,7 +70,7 @@ def test_counts_equal_a_direct_tokenizers_call_and_text_round_trips(gpt2_build):
     for name, _, _ in SOURCES:
         m = manifests[name]
         reader, docs = _store(loaded, m)
-        from corpusmix.manifest import manifest_path, read_manifest
+        from corpusmix.core.manifest import manifest_path, read_manifest
 
         quality = read_outputs(read_manifest(manifest_path(loaded.manifest_root, "quality", name)),
                                loaded.storage_root, "documents")
@@ -109,9 +111,9 @@ def test_forcing_the_tokenizers_library_writes_the_same_token_stores(gpt2_build,
     shutil.copytree(loaded.storage_root, tmp_path / "data")
     shutil.copytree(loaded.manifest_root, tmp_path / "manifests")
     slow = load_spec(write_spec(tmp_path / "hf.yaml", spec))
-    assert tokenizer_stage(slow, **QUIET)[0]["details"]["encoder"] == "huggingface"
+    assert run_stage("tokenizer", slow, **QUIET)[0]["details"]["encoder"] == "huggingface"
     for name, _, _ in SOURCES:
-        m = tokenize_source(slow, name, **QUIET)[0]
+        m = run_stage("tokenize", slow, name, **QUIET)[0]
         assert m["details"]["encoder"] == "huggingface" and m["version"] != manifests[name]["version"]
         assert ({o["kind"]: o["sha256"] for o in m["outputs"]}
                 == {o["kind"]: o["sha256"] for o in manifests[name]["outputs"]})
@@ -135,7 +137,7 @@ def test_megatron_core_reads_the_token_store(gpt2_build):
 
 
 def test_verify_covers_token_stores_and_the_tokenizer(gpt2_build):
-    from corpusmix.cli import verify
+    from corpusmix.ops.verify import verify
 
     loaded, manifests = gpt2_build
     assert verify(str(loaded.path)) == []
@@ -228,8 +230,9 @@ def test_a_metaspace_tokenizer_fails_the_probe_and_is_not_split():
 
 
 def _train_in_subprocess(spec_path, threads: str) -> str:
-    code = ("import sys; from corpusmix.spec import load_spec; from corpusmix.tokenizer import tokenizer_stage;"
-            "m, _ = tokenizer_stage(load_spec(sys.argv[1]), progress=lambda m: None); print(m['outputs'][0]['sha256'])")
+    code = ("import sys; from corpusmix.core.spec import load_spec; from corpusmix.pipeline import run_stage;"
+            "m, _ = run_stage('tokenizer', load_spec(sys.argv[1]), progress=lambda m: None); "
+            "print(m['outputs'][0]['sha256'])")
     r = subprocess.run([sys.executable, "-c", code, str(spec_path)], capture_output=True, text=True,
                        env=os.environ | {"RAYON_NUM_THREADS": threads})
     assert r.returncode == 0, r.stderr
@@ -241,7 +244,7 @@ def test_trained_tokenizer_is_deterministic_and_works_end_to_end(tmp_path):
     loaded = _build_to_quality(tmp_path, {"train": train})
     # two processes (different hash seeds), one and two threads: the same tokenizer.json bytes
     assert _train_in_subprocess(loaded.path, "1") == _train_in_subprocess(loaded.path, "2")
-    m, _ = tokenizer_stage(loaded, **QUIET)
+    m, _ = run_stage("tokenizer", loaded, **QUIET)
     d = m["details"]
     assert d["origin"] == "trained" and d["vocab_size"] == 2048 and d["eos_id"] == 0 and d["dtype"] == "uint16"
     assert d["encoder"] == "tiktoken", d["encoder_note"]
@@ -253,9 +256,9 @@ def test_trained_tokenizer_is_deterministic_and_works_end_to_end(tmp_path):
     spec = load_spec(loaded.path).spec.model_dump(mode="json")
     spec["tokenizer"]["train"]["seed"] = 1
     other = load_spec(write_spec(tmp_path / "seed1.yaml", spec))
-    assert tokenizer_stage(other, **QUIET)[0]["details"]["sample"] != sample
-    tokenizer_stage(loaded, **QUIET)
-    tm, _ = tokenize_source(loaded, "math", **QUIET)
+    assert run_stage("tokenizer", other, **QUIET)[0]["details"]["sample"] != sample
+    run_stage("tokenizer", loaded, **QUIET)
+    tm, _ = run_stage("tokenize", loaded, "math", **QUIET)
     reader, docs = _store(loaded, tm)
     tok = load_tokenizer(str(loaded.storage_root / m["outputs"][0]["path"]))
     quality = pq.read_table(loaded.storage_root / tm["inputs"][0]["path"])

@@ -8,10 +8,12 @@ import re
 
 import pyarrow.parquet as pq
 
-from corpusmix.manifest import manifest_path, read_manifest
-from corpusmix.storage import sha256_file
-from corpusmix.tokenize import tokenize_source
-from corpusmix.tokenizer import load_tokenizer, tokenizer_stage
+from corpusmix.pipeline import run_stage
+
+from corpusmix.core.manifest import manifest_path, read_manifest
+from corpusmix.core.storage import sha256_file
+
+from corpusmix.stages.tokenizer import load_tokenizer
 
 from .conftest import GPT2
 from .test_tokenize import QUIET, _build_to_quality, _store
@@ -22,11 +24,11 @@ SOURCE = ("code", "code", "code-000[01]-of-0004")  # two files, ~9 MB of text, l
 def _tokenized(root, **overrides):
     root.mkdir()
     loaded = _build_to_quality(root, sources=[SOURCE], execution={"backend": "processes", "workers": 2}, **overrides)
-    tokenizer_stage(loaded, **QUIET)
+    run_stage("tokenizer", loaded, **QUIET)
     quality = read_manifest(manifest_path(loaded.manifest_root, "quality", SOURCE[0]))
     parts = [loaded.storage_root / o["path"] for o in quality["outputs"] if o["kind"] == "documents"]
     messages: list[str] = []
-    manifest, _ = tokenize_source(loaded, SOURCE[0], progress=messages.append)
+    manifest, _ = run_stage("tokenize", loaded, SOURCE[0], progress=messages.append)
     out_dir = (loaded.storage_root / manifest["outputs"][0]["path"]).parent
     assert re.findall(r"tokenize: part (\d+)/(\d+),", "\n".join(messages)) == \
         [(str(i), str(len(parts))) for i in range(1, len(parts) + 1)]  # one per part, in order

@@ -18,7 +18,7 @@ def test_dagster_dev_shows_partitioned_ingest_and_cli_runs(make_spec, tmp_path):
                       {"name": "web", "kind": "web", "paths": [str(CORPUS / "web" / "*.jsonl.gz")]}])
     home = tmp_path / "home"
     env = os.environ | {"DAGSTER_HOME": str(home), "CORPUSMIX_SPEC": str(spec)}
-    build = subprocess.run([sys.executable, "-m", "corpusmix.cli", "build", str(spec), "--source", "web"],
+    build = subprocess.run([sys.executable, "-m", "workflows.cli", "build", str(spec), "--source", "web"],
                            env=env, capture_output=True, text=True, cwd=tmp_path)
     assert build.returncode == 0, build.stderr
     with dagster_dev(env) as port:

@@ -18,8 +18,8 @@ from dagster import (
     SensorEvaluationContext, SensorResult, SkipReason, schedule, sensor,
 )
 
-from corpusmix.freshness import is_current, source_fingerprint
-from corpusmix.spec import LoadedSpec
+from corpusmix.ops.freshness import is_current, source_fingerprint
+from corpusmix.core.spec import LoadedSpec
 
 
 def _request(loaded: LoadedSpec, source: str) -> RunRequest:
@@ -36,7 +36,7 @@ def build_source_sensor(spec_path: str, source_job, loaded: LoadedSpec):
             description="Sees new, changed or removed source files (names, sizes, times; confirmed by checksums) "
                         "and requests ingest + dedup for the affected source partitions only.")
     def source_files_sensor(context: SensorEvaluationContext):
-        from corpusmix.spec import load_spec
+        from corpusmix.core.spec import load_spec
 
         current = load_spec(spec_path, check_files=False)
         seen = json.loads(context.cursor) if context.cursor else {}
@@ -72,7 +72,7 @@ def build_rebuild_schedule(spec_path: str, source_job, loaded: LoadedSpec):
               default_status=DefaultScheduleStatus.RUNNING,
               description="On the spec's cron: ingest + dedup for every source whose files changed.")
     def rebuild_schedule(context: ScheduleEvaluationContext):
-        from corpusmix.spec import load_spec
+        from corpusmix.core.spec import load_spec
 
         current = load_spec(spec_path, check_files=False)
         stale = [s for s in current.source_names if not is_current(current, "ingest", s)]

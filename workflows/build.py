@@ -31,8 +31,8 @@ def run_build(spec_path: str | os.PathLike, sources: list[str] | None = None, ec
 
     Builds of one storage root run one at a time (a second waits, then skips what the first built).
     """
-    from corpusmix.spec import load_spec
-    from corpusmix.storage import build_lock
+    from corpusmix.core.spec import load_spec
+    from corpusmix.core.storage import build_lock
 
     loaded = load_spec(spec_path)  # fail on a bad spec before Dagster starts anything
     chosen = sources or loaded.source_names
@@ -44,16 +44,16 @@ def run_build(spec_path: str | os.PathLike, sources: list[str] | None = None, ec
 
 
 def _build(loaded, chosen: list[str], echo) -> bool:
-    from corpusmix.freshness import everything_current, is_current, stale_sources
+    from corpusmix.core.executor import warm_up
+    from corpusmix.ops.freshness import everything_current, stale_sources
+    from corpusmix.ops.report import write_report
+    from corpusmix.pipeline import is_current, stage_modules, waves
 
     if set(chosen) == set(loaded.source_names) and everything_current(loaded):
         # nothing would run: answer without starting Dagster (a no-op rebuild costs the checks only)
         echo(f"up to date: every stage of {loaded.spec.name} has the content key it would compute now; no run started")
         return True
-    from corpusmix.executor import warm_up
-    from corpusmix.report import write_report
-
-    warm_up(loaded.spec.execution)  # the pool's workers import the engine while Dagster starts
+    warm_up(loaded.spec.execution, stage_modules())  # the pool's workers import the stages while Dagster starts
     home = ensure_dagster_home()
     os.environ["CORPUSMIX_SPEC"] = str(loaded.path)
 
@@ -63,15 +63,15 @@ def _build(loaded, chosen: list[str], echo) -> bool:
 
     defs = build_definitions(loaded.path)
 
-    def per_source(job: str, label: str, stages: list[str]) -> bool:
-        todo = stale_sources(loaded, stages, chosen)
+    def per_source(job: str, label: str, stages: tuple[str, ...]) -> bool:
+        todo = stale_sources(loaded, list(stages), chosen)
         for src in sorted(set(chosen) - set(todo), key=chosen.index):
             echo(f"  {src} {label}: up to date (no run)")
         return all([_run(defs.resolve_job_def(job).execute_in_process(
             partition_key=src, instance=instance, raise_on_error=False, run_config=QUIET), f"{src} {label}", echo)
             for src in todo])
 
-    def once(job: str, label: str, stages: list[str]) -> bool:
+    def once(job: str, label: str, stages: tuple[str, ...]) -> bool:
         if all(is_current(loaded, st) for st in stages):
             echo(f"  {label}: up to date (no run)")
             return True
@@ -80,26 +80,17 @@ def _build(loaded, chosen: list[str], echo) -> bool:
 
     with DagsterInstance.get() as instance:
         echo(f"Dagster instance: {home}")
-        ok = per_source("source_job", "ingest + dedup", ["ingest", "dedup"])
-        if ok and set(chosen) != set(loaded.source_names):
-            echo("  global stages and later: not run (only some sources were built; they need every source)")
-            return ok
-        # Each phase needs the one before it complete for every source; a phase whose outputs
-        # already carry the content key it would compute now starts no run at all.
-        ok = ok and once("corpus_job", "cross-source dedup", ["cross_source_dedup"])
-        if loaded.spec.tokenizer.train is None:
-            # a tokenizer from a file needs no source: one run per source does quality and tokenize
-            # (every Dagster run costs ~0.5 s of event-log and setup work, whatever it computes)
-            ok = (ok and once("tokenizer_job", "tokenizer", ["tokenizer"])
-                  and per_source("quality_tokenize_job", "quality + tokenize", ["quality", "tokenize"]))
-        else:  # a trained tokenizer reads every source's quality output
-            ok = (ok and per_source("quality_job", "quality", ["quality"])
-                  and once("tokenizer_job", "tokenizer", ["tokenizer"])
-                  and per_source("tokenize_job", "tokenize", ["tokenize"]))
-        ok = ok and once("mixture_job", "mixture plan + mixed shards", ["mixture_plan", "mixed_shards"])
-    if ok:
-        echo(f"report: {write_report(loaded)}")
-    return ok
+        # The pipeline's waves: each needs the one before it complete for every source; a wave whose
+        # outputs already carry the content key it would compute now starts no run at all.
+        for wave in waves(loaded.spec):
+            label = " + ".join(wave.stages)
+            if wave.scope == "global" and set(chosen) != set(loaded.source_names):
+                echo(f"  {label} and later: not run (only some sources were built; they need every source)")
+                return True
+            if not (per_source if wave.scope == "source" else once)(wave.name, label, wave.stages):
+                return False
+    echo(f"report: {write_report(loaded)}")
+    return True
 
 
 def _run(result, label: str, echo) -> bool:

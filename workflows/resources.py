@@ -5,7 +5,7 @@ from typing import Optional
 from dagster import ConfigurableResource
 from pydantic import Field, ValidationError
 
-from corpusmix.spec import LoadedSpec, load_spec, with_execution
+from corpusmix.core.spec import LoadedSpec, load_spec, with_execution
 
 
 class CorpusSpec(ConfigurableResource):

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from .loader import SampleReader, TokenStream
+from corpusmix.trainer.loader import SampleReader, TokenStream
 
 
 class MixedShardsDataset(IterableDataset):

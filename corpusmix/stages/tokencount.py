@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .tokenizer import load_tokenizer
+from corpusmix.stages.tokenizer import load_tokenizer
 
 DEFAULT_BYTES_PER_TOKEN = 4.0
 

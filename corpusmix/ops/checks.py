@@ -20,9 +20,9 @@ from schemas.tables import (
     validate_table,
 )
 
-from .indexed import read_index
-from .manifest import verify_manifest
-from .spec import LoadedSpec
+from corpusmix.core.indexed import read_index
+from corpusmix.core.manifest import verify_manifest
+from corpusmix.core.spec import LoadedSpec
 
 # which pandera schema checks each kind of table output (documents differ before and after quality)
 _TABLE_SCHEMAS = {"quarantine": QUARANTINE, "duplicates": DUPLICATES, "cross_source_duplicates": DUPLICATES,
@@ -36,7 +36,7 @@ def row_count(path: Path) -> int:
     if path.suffix in (".bin", ".idx"):
         return len(read_index(path.with_suffix("")))
     if path.name == "tokenizer.json":
-        from .tokenizer import load_tokenizer
+        from corpusmix.stages.tokenizer import load_tokenizer
 
         return load_tokenizer(str(path)).get_vocab_size(with_added_tokens=True)
     if path.suffix == ".json":

@@ -13,8 +13,9 @@ import base64
 
 import numpy as np
 
-from .manifest import iter_manifests, read_manifest
-from .spec import LoadedSpec
+from corpusmix.core.manifest import iter_manifests, read_manifest
+from corpusmix.core.spec import LoadedSpec
+from corpusmix.pipeline import STAGES
 
 PALETTE = ("#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C", "#CCB974",
            "#64B5CD")
@@ -77,11 +78,11 @@ def build_report(loaded: LoadedSpec) -> str:
              "## Funnel per stage and source", "",
              _row(["stage", "source", "documents in", "documents out", "tokens in", "tokens out", "token acceptance",
                    "version"]), _row(["---"] * 8)]
-    for stage in ("ingest", "dedup", "cross_source_dedup", "quality", "tokenize"):
+    for stage in (s.name for s in STAGES):  # build order; the stages with a document funnel
         for (asset, part), m in sorted(ms.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
-            if asset != stage:
-                continue
             c, r = m["counts"], m["rates"]
+            if asset != stage or "documents_out" not in c:
+                continue
             rate = r.get("token_acceptance")
             lines.append(_row([stage, part or "(all)", f"{c['documents_in']:,}", f"{c['documents_out']:,}",
                                f"{c['tokens_in']:,}", f"{c['tokens_out']:,}",
@@ -116,7 +117,7 @@ def build_report(loaded: LoadedSpec) -> str:
 
 def write_report(loaded: LoadedSpec) -> str:
     """Write the build report next to the manifests (REPORT.md, atomically); returns its path."""
-    from .storage import atomic_write_bytes
+    from corpusmix.core.storage import atomic_write_bytes
 
     path = loaded.manifest_root / "REPORT.md"
     atomic_write_bytes(path, build_report(loaded).encode())

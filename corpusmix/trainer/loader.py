@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from .indexed import IndexedReader
+from corpusmix.core.indexed import IndexedReader
 
 
 class TokenStream:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import atexit
 import functools
+import importlib
 import logging
 import multiprocessing
 import os
@@ -33,9 +34,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
-log = logging.getLogger("corpusmix.executor")
+log = logging.getLogger("corpusmix.core.executor")
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 class Executor(Protocol):
@@ -174,6 +175,7 @@ def open_executor(execution, units: int | None = None, shared: Path | None = Non
 
 
 _POOLS: dict[int, ProcessPoolExecutor] = {}
+_PRELOAD: list[str] = []  # modules a new pool's workers import as they start (``warm_up``)
 
 
 def _pool(workers: int) -> ProcessPoolExecutor:
@@ -182,21 +184,26 @@ def _pool(workers: int) -> ProcessPoolExecutor:
     pool = _POOLS.get(workers)
     if pool is None or pool._broken:  # a worker that died (OOM, kill) breaks the pool for good: start anew
         pool = _POOLS[workers] = ProcessPoolExecutor(max_workers=workers,
-                                                     mp_context=multiprocessing.get_context("forkserver"))
+                                                     mp_context=multiprocessing.get_context("forkserver"),
+                                                     initializer=_preload, initargs=(tuple(_PRELOAD),))
     return pool
 
 
-def warm_up(execution) -> None:
-    """Start the local pool's workers now and return at once: each imports the engine (~1 s)
-    while the caller does its own start-up (``corpusmix build``: Dagster's imports and first run)."""
+def warm_up(execution, modules: Iterable[str]) -> None:
+    """Start the local pool's workers now and return at once: each imports ``modules`` (the
+    stages the caller will run, ~1 s) while the caller does its own start-up (``corpusmix build``:
+    Dagster's imports and first run). The executor itself knows no stage."""
     if execution.backend == "processes" and execution.workers > 1:
+        _PRELOAD[:] = sorted(set(_PRELOAD) | set(modules))
         pool = _pool(execution.workers)
         for _ in range(execution.workers):
-            pool.submit(_import_engine)
+            pool.submit(_preload, tuple(_PRELOAD))
 
 
-def _import_engine() -> None:
-    from . import dedup, ingest, quality  # noqa: F401 - imported for the side effect: a warm worker
+def _preload(modules: tuple[str, ...]) -> None:
+    """Pool initializer: import the modules a worker will need, once, as it starts."""
+    for name in modules:
+        importlib.import_module(name)
 
 
 @atexit.register
@@ -242,9 +249,9 @@ def _probe_node(shared: str | None) -> tuple[str, str, bool]:
     """What one node offers: its address, its engine code version, whether it sees ``shared``."""
     import ray
 
-    from .manifest import code_version
+    from corpusmix.core.stage import engine_digest
 
-    return ray.util.get_node_ip_address(), code_version(), shared is None or os.path.isdir(shared)
+    return ray.util.get_node_ip_address(), engine_digest(), shared is None or os.path.isdir(shared)
 
 
 def _check_workers(ray, shared: Path | None) -> None:
@@ -254,14 +261,14 @@ def _check_workers(ray, shared: Path | None) -> None:
     which every node must mount at the same path."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    from .manifest import code_version
+    from corpusmix.core.stage import engine_digest
 
     probe = ray.remote(num_cpus=0)(_probe_node)
     nodes = [n["NodeID"] for n in ray.nodes() if n.get("Alive")]
     answers = ray.get([probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n, soft=False))
                        .remote(str(shared) if shared else None) for n in nodes])
-    problems = [f"node {ip} runs corpusmix code {theirs[:12]}, this driver {code_version()[:12]}: deploy the same "
-                "corpusmix version in the cluster's image" for ip, theirs, _ in answers if theirs != code_version()]
+    problems = [f"node {ip} runs corpusmix code {theirs[:12]}, this driver {engine_digest()[:12]}: deploy the same "
+                "corpusmix version in the cluster's image" for ip, theirs, _ in answers if theirs != engine_digest()]
     problems += [f"node {ip} cannot see the storage root {shared}: mount the same shared filesystem at the same "
                  "path on every Ray node (see the README, 'Running on a cluster')" for ip, _, sees in answers if not sees]
     if problems:

@@ -24,23 +24,12 @@ import orjson
 
 from schemas.manifest import validate_manifest
 
-from . import __version__
-from .storage import atomic_write_bytes, sha256_file
+from corpusmix import __version__
+from corpusmix.core.storage import atomic_write_bytes, sha256_file
 
 _VOLATILE = ("started_at", "finished_at", "elapsed_s", "timing", "content_hash")
 GLOBAL_PARTITION = "_all"  # file name of the manifest of an unpartitioned (all-source) asset
 _TOOLS = ("pyarrow", "duckdb", "orjson", "pandera", "pydantic", "tokenizers", "tiktoken", "zstandard", "datasketch")
-
-
-@functools.lru_cache(maxsize=1)
-def code_version() -> str:
-    """Digest of the engine and schema sources: any change to stage logic changes output keys."""
-    h = hashlib.sha256(__version__.encode())
-    root = Path(__file__).resolve().parent
-    for pkg in (root, root.parent / "schemas"):
-        for f in sorted(pkg.glob("*.py")):
-            h.update(f.name.encode() + b"\0" + f.read_bytes())
-    return f"{__version__}+{h.hexdigest()[:12]}"
 
 
 @functools.lru_cache(maxsize=1)
@@ -91,13 +80,6 @@ def require_manifest(manifest_root: Path, asset: str, partition: str | None) -> 
         which = f"{asset}[{partition}]" if partition else asset
         raise FileNotFoundError(f"no {asset} manifest at {path}: materialize {which} first")
     return path, read_manifest(path)
-
-
-def content_key(stage_cfg: dict, upstream) -> str:
-    """A stage's output version: its config, what it reads (upstream versions or input checksums), the code."""
-    from .spec import canonical_hash
-
-    return canonical_hash({"code": code_version(), "config": stage_cfg, "upstream": upstream})[:20]
 
 
 def up_to_date(loaded, asset: str, partition: str | None, version: str,
@@ -173,18 +155,18 @@ def verify_manifest(path: Path, storage_root: Path, row_count) -> list[Mismatch]
     return problems
 
 
-def stage_manifest(*, loaded, asset: str, partition: str | None, version: str, stage_cfg: dict, started: str,
-                   t0: float, timing: dict | None = None, **fields) -> dict:
+def stage_manifest(*, loaded, asset: str, partition: str | None, version: str, stage_cfg: dict, code_version: str,
+                   started: str, t0: float, timing: dict | None = None, **fields) -> dict:
     """A manifest's identity and timing fields around the stage's own ``fields``
     (inputs, outputs, counts, rates, token_counting, reasons, details)."""
     import time
 
-    from .spec import canonical_hash
+    from corpusmix.core.spec import canonical_hash
 
     elapsed = round(time.perf_counter() - t0, 4)
     return {
         "corpus": loaded.spec.name, "asset": asset, "partition": partition, "version": version,
-        "spec_hash": loaded.spec_hash(), "stage_config_hash": canonical_hash(stage_cfg), "code_version": code_version(),
+        "spec_hash": loaded.spec_hash(), "stage_config_hash": canonical_hash(stage_cfg), "code_version": code_version,
         **fields,
         "tool_versions": tool_versions(), "started_at": started, "finished_at": utc_now(), "elapsed_s": elapsed,
         "timing": {"elapsed_s": elapsed, **(timing or {})},
@@ -198,34 +180,8 @@ def input_refs(loaded, upstream_path: Path, upstream: dict, kinds: tuple[str, ..
             for o in upstream["outputs"] if o["kind"] in kinds]
 
 
-def output_ref(rel_dir: str, out: dict, kind: str, tokens: int = 0) -> dict:
-    """A manifest ``outputs`` entry for a file written by ``write_parquet`` or the like."""
-    return {"path": f"{rel_dir}/{out['name']}", "kind": kind, "sha256": out["sha256"], "bytes": out["bytes"],
+def output_ref(out: dict, kind: str, tokens: int = 0) -> dict:
+    """A manifest ``outputs`` entry for a file written by ``write_parquet`` or the like (path relative
+    to the version directory: the stage runner adds where that is)."""
+    return {"path": out["name"], "kind": kind, "sha256": out["sha256"], "bytes": out["bytes"],
             "rows": out["rows"], "tokens": tokens}
-
-
-def downstream_manifest(*, loaded, asset: str, partition: str | None, version: str, stage_cfg: dict,
-                        upstream: dict, upstream_path: Path, doc_parts: list[dict], tables: list[tuple[str, str, dict]],
-                        docs: tuple[int, int], text_bytes: tuple[int, int], estimate, started: str,
-                        t0: float) -> dict:
-    """The fields every stage that reads another stage's documents writes alike.
-
-    ``doc_parts`` are the PartWriter's parts, ``tables`` (file name, kind, write_parquet
-    result) the stage's other outputs; ``docs`` and ``text_bytes`` are (in, out).
-    The caller adds its own counts, ``reasons`` and ``details``.
-    """
-    rel = f"{asset}/{partition}/{version}" if partition else f"{asset}/{version}"
-    outputs = [output_ref(rel, p, "documents", estimate.tokens(p["text_bytes"])) for p in doc_parts]
-    outputs += [output_ref(rel, out, kind) for name, kind, out in tables]
-    (n_in, n_out), (b_in, b_out) = docs, text_bytes
-    t_in, t_out = estimate.tokens(b_in), estimate.tokens(b_out)
-    m = stage_manifest(
-        loaded=loaded, asset=asset, partition=partition, version=version, stage_cfg=stage_cfg, started=started, t0=t0,
-        inputs=input_refs(loaded, upstream_path, upstream), outputs=outputs,
-        counts={"documents_in": n_in, "documents_out": n_out, "bytes_in": b_in, "bytes_out": b_out,
-                "tokens_in": t_in, "tokens_out": t_out},
-        rates={"document_acceptance": n_out / n_in if n_in else None,
-               "token_acceptance": t_out / t_in if t_in else None},
-        token_counting=upstream["token_counting"], reasons={}, details={})
-    m["timing"]["text_mb_per_s"] = round(b_in / 1e6 / max(m["elapsed_s"], 1e-9), 2)
-    return m

@@ -23,8 +23,8 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from .manifest import iter_manifests, read_manifest
-from .spec import LoadedSpec
+from corpusmix.core.manifest import iter_manifests, read_manifest
+from corpusmix.core.spec import LoadedSpec
 
 TABLE_KINDS = {"quarantine": ("ingest", "quarantine"), "duplicates": ("dedup", "duplicates"),
                "cross_source": ("cross_source_dedup", "cross_source_duplicates"),

@@ -40,8 +40,8 @@ import pyarrow.parquet as pq
 import zstandard
 from isal import isal_zlib
 
-from .spec import Format, Source
-from .storage import sha256_file
+from corpusmix.core.spec import Format, Source
+from corpusmix.core.storage import sha256_file
 
 BOM = b"\xef\xbb\xbf"
 

@@ -39,26 +39,18 @@ A_i / max_epochs - n_i.
 
 from __future__ import annotations
 
-import logging
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import orjson
 
-from .manifest import (
-    content_key, manifest_path, output_ref, read_manifest, require_manifest, stage_manifest, up_to_date, utc_now,
-    write_manifest,
-)
-from .spec import Baseline, LoadedSpec
-from .storage import discard_dir, new_staging_dir, publish_dir, sha256_file
+from corpusmix.core.manifest import manifest_path, output_ref, read_manifest, require_manifest
+from corpusmix.core.spec import Baseline, LoadedSpec
+from corpusmix.core.stage import Built, Stage, StageRun
+from corpusmix.core.storage import sha256_file
 
-log = logging.getLogger("corpusmix.plan")
 
-STAGE = "mixture_plan"
-UPSTREAM = "tokenize"
+NAME = "mixture_plan"
 PLAN_FILE = "plan.json"
 
 CELLS = 256
@@ -251,9 +243,13 @@ def make_plan(loaded: LoadedSpec, avail: Availability) -> dict:
 def availability(loaded: LoadedSpec, exact_only: bool = False) -> Availability:
     """What each source can supply: exact from its tokenize manifest, else (unless ``exact_only``)
     the latest earlier stage's calibrated estimate, plus one EOS per document."""
+    from corpusmix.pipeline import per_source_stages
+
+    order = per_source_stages()  # the latest stage first: tokenize counts exactly, the ones before estimate
+    latest = order[: order.index("tokenize") + 1][::-1]
     tokens, documents, methods = {}, {}, set()
     for s in loaded.source_names:
-        for stage in ("tokenize",) if exact_only else ("tokenize", "quality", "dedup", "ingest"):
+        for stage in latest[:1] if exact_only else latest:
             path = manifest_path(loaded.manifest_root, stage, s)
             if path.is_file():
                 c = read_manifest(path)["counts"]
@@ -267,52 +263,35 @@ def availability(loaded: LoadedSpec, exact_only: bool = False) -> Availability:
     return Availability(tokens, documents, ", ".join(sorted(methods)))
 
 
-def plan_key(loaded: LoadedSpec) -> tuple[dict, str]:
-    """Config and content key of the plan: the mixture section, source qualities, every tokenize version."""
-    stage_cfg = {"mixture": loaded.spec.mixture.model_dump(mode="json"),
-                 "quality": {s: loaded.source(s).quality for s in loaded.source_names}}
-    versions = [require_manifest(loaded.manifest_root, UPSTREAM, s)[1]["version"] for s in loaded.source_names]
-    return stage_cfg, content_key(stage_cfg, versions)
+def plan_config(loaded: LoadedSpec, partition: None) -> dict:
+    """The mixture section and the sources' qualities (a temperature schedule reads them)."""
+    return {"mixture": loaded.spec.mixture.model_dump(mode="json"),
+            "quality": {s: loaded.source(s).quality for s in loaded.source_names}}
 
 
-def plan_stage(loaded: LoadedSpec, progress: Callable[[str], None] | None = None) -> tuple[dict, Path]:
-    """The ``mixture_plan`` asset: the plan on exact counts, as plan.json plus a manifest."""
-    progress = progress or log.info
-    started, t0 = utc_now(), time.perf_counter()
-    ups = [require_manifest(loaded.manifest_root, UPSTREAM, s) for s in loaded.source_names]
-    stage_cfg, version = plan_key(loaded)
-    if hit := up_to_date(loaded, STAGE, None, version, progress):
-        return hit
+def build_plan(ctx: StageRun) -> Built:
+    """The plan on exact counts, as plan.json."""
+    loaded = ctx.loaded
+    ups = [ctx.upstream("tokenize", s) for s in loaded.source_names]
     avail = availability(loaded, exact_only=True)
     plan = make_plan(loaded, avail)
     body = orjson.dumps(plan, option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2)
-    out_parent = loaded.storage_root / STAGE
-    staging = new_staging_dir(out_parent)
-    try:
-        (staging / PLAN_FILE).write_bytes(body)
-        out = {"name": PLAN_FILE, "rows": len(plan["sources"]), "sha256": sha256_file(staging / PLAN_FILE),
-               "bytes": len(body)}
-        publish_dir(staging, out_parent / version)
-    except BaseException:
-        discard_dir(staging)
-        raise
-    manifest = stage_manifest(
-        loaded=loaded, asset=STAGE, partition=None, version=version, stage_cfg=stage_cfg, started=started, t0=t0,
+    (ctx.staging / PLAN_FILE).write_bytes(body)
+    out = {"name": PLAN_FILE, "rows": len(plan["sources"]), "sha256": sha256_file(ctx.staging / PLAN_FILE),
+           "bytes": len(body)}
+    return Built(
         inputs=[{"path": str(p.relative_to(loaded.manifest_root)), "sha256": m["content_hash"], "bytes": 0,
                  "upstream_manifest": str(p.relative_to(loaded.manifest_root))} for p, m in ups],
-        outputs=[output_ref(f"{STAGE}/{version}", out, "plan")],
-        counts={"budget": plan["budget"], "samples": plan["samples"],
-                "available_tokens": sum(avail.tokens.values())},
-        rates={}, token_counting={"method": avail.method}, reasons={},
-        details={k: plan[k] for k in ("per_source", "phases", "renormalized", "availability")})
-    manifest, path = write_manifest(loaded.manifest_root, manifest)
-    progress("[mixture_plan] " + render_plan(plan).replace("\n", "\n  "))
-    return manifest, path
+        outputs=[output_ref(out, "plan")],
+        counts={"budget": plan["budget"], "samples": plan["samples"], "available_tokens": sum(avail.tokens.values())},
+        token_counting={"method": avail.method},
+        details={k: plan[k] for k in ("per_source", "phases", "renormalized", "availability")},
+        summary="\n  " + render_plan(plan).replace("\n", "\n  "))
 
 
 def load_plan(loaded: LoadedSpec) -> tuple[dict, dict]:
     """The plan the ``mixture_plan`` asset published, and its manifest."""
-    m = require_manifest(loaded.manifest_root, STAGE, None)[1]
+    m = require_manifest(loaded.manifest_root, NAME, None)[1]
     return orjson.loads((loaded.storage_root / m["outputs"][0]["path"]).read_bytes()), m
 
 
@@ -334,3 +313,7 @@ def render_plan(plan: dict) -> str:
         lines.append(f"{ph['name']:16} {ph['end'] - ph['start']:14,.0f} "
                      + " ".join(f"{ph['quotas'][s]:12,.0f}" for s in src))
     return "\n".join(lines)
+
+
+STAGE = Stage(name=NAME, scope="global", upstream=("tokenize",), config=plan_config, build=build_plan,
+              module=__name__)

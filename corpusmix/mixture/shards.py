@@ -30,10 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import logging
 import os
-import time
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,22 +40,17 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .indexed import IndexedReader, IndexedWriter
-from .manifest import (
-    content_key, manifest_path, output_ref, read_manifest, require_manifest, stage_manifest, up_to_date, utc_now,
-    write_manifest,
-)
-from .parquet_io import PARQUET_OPTS
-from .plan import STAGE as PLAN_STAGE
-from .plan import load_plan
-from .spec import LoadedSpec
-from .storage import discard_dir, new_staging_dir, publish_dir, sha256_file
-from .tokenizer import built_tokenizer
+from corpusmix.core.indexed import IndexedReader, IndexedWriter
+from corpusmix.core.manifest import manifest_path, output_ref, read_manifest, require_manifest
+from corpusmix.core.parquet_io import PARQUET_OPTS
+from corpusmix.mixture.plan import load_plan
+from corpusmix.core.spec import LoadedSpec
+from corpusmix.core.stage import Built, Stage, StageRun
+from corpusmix.core.storage import sha256_file
+from corpusmix.stages.tokenizer import built_tokenizer
 
-log = logging.getLogger("corpusmix.mix")
 
-STAGE = "mixed_shards"
-UPSTREAM = "tokenize"
+NAME = "mixed_shards"
 DRAW_BLOCK = 4096  # documents drawn from a source's permutation at a time
 LINEAGE_SCHEMA = pa.schema([
     ("stream_start", pa.int64()), ("n_tokens", pa.int64()), ("shard", pa.int32()), ("sequence", pa.int64()),
@@ -144,7 +136,7 @@ class _Source:
 def _open_sources(loaded: LoadedSpec) -> tuple[list[_Source], list[dict]]:
     sources, ups = [], []
     for name in loaded.source_names:
-        m = require_manifest(loaded.manifest_root, UPSTREAM, name)[1]
+        m = require_manifest(loaded.manifest_root, "tokenize", name)[1]
         ups.append(m)
         out = {o["kind"]: o for o in m["outputs"]}
         reader = IndexedReader((loaded.storage_root / out["token_bin"]["path"]).with_suffix(""))
@@ -282,31 +274,23 @@ class _ShardWriter:
             self._pool.shutdown(wait=True)
 
 
-def mix_key(loaded: LoadedSpec) -> tuple[dict, str]:
-    """Config and content key of the shards: plan and tokenizer versions, shard size, every tokenize version."""
-    stage_cfg = {"plan": require_manifest(loaded.manifest_root, PLAN_STAGE, None)[1]["version"],
-                 "tokenizer": require_manifest(loaded.manifest_root, "tokenizer", None)[1]["version"],
-                 "shard_tokens": loaded.spec.output.shard_tokens}
-    versions = [require_manifest(loaded.manifest_root, UPSTREAM, s)[1]["version"] for s in loaded.source_names]
-    return stage_cfg, content_key(stage_cfg, versions)
+def shards_config(loaded: LoadedSpec, partition: None) -> dict:
+    """The shard size; the plan, tokenizer and token stores come in as upstream versions."""
+    return {"shard_tokens": loaded.spec.output.shard_tokens}
 
 
-def mix_stage(loaded: LoadedSpec, progress: Callable[[str], None] | None = None) -> tuple[dict, Path]:
-    """Materialize the mixed shards for the plan the ``mixture_plan`` asset published."""
-    progress = progress or log.info
-    started, t0 = utc_now(), time.perf_counter()
-    stage_cfg, version = mix_key(loaded)
-    if hit := up_to_date(loaded, STAGE, None, version, progress):
-        return hit
-    plan, plan_manifest = load_plan(loaded)
-    tok, tok_manifest = built_tokenizer(loaded)
+def build_shards(ctx: StageRun) -> Built:
+    """The mixed shards for the plan the ``mixture_plan`` stage published."""
+    loaded, staging = ctx.loaded, ctx.staging
+    plan, _ = load_plan(loaded)
+    tok, _ = built_tokenizer(loaded)
     sources, ups = _open_sources(loaded)
     if [s.name for s in sources] != plan["sources"]:
-        raise ValueError(f"the plan's sources {plan['sources']} differ from the spec's; rematerialize {PLAN_STAGE}")
+        raise ValueError(f"the plan's sources {plan['sources']} differ from the spec's; rematerialize mixture_plan")
     for s in sources:
         if plan["per_source"][s.name]["available"] != int(s.sizes.sum()):
             raise ValueError(f"{s.name}: the plan counts {plan['per_source'][s.name]['available']} tokens, the token "
-                             f"store {int(s.sizes.sum())}; rematerialize {PLAN_STAGE}")
+                             f"store {int(s.sizes.sum())}; rematerialize mixture_plan")
     shard_tokens = loaded.spec.output.shard_tokens
     total = plan["budget"] + 1  # the last sample's last target
     x = np.array(plan["grid"]["x"])
@@ -315,10 +299,8 @@ def mix_stage(loaded: LoadedSpec, progress: Callable[[str], None] | None = None)
     names = [ph["name"] for ph in plan["phases"]]
     cursors = [_Cursor(s.name, plan["seed"], s.sizes, x, np.array(plan["grid"]["cumulative"][s.name]))
                for s in sources]
-    progress(f"[mixed_shards] {total - 1:,} tokens + 1 in shards of {shard_tokens:,} from {len(sources)} sources, "
+    ctx.say(f"{total - 1:,} tokens + 1 in shards of {shard_tokens:,} from {len(sources)} sources, "
              f"phases {names}")
-    out_parent = loaded.storage_root / STAGE
-    staging = new_staging_dir(out_parent)
     position = 0
     try:
         writer = _ShardWriter(staging, sources, tok, names, bounds)
@@ -355,37 +337,29 @@ def mix_stage(loaded: LoadedSpec, progress: Callable[[str], None] | None = None)
                 while writer.shard < k:
                     writer.flush()
                 writer.add({key: v[sel] for key, v in rows.items()})
-            progress(f"[mixed_shards] {position:,} / {total:,} tokens placed")
+            ctx.say(f"{position:,} / {total:,} tokens placed")
         writer.flush()
         writer.close()
         realised = realised_vs_target(plan, writer.shard_info)
-        publish_dir(staging, out_parent / version)
     except BaseException:
         if "writer" in locals():
             with contextlib.suppress(Exception):  # the first error is the one to report
                 writer.close()
-        discard_dir(staging)
         raise
-    elapsed = time.perf_counter() - t0
-    manifest = stage_manifest(
-        loaded=loaded, asset=STAGE, partition=None, version=version, stage_cfg=stage_cfg, started=started, t0=t0,
-        timing={"tokens_per_s": round(total / max(elapsed, 1e-9), 1)},
+    worst = max((abs(r["deviation"]) / max(r["tolerance"], 1) for ph in realised for r in ph["sources"].values()),
+                default=0.0)
+    return Built(
         inputs=[{"path": o["path"], "sha256": o["sha256"], "bytes": o["bytes"],
-                 "upstream_manifest": f"{UPSTREAM}/{m['partition']}.json"}
+                 "upstream_manifest": f"tokenize/{m['partition']}.json"}
                 for m in ups for o in m["outputs"] if o["kind"] in ("token_bin", "token_index")],
-        outputs=[output_ref(f"{STAGE}/{version}", o, o["kind"], o["tokens"]) for o in writer.outputs],
+        outputs=[output_ref(o, o["kind"], o["tokens"]) for o in writer.outputs],
         counts={"tokens_out": total, "shards": writer.shard, "samples": plan["samples"],
                 "documents_started": sum(i["documents_started"] for i in writer.shard_info),
                 "sequences": sum(i["sequences"] for i in writer.shard_info)},
-        rates={}, token_counting={"method": "exact", "tokenizer_sha256": tok.sha256}, reasons={},
+        token_counting={"method": "exact", "tokenizer_sha256": tok.sha256},
         details={"phases": realised, "shards": writer.shard_info, "seq_len": plan["seq_len"],
-                 "dtype": tok.dtype.name, "eos_id": tok.eos_id})
-    manifest, path = write_manifest(loaded.manifest_root, manifest)
-    worst = max((abs(r["deviation"]) / max(r["tolerance"], 1) for ph in realised for r in ph["sources"].values()),
-                default=0.0)
-    progress(f"[mixed_shards] {writer.shard} shards, {total:,} tokens, {elapsed:.1f} s; worst per-phase deviation "
-             f"{worst:.2f} of its tolerance; manifest {path}")
-    return manifest, path
+                 "dtype": tok.dtype.name, "eos_id": tok.eos_id},
+        summary=f"{writer.shard} shards, {total:,} tokens; worst per-phase deviation {worst:.2f} of its tolerance")
 
 
 def quota_tolerance(target: float, longest_document: int) -> float:
@@ -427,7 +401,7 @@ def check_on_target(loaded: LoadedSpec) -> list[dict]:
     import duckdb
 
     plan, _ = load_plan(loaded)
-    m = read_manifest(manifest_path(loaded.manifest_root, STAGE, None))
+    m = read_manifest(manifest_path(loaded.manifest_root, NAME, None))
     files = [str(loaded.storage_root / o["path"]) for o in m["outputs"] if o["kind"] == "lineage"]
     con = duckdb.connect()
     got = con.execute("SELECT phase, source, sum(n_tokens)::BIGINT FROM read_parquet(?) GROUP BY ALL",
@@ -443,3 +417,7 @@ def check_on_target(loaded: LoadedSpec) -> list[dict]:
             if abs(n - target) > tol:
                 off.append({"phase": ph["name"], "source": s, "target": target, "realised": n, "tolerance": tol})
     return off
+
+
+STAGE = Stage(name=NAME, scope="global", upstream=("mixture_plan", "tokenizer", "tokenize"), config=shards_config,
+              build=build_shards, module=__name__)

@@ -155,14 +155,14 @@ class Tokenizer(_Strict):
     eos_token: str = "<|endoftext|>"
     encoder: Literal["auto", "huggingface"] = Field(
         "auto", description="'auto': tiktoken's faster BPE where it is checked to give the same ids as the "
-                            "tokenizers library (see corpusmix.fast_bpe); 'huggingface': always the tokenizers library.")
+                            "tokenizers library (see corpusmix.stages.fast_bpe); 'huggingface': always the tokenizers library.")
 
 
 BASELINES = ("equal", "tokens", "documents", "temperature", "unimax")
 
 
 class Baseline(_Strict):
-    """Weights computed from the data instead of written by hand (see ``corpusmix.plan``)."""
+    """Weights computed from the data instead of written by hand (see ``corpusmix.mixture.plan``)."""
 
     baseline: Literal["equal", "tokens", "documents", "temperature", "unimax"]
     temperature: float = Field(1.0, gt=0, description="For 'temperature': weights n_i^(1/T) over source sizes.")
@@ -511,7 +511,7 @@ def _semantic_issues(loaded: LoadedSpec, check_files: bool) -> list[SpecIssue]:
     if spec.output.shard_tokens <= 0:
         issues.append(SpecIssue("output.shard_tokens", f"must be positive (got {spec.output.shard_tokens})",
                                 "use e.g. 134217728 tokens per shard"))
-    from .quality_rules import RULES  # the rule catalogue is part of the spec's vocabulary
+    from corpusmix.stages.quality_rules import RULES  # the rule catalogue is part of the spec's vocabulary
 
     for i, src in enumerate(spec.sources):
         for j, name in enumerate(src.filters.rules or []):

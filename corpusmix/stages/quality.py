@@ -24,11 +24,9 @@ import functools
 import hashlib
 import heapq
 import itertools
-import logging
 import operator
-import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,19 +37,15 @@ import pyarrow.parquet as pq
 
 from schemas.tables import ARROW_SCHEMAS, QUALITY_DOCUMENTS, REJECTIONS, validate_table
 
-from .dedup import cross_source_drops
-from .executor import open_executor
-from .manifest import content_key, downstream_manifest, require_manifest, up_to_date, utc_now, write_manifest
-from .parquet_io import PartWriter, write_parquet
-from .quality_rules import evaluate, resolve_rules
-from .spec import LoadedSpec, canonical_hash
-from .storage import discard_dir, new_staging_dir, publish_dir
-from .tokencount import TokenEstimate
+from corpusmix.core.manifest import require_manifest
+from corpusmix.core.parquet_io import PartWriter, write_parquet
+from corpusmix.stages.quality_rules import evaluate, resolve_rules
+from corpusmix.core.spec import LoadedSpec, canonical_hash
+from corpusmix.core.stage import Built, Stage, StageRun, documents_built
+from corpusmix.stages.cross_source_dedup import cross_source_drops
+from corpusmix.stages.tokencount import TokenEstimate
 
-log = logging.getLogger("corpusmix.quality")
 
-STAGE = "quality"
-UPSTREAM = "dedup"
 DOCS_SCHEMA = ARROW_SCHEMAS["quality_documents"]
 REJ_SCHEMA = ARROW_SCHEMAS["rejections"]
 CROSS = "cross_source_duplicate"
@@ -185,77 +179,61 @@ def _filter_part(flt: _Filter, item: tuple[int, str]) -> _PartResult:
     return _PartResult(parts=writer.close(), rejections=rej, tally=tally)
 
 
-def quality_key(loaded: LoadedSpec, source_name: str, drops: frozenset[str] | None = None) -> tuple[dict, str]:
-    """Config and content key of a source's quality stage: its resolved rules, its dedup version and
-    its own cross-source drop list (not the whole list: a change in another source that drops
-    nothing here leaves this partition current). ``drops``: that list, when the caller has read it."""
+def quality_config(loaded: LoadedSpec, source_name: str) -> dict:
+    """The source's resolved rules (defaults filled in: a changed default changes the key)."""
     source = loaded.source(source_name)
-    up = require_manifest(loaded.manifest_root, UPSTREAM, source_name)[1]
-    stage_cfg = {"rules": resolve_rules(source.kind, source.filters.rules, source.filters.overrides),
-                 "source": source_name, "audit_samples": loaded.spec.quality.audit_samples}
-    drops = cross_source_drops(loaded, source_name) if drops is None else drops
-    return stage_cfg, content_key(stage_cfg, [up["version"], canonical_hash(sorted(drops))])
+    return {"rules": resolve_rules(source.kind, source.filters.rules, source.filters.overrides),
+            "source": source_name, "audit_samples": loaded.spec.quality.audit_samples}
 
 
-def quality_source(loaded: LoadedSpec, source_name: str,
-                   progress: Callable[[str], None] | None = None) -> tuple[dict, Path]:
-    """Build the quality partition of one source; returns (manifest, manifest path).
+def quality_inputs(loaded: LoadedSpec, source_name: str) -> list[str]:
+    """The dedup version and this source's own cross-source drop list, not the cross-source version:
+    a change in another source that drops nothing here leaves this partition current."""
+    up = require_manifest(loaded.manifest_root, "dedup", source_name)[1]
+    return [up["version"], canonical_hash(sorted(cross_source_drops(loaded, source_name)))]
 
-    One unit per dedup part on the spec's executor (``execution``); the outputs
-    are the same bytes whatever the backend or the number of workers.
-    """
-    progress = progress or log.info
-    source = loaded.source(source_name)
-    started, t0 = utc_now(), time.perf_counter()
-    up_path, up = require_manifest(loaded.manifest_root, UPSTREAM, source.name)
-    drops = frozenset(cross_source_drops(loaded, source.name))
-    stage_cfg, version = quality_key(loaded, source.name, drops)
-    rules, k = stage_cfg["rules"], stage_cfg["audit_samples"]
-    if hit := up_to_date(loaded, STAGE, source.name, version, progress):
-        return hit
+
+def build_quality(ctx: StageRun) -> Built:
+    """One unit per dedup part on the executor; the outputs are the same bytes whatever the
+    backend or the number of workers."""
+    loaded, source = ctx.loaded, ctx.partition
+    up_path, up = ctx.upstream("dedup")
+    drops = frozenset(cross_source_drops(loaded, source))
+    rules, k = ctx.config["rules"], ctx.config["audit_samples"]
     est = TokenEstimate.from_manifest(up)
     parts = [str(loaded.storage_root / o["path"]) for o in up["outputs"] if o["kind"] == "documents"]
-    progress(f"[{source.name}] quality: {len(rules)} rules ({', '.join(rules)}) on "
-             f"{up['counts']['documents_out']} documents in {len(parts)} part(s); "
-             f"{len(drops)} cross-source duplicates to drop")
+    ctx.say(f"{len(rules)} rules ({', '.join(rules)}) on {up['counts']['documents_out']} documents in "
+            f"{len(parts)} part(s); {len(drops)} cross-source duplicates to drop")
     total = _Tally.empty(rules)
     doc_parts: list[dict] = []
     rejections = [REJ_SCHEMA.empty_table()]  # concat_tables needs one, for a source without parts
-    out_parent = loaded.storage_root / STAGE / source.name
-    staging = new_staging_dir(out_parent)
-    try:
-        flt = _Filter(source=source.name, rules=rules, drops=drops, audit_samples=k,
-                      part_bytes=loaded.spec.ingest.part_bytes, staging=str(staging))
-        with open_executor(loaded.spec.execution, len(parts), shared=loaded.storage_root) as executor:
-            for i, res in enumerate(executor.map(functools.partial(_filter_part, flt), enumerate(parts)), 1):
-                doc_parts += res.parts
-                rejections.append(res.rejections)
-                total.add(res.tally, k)
-                progress(f"[{source.name}] quality: part {i}/{len(parts)}: {res.tally.n_out}/{res.tally.n_in} kept")
-        # one chunk, as one from_pylist would give: the file's bytes must not depend on the number of parts
-        rej = pa.concat_tables(rejections).combine_chunks()
-        rej_out = write_parquet(rej, staging / "rejections.parquet")
-        audit_rows = [{"rule": r, "doc_id": x["doc_id"], "value": x["value"], "head": x["head"]}
-                      for r, v in total.audit.items() for _, x in v]
-        audit_out = write_parquet(pa.Table.from_pylist(audit_rows, schema=AUDIT_SCHEMA), staging / "audit.parquet")
-        publish_dir(staging, out_parent / version)
-    except BaseException:
-        discard_dir(staging)
-        raise
-    manifest = downstream_manifest(
-        loaded=loaded, asset=STAGE, partition=source.name, version=version, stage_cfg=stage_cfg, upstream=up,
-        upstream_path=up_path, doc_parts=doc_parts,
-        tables=[("rejections.parquet", "rejections", rej_out), ("audit.parquet", "audit", audit_out)],
-        docs=(total.n_in, total.n_out), text_bytes=(total.bytes_in, total.bytes_out), estimate=est,
-        started=started, t0=t0)
-    manifest["counts"]["rejected"] = total.n_in - total.n_out
-    manifest["reasons"] = {r: {"records": d, "bytes": b, "tokens": est.tokens(b), "only_this_rule": only}
-                           for r, (d, b, only) in total.per_rule.items() if d}
-    manifest["details"] = {"rules": rules,
-                           "overlap": [{"rule_a": a, "rule_b": b, "documents": n}
-                                       for (a, b), n in sorted(total.overlap.items())],
-                           "audit": {r: [x for _, x in v] for r, v in total.audit.items() if v}}
-    manifest, path = write_manifest(loaded.manifest_root, manifest)
-    progress(f"[{source.name}] quality done: {total.n_out}/{total.n_in} kept, token acceptance "
-             f"{manifest['rates']['token_acceptance'] or 0:.4f}; manifest {path}")
-    return manifest, path
+    flt = _Filter(source=source, rules=rules, drops=drops, audit_samples=k,
+                  part_bytes=loaded.spec.ingest.part_bytes, staging=str(ctx.staging))
+    with ctx.executor(len(parts)) as executor:
+        for i, res in enumerate(executor.map(functools.partial(_filter_part, flt), enumerate(parts)), 1):
+            doc_parts += res.parts
+            rejections.append(res.rejections)
+            total.add(res.tally, k)
+            ctx.say(f"part {i}/{len(parts)}: {res.tally.n_out}/{res.tally.n_in} kept")
+    # one chunk, as one from_pylist would give: the file's bytes must not depend on the number of parts
+    rej_out = write_parquet(pa.concat_tables(rejections).combine_chunks(), ctx.staging / "rejections.parquet")
+    audit_rows = [{"rule": r, "doc_id": x["doc_id"], "value": x["value"], "head": x["head"]}
+                  for r, v in total.audit.items() for _, x in v]
+    audit_out = write_parquet(pa.Table.from_pylist(audit_rows, schema=AUDIT_SCHEMA), ctx.staging / "audit.parquet")
+    built = documents_built(
+        ctx, (up_path, up), doc_parts, [("rejections", rej_out), ("audit", audit_out)],
+        docs=(total.n_in, total.n_out), text_bytes=(total.bytes_in, total.bytes_out), estimate=est, summary="")
+    built.counts["rejected"] = total.n_in - total.n_out
+    built.reasons = {r: {"records": d, "bytes": b, "tokens": est.tokens(b), "only_this_rule": only}
+                     for r, (d, b, only) in total.per_rule.items() if d}
+    built.details = {"rules": rules,
+                     "overlap": [{"rule_a": a, "rule_b": b, "documents": n}
+                                 for (a, b), n in sorted(total.overlap.items())],
+                     "audit": {r: [x for _, x in v] for r, v in total.audit.items() if v}}
+    built.summary = (f"{total.n_out}/{total.n_in} kept, token acceptance "
+                     f"{built.rates['token_acceptance'] or 0:.4f}")
+    return built
+
+
+STAGE = Stage(name="quality", scope="source", upstream=("dedup", "cross_source_dedup"), config=quality_config,
+              inputs=quality_inputs, build=build_quality, module=__name__)

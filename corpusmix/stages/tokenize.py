@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import functools
 import itertools
-import logging
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,20 +32,15 @@ import pyarrow.parquet as pq
 
 from schemas.tables import ARROW_SCHEMAS, TOKENIZED_DOCUMENTS, validate_table
 
-from .executor import open_executor
-from .indexed import IndexedWriter
-from .manifest import (
-    content_key, input_refs, output_ref, require_manifest, stage_manifest, up_to_date, utc_now, write_manifest,
-)
-from .parquet_io import PARQUET_OPTS
-from .spec import LoadedSpec
-from .storage import discard_dir, new_staging_dir, publish_dir, sha256_file
-from .tokenizer import PIECE_CHARS, TokenizerInfo, built_tokenizer, pieces
+from corpusmix.core.indexed import IndexedWriter
+from corpusmix.core.manifest import input_refs, output_ref, require_manifest
+from corpusmix.core.parquet_io import PARQUET_OPTS
+from corpusmix.core.spec import LoadedSpec
+from corpusmix.core.stage import Built, Stage, StageRun
+from corpusmix.core.storage import sha256_file
+from corpusmix.stages.tokenizer import PIECE_CHARS, TokenizerInfo, built_tokenizer, pieces
 
-log = logging.getLogger("corpusmix.tokenize")
 
-STAGE = "tokenize"
-UPSTREAM = "quality"
 PREFIX = "tokens"
 DOCS_FILE = "documents.parquet"
 DOCS_SCHEMA = ARROW_SCHEMAS["tokenized_documents"]
@@ -158,85 +151,61 @@ def _tokenize_part(info: TokenizerInfo, part: Path) -> _TokenizedPart:
                           (empty_docs, empty_bytes))
 
 
-def tokenize_key(loaded: LoadedSpec, source_name: str) -> tuple[dict, str]:
-    """Config and content key of a source's tokenize stage: the tokenizer and the quality version."""
-    up = require_manifest(loaded.manifest_root, UPSTREAM, source_name)[1]
-    tok = require_manifest(loaded.manifest_root, "tokenizer", None)[1]
-    d = tok["details"]
-    stage_cfg = {"source": source_name, "piece_chars": PIECE_CHARS if d["split_long_documents"] else None,
-                 "tokenizer_sha256": tok["outputs"][0]["sha256"], "eos_id": d["eos_id"]}
-    return stage_cfg, content_key(stage_cfg, [up["version"], tok["version"]])
+def tokenize_config(loaded: LoadedSpec, source_name: str) -> dict:
+    """The tokenizer's identity and the cut rule (its version is in the upstream identity too)."""
+    d = require_manifest(loaded.manifest_root, "tokenizer", None)[1]
+    details = d["details"]
+    return {"source": source_name, "piece_chars": PIECE_CHARS if details["split_long_documents"] else None,
+            "tokenizer_sha256": d["outputs"][0]["sha256"], "eos_id": details["eos_id"]}
 
 
-def tokenize_source(loaded: LoadedSpec, source_name: str,
-                    progress: Callable[[str], None] | None = None) -> tuple[dict, Path]:
-    """Build the tokenize partition of one source; returns (manifest, manifest path).
-
-    Memory: each result holds one part's tokens (``_tokenize_part``), and the
-    executors keep at most 2 x workers results in flight.
-    """
-    progress = progress or log.info
-    source = loaded.source(source_name)
-    started, t0 = utc_now(), time.perf_counter()
-    up_path, up = require_manifest(loaded.manifest_root, UPSTREAM, source.name)
-    info, tok_manifest = built_tokenizer(loaded)
-    stage_cfg, version = tokenize_key(loaded, source.name)
-    if hit := up_to_date(loaded, STAGE, source.name, version, progress):
-        return hit
+def build_tokenize(ctx: StageRun) -> Built:
+    """Memory: each result holds one part's tokens (``_tokenize_part``), and the executors keep
+    at most 2 x workers results in flight."""
+    loaded = ctx.loaded
+    up_path, up = ctx.upstream("quality")
+    info, _ = built_tokenizer(loaded)
     parts = [loaded.storage_root / o["path"] for o in up["outputs"] if o["kind"] == "documents"]
-    progress(f"[{source.name}] tokenize: {up['counts']['documents_out']} documents, "
-             f"{up['counts']['bytes_out'] / 1e6:.1f} MB with {info.path.name} (vocab {info.vocab_size}, "
-             f"{info.dtype.name}, EOS {info.eos_id}, encoder {info.encoder})")
-    out_parent = loaded.storage_root / STAGE / source.name
-    staging = new_staging_dir(out_parent)
+    ctx.say(f"{up['counts']['documents_out']} documents, {up['counts']['bytes_out'] / 1e6:.1f} MB with "
+            f"{info.path.name} (vocab {info.vocab_size}, {info.dtype.name}, EOS {info.eos_id}, encoder {info.encoder})")
     n_in = n_out = bytes_in = bytes_out = text_tokens = 0
     empty = [0, 0]  # documents and bytes that encode to no token at all
-    try:
-        writer = IndexedWriter(staging / PREFIX, info.dtype)
-        docs = pq.ParquetWriter(staging / DOCS_FILE, DOCS_SCHEMA, **PARQUET_OPTS)
-        # One unit per part; appending in part order makes the files independent of the backend.
-        with open_executor(loaded.spec.execution, len(parts), shared=loaded.storage_root,
-                           multithreaded_units=True) as executor:
-            for i, res in enumerate(executor.map(functools.partial(_tokenize_part, info), parts), 1):
-                lengths = res.docs.column("n_tokens").to_numpy()
-                sequences = pa.array(np.arange(writer.sequences, writer.sequences + len(lengths)))
-                table = res.docs.add_column(1, "sequence", sequences)
-                validate_table(table, TOKENIZED_DOCUMENTS)
-                writer.add(res.tokens, lengths)
-                docs.write_table(table, row_group_size=max(1, table.num_rows))
-                n_in += res.documents_in
-                bytes_in += res.bytes_in
-                empty[0] += res.empty[0]
-                empty[1] += res.empty[1]
-                n_out += len(lengths)
-                bytes_out += res.bytes_in - res.empty[1]
-                text_tokens += len(res.tokens) - len(lengths)
-                progress(f"[{source.name}] tokenize: part {i}/{len(parts)}, {n_in} documents, "
-                         f"{writer.tokens:,} tokens so far")
-        writer.close()
-        docs.close()
-        outs = [{"name": f"{PREFIX}.bin", "kind": "token_bin", "rows": writer.sequences, "tokens": writer.tokens},
-                {"name": f"{PREFIX}.idx", "kind": "token_index", "rows": writer.sequences, "tokens": 0},
-                {"name": DOCS_FILE, "kind": "token_documents", "rows": n_out, "tokens": 0}]
-        for o in outs:
-            o |= {"sha256": sha256_file(staging / o["name"]), "bytes": (staging / o["name"]).stat().st_size}
-        publish_dir(staging, out_parent / version)
-    except BaseException:
-        discard_dir(staging)
-        raise
-    elapsed = time.perf_counter() - t0
+    writer = IndexedWriter(ctx.staging / PREFIX, info.dtype)
+    docs = pq.ParquetWriter(ctx.staging / DOCS_FILE, DOCS_SCHEMA, **PARQUET_OPTS)
+    # One unit per part; appending in part order makes the files independent of the backend.
+    with ctx.executor(len(parts), multithreaded_units=True) as executor:
+        for i, res in enumerate(executor.map(functools.partial(_tokenize_part, info), parts), 1):
+            lengths = res.docs.column("n_tokens").to_numpy()
+            sequences = pa.array(np.arange(writer.sequences, writer.sequences + len(lengths)))
+            table = res.docs.add_column(1, "sequence", sequences)
+            validate_table(table, TOKENIZED_DOCUMENTS)
+            writer.add(res.tokens, lengths)
+            docs.write_table(table, row_group_size=max(1, table.num_rows))
+            n_in += res.documents_in
+            bytes_in += res.bytes_in
+            empty[0] += res.empty[0]
+            empty[1] += res.empty[1]
+            n_out += len(lengths)
+            bytes_out += res.bytes_in - res.empty[1]
+            text_tokens += len(res.tokens) - len(lengths)
+            ctx.say(f"part {i}/{len(parts)}, {n_in} documents, {writer.tokens:,} tokens so far")
+    writer.close()
+    docs.close()
+    outs = [{"name": f"{PREFIX}.bin", "kind": "token_bin", "rows": writer.sequences, "tokens": writer.tokens},
+            {"name": f"{PREFIX}.idx", "kind": "token_index", "rows": writer.sequences, "tokens": 0},
+            {"name": DOCS_FILE, "kind": "token_documents", "rows": n_out, "tokens": 0}]
+    for o in outs:
+        o |= {"sha256": sha256_file(ctx.staging / o["name"]), "bytes": (ctx.staging / o["name"]).stat().st_size}
     estimated = up["counts"]["tokens_out"]  # the earlier stages' estimate for exactly these documents
-    tokens_in = text_tokens  # documents with no token contribute none
-    manifest = stage_manifest(
-        loaded=loaded, asset=STAGE, partition=source.name, version=version, stage_cfg=stage_cfg, started=started,
-        t0=t0, timing={"text_mb_per_s": round(bytes_in / 1e6 / max(elapsed, 1e-9), 2)},
+    err = (estimated - text_tokens) / text_tokens if text_tokens else None
+    return Built(
         inputs=input_refs(loaded, up_path, up),
-        outputs=[output_ref(f"{STAGE}/{source.name}/{version}", o, o["kind"], o["tokens"]) for o in outs],
+        outputs=[output_ref(o, o["kind"], o["tokens"]) for o in outs],
         counts={"documents_in": n_in, "documents_out": n_out, "bytes_in": bytes_in, "bytes_out": bytes_out,
-                "tokens_in": tokens_in, "tokens_out": text_tokens, "tokens_stored": writer.tokens,
+                "tokens_in": text_tokens, "tokens_out": text_tokens, "tokens_stored": writer.tokens,
                 "eos_tokens": n_out},
         rates={"document_acceptance": n_out / n_in if n_in else None,
-               "token_acceptance": text_tokens / tokens_in if tokens_in else None},
+               "token_acceptance": 1.0 if text_tokens else None},  # documents with no token contribute none
         token_counting={"method": "exact", "tokenizer_sha256": info.sha256,
                         "description": f"exact: {info.path.name} (sha256 {info.sha256[:12]}…), "
                                        f"EOS {info.eos_id} appended to every document"},
@@ -247,10 +216,10 @@ def tokenize_source(loaded: LoadedSpec, source_name: str,
                  "bytes_per_token": round(bytes_out / text_tokens, 4) if text_tokens else None,
                  "estimate_check": {"estimate": up["token_counting"].get("description", up["token_counting"]["method"]),
                                     "estimated_tokens": estimated, "exact_tokens": text_tokens,
-                                    "relative_error": (estimated - text_tokens) / text_tokens if text_tokens else None}})
-    manifest, path = write_manifest(loaded.manifest_root, manifest)
-    err = manifest["details"]["estimate_check"]["relative_error"]
-    progress(f"[{source.name}] tokenize done: {n_out} documents, {writer.tokens:,} tokens ({text_tokens:,} + "
-             f"{n_out} EOS), {bytes_in / 1e6 / max(elapsed, 1e-9):.1f} MB/s; earlier estimate off by "
-             f"{100 * (err or 0):+.2f}%; manifest {path}")
-    return manifest, path
+                                    "relative_error": err}},
+        summary=f"{n_out} documents, {writer.tokens:,} tokens ({text_tokens:,} + {n_out} EOS); earlier estimate off "
+                f"by {100 * (err or 0):+.2f}%")
+
+
+STAGE = Stage(name="tokenize", scope="source", upstream=("quality", "tokenizer"), config=tokenize_config,
+              build=build_tokenize, module=__name__)

@@ -23,10 +23,9 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import logging
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,18 +33,15 @@ import numpy as np
 import orjson
 import pyarrow.parquet as pq
 
-from . import fast_bpe
-from .indexed import token_dtype
-from .manifest import (
-    content_key, input_refs, output_ref, require_manifest, stage_manifest, up_to_date, utc_now, write_manifest,
-)
-from .spec import LoadedSpec
-from .storage import discard_dir, new_staging_dir, publish_dir, sha256_file
+from corpusmix.stages import fast_bpe
+from corpusmix.core.indexed import token_dtype
+from corpusmix.core.manifest import input_refs, output_ref, require_manifest
+from corpusmix.core.spec import LoadedSpec
+from corpusmix.core.stage import Built, Stage, StageRun
+from corpusmix.core.storage import sha256_file
 
-log = logging.getLogger("corpusmix.tokenizer")
 
-STAGE = "tokenizer"
-UPSTREAM = "quality"
+NAME = "tokenizer"
 FILE_NAME = "tokenizer.json"
 PIECE_CHARS = 32_768  # longest piece sent to the encoder (~8k tokens: a few ms of one thread)
 # Texts whose cut points stress a pre-tokenizer: whitespace runs, contractions, digits, punctuation, non-Latin.
@@ -181,7 +177,7 @@ def training_sample(loaded: LoadedSpec, stats: dict[str, list[int]]) -> Iterator
     ``stats`` receives [documents, bytes] per source as the stream is consumed.
     """
     cfg = loaded.spec.tokenizer.train
-    ups = [require_manifest(loaded.manifest_root, UPSTREAM, s)[1] for s in loaded.source_names]
+    ups = [require_manifest(loaded.manifest_root, "quality", s)[1] for s in loaded.source_names]
     total = sum(u["counts"]["bytes_out"] for u in ups)
     threshold = _sample_threshold(cfg.sample_bytes / max(1, total))
     for name, up in zip(loaded.source_names, ups):
@@ -212,90 +208,74 @@ def train_bpe(texts: Iterator[str], vocab_size: int, special_tokens: list[str], 
     return tok
 
 
-def _tokenizer_key(loaded: LoadedSpec) -> tuple[dict, str, list[dict]]:
+def tokenizer_config(loaded: LoadedSpec, partition: None) -> dict:
+    """The file's sha256 (its path does not matter), or the training settings."""
     spec_tok = loaded.spec.tokenizer
     if spec_tok.path is not None:
-        src = loaded.resolve(spec_tok.path)
-        inputs = [{"path": str(src), "sha256": sha256_file(src), "bytes": src.stat().st_size,
-                   "upstream_manifest": None}]
-        stage_cfg = {"origin": "file", "sha256": inputs[0]["sha256"], "eos_token": spec_tok.eos_token,
-                     "encoder": spec_tok.encoder}
-        return stage_cfg, content_key(stage_cfg, []), inputs
-    up_manifests = [require_manifest(loaded.manifest_root, UPSTREAM, s) for s in loaded.source_names]
-    stage_cfg = {"origin": "trained", "train": spec_tok.train.model_dump(mode="json"), "eos_token": spec_tok.eos_token,
-                 "encoder": spec_tok.encoder}
-    return (stage_cfg, content_key(stage_cfg, [m["version"] for _, m in up_manifests]),
-            [ref for p, m in up_manifests for ref in input_refs(loaded, p, m)])
+        return {"origin": "file", "sha256": sha256_file(loaded.resolve(spec_tok.path)), "eos_token": spec_tok.eos_token,
+                "encoder": spec_tok.encoder}
+    return {"origin": "trained", "train": spec_tok.train.model_dump(mode="json"), "eos_token": spec_tok.eos_token,
+            "encoder": spec_tok.encoder}
 
 
-def tokenizer_key(loaded: LoadedSpec) -> tuple[dict, str]:
-    """Config and content key of the tokenizer: the file's sha256, or the training config and every quality version."""
-    stage_cfg, version, _ = _tokenizer_key(loaded)
-    return stage_cfg, version
+def tokenizer_upstream(spec) -> tuple[str, ...]:
+    """A trained tokenizer reads every source's filtered documents; a tokenizer file reads nothing."""
+    return ("quality",) if spec.tokenizer.path is None else ()
 
 
-def tokenizer_stage(loaded: LoadedSpec, progress: Callable[[str], None] | None = None) -> tuple[dict, Path]:
-    """Publish the build's tokenizer (copied or trained) and its manifest."""
-    progress = progress or log.info
-    spec_tok = loaded.spec.tokenizer
-    started, t0 = utc_now(), time.perf_counter()
-    stage_cfg, version, inputs = _tokenizer_key(loaded)
-    if hit := up_to_date(loaded, STAGE, None, version, progress):
-        return hit
-    out_parent = loaded.storage_root / STAGE
-    staging = new_staging_dir(out_parent)
+def build_tokenizer(ctx: StageRun) -> Built:
+    """Publish the build's tokenizer (copied or trained)."""
+    loaded, spec_tok, staging = ctx.loaded, ctx.loaded.spec.tokenizer, ctx.staging
     details: dict = {"eos_token": spec_tok.eos_token}
     counts: dict[str, int] = {}
-    try:
-        if spec_tok.path is not None:
-            src = loaded.resolve(spec_tok.path)
-            shutil.copyfile(src, staging / FILE_NAME)
-            details["origin"] = f"file {src}"
-            progress(f"[tokenizer] using {src} (sha256 {inputs[0]['sha256'][:16]}…)")
-        else:
-            cfg = spec_tok.train
-            progress(f"[tokenizer] training a byte-level BPE (vocab {cfg.vocab_size}) on a seeded "
-                     f"~{cfg.sample_bytes / 2**20:.0f} MiB sample of {len(loaded.source_names)} sources")
-            stats: dict[str, list[int]] = {}
-            t_train = time.perf_counter()
-            tok = train_bpe(training_sample(loaded, stats), cfg.vocab_size, cfg.special_tokens, cfg.min_frequency)
-            tok.save(str(staging / FILE_NAME))
-            counts = {"documents_in": sum(d for d, _ in stats.values()), "bytes_in": sum(b for _, b in stats.values())}
-            details |= {"origin": "trained", "train": stage_cfg["train"],
-                        "sample": {s: {"documents": d, "bytes": b} for s, (d, b) in stats.items()},
-                        "train_seconds": round(time.perf_counter() - t_train, 3)}
-            progress(f"[tokenizer] trained on {counts['documents_in']} documents ({counts['bytes_in']} bytes) "
-                     f"in {details['train_seconds']} s")
-        encoder, encoder_note = choose_encoder(staging / FILE_NAME, spec_tok.encoder)
-        info = describe(staging / FILE_NAME, spec_tok.eos_token, encoder)
-        out = {"name": FILE_NAME, "rows": info.vocab_size, "sha256": info.sha256,
-               "bytes": (staging / FILE_NAME).stat().st_size}
-        publish_dir(staging, out_parent / version)
-    except BaseException:
-        discard_dir(staging)
-        raise
+    if spec_tok.path is not None:
+        src = loaded.resolve(spec_tok.path)
+        inputs = [{"path": str(src), "sha256": ctx.config["sha256"], "bytes": src.stat().st_size,
+                   "upstream_manifest": None}]
+        shutil.copyfile(src, staging / FILE_NAME)
+        details["origin"] = f"file {src}"
+        ctx.say(f"using {src} (sha256 {ctx.config['sha256'][:16]}…)")
+    else:
+        ups = [ctx.upstream("quality", s) for s in loaded.source_names]
+        inputs = [ref for path, m in ups for ref in input_refs(loaded, path, m)]
+        cfg = spec_tok.train
+        ctx.say(f"training a byte-level BPE (vocab {cfg.vocab_size}) on a seeded ~{cfg.sample_bytes / 2**20:.0f} MiB "
+                f"sample of {len(loaded.source_names)} sources")
+        stats: dict[str, list[int]] = {}
+        t_train = time.perf_counter()
+        tok = train_bpe(training_sample(loaded, stats), cfg.vocab_size, cfg.special_tokens, cfg.min_frequency)
+        tok.save(str(staging / FILE_NAME))
+        counts = {"documents_in": sum(d for d, _ in stats.values()), "bytes_in": sum(b for _, b in stats.values())}
+        details |= {"origin": "trained", "train": ctx.config["train"],
+                    "sample": {s: {"documents": d, "bytes": b} for s, (d, b) in stats.items()},
+                    "train_seconds": round(time.perf_counter() - t_train, 3)}
+        ctx.say(f"trained on {counts['documents_in']} documents ({counts['bytes_in']} bytes) "
+                f"in {details['train_seconds']} s")
+    encoder, encoder_note = choose_encoder(staging / FILE_NAME, spec_tok.encoder)
+    info = describe(staging / FILE_NAME, spec_tok.eos_token, encoder)
+    out = {"name": FILE_NAME, "rows": info.vocab_size, "sha256": info.sha256, "bytes": (staging / FILE_NAME).stat().st_size}
     details |= {"eos_id": info.eos_id, "vocab_size": info.vocab_size, "dtype": info.dtype.name,
                 "split_long_documents": info.split_long_documents, "encoder": encoder, "encoder_note": encoder_note}
-    manifest = stage_manifest(
-        loaded=loaded, asset=STAGE, partition=None, version=version, stage_cfg=stage_cfg, started=started, t0=t0,
-        inputs=inputs, outputs=[output_ref(f"{STAGE}/{version}", out, "tokenizer")],
-        counts=counts | {"vocab_size": info.vocab_size}, rates={},
-        token_counting={"method": "exact", "tokenizer_sha256": info.sha256}, reasons={}, details=details)
-    manifest, path = write_manifest(loaded.manifest_root, manifest)
-    progress(f"[tokenizer] vocab {info.vocab_size}, EOS {spec_tok.eos_token!r} = {info.eos_id}, dtype "
-             f"{info.dtype.name}, long documents {'split at safe cuts' if info.split_long_documents else 'kept whole'}"
-             f"; encoder {encoder} ({encoder_note}); manifest {path}")
-    return manifest, path
+    return Built(
+        inputs=inputs, outputs=[output_ref(out, "tokenizer")], counts=counts | {"vocab_size": info.vocab_size},
+        token_counting={"method": "exact", "tokenizer_sha256": info.sha256}, details=details,
+        summary=f"vocab {info.vocab_size}, EOS {spec_tok.eos_token!r} = {info.eos_id}, dtype {info.dtype.name}, "
+                f"long documents {'split at safe cuts' if info.split_long_documents else 'kept whole'}; "
+                f"encoder {encoder} ({encoder_note})")
 
 
 def built_tokenizer(loaded: LoadedSpec) -> tuple[TokenizerInfo, dict]:
     """The tokenizer the ``tokenizer`` asset published, checked against its manifest."""
-    path, m = require_manifest(loaded.manifest_root, STAGE, None)
+    path, m = require_manifest(loaded.manifest_root, NAME, None)
     out = next(o for o in m["outputs"] if o["kind"] == "tokenizer")
     file = loaded.storage_root / out["path"]
     if not file.is_file() or sha256_file(file) != out["sha256"]:
         raise ValueError(f"{file}: missing or not the tokenizer its manifest {path} records (sha256 "
-                         f"{out['sha256'][:16]}…); rematerialize the {STAGE} asset")
+                         f"{out['sha256'][:16]}…); rematerialize the {NAME} asset")
     d = m["details"]
     return TokenizerInfo(file, out["sha256"], d["vocab_size"], d["eos_token"], d["eos_id"], np.dtype(d["dtype"]),
                          d["split_long_documents"], d.get("encoder", "huggingface")), m
+
+
+STAGE = Stage(name=NAME, scope="global", upstream=tokenizer_upstream, config=tokenizer_config, build=build_tokenizer,
+              module=__name__)

@@ -25,7 +25,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .storage import new_staging_dir, publish_dir
+from corpusmix.core.storage import new_staging_dir, publish_dir
 
 SKIP_DIRS = {"test", "tests", "idle_test", "site-packages", "__pycache__", "lib2to3", "turtledemo"}
 CODE_SHARDS = 2

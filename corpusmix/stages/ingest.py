@@ -16,14 +16,10 @@ the order below), so ``records_read == documents_out + quarantined`` always:
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import glob
 import hashlib
-import logging
 import os
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,20 +30,17 @@ import pyarrow.parquet as pq
 
 from schemas.tables import ARROW_SCHEMAS, INGEST_DOCUMENTS, QUARANTINE, nul_mask, validate_table
 
-from .executor import open_executor
-from .hashing import mix64
-from .manifest import (
-    code_version, content_key, manifest_path, read_manifest, tool_versions, up_to_date, utc_now, write_manifest,
-)
-from .parquet_io import PARQUET_OPTS, PartWriter
-from .readers import BadRecord, FileReadResult, UnreadableFileError, read_unit
-from .spec import Format, Ingest, LoadedSpec, Source, canonical_hash, file_format
-from .storage import discard_dir, new_staging_dir, publish_dir, sha256_file
-from .tokencount import TokenEstimate, calibrate
+from corpusmix.core.hashing import mix64
+from corpusmix.core.manifest import manifest_path, read_manifest
+from corpusmix.core.parquet_io import PARQUET_OPTS, PartWriter
+from corpusmix.readers import BadRecord, FileReadResult, UnreadableFileError, read_unit
+from corpusmix.core.spec import Format, Ingest, LoadedSpec, Source, file_format
+from corpusmix.core.stage import Built, Stage, StageRun
+from corpusmix.core.storage import sha256_file
+from corpusmix.stages.tokencount import TokenEstimate, calibrate
 
-log = logging.getLogger("corpusmix.ingest")
 
-STAGE = "ingest"
+NAME = "ingest"
 DOCS_SCHEMA = ARROW_SCHEMAS["ingest_documents"]
 QUAR_SCHEMA = ARROW_SCHEMAS["quarantine"]
 SAMPLE_CHUNK_CHARS = 1024  # calibration samples are chunks of documents ...
@@ -327,29 +320,32 @@ def _file_stats(files: list[tuple[Path, str]]) -> list[tuple[str, int, int]]:
     return [(rel, f.stat().st_size, f.stat().st_mtime_ns) for f, rel in files]
 
 
-def ingest_key(loaded: LoadedSpec, source: Source,
-               files: list[tuple[Path, str]] | None = None) -> tuple[dict, str | None]:
-    """The stage config and content key of a source's ingest: its spec section and its files' checksums.
-
-    The key is only worth computing (reading every file once more) when it can match the current
-    manifest: if the file names or sizes differ from the ones it records, the key is None
-    (not current), and the build computes it while it reads the files anyway.
-    """
-    # only the fields that change what ingest writes: editing a source's filters or weight rebuilds later stages
+def ingest_config(loaded: LoadedSpec, source_name: str) -> dict:
+    """The spec fields that change what ingest writes (editing a source's filters or weight rebuilds
+    only later stages), and the tokenizer that calibrates the token estimate."""
     fields = {"name", "format", "text_field", "id_field", "metadata_fields", "on_unreadable"}
-    tok = loaded.spec.tokenizer.path  # the token estimate is calibrated with it
-    stage_cfg = {"source": source.model_dump(mode="json", include=fields),
-                 "ingest": loaded.spec.ingest.model_dump(mode="json"),
-                 "tokenizer_sha256": _file_sha(str(loaded.resolve(tok))) if tok else None}
-    files = source_files_rel(loaded, source) if files is None else files
-    path = manifest_path(loaded.manifest_root, STAGE, source.name)
+    tok = loaded.spec.tokenizer.path
+    return {"source": loaded.source(source_name).model_dump(mode="json", include=fields),
+            "ingest": loaded.spec.ingest.model_dump(mode="json"),
+            "tokenizer_sha256": _file_sha(str(loaded.resolve(tok))) if tok else None}
+
+
+def ingest_inputs(loaded: LoadedSpec, source_name: str) -> list[tuple[str, str]] | None:
+    """What ingest reads: its files' relative paths and checksums.
+
+    Only worth computing (reading every file once more) when it can match the current
+    manifest: if the file names or sizes differ from the ones it records, None (not
+    current), and the build computes the checksums while it reads the files anyway.
+    """
+    files = source_files_rel(loaded, loaded.source(source_name))
+    path = manifest_path(loaded.manifest_root, NAME, source_name)
     try:
         recorded = sorted((i["path"], i["bytes"]) for i in read_manifest(path)["inputs"]) if path.is_file() else None
     except Exception:  # noqa: BLE001 - an unreadable manifest is simply not current
         recorded = None
     if recorded != sorted((rel, size) for rel, size, _ in _file_stats(files)):
-        return stage_cfg, None
-    return stage_cfg, content_key(stage_cfg, [(rel, sha256_file(f)) for f, rel in files])
+        return None
+    return [(rel, sha256_file(f)) for f, rel in files]
 
 
 def plan_units(loaded: LoadedSpec, source: Source, staging: Path,
@@ -460,70 +456,39 @@ def _unreadable_message(errors: list[UnreadableFileError], source: Source) -> st
     return "\n".join(lines)
 
 
-def ingest_source(loaded: LoadedSpec, source_name: str, executor=None,
-                  progress: Callable[[str], None] | None = None) -> tuple[dict, Path]:
-    """Build the ingest partition of one source; returns (manifest, manifest path).
-
-    ``executor`` lets a caller share one worker pool across sources; without
-    it, the spec's ``execution`` section picks one (``open_executor``).
-    """
-    progress = progress or log.info
-    source = loaded.source(source_name)
-    started, t0 = utc_now(), time.perf_counter()
-    files = source_files_rel(loaded, source)  # found once; looked for again at the end, to catch changes
-    stage_cfg, version = ingest_key(loaded, source, files)
+def build_ingest(ctx: StageRun) -> Built:
+    """Read a source's files unit by unit on the executor (a caller's shared pool, or the spec's),
+    quarantine what is bad, and report; the content key comes from the checksums read on the way."""
+    loaded, source = ctx.loaded, ctx.loaded.source(ctx.partition)
+    files = source_files_rel(loaded, source)  # looked for again at the end, to catch changes
     before = _file_stats(files)
-    if version and (hit := up_to_date(loaded, STAGE, source.name, version, progress)):
-        return hit
-    out_parent = loaded.storage_root / STAGE / source.name
-    staging = new_staging_dir(out_parent)
-    try:
-        units = plan_units(loaded, source, staging, files)
-        if not units:
-            raise IngestError(f"source {source.name!r}: its paths match no file any more: {source.paths}; "
-                              "fix the globs (relative to the spec file) or restore the files")
-        results: list[UnitResult] = []
-        errors: list[UnreadableFileError] = []
-        with contextlib.ExitStack() as stack:
-            if executor is None:
-                executor = stack.enter_context(open_executor(loaded.spec.execution, len(units),
-                                                             shared=loaded.storage_root))
-            progress(f"[{source.name}] ingest: {len(units)} unit(s) from {sum(len(u.paths) for u in units)} "
-                     f"file(s) on {executor.backend} ({executor.workers} worker(s))")
-            for unit, res in zip(units, executor.map(_run_unit, units)):  # in unit order, as they finish
-                if isinstance(res, UnreadableFileError):
-                    errors.append(res)
-                    progress(f"[{source.name}] {unit.rels[0]}: UNREADABLE: {res.detail}")
-                    continue
-                results.append(res)
-                q = sum(v[0] for v in res.reasons.values())
-                progress(f"[{source.name}] {len(results) + len(errors)}/{len(units)} {unit.rels[0]}"
-                         f"{' ..' if len(unit.rels) > 1 else ''}: {res.records_read} records, {res.docs_out} kept, "
-                         f"{q} quarantined{' (file damaged: skipped after ' + str(res.skipped['records_kept']) + ' records)' if res.skipped else ''}")
-        if errors:
-            raise IngestError(_unreadable_message(errors, source))
-        _move_cross_unit_duplicates(staging, results, loaded.spec.ingest, source)
-        manifest = _build_manifest(loaded, source, staging, results, stage_cfg, started, t0)
-        if _file_stats(source_files_rel(loaded, source)) != before:
-            raise IngestError(f"source {source.name!r}: input files changed while they were read; run again")
-        final = out_parent / manifest["version"]
-        if not publish_dir(staging, final):
-            progress(f"[{source.name}] identical output already published at {final} (content key match)")
-    except BaseException:
-        discard_dir(staging)
-        raise
-    manifest["outputs"] = [o | {"path": f"{STAGE}/{source.name}/{manifest['version']}/{o['path']}"}
-                           for o in manifest["outputs"]]
-    manifest["finished_at"] = utc_now()
-    manifest["elapsed_s"] = round(time.perf_counter() - t0, 4)
-    manifest["timing"]["elapsed_s"] = manifest["elapsed_s"]
-    manifest["timing"]["text_mb_per_s"] = round(manifest["counts"]["bytes_in"] / 1e6 / max(1e-9, manifest["elapsed_s"]), 2)
-    manifest, path = write_manifest(loaded.manifest_root, manifest)
-    rate = manifest["rates"]["token_acceptance"]
-    progress(f"[{source.name}] ingest done: {manifest['counts']['documents_out']}/{manifest['counts']['documents_in']} "
-             f"documents kept, token acceptance {'n/a' if rate is None else f'{rate:.4f}'}, "
-             f"{manifest['timing']['text_mb_per_s']} MB/s; manifest {path}")
-    return manifest, path
+    units = plan_units(loaded, source, ctx.staging, files)
+    if not units:
+        raise IngestError(f"source {source.name!r}: its paths match no file any more: {source.paths}; "
+                          "fix the globs (relative to the spec file) or restore the files")
+    results: list[UnitResult] = []
+    errors: list[UnreadableFileError] = []
+    with ctx.executor(len(units)) as executor:
+        ctx.say(f"{len(units)} unit(s) from {sum(len(u.paths) for u in units)} file(s) on {executor.backend} "
+                f"({executor.workers} worker(s))")
+        for unit, res in zip(units, executor.map(_run_unit, units)):  # in unit order, as they finish
+            if isinstance(res, UnreadableFileError):
+                errors.append(res)
+                ctx.say(f"{unit.rels[0]}: UNREADABLE: {res.detail}")
+                continue
+            results.append(res)
+            q = sum(v[0] for v in res.reasons.values())
+            damaged = f" (file damaged: skipped after {res.skipped['records_kept']} records)" if res.skipped else ""
+            ctx.say(f"{len(results) + len(errors)}/{len(units)} {unit.rels[0]}{' ..' if len(unit.rels) > 1 else ''}: "
+                    f"{res.records_read} records, {res.docs_out} kept, {q} quarantined{damaged}")
+    if errors:
+        raise IngestError(_unreadable_message(errors, source))
+    _move_cross_unit_duplicates(ctx.staging, results, loaded.spec.ingest, source)
+    built = _built(loaded, source, results)
+    if _file_stats(source_files_rel(loaded, source)) != before:
+        raise IngestError(f"source {source.name!r}: input files changed while they were read; run again")
+    built.version = ctx.key([(i["path"], i["sha256"]) for i in built.inputs])
+    return built
 
 
 @functools.lru_cache(maxsize=8)
@@ -531,14 +496,12 @@ def _file_sha(path: str) -> str:
     return sha256_file(path)
 
 
-def _build_manifest(loaded: LoadedSpec, source: Source, staging: Path, results: list[UnitResult],
-                    stage_cfg: dict, started: str, t0: float) -> dict:
+def _built(loaded: LoadedSpec, source: Source, results: list[UnitResult]) -> Built:
     tok = loaded.spec.tokenizer
     tok_path = loaded.resolve(tok.path) if tok.path else None
     samples = [s for r in results for s in r.samples]
     est: TokenEstimate = calibrate(samples, tok_path, _file_sha(str(tok_path)) if tok_path else None)
     inputs = [i for r in results for i in r.inputs]
-    version = content_key(stage_cfg, [(i["path"], i["sha256"]) for i in inputs])
     reasons: dict[str, list[int]] = {}
     for r in results:
         for k, (n, b) in r.reasons.items():
@@ -563,33 +526,24 @@ def _build_manifest(loaded: LoadedSpec, source: Source, staging: Path, results: 
             if q:
                 outputs.append({"path": q["name"], "kind": "quarantine", "sha256": q["sha256"], "bytes": q["bytes"],
                                 "rows": q["rows"], "tokens": 0})
-    elapsed = time.perf_counter() - t0
-    return {
-        "corpus": loaded.spec.name,
-        "asset": STAGE,
-        "partition": source.name,
-        "version": version,
-        "spec_hash": loaded.spec_hash(),
-        "stage_config_hash": canonical_hash(stage_cfg),
-        "code_version": code_version(),
-        "inputs": [i | {"path": i["path"], "upstream_manifest": None} for i in inputs],
-        "outputs": outputs,
-        "counts": {"records_read": records, "documents_in": records, "documents_out": docs_out,
-                   "quarantined": quarantined, "blank_lines": sum(r.blank_lines for r in results),
-                   "bytes_in": bytes_out + bad_bytes, "bytes_out": bytes_out,
-                   "tokens_in": tokens_in, "tokens_out": tokens_out,
-                   "input_file_bytes": sum(i["bytes"] for i in inputs), "input_files": len(inputs),
-                   "skipped_files": sum(1 for r in results if r.skipped)},
-        "rates": {"document_acceptance": docs_out / records if records else None,
-                  "token_acceptance": tokens_out / tokens_in if tokens_in else None},
-        "token_counting": est.as_dict(),
-        "reasons": {k: {"records": n, "bytes": b, "tokens": est.tokens(b)} for k, (n, b) in sorted(reasons.items())},
-        "skipped_files": [r.skipped for r in results if r.skipped],
-        "details": {"units": len(results), "fast_blocks": sum(r.fast_blocks for r in results),
-                    "exact_blocks": sum(r.exact_blocks for r in results)},
-        "tool_versions": tool_versions(),
-        "started_at": started,
-        "finished_at": started,
-        "elapsed_s": elapsed,
-        "timing": {},
-    }
+    rate = tokens_out / tokens_in if tokens_in else None
+    return Built(
+        inputs=[i | {"upstream_manifest": None} for i in inputs],
+        outputs=outputs,
+        counts={"records_read": records, "documents_in": records, "documents_out": docs_out,
+                "quarantined": quarantined, "blank_lines": sum(r.blank_lines for r in results),
+                "bytes_in": bytes_out + bad_bytes, "bytes_out": bytes_out,
+                "tokens_in": tokens_in, "tokens_out": tokens_out,
+                "input_file_bytes": sum(i["bytes"] for i in inputs), "input_files": len(inputs),
+                "skipped_files": sum(1 for r in results if r.skipped)},
+        rates={"document_acceptance": docs_out / records if records else None, "token_acceptance": rate},
+        token_counting=est.as_dict(),
+        reasons={k: {"records": n, "bytes": b, "tokens": est.tokens(b)} for k, (n, b) in sorted(reasons.items())},
+        skipped_files=[r.skipped for r in results if r.skipped],
+        details={"units": len(results), "fast_blocks": sum(r.fast_blocks for r in results),
+                 "exact_blocks": sum(r.exact_blocks for r in results)},
+        summary=f"{docs_out}/{records} documents kept, token acceptance {'n/a' if rate is None else f'{rate:.4f}'}")
+
+
+STAGE = Stage(name="ingest", scope="source", upstream=(), config=ingest_config, inputs=ingest_inputs,
+              build=build_ingest, module=__name__)

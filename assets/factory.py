@@ -1,0 +1,76 @@
+"""One asset per engine stage, built the same way from the stage's declaration and its wiring.
+
+The engine's ``Stage`` says what Dagster needs about the data: name, per source or
+global, upstream stages (hence the asset deps and partition mappings) and the code
+version (the asset's ``code_version``). ``StageAsset`` adds only what the UI shows:
+the description, group, kinds, the metadata drawn from the manifest, and any
+checks beyond the ones every stage has.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dagster import (
+    AllPartitionMapping, AssetCheckResult, AssetCheckSpec, AssetDep, AssetExecutionContext, AssetsDefinition,
+    MaterializeResult, PartitionsDefinition, asset,
+)
+
+from corpusmix.core.spec import LoadedSpec, Spec
+from corpusmix.core.stage import Stage
+from corpusmix.pipeline import run_stage
+from workflows.resources import CorpusSpec
+
+from .checks import previous_manifest, stage_check_specs, stage_result
+from .metadata import FOLLOW_UPSTREAM, stage_metadata
+from .progress import progress_log
+
+
+def _funnel_metadata(loaded: LoadedSpec, manifest: dict, path: Path) -> dict:
+    return stage_metadata(manifest, path)
+
+
+@dataclass(frozen=True)
+class StageAsset:
+    """How a stage shows in Dagster (what its ``Stage`` does not already say)."""
+
+    description: str
+    group: str = "corpus"
+    kinds: frozenset[str] = frozenset({"parquet", "python"})
+    metadata: Callable[[LoadedSpec, dict, Path], dict] = _funnel_metadata
+    rates: bool = True  # documents/tokens in and out: the acceptance-drift check applies
+    check_specs: Callable[[str], list[AssetCheckSpec]] = lambda name: []
+    check_results: Callable[[LoadedSpec, dict], list[AssetCheckResult]] = lambda loaded, manifest: []
+    asset_checks: Callable[[AssetsDefinition], list] = field(default=lambda asset_def: [])
+
+
+def stage_asset(stage: Stage, wiring: StageAsset, spec: Spec, partitions: PartitionsDefinition,
+                upstream: dict[str, AssetsDefinition]) -> AssetsDefinition:
+    """The asset of ``stage``: deps from its upstream stages (every partition of a per-source one,
+    for a global stage), its code version, the standard checks, and ``wiring``'s metadata."""
+    deps = [AssetDep(upstream[d], partition_mapping=AllPartitionMapping())
+            if upstream[d].partitions_def is not None and not stage.per_source else AssetDep(upstream[d])
+            for d in stage.deps(spec)]
+
+    @asset(
+        name=stage.name,
+        partitions_def=partitions if stage.per_source else None,
+        deps=deps,
+        # a stage reading raw files is started by the source-file sensor; every later one follows its upstream
+        automation_condition=FOLLOW_UPSTREAM if stage.upstream != () else None,
+        group_name=wiring.group,
+        kinds=set(wiring.kinds),
+        code_version=stage.code_version(),
+        check_specs=[*stage_check_specs(stage.name, rates=wiring.rates), *wiring.check_specs(stage.name)],
+        description=wiring.description,
+    )
+    def _stage_asset(context: AssetExecutionContext, corpus: CorpusSpec) -> MaterializeResult:
+        loaded = corpus.load()
+        partition = context.partition_key if stage.per_source else None
+        previous = previous_manifest(loaded, stage.name, partition) if wiring.rates else None
+        with progress_log(context) as progress:
+            manifest, path = run_stage(stage.name, loaded, partition, progress=progress)
+        return stage_result(loaded, manifest, path, wiring.metadata(loaded, manifest, path), previous,
+                            rates=wiring.rates, extra_checks=tuple(wiring.check_results(loaded, manifest)))
+
+    return _stage_asset

@@ -1,0 +1,1 @@
+"""From token stores to the training stream: schedules and baselines, the plan, the mixed shards."""

@@ -1,0 +1,1 @@
+"""What a trainer imports to read the mixed shards: a numpy reader and a PyTorch dataset."""
