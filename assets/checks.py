@@ -7,12 +7,18 @@ same run. Acceptance drift is a warning. The logic is in ``corpusmix.ops.checks`
 from pathlib import Path
 
 from dagster import (
-    AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetKey, DataVersion, MaterializeResult, MetadataValue,
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetKey,
+    DataVersion,
+    MaterializeResult,
+    MetadataValue,
 )
 
-from corpusmix.ops import checks
 from corpusmix.core.manifest import manifest_path, read_manifest
 from corpusmix.core.spec import LoadedSpec
+from corpusmix.ops import checks
 
 INTEGRITY, SCHEMA, DRIFT = "outputs_match_manifest", "schema", "acceptance_drift"
 

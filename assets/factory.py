@@ -12,8 +12,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dagster import (
-    AllPartitionMapping, AssetCheckResult, AssetCheckSpec, AssetDep, AssetExecutionContext, AssetsDefinition,
-    MaterializeResult, PartitionsDefinition, asset,
+    AllPartitionMapping,
+    AssetCheckResult,
+    AssetCheckSpec,
+    AssetDep,
+    AssetExecutionContext,
+    AssetsDefinition,
+    MaterializeResult,
+    PartitionsDefinition,
+    asset,
 )
 
 from corpusmix.core.spec import LoadedSpec, Spec

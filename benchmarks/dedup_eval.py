@@ -31,10 +31,9 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import CORPUS, GPT2, SOURCES  # noqa: E402
 
-from corpusmix.pipeline import run_stage
-
-from corpusmix.stages.minhash import normalize  # noqa: E402
 from corpusmix.core.spec import Normalize, load_spec  # noqa: E402
+from corpusmix.pipeline import run_stage
+from corpusmix.stages.minhash import normalize  # noqa: E402
 
 K = 5
 

@@ -24,13 +24,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import CORPUS, SOURCES  # noqa: E402
-
 from datasketch import MinHash  # noqa: E402
 
-from corpusmix.stages.minhash import batch_shingles, batch_signatures, normalize
-
-from corpusmix.stages.minhash import permutations  # noqa: E402
 from corpusmix.core.spec import Normalize  # noqa: E402
+from corpusmix.stages.minhash import (
+    batch_shingles,
+    batch_signatures,
+    normalize,
+    permutations,  # noqa: E402
+)
 
 K = 5
 

@@ -86,8 +86,12 @@ def datatrove_child(args: argparse.Namespace) -> None:
     import struct
 
     from datatrove.executor import LocalPipelineExecutor
-    from datatrove.pipeline.dedup import (MinhashDedupBuckets, MinhashDedupCluster, MinhashDedupFilter,
-                                          MinhashDedupSignature)
+    from datatrove.pipeline.dedup import (
+        MinhashDedupBuckets,
+        MinhashDedupCluster,
+        MinhashDedupFilter,
+        MinhashDedupSignature,
+    )
     from datatrove.pipeline.dedup.minhash import MinhashConfig
     from datatrove.pipeline.readers import JsonlReader
     from datatrove.pipeline.writers import JsonlWriter
@@ -189,14 +193,10 @@ def run_datatrove(source: str, workers: int, layout: tuple[int, int], ngrams: in
 
 def run_corpusmix(source: str, kind: str, pool, workers: int, with_ids: bool) -> dict:
     import pyarrow.parquet as pq
-
     from common import write_spec
 
-
-    from corpusmix.pipeline import run_stage
-
-
     from corpusmix.core.spec import load_spec
+    from corpusmix.pipeline import run_stage
 
     quiet = lambda m: None  # noqa: E731
     root = Path(tempfile.mkdtemp(prefix="cm-bench-"))
@@ -260,8 +260,7 @@ def main() -> None:
     from common import SOURCES
 
     from corpusmix.core.executor import open_executor
-    from corpusmix.core.spec import Execution
-    from corpusmix.core.spec import Dedup
+    from corpusmix.core.spec import Dedup, Execution
 
     try:
         from corpusmix.stages.minhash import lsh_params

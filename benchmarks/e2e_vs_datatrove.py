@@ -146,15 +146,21 @@ def datatrove_probe(out: str, workers: int) -> None:
 
 def datatrove_child(cfg_path: str, out: str) -> None:
     from datatrove.executor import LocalPipelineExecutor
-    from datatrove.pipeline.dedup import (ExactDedupConfig, ExactDedupFilter, ExactDedupSignature, ExactFindDedups,
-                                          MinhashDedupBuckets, MinhashDedupCluster, MinhashDedupFilter,
-                                          MinhashDedupSignature)
+    from datatrove.pipeline.dedup import (
+        ExactDedupConfig,
+        ExactDedupFilter,
+        ExactDedupSignature,
+        ExactFindDedups,
+        MinhashDedupBuckets,
+        MinhashDedupCluster,
+        MinhashDedupFilter,
+        MinhashDedupSignature,
+    )
     from datatrove.pipeline.dedup.minhash import MinhashConfig
     from datatrove.pipeline.readers import JsonlReader
     from datatrove.pipeline.tokens import DocumentTokenizer, DocumentTokenizerMerger
     from datatrove.pipeline.writers import JsonlWriter
     from datatrove.utils.hashing import HashConfig
-
     from datatrove_words import datatrove_language
     from quality_vs_datatrove import _dt_filters
 
@@ -291,8 +297,8 @@ def _minhash_unit(k: int, num_perm: int, seed: int, normalize_cfg: dict, part: s
     """corpusmix's vectorised MinHash over one ingest part: (text bytes, seconds of hashing)."""
     import pyarrow.parquet as pq
 
-    from corpusmix.stages.minhash import batch_shingles, batch_signatures, normalize, permutations
     from corpusmix.core.spec import Normalize
+    from corpusmix.stages.minhash import batch_shingles, batch_signatures, normalize, permutations
 
     t = pq.read_table(part, columns=["text", "n_bytes"])
     cfg = Normalize(**normalize_cfg)
@@ -312,8 +318,8 @@ def measure_limits(loaded, pool, workers: int, raw_files: list[str], tmp: Path) 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from corpusmix.stages import fast_bpe
     from corpusmix.core.manifest import manifest_path, read_manifest
+    from corpusmix.stages import fast_bpe
     from corpusmix.stages.tokenizer import load_tokenizer
 
     def parts(stage: str) -> list[Path]:
@@ -444,10 +450,10 @@ def main() -> None:
     from executors import build, write_spec
     from quality_vs_datatrove import build_config
 
-    from corpusmix.stages.minhash import lsh_params
     from corpusmix.core.executor import shutdown_pools
-    from corpusmix.stages.quality_rules import GOPHER, GOPHER_STOP_WORDS, resolve_rules
     from corpusmix.core.spec import load_spec
+    from corpusmix.stages.minhash import lsh_params
+    from corpusmix.stages.quality_rules import GOPHER, GOPHER_STOP_WORDS, resolve_rules
 
     command = shlex.join([os.path.relpath(sys.executable, REPO) if sys.executable.startswith(str(REPO))
                           else sys.executable, os.path.relpath(HERE, REPO), *sys.argv[1:]])

@@ -130,7 +130,6 @@ def main() -> None:
                     help="ingest part size in MiB (default: the spec's, 256 MiB: one part per input file here)")
     args = ap.parse_args()
     import ray
-
     from common import resolved_spec
 
     from corpusmix.core.spec import load_spec

@@ -19,9 +19,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import CORPUS, SOURCES, write_spec  # noqa: E402
 
-from corpusmix.stages.ingest import ingest_unit, plan_units  # noqa: E402
 from corpusmix.core.spec import load_spec  # noqa: E402
 from corpusmix.core.storage import new_staging_dir  # noqa: E402
+from corpusmix.stages.ingest import ingest_unit, plan_units  # noqa: E402
 
 STEPS = {
     "_decompressed": "gunzip (ISA-L)",

@@ -38,11 +38,9 @@ def _parse_file(path: str) -> int:
 
 
 def main() -> None:
-    from corpusmix.pipeline import run_stage
     from corpusmix.core.executor import open_executor
-    from corpusmix.core.spec import Execution
-
-    from corpusmix.core.spec import load_spec
+    from corpusmix.core.spec import Execution, load_spec
+    from corpusmix.pipeline import run_stage
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=5)

@@ -30,10 +30,9 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REPO, SOURCES, build_through, write_spec  # noqa: E402
 
-from corpusmix.pipeline import run_stage
-
-from corpusmix.trainer.loader import SampleReader, TokenStream  # noqa: E402
 from corpusmix.core.spec import load_spec  # noqa: E402
+from corpusmix.pipeline import run_stage
+from corpusmix.trainer.loader import SampleReader, TokenStream  # noqa: E402
 
 
 def raw_write(tokens: np.ndarray, path: Path, fsync: bool) -> float:

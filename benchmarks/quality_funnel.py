@@ -17,9 +17,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import SOURCES, build_through, write_spec  # noqa: E402
 
-from corpusmix.pipeline import run_stage
-
 from corpusmix.core.spec import load_spec  # noqa: E402
+from corpusmix.pipeline import run_stage
 
 
 def main() -> None:

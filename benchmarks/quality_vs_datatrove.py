@@ -144,8 +144,12 @@ def _dt_measure(text: str, words: list[str], stop_words: set[str]) -> dict[str, 
     """datatrove's measured values, recomputed as its filters compute them (for examples)."""
     import re
 
-    from datatrove.pipeline.filters.gopher_repetition_filter import (find_all_duplicate, find_duplicates,
-                                                                     find_top_duplicate, get_n_grams)
+    from datatrove.pipeline.filters.gopher_repetition_filter import (
+        find_all_duplicate,
+        find_duplicates,
+        find_top_duplicate,
+        get_n_grams,
+    )
     from datatrove.utils.text import PUNCTUATION_SET
 
     v: dict[str, float] = {}

@@ -28,16 +28,14 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import SOURCES, build_through, write_spec  # noqa: E402
-
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
+from common import SOURCES, build_through, write_spec  # noqa: E402
 
-from corpusmix.pipeline import run_stage
-
-from corpusmix.stages import fast_bpe  # noqa: E402
 from corpusmix.core.manifest import manifest_path, read_manifest  # noqa: E402
 from corpusmix.core.spec import load_spec  # noqa: E402
+from corpusmix.pipeline import run_stage
+from corpusmix.stages import fast_bpe  # noqa: E402
 from corpusmix.stages.tokenizer import load_tokenizer  # noqa: E402
 
 

@@ -19,7 +19,6 @@ from pathlib import Path
 from corpusmix.core.spec import SpecError, load_spec
 
 
-
 def _cmd_init(args) -> int:
     target = Path(args.path)
     if target.exists() and not args.force:

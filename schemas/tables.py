@@ -142,26 +142,66 @@ TOKENIZED_DOCUMENTS = pa_.DataFrameSchema(
     name="tokenized_documents",
 )
 
+QUALITY_AUDIT = pa_.DataFrameSchema(
+    {
+        "rule": pa_.Column(STR, nullable=False),
+        "doc_id": pa_.Column(STR, nullable=False),
+        "value": pa_.Column(F64, nullable=True, description="What the rule measured"),
+        "head": pa_.Column(STR, nullable=False, description="The document's first characters"),
+    },
+    strict=True,
+    ordered=True,
+    name="quality_audit",
+    description="A deterministic sample of what each quality rule rejected",
+)
+
+I32 = pd.ArrowDtype(pa.int32())
+
+LINEAGE = pa_.DataFrameSchema(
+    {
+        "stream_start": pa_.Column(I64, pa_.Check.ge(0), nullable=False,
+                                   description="Position of the range's first token in the training stream"),
+        "n_tokens": pa_.Column(I64, pa_.Check.ge(1), nullable=False),
+        "shard": pa_.Column(I32, pa_.Check.ge(0), nullable=False),
+        "sequence": pa_.Column(I64, pa_.Check.ge(0), nullable=False, description="Sequence of the shard's .idx"),
+        "phase": pa_.Column(STR, nullable=False),
+        "source": pa_.Column(STR, nullable=False),
+        "doc_id": pa_.Column(STR, nullable=False),
+        "epoch": pa_.Column(I32, pa_.Check.ge(0), nullable=False),
+        "doc_offset": pa_.Column(I64, pa_.Check.ge(0), nullable=False,
+                                 description="Offset of the range inside the document's tokens"),
+        "doc_tokens": pa_.Column(I64, pa_.Check.ge(1), nullable=False),
+    },
+    strict=True,
+    ordered=True,
+    name="lineage",
+    description="One row per token range of the mixed shards: where it came from",
+)
+
+CANDIDATES = pa_.DataFrameSchema(
+    {
+        "doc_id": pa_.Column(STR, nullable=True, description="The source's own id, when it has an id field"),
+        "text": pa_.Column(STR, nullable=True),
+        "metadata": pa_.Column(STR, nullable=True),
+        "record_no": pa_.Column(I64, pa_.Check.ge(1), nullable=False),
+    },
+    strict=True,
+    ordered=True,
+    name="candidates",
+    description="Records as a reader yields them to ingest, before screening (not written to disk)",
+)
+
+
+def arrow_schema(schema: pa_.DataFrameSchema) -> pa.Schema:
+    """The Arrow schema a stage writes, derived from the pandera schema (the one source of truth).
+    Fields stay nullable in Arrow, as pyarrow makes them; pandera checks the nulls."""
+    return pa.schema([(name, col.dtype.type.pyarrow_dtype) for name, col in schema.columns.items()])
+
+
 ARROW_SCHEMAS: dict[str, pa.Schema] = {
-    "ingest_documents": pa.schema([
-        ("doc_id", pa.string()), ("source", pa.string()), ("text", pa.string()), ("n_bytes", pa.int64()),
-        ("metadata", pa.string()), ("file", pa.string()), ("record_no", pa.int64()),
-        ("truncated_input", pa.bool_())]),
-    "quarantine": pa.schema([
-        ("source", pa.string()), ("file", pa.string()), ("record_no", pa.int64()), ("reason", pa.string()),
-        ("detail", pa.string()), ("doc_id", pa.string()), ("snippet", pa.string()), ("n_bytes", pa.int64())]),
-    "duplicates": pa.schema([
-        ("source", pa.string()), ("doc_id", pa.string()), ("cluster_id", pa.string()),
-        ("representative_doc_id", pa.string()), ("kind", pa.string()), ("estimated_jaccard", pa.float64()),
-        ("true_jaccard", pa.float64()), ("n_bytes", pa.int64())]),
-    "rejections": pa.schema([
-        ("source", pa.string()), ("doc_id", pa.string()), ("failed_rules", pa.list_(pa.string())),
-        ("values", pa.string()), ("quality_score", pa.float64()), ("n_bytes", pa.int64())]),
-    "tokenized_documents": pa.schema([
-        ("doc_id", pa.string()), ("sequence", pa.int64()), ("n_tokens", pa.int64()), ("n_bytes", pa.int64()),
-        ("quality_score", pa.float64())]),
+    s.name: arrow_schema(s) for s in (INGEST_DOCUMENTS, QUARANTINE, DUPLICATES, QUALITY_DOCUMENTS, REJECTIONS,
+                                      TOKENIZED_DOCUMENTS, QUALITY_AUDIT, LINEAGE, CANDIDATES)
 }
-ARROW_SCHEMAS["quality_documents"] = ARROW_SCHEMAS["ingest_documents"].append(pa.field("quality_score", pa.float64()))
 
 
 def validate_table(table: pa.Table, schema: pa_.DataFrameSchema) -> None:

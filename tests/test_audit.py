@@ -11,20 +11,12 @@ import numpy as np
 import pytest
 import yaml
 
-from corpusmix.pipeline import run_stage
-
-from corpusmix.ops import audit
-
 from corpusmix.core.indexed import IndexedReader
-
-from corpusmix.trainer.loader import TokenStream
 from corpusmix.core.manifest import manifest_path, read_manifest
-
-
-
 from corpusmix.core.spec import load_spec
-
-
+from corpusmix.ops import audit
+from corpusmix.pipeline import run_stage
+from corpusmix.trainer.loader import TokenStream
 
 from .conftest import CORPUS, base_spec, write_spec
 
@@ -149,8 +141,8 @@ def test_report_summarises_the_build(built):
 
 
 def test_verify_catches_a_flipped_byte_or_a_missing_file_in_every_output_kind(built):
-    from corpusmix.ops.verify import verify
     from corpusmix.core.manifest import iter_manifests
+    from corpusmix.ops.verify import verify
 
     assert verify(str(built.path)) == []
     kinds = {}

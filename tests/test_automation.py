@@ -8,9 +8,8 @@ import shutil
 import pytest
 from dagster import DagsterInstance, SensorResult, SkipReason, build_schedule_context, build_sensor_context
 
-from corpusmix.pipeline import run_stage
-
 from corpusmix.core.spec import SpecError, load_spec
+from corpusmix.pipeline import run_stage
 from workflows.definitions import build_definitions
 
 from .conftest import CORPUS
@@ -103,7 +102,8 @@ def test_later_stages_follow_a_new_ingest_partition_and_only_it(make_spec, tmp_p
         first = dg.evaluate_automation_conditions(defs=defs, instance=instance)
         assert first.total_requested == 0  # everything is built
         shutil.copy(sorted((CORPUS / "math").glob("*.jsonl.gz"))[1], raw / "math")  # a new math file
-        assert defs.resolve_job_def("ingest_job").execute_in_process(partition_key="math", instance=instance).success
+        assert defs.resolve_implicit_global_asset_job_def().execute_in_process(
+            asset_selection=[dg.AssetKey("ingest")], partition_key="math", instance=instance).success
         after = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
         for asset in ("dedup", "quality", "tokenize"):
             assert after.get_requested_partitions(dg.AssetKey(asset)) == {"math"}, asset

@@ -7,12 +7,10 @@ import pyarrow.parquet as pq
 import pytest
 from dagster import DagsterInstance, materialize
 
-from corpusmix.pipeline import run_stage
-
-from corpusmix.ops import checks
-
 from corpusmix.core.manifest import manifest_path
 from corpusmix.core.spec import load_spec
+from corpusmix.ops import checks
+from corpusmix.pipeline import run_stage
 from workflows.definitions import build_definitions
 
 from .conftest import CORPUS

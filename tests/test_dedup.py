@@ -12,11 +12,10 @@ from datasketch import MinHash
 
 import corpusmix.stages.dedup as dd
 import corpusmix.stages.minhash as mh
-from corpusmix.pipeline import run_stage
-from corpusmix.stages.minhash import jaccard, normalize, permutations, shingle_hashes, signatures
-from corpusmix.stages.dedup import pick_representative
-
 from corpusmix.core.spec import Normalize, load_spec
+from corpusmix.pipeline import run_stage
+from corpusmix.stages.dedup import pick_representative
+from corpusmix.stages.minhash import jaccard, normalize, permutations, shingle_hashes, signatures
 
 from .conftest import CORPUS, REPO
 

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import yaml
 
-from corpusmix.pipeline import run_stage
-
-from corpusmix.ops.demo import harvest
-
 from corpusmix.core.spec import load_spec
+from corpusmix.ops.demo import harvest
+from corpusmix.pipeline import run_stage
 
 from .conftest import REPO, read_outputs
 

@@ -12,11 +12,10 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
-from corpusmix.pipeline import run_stage
-
-from corpusmix.stages.ingest import IngestError
-from corpusmix.readers import _exact_block, _fast_block
 from corpusmix.core.spec import Source, load_spec
+from corpusmix.pipeline import run_stage
+from corpusmix.readers.jsonl import _exact_block, _fast_block
+from corpusmix.stages.ingest import IngestError
 
 from .conftest import read_outputs
 

@@ -10,13 +10,10 @@ import sys
 import pytest
 from tokenizers import Tokenizer
 
-from corpusmix.pipeline import run_stage
-
-from corpusmix.ops.verify import verify
 from corpusmix.core.executor import open_executor
-from corpusmix.core.spec import Execution
-
-from corpusmix.core.spec import load_spec
+from corpusmix.core.spec import Execution, load_spec
+from corpusmix.ops.verify import verify
+from corpusmix.pipeline import run_stage
 
 from .conftest import CORPUS, GPT2, corpus_manifest, read_outputs
 

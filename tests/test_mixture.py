@@ -15,15 +15,13 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from corpusmix.pipeline import run_stage
-
-from corpusmix.trainer.loader import SampleReader, TokenStream
 from corpusmix.core.manifest import manifest_path, read_manifest
-from corpusmix.mixture.shards import check_on_target, epoch_permutation
-from corpusmix.mixture.plan import PlanError
 from corpusmix.core.spec import load_spec
-
+from corpusmix.mixture.plan import PlanError
+from corpusmix.mixture.shards import check_on_target, epoch_permutation
+from corpusmix.pipeline import run_stage
 from corpusmix.stages.tokenizer import load_tokenizer
+from corpusmix.trainer.loader import SampleReader, TokenStream
 
 from .conftest import GPT2
 from .test_tokenize import QUIET, SOURCES, _build_to_quality

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from corpusmix.mixture.plan import Availability, PlanError, make_plan, render_plan, unimax
 from corpusmix.core.spec import load_spec
+from corpusmix.mixture.plan import Availability, PlanError, make_plan, render_plan, unimax
 
 from .conftest import CORPUS
 

@@ -75,8 +75,9 @@ def test_build_records_its_runs_in_a_postgres_instance(postgres, make_spec, tmp_
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
         assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
         runs = instance.get_runs(RunsFilter(statuses=[DagsterRunStatus.SUCCESS]))
-        # per source: source_job, quality_tokenize_job; once: corpus_job, tokenizer_job, mixture_job
-        assert len(runs) == 2 * 2 + 3
+        # per source: ingest_dedup_job, quality_tokenize_job; once: cross_source_dedup_tokenizer_job,
+        # mixture_plan_mixed_shards_job
+        assert len(runs) == 2 * 2 + 2
         for stage in ("ingest", "dedup", "quality", "tokenize"):
             assert instance.get_materialized_partitions(AssetKey(stage)) == {"math", "dialogue"}
         assert instance.get_latest_materialization_event(AssetKey("mixed_shards")) is not None

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import shutil
 
-
-from corpusmix.pipeline import run_stage
-
-
-from corpusmix.stages.quality import CROSS, _sample_key
 from corpusmix.core.spec import load_spec
 from corpusmix.core.storage import sha256_file
+from corpusmix.pipeline import run_stage
+from corpusmix.stages.quality import CROSS, _sample_key
 
 from .conftest import CORPUS, base_spec, read_outputs, write_spec
 

@@ -6,13 +6,8 @@ import json
 
 import pyarrow.parquet as pq
 
-
-
-from corpusmix.pipeline import run_stage
-
-
-
 from corpusmix.core.spec import load_spec
+from corpusmix.pipeline import run_stage
 
 from .conftest import CORPUS, read_outputs
 

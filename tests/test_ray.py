@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -23,8 +24,11 @@ from workflows.resources import CorpusSpec
 from .conftest import CORPUS, REPO
 
 # Ray reads RAY_AUTH_MODE once, when it is imported: a driver that joins an existing cluster
-# sends the cluster's token (~/.ray/auth_token, shared with `ray start` here) only in token mode.
+# sends the cluster's token only in token mode. The token is this session's own, in the environment
+# that `ray start` and the driver share (a fresh machine has no ~/.ray/auth_token).
 os.environ.setdefault("RAY_AUTH_MODE", "token")
+if not (Path.home() / ".ray" / "auth_token").is_file() and "RAY_AUTH_TOKEN_PATH" not in os.environ:
+    os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
 ray = pytest.importorskip("ray")
 RAY_CLI = Path(sys.executable).with_name("ray")
 SAMPLE = {"web": ["web-0000-of-0003", "web-0001-of-0003"], "math": ["math-0000-of-0002", "math-0001-of-0002"],
@@ -147,7 +151,7 @@ def test_launch_config_sends_a_run_to_ray(ray_address, make_spec, tmp_path):
     outputs = {}
     for name, override in (("plain", {}), ("launch", {"backend": "ray", "ray_address": ray_address})):
         spec = _sample_spec(make_spec, tmp_path, name, {"backend": "processes", "workers": 2})
-        job = build_definitions(spec).resolve_job_def("source_job")
+        job = build_definitions(spec).resolve_job_def("ingest_dedup_job")
         with DagsterInstance.ephemeral() as instance:
             result = job.execute_in_process(
                 instance=instance, partition_key="web",

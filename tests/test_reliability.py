@@ -13,12 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from corpusmix.pipeline import run_stage
-
-from corpusmix.ops.checks import integrity_problems
 from corpusmix.core.manifest import iter_manifests, read_manifest
 from corpusmix.core.spec import load_spec
 from corpusmix.core.storage import sha256_file
+from corpusmix.ops.checks import integrity_problems
+from corpusmix.pipeline import run_stage
 
 from .conftest import CORPUS
 
@@ -179,9 +178,8 @@ def test_disk_full_fails_cleanly_and_keeps_the_previous_build(make_spec, tmp_pat
 
     import pyarrow.parquet as pq
 
-    from corpusmix.ops.checks import integrity_problems
-
     from corpusmix.core.manifest import manifest_path
+    from corpusmix.ops.checks import integrity_problems
 
     raw = tmp_path / "raw"
     raw.mkdir()

@@ -13,15 +13,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from corpusmix.pipeline import run_stage
-
 from corpusmix.core import indexed
-
 from corpusmix.core.indexed import IndexedFormatError, IndexedReader, IndexedWriter, read_index, token_dtype
-
-
 from corpusmix.core.spec import SpecError, load_spec
-
+from corpusmix.pipeline import run_stage
 from corpusmix.stages.tokenizer import PIECE_CHARS, load_tokenizer, pieces, split_is_exact
 
 from .conftest import CORPUS, GPT2, base_spec, read_outputs, write_spec

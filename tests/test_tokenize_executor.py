@@ -8,11 +8,9 @@ import re
 
 import pyarrow.parquet as pq
 
-from corpusmix.pipeline import run_stage
-
 from corpusmix.core.manifest import manifest_path, read_manifest
 from corpusmix.core.storage import sha256_file
-
+from corpusmix.pipeline import run_stage
 from corpusmix.stages.tokenizer import load_tokenizer
 
 from .conftest import GPT2

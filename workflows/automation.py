@@ -13,13 +13,21 @@ content key did not change skip themselves in the engine.
 import json
 
 from dagster import (
-    AssetSelection, AutomationConditionSensorDefinition, DefaultScheduleStatus, DefaultSensorStatus, RunRequest,
+    AssetSelection,
+    AutomationConditionSensorDefinition,
+    DefaultScheduleStatus,
+    DefaultSensorStatus,
+    RunRequest,
     ScheduleEvaluationContext,
-    SensorEvaluationContext, SensorResult, SkipReason, schedule, sensor,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    schedule,
+    sensor,
 )
 
-from corpusmix.ops.freshness import is_current, source_fingerprint
 from corpusmix.core.spec import LoadedSpec
+from corpusmix.ops.freshness import is_current, source_fingerprint
 
 
 def _request(loaded: LoadedSpec, source: str) -> RunRequest:

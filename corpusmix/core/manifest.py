@@ -22,10 +22,9 @@ from pathlib import Path
 
 import orjson
 
-from schemas.manifest import validate_manifest
-
 from corpusmix import __version__
 from corpusmix.core.storage import atomic_write_bytes, sha256_file
+from schemas.manifest import validate_manifest
 
 _VOLATILE = ("started_at", "finished_at", "elapsed_s", "timing", "content_hash")
 GLOBAL_PARTITION = "_all"  # file name of the manifest of an unpartitioned (all-source) asset

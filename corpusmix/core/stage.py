@@ -38,7 +38,11 @@ from typing import Any, Literal
 
 from corpusmix.core.executor import Executor, open_executor
 from corpusmix.core.manifest import (
-    require_manifest, stage_manifest, up_to_date, utc_now, write_manifest,
+    require_manifest,
+    stage_manifest,
+    up_to_date,
+    utc_now,
+    write_manifest,
 )
 from corpusmix.core.spec import LoadedSpec, Spec, canonical_hash
 from corpusmix.core.storage import discard_dir, new_staging_dir, publish_dir

@@ -49,7 +49,6 @@ from corpusmix.core.spec import Baseline, LoadedSpec
 from corpusmix.core.stage import Built, Stage, StageRun
 from corpusmix.core.storage import sha256_file
 
-
 NAME = "mixture_plan"
 PLAN_FILE = "plan.json"
 

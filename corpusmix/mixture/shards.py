@@ -43,19 +43,16 @@ import pyarrow.parquet as pq
 from corpusmix.core.indexed import IndexedReader, IndexedWriter
 from corpusmix.core.manifest import manifest_path, output_ref, read_manifest, require_manifest
 from corpusmix.core.parquet_io import PARQUET_OPTS
-from corpusmix.mixture.plan import load_plan
 from corpusmix.core.spec import LoadedSpec
 from corpusmix.core.stage import Built, Stage, StageRun
 from corpusmix.core.storage import sha256_file
+from corpusmix.mixture.plan import load_plan
 from corpusmix.stages.tokenizer import built_tokenizer
-
+from schemas.tables import ARROW_SCHEMAS
 
 NAME = "mixed_shards"
 DRAW_BLOCK = 4096  # documents drawn from a source's permutation at a time
-LINEAGE_SCHEMA = pa.schema([
-    ("stream_start", pa.int64()), ("n_tokens", pa.int64()), ("shard", pa.int32()), ("sequence", pa.int64()),
-    ("phase", pa.string()), ("source", pa.string()), ("doc_id", pa.string()), ("epoch", pa.int32()),
-    ("doc_offset", pa.int64()), ("doc_tokens", pa.int64())])
+LINEAGE_SCHEMA = ARROW_SCHEMAS["lineage"]
 
 
 def _source_key(name: str) -> int:

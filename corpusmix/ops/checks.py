@@ -15,14 +15,19 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from schemas.tables import (
-    ARROW_SCHEMAS, DUPLICATES, INGEST_DOCUMENTS, QUALITY_DOCUMENTS, QUARANTINE, REJECTIONS, TOKENIZED_DOCUMENTS,
-    validate_table,
-)
-
 from corpusmix.core.indexed import read_index
 from corpusmix.core.manifest import verify_manifest
 from corpusmix.core.spec import LoadedSpec
+from schemas.tables import (
+    ARROW_SCHEMAS,
+    DUPLICATES,
+    INGEST_DOCUMENTS,
+    QUALITY_DOCUMENTS,
+    QUARANTINE,
+    REJECTIONS,
+    TOKENIZED_DOCUMENTS,
+    validate_table,
+)
 
 # which pandera schema checks each kind of table output (documents differ before and after quality)
 _TABLE_SCHEMAS = {"quarantine": QUARANTINE, "duplicates": DUPLICATES, "cross_source_duplicates": DUPLICATES,

@@ -9,7 +9,6 @@ itself, and ``corpusmix build`` (or a sensor) need not start a run for it.
 
 from __future__ import annotations
 
-
 from corpusmix.core.spec import LoadedSpec, canonical_hash
 from corpusmix.pipeline import STAGES, is_current
 from corpusmix.stages.ingest import source_files_rel

@@ -21,7 +21,7 @@ from corpusmix.core.manifest import input_refs, output_ref, require_manifest
 from corpusmix.core.parquet_io import write_parquet
 from corpusmix.core.spec import LoadedSpec
 from corpusmix.core.stage import Built, Stage, StageRun
-from corpusmix.stages.dedup import SCRATCH, DedupResult, audit_pairs, empty_index, duplicates_table, find_duplicates
+from corpusmix.stages.dedup import SCRATCH, DedupResult, audit_pairs, duplicates_table, empty_index, find_duplicates
 from corpusmix.stages.tokencount import TokenEstimate
 
 NAME = "cross_source_dedup"

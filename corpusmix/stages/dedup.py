@@ -42,18 +42,25 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from schemas.tables import ARROW_SCHEMAS, DUPLICATES, INGEST_DOCUMENTS, validate_table
-
 from corpusmix.core.executor import Executor
 from corpusmix.core.parquet_io import PartWriter, write_parquet
 from corpusmix.core.spec import Dedup, LoadedSpec
 from corpusmix.core.stage import Built, Stage, StageRun, documents_built
 from corpusmix.stages.minhash import (
-    EMPTY_SIG, band_keys, band_pairs, batch_shingles, batch_signatures, exact_key, jaccard, lsh_params, normalize,
-    permutations, shingle_hashes,
+    EMPTY_SIG,
+    band_keys,
+    band_pairs,
+    batch_shingles,
+    batch_signatures,
+    exact_key,
+    jaccard,
+    lsh_params,
+    normalize,
+    permutations,
+    shingle_hashes,
 )
 from corpusmix.stages.tokencount import TokenEstimate
-
+from schemas.tables import ARROW_SCHEMAS, DUPLICATES, INGEST_DOCUMENTS, validate_table
 
 DOCS_SCHEMA = ARROW_SCHEMAS["ingest_documents"]
 DUP_SCHEMA = ARROW_SCHEMAS["duplicates"]

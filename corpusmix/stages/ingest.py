@@ -28,17 +28,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from schemas.tables import ARROW_SCHEMAS, INGEST_DOCUMENTS, QUARANTINE, nul_mask, validate_table
-
 from corpusmix.core.hashing import mix64
 from corpusmix.core.manifest import manifest_path, read_manifest
 from corpusmix.core.parquet_io import PARQUET_OPTS, PartWriter
-from corpusmix.readers import BadRecord, FileReadResult, UnreadableFileError, read_unit
 from corpusmix.core.spec import Format, Ingest, LoadedSpec, Source, file_format
 from corpusmix.core.stage import Built, Stage, StageRun
 from corpusmix.core.storage import sha256_file
+from corpusmix.readers import BadRecord, FileReadResult, UnreadableFileError, read_unit
 from corpusmix.stages.tokencount import TokenEstimate, calibrate
-
+from schemas.tables import ARROW_SCHEMAS, INGEST_DOCUMENTS, QUARANTINE, nul_mask, validate_table
 
 NAME = "ingest"
 DOCS_SCHEMA = ARROW_SCHEMAS["ingest_documents"]

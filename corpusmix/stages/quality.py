@@ -35,23 +35,20 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from schemas.tables import ARROW_SCHEMAS, QUALITY_DOCUMENTS, REJECTIONS, validate_table
-
 from corpusmix.core.manifest import require_manifest
 from corpusmix.core.parquet_io import PartWriter, write_parquet
-from corpusmix.stages.quality_rules import evaluate, resolve_rules
 from corpusmix.core.spec import LoadedSpec, canonical_hash
 from corpusmix.core.stage import Built, Stage, StageRun, documents_built
 from corpusmix.stages.cross_source_dedup import cross_source_drops
+from corpusmix.stages.quality_rules import evaluate, resolve_rules
 from corpusmix.stages.tokencount import TokenEstimate
-
+from schemas.tables import ARROW_SCHEMAS, QUALITY_DOCUMENTS, REJECTIONS, validate_table
 
 DOCS_SCHEMA = ARROW_SCHEMAS["quality_documents"]
 REJ_SCHEMA = ARROW_SCHEMAS["rejections"]
 CROSS = "cross_source_duplicate"
 READ_BATCH_ROWS = 2048
-AUDIT_SCHEMA = pa.schema([("rule", pa.string()), ("doc_id", pa.string()), ("value", pa.float64()),
-                          ("head", pa.string())])  # a deterministic sample of what each rule rejected
+AUDIT_SCHEMA = ARROW_SCHEMAS["quality_audit"]
 
 AuditEntry = tuple[bytes, dict]  # (_sample_key(doc_id), {doc_id, value, head})
 

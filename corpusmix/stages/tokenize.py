@@ -30,8 +30,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from schemas.tables import ARROW_SCHEMAS, TOKENIZED_DOCUMENTS, validate_table
-
 from corpusmix.core.indexed import IndexedWriter
 from corpusmix.core.manifest import input_refs, output_ref, require_manifest
 from corpusmix.core.parquet_io import PARQUET_OPTS
@@ -39,7 +37,7 @@ from corpusmix.core.spec import LoadedSpec
 from corpusmix.core.stage import Built, Stage, StageRun
 from corpusmix.core.storage import sha256_file
 from corpusmix.stages.tokenizer import PIECE_CHARS, TokenizerInfo, built_tokenizer, pieces
-
+from schemas.tables import ARROW_SCHEMAS, TOKENIZED_DOCUMENTS, validate_table
 
 PREFIX = "tokens"
 DOCS_FILE = "documents.parquet"

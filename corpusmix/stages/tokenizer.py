@@ -33,13 +33,12 @@ import numpy as np
 import orjson
 import pyarrow.parquet as pq
 
-from corpusmix.stages import fast_bpe
 from corpusmix.core.indexed import token_dtype
 from corpusmix.core.manifest import input_refs, output_ref, require_manifest
 from corpusmix.core.spec import LoadedSpec
 from corpusmix.core.stage import Built, Stage, StageRun
 from corpusmix.core.storage import sha256_file
-
+from corpusmix.stages import fast_bpe
 
 NAME = "tokenizer"
 FILE_NAME = "tokenizer.json"

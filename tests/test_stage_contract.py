@@ -1,0 +1,171 @@
+"""The stage contract: one registry drives the build order, per-stage code versions decide what a
+code change rebuilds, and the engine imports no Dagster."""
+
+from __future__ import annotations
+
+import ast
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from corpusmix.core import stage as contract
+from corpusmix.core.manifest import iter_manifests, read_manifest
+from corpusmix.core.spec import load_spec
+from corpusmix.pipeline import REGISTRY, STAGES, run_stage, waves
+
+from .conftest import CORPUS, REPO
+
+ENGINE = ("corpusmix", "schemas")
+
+
+def test_the_registry_is_in_dependency_order_and_names_each_stage_once():
+    names = [s.name for s in STAGES]
+    assert len(set(names)) == len(names)
+    spec = load_spec(REPO / "specs" / "shared-corpus.yaml", check_files=False).spec
+    for i, s in enumerate(STAGES):
+        assert set(s.deps(spec)) <= set(names[:i]), s.name
+
+
+def test_waves_run_every_stage_once_after_its_inputs(make_spec):
+    """Tokenizer from a file: it joins cross-source dedup, so quality and tokenize share a run per
+    source (4 waves); a trained tokenizer reads quality, which splits them (6 waves)."""
+    sources = [{"name": "math", "kind": "math", "paths": [str(CORPUS / "math" / "math-0000-of-0002.jsonl.gz")]}]
+    from_file = load_spec(make_spec(sources)).spec
+    trained = load_spec(make_spec(sources, name="trained.yaml", tokenizer={"train": {"vocab_size": 512}})).spec
+    for spec, expected in ((from_file, [("ingest", "dedup"), ("cross_source_dedup", "tokenizer"),
+                                        ("quality", "tokenize"), ("mixture_plan", "mixed_shards")]),
+                           (trained, [("ingest", "dedup"), ("cross_source_dedup",), ("quality",), ("tokenizer",),
+                                      ("tokenize",), ("mixture_plan", "mixed_shards")])):
+        got = waves(spec)
+        assert [w.stages for w in got] == expected
+        seen: set[str] = set()
+        for w in got:
+            for name in w.stages:
+                assert set(REGISTRY[name].deps(spec)) <= seen | set(w.stages[:w.stages.index(name)])
+                seen.add(name)
+        assert seen == set(REGISTRY)
+
+
+def test_code_versions_cover_what_a_stage_runs_and_nothing_else():
+    closure = {s.name: set(s.code_modules()) for s in STAGES}
+    rules = "corpusmix.stages.quality_rules"
+    assert rules in closure["quality"]
+    assert all(rules not in closure[s] for s in ("ingest", "dedup", "cross_source_dedup", "tokenizer", "tokenize"))
+    assert "corpusmix.readers" in closure["ingest"] and "corpusmix.readers" not in closure["dedup"]
+    assert "corpusmix.stages.minhash" in closure["dedup"]
+    never = {"corpusmix.ops.report", "corpusmix.cli", "corpusmix.ops.audit", "corpusmix.ops.verify",
+             "corpusmix.trainer.loader", "corpusmix.core.spec", "corpusmix.core.manifest", "corpusmix.pipeline"}
+    assert all(not (never & mods) for mods in closure.values()), closure
+    assert len({s.code_version() for s in STAGES}) == len(STAGES)
+
+
+def test_a_docstring_or_comment_does_not_change_a_digest_and_code_does(tmp_path, monkeypatch):
+    pkg = tmp_path / "corpusmix" / "stages"
+    pkg.mkdir(parents=True)
+    (tmp_path / "corpusmix" / "__init__.py").write_text("")
+    (pkg / "__init__.py").write_text("")
+    mod = pkg / "probe.py"
+    monkeypatch.setattr(contract, "REPO", tmp_path)
+
+    def digest(source: str) -> str:
+        mod.write_text(source)
+        for f in (contract._parsed, contract.import_closure, contract.code_digest):
+            f.cache_clear()
+        return contract.code_digest("corpusmix.stages.probe")
+
+    base = digest('"""Doc."""\n\ndef f(x):\n    """Why."""\n    return x + 1\n')
+    assert digest('"""Another doc."""\n# a comment\n\ndef f(x):\n    """Other words."""\n    return x + 1\n') == base
+    assert digest('"""Doc."""\n\ndef f(x):\n    return x + 2\n') != base
+    for f in (contract._parsed, contract.import_closure, contract.code_digest):
+        f.cache_clear()
+
+
+def test_a_stage_is_run_with_the_scope_it_declares(make_spec):
+    loaded = load_spec(make_spec([{"name": "math", "kind": "math",
+                                   "paths": [str(CORPUS / "math" / "math-0000-of-0002.jsonl.gz")]}]))
+    with pytest.raises(ValueError, match="name a source"):
+        run_stage("ingest", loaded)
+    with pytest.raises(ValueError, match="give no source"):
+        run_stage("mixture_plan", loaded, "math")
+    with pytest.raises(FileNotFoundError, match="materialize ingest"):
+        run_stage("dedup", loaded, "math")
+
+
+def test_the_engine_imports_no_dagster():
+    """No module of the engine or the schemas imports dagster, at top level or inside a function."""
+    offenders = []
+    for pkg in ENGINE:
+        for f in (REPO / pkg).rglob("*.py"):
+            for node in ast.walk(ast.parse(f.read_text())):
+                names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                         else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+                if any(n.split(".")[0] in ("dagster", "workflows", "assets") for n in names):
+                    offenders.append(f"{f.relative_to(REPO)}:{node.lineno}")
+    assert offenders == []
+
+
+def test_the_dagster_assets_carry_the_stage_code_versions(tmp_path):
+    from dagster import AssetKey
+
+    from workflows.definitions import build_definitions
+
+    defs = build_definitions(REPO / "specs" / "shared-corpus.yaml")
+    graph = defs.resolve_asset_graph()
+    for s in STAGES:
+        assert graph.get(AssetKey(s.name)).code_version == s.code_version()
+
+
+def _versions(manifest_root: Path) -> dict[tuple, str]:
+    return {(m["asset"], m["partition"]): m["version"] for m in map(read_manifest, iter_manifests(manifest_root))}
+
+
+def _runs() -> int:
+    from dagster import DagsterInstance
+
+    with DagsterInstance.get() as instance:
+        return instance.get_runs_count()
+
+
+@pytest.mark.slow
+def test_editing_the_report_rebuilds_nothing_and_a_quality_rule_rebuilds_from_quality_on(make_spec, tmp_path):
+    """A copy of the code is built, then edited as a maintainer would: (a) a docstring in the
+    report module, (b) a quality rule's default threshold. The manifests' versions say what rebuilt."""
+    code = tmp_path / "code"
+    for pkg in ("corpusmix", "schemas", "workflows", "assets"):
+        shutil.copytree(REPO / pkg, code / pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    sources = [{"name": "math", "kind": "math", "paths": [str(CORPUS / "math" / "math-0000-of-0002.jsonl.gz")]},
+               {"name": "web", "kind": "web", "paths": [str(CORPUS / "web" / "web-0000-of-0003.jsonl.gz")]}]
+    spec = make_spec(sources)
+    loaded = load_spec(spec)
+    env = os.environ | {"PYTHONPATH": str(code)}
+
+    def build() -> str:
+        r = subprocess.run([sys.executable, "-m", "workflows.cli", "build", str(spec)], cwd=code, env=env,
+                           capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stdout + r.stderr
+        return r.stdout
+
+    build()
+    first, runs = _versions(loaded.manifest_root), _runs()
+    assert len(first) == 2 * 4 + 4 and runs > 0
+
+    report = code / "corpusmix" / "ops" / "report.py"
+    report.write_text(report.read_text().replace('"""What a build produced, for people:',
+                                                 '"""What a build produced, for the people who read it:', 1))
+    out = build()
+    assert "up to date" in out and "no run started" in out
+    assert _runs() == runs and _versions(loaded.manifest_root) == first
+
+    rules = code / "corpusmix" / "stages" / "quality_rules.py"
+    text = rules.read_text()
+    assert "min_words=50," in text
+    rules.write_text(text.replace("min_words=50,", "min_words=60,", 1))
+    build()
+    after = _versions(loaded.manifest_root)
+    changed = sorted({asset for key, v in after.items() if first[key] != v for asset in [key[0]]})
+    assert changed == ["mixed_shards", "mixture_plan", "quality", "tokenize"]
+    assert all(after[("quality", s)] != first[("quality", s)] for s in ("math", "web"))
