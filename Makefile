@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/.dagster
 
-.PHONY: run test ui bench clean chromium postgres
+.PHONY: run test test-fast ui bench clean chromium postgres
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,9 @@ run: $(BIN)/.installed  ## harvest the demo corpus from this Python and build it
 
 test: $(BIN)/.installed chromium postgres  ## the whole test suite (needs ../shared beside the clone)
 	$(BIN)/python -m pytest -q
+
+test-fast: $(BIN)/.installed  ## the edit loop: unit tests that need no full build (pytest -m "not slow"), ~1-2 min
+	$(BIN)/python -m pytest -q -m "not slow"
 
 chromium:  ## the real-browser UI test drives Debian's Chromium (installed here when missing; needs root)
 	@command -v chromium >/dev/null || { \

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -18,6 +19,13 @@ GPT2 = SHARED / "tokenizers" / "gpt2" / "tokenizer.json"
 def pytest_configure(config):
     if not CORPUS.is_dir() or not GPT2.is_file():
         raise pytest.UsageError(f"the tests need the shared corpus and tokenizer at {SHARED}")
+
+
+def pytest_collection_modifyitems(items):
+    """A test that reads the session's built corpus needs a full build: it is not in `make test-fast`."""
+    for item in items:
+        if "built_corpus" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
 
 
 def base_spec(sources: list[dict], root: Path, **overrides) -> dict:
@@ -70,3 +78,35 @@ def isolated_dagster_home(tmp_path, monkeypatch):
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     return home
+
+
+# One file of each of four real sources: prose-like web, code, math, and dialogue (with duplicates).
+BUILT_SOURCES = [("code", "code", "code-0000-of-0004"), ("web", "web", "web-0000-of-0003"),
+                 ("math", "math", "math-0000-of-0002"), ("dialogue", "dialogue", "dialogue-0000-of-0002")]
+
+
+@pytest.fixture(scope="session")
+def built_corpus(tmp_path_factory):
+    """``BUILT_SOURCES`` built once per session by the engine, from raw files to mixed shards (the
+    default mixture of ``base_spec``). Tests never write here: they take a ``copy_build``."""
+    from corpusmix.core.spec import load_spec
+    from corpusmix.pipeline import build_all
+
+    root = tmp_path_factory.mktemp("built")
+    sources = [{"name": n, "kind": k, "paths": [str(CORPUS / n / f"{f}.jsonl.gz")]} for n, k, f in BUILT_SOURCES]
+    loaded = load_spec(write_spec(root / "spec.yaml", base_spec(sources, root)))
+    build_all(loaded)
+    return loaded
+
+
+def copy_build(built, dest: Path, **changes):
+    """A copy of a build (outputs and manifests) under ``dest``, with its own spec (``changes`` replace
+    top-level sections). Manifests name outputs relative to the storage root and content keys do not
+    depend on where the storage is, so every stage of the copy is current."""
+    from corpusmix.core.spec import load_spec
+
+    shutil.copytree(built.storage_root, dest / "data")
+    shutil.copytree(built.manifest_root, dest / "manifests")
+    spec = yaml.safe_load(built.path.read_text())
+    spec.update(changes, storage={"root": str(dest / "data"), "manifests": str(dest / "manifests")})
+    return load_spec(write_spec(dest / "spec.yaml", spec))

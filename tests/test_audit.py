@@ -15,37 +15,17 @@ from corpusmix.core.indexed import IndexedReader
 from corpusmix.core.manifest import manifest_path, read_manifest
 from corpusmix.core.spec import load_spec
 from corpusmix.ops import audit
-from corpusmix.pipeline import run_stage
+from corpusmix.pipeline import build_all
 from corpusmix.trainer.loader import TokenStream
 
-from .conftest import CORPUS, base_spec, write_spec
+from .conftest import copy_build, write_spec
 
 Q = {"progress": lambda m: None}
 
 
-def _build(loaded):
-    for s in loaded.source_names:
-        run_stage("ingest", loaded, s, **Q)
-        run_stage("dedup", loaded, s, **Q)
-    run_stage("cross_source_dedup", loaded, **Q)
-    for s in loaded.source_names:
-        run_stage("quality", loaded, s, **Q)
-    run_stage("tokenizer", loaded, **Q)
-    for s in loaded.source_names:
-        run_stage("tokenize", loaded, s, **Q)
-    run_stage("mixture_plan", loaded, **Q)
-    run_stage("mixed_shards", loaded, **Q)
-
-
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    root = tmp_path_factory.mktemp("audit")
-    sources = [{"name": "web", "kind": "web", "paths": [str(CORPUS / "web" / "web-0000-of-0003.jsonl.gz")]},
-               {"name": "dialogue", "kind": "dialogue",
-                "paths": [str(CORPUS / "dialogue" / "dialogue-0000-of-0002.jsonl.gz")]}]
-    loaded = load_spec(write_spec(root / "spec.yaml", base_spec(sources, root)))
-    _build(loaded)
-    return loaded
+def built(built_corpus, tmp_path_factory):
+    return copy_build(built_corpus, tmp_path_factory.mktemp("audit"))
 
 
 def test_why_names_the_stage_the_reason_and_the_values(built):
@@ -89,7 +69,7 @@ def test_sql_over_the_tables_agrees_with_the_manifests(built):
         m = read_manifest(manifest_path(built.manifest_root, "quality", s))
         n = con.execute("SELECT count(*) FROM rejections WHERE source = ?", [s]).fetchone()[0]
         assert n == m["counts"]["rejected"]
-    assert con.execute("SELECT count(*) FROM manifests").fetchone()[0] == 2 * 4 + 4
+    assert con.execute("SELECT count(*) FROM manifests").fetchone()[0] == len(built.source_names) * 4 + 4
     total = con.execute("SELECT sum(n_tokens) FROM lineage").fetchone()[0]
     assert total == built.spec.mixture.total_tokens + 1
 
@@ -98,9 +78,10 @@ def test_diff_between_two_versions(built, tmp_path):
     old = tmp_path / "old_manifests"
     shutil.copytree(built.manifest_root, old)
     spec = yaml.safe_load(built.path.read_text())
-    spec["sources"][1]["filters"] = {"overrides": {"length_chars": {"min_chars": 400}}}  # drop short dialogues
+    dialogue = next(s for s in spec["sources"] if s["name"] == "dialogue")
+    dialogue["filters"] = {"overrides": {"length_chars": {"min_chars": 400}}}  # drop short dialogues
     changed = load_spec(write_spec(built.path.parent / "spec_changed.yaml", spec))
-    _build(changed)
+    build_all(changed)
     d = audit.diff(changed, old)
     assets = {(c["asset"], c["partition"]) for c in d["changed"]}
     assert ("quality", "dialogue") in assets and ("tokenize", "dialogue") in assets
@@ -110,7 +91,7 @@ def test_diff_between_two_versions(built, tmp_path):
     assert removed and not d["documents"]["dialogue"]["added"] and "web" not in d["documents"]
     con = audit.connect(changed)
     assert audit.why(con, removed[0], "dialogue")[0]["why"].startswith("failed length_chars")
-    _build(built)  # put the module's build back for the other tests
+    build_all(built)  # put the module's build back for the other tests
 
 
 def test_cli(built):
@@ -118,7 +99,7 @@ def test_cli(built):
                         "SELECT source, count(*) AS n FROM tokenized GROUP BY ALL ORDER BY source"],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    assert [x["source"] for x in json.loads(r.stdout)] == ["dialogue", "web"]
+    assert [x["source"] for x in json.loads(r.stdout)] == sorted(built.source_names)
     r = subprocess.run([sys.executable, "-m", "corpusmix.cli", "audit", str(built.path), "why", "nope"],
                        capture_output=True, text=True)
     assert r.returncode == 1 and "is in no table" in r.stderr

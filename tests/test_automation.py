@@ -14,6 +14,8 @@ from workflows.definitions import build_definitions
 
 from .conftest import CORPUS
 
+pytestmark = pytest.mark.slow  # materializes through Dagster's sensors and automation
+
 
 @pytest.fixture
 def two_sources(make_spec, tmp_path):

@@ -15,6 +15,8 @@ from workflows.definitions import build_definitions
 
 from .conftest import CORPUS, REPO
 
+pytestmark = pytest.mark.slow  # builds through Dagster
+
 
 def _sources(*names):
     kinds = {"math": "math", "dialogue": "dialogue", "web": "web"}

@@ -140,7 +140,7 @@ def test_dedup_needs_its_ingest_first(make_spec):
 
 
 def test_cross_source_duplicates_enter_once_from_the_first_ranked_source(make_spec, tmp_path):
-    from corpusmix.stages.cross_source_dedup import cross_source_drops
+    from corpusmix.stages.quality import cross_source_drops
 
     first = str(CORPUS / "math" / "math-0000-of-0002.jsonl.gz")
     sources = [{"name": "gsm_a", "kind": "math", "paths": [first]},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import yaml
 
 from corpusmix.core.spec import load_spec
@@ -9,6 +10,8 @@ from corpusmix.ops.demo import harvest
 from corpusmix.pipeline import run_stage
 
 from .conftest import REPO, read_outputs
+
+pytestmark = pytest.mark.slow  # harvests and ingests the demo corpus
 
 
 def test_demo_spec_builds_all_three_readers_on_the_harvest(tmp_path):

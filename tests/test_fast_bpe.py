@@ -28,6 +28,7 @@ def _corpus_texts(limit_per_file: int | None = None) -> list[str]:
     return texts
 
 
+@pytest.mark.slow  # every document of the corpus, twice
 def test_gpt2_gives_the_same_ids_as_tokenizers_on_every_document_of_the_corpus():
     texts = _corpus_texts()
     assert sum(map(len, texts)) > 50_000_000  # all six sources, every document

@@ -7,6 +7,7 @@ import gzip
 import shutil
 
 import orjson
+import pytest
 
 from corpusmix.core.spec import load_spec
 from corpusmix.ops.freshness import everything_current, is_current
@@ -14,6 +15,8 @@ from corpusmix.pipeline import run_stage
 from workflows.build import run_build
 
 from .conftest import CORPUS
+
+pytestmark = pytest.mark.slow  # builds through Dagster
 
 
 def _manifests(root):

@@ -17,6 +17,8 @@ from corpusmix.pipeline import run_stage
 
 from .conftest import CORPUS, GPT2, corpus_manifest, read_outputs
 
+pytestmark = pytest.mark.slow  # ingests the whole shared corpus
+
 SOURCES = {"wiki": "prose", "web": "web", "books": "prose", "code": "code", "math": "math", "dialogue": "dialogue"}
 KNOWN_EMPTY = {"wiki": 10, "code": 14, "web": 27}  # from ../shared/corpus/README.md
 

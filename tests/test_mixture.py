@@ -23,8 +23,8 @@ from corpusmix.pipeline import run_stage
 from corpusmix.stages.tokenizer import load_tokenizer
 from corpusmix.trainer.loader import SampleReader, TokenStream
 
-from .conftest import GPT2
-from .test_tokenize import QUIET, SOURCES, _build_to_quality
+from .conftest import GPT2, copy_build
+from .test_tokenize import QUIET
 
 MIXTURE = {"total_tokens": 3_000_000, "seq_len": 512, "seed": 3, "max_epochs": 4,
            "schedule": {"type": "phases", "transition": "linear", "phases": [
@@ -41,13 +41,9 @@ def _respec(loaded, path, **changes):
 
 
 @pytest.fixture(scope="module")
-def mixed(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mix")
-    loaded = _build_to_quality(root)
-    run_stage("tokenizer", loaded, **QUIET)
-    for n, _, _ in SOURCES:
-        run_stage("tokenize", loaded, n, **QUIET)
-    loaded = _respec(loaded, root / "mix.yaml", mixture=MIXTURE, output={"shard_tokens": 500_000})
+def mixed(built_corpus, tmp_path_factory):
+    loaded = copy_build(built_corpus, tmp_path_factory.mktemp("mix"), mixture=MIXTURE,
+                        output={"shard_tokens": 500_000})
     run_stage("mixture_plan", loaded, **QUIET)
     manifest, _ = run_stage("mixed_shards", loaded, **QUIET)
     return loaded, manifest
@@ -137,7 +133,7 @@ def test_lineage_leads_back_to_the_documents(mixed):
     lin = _lineage(loaded, m)
     starts = lin.column("stream_start").to_numpy()
     texts, stores = {}, {}
-    for s, _, _ in SOURCES:
+    for s in loaded.source_names:
         tm = read_manifest(manifest_path(loaded.manifest_root, "tokenize", s))
         q = pq.read_table(loaded.storage_root / tm["inputs"][0]["path"], columns=["doc_id", "text"])
         texts[s] = dict(zip(q.column("doc_id").to_pylist(), q.column("text").to_pylist()))
@@ -236,7 +232,7 @@ def test_cumulative_tokens_track_the_target_at_every_shard_boundary(mixed):
 
     grid = orjson.loads(plan_file.read_bytes())["grid"]
     x = np.array(grid["x"])
-    realised = {s: 0 for s, _, _ in SOURCES}
+    realised = {s: 0 for s in loaded.source_names}
     shards = m["details"]["shards"]
     for k, info in enumerate(shards[:-1]):
         for s, n in info["tokens_per_source"].items():

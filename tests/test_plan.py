@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from corpusmix.core.spec import load_spec
-from corpusmix.mixture.plan import Availability, PlanError, make_plan, render_plan, unimax
+from corpusmix.mixture.plan import make_plan, render_plan
+from corpusmix.mixture.schedules import Availability, PlanError, unimax
 
 from .conftest import CORPUS
 

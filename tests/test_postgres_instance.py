@@ -20,6 +20,8 @@ from workflows.build import run_build
 
 from .conftest import CORPUS
 
+pytestmark = pytest.mark.slow  # starts PostgreSQL and builds through Dagster
+
 
 def _pg_bin(name: str) -> str:
     found = shutil.which(name) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))), None)

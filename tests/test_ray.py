@@ -23,6 +23,8 @@ from workflows.resources import CorpusSpec
 
 from .conftest import CORPUS, REPO
 
+pytestmark = pytest.mark.slow  # starts a Ray cluster
+
 # Ray reads RAY_AUTH_MODE once, when it is imported: a driver that joins an existing cluster
 # sends the cluster's token only in token mode. The token is this session's own, in the environment
 # that `ray start` and the driver share (a fresh machine has no ~/.ray/auth_token).

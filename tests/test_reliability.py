@@ -21,6 +21,8 @@ from corpusmix.pipeline import run_stage
 
 from .conftest import CORPUS
 
+pytestmark = pytest.mark.slow  # kills and concurrent builds through Dagster
+
 VERSION = re.compile(r"[0-9a-f]{20}")  # a content key: the name of a published version directory
 
 
@@ -47,7 +49,6 @@ ENGINE_BUILD = """
 import sys
 from corpusmix.core.spec import load_spec
 from corpusmix.pipeline import build_all
-
 build_all(load_spec(sys.argv[1]))
 """
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 
 import pyarrow.parquet as pq
+import pytest
 
 from corpusmix.core.manifest import manifest_path, read_manifest
 from corpusmix.core.storage import sha256_file
@@ -15,6 +16,8 @@ from corpusmix.stages.tokenizer import load_tokenizer
 
 from .conftest import GPT2
 from .test_tokenize import QUIET, _build_to_quality, _store
+
+pytestmark = pytest.mark.slow  # tokenizes a source on two backends
 
 SOURCE = ("code", "code", "code-000[01]-of-0004")  # two files, ~9 MB of text, long documents among it
 

@@ -13,6 +13,8 @@ import pytest
 from .conftest import CORPUS, REPO
 from .dagster_dev import dagster_dev, graphql
 
+pytestmark = pytest.mark.slow  # drives Chromium against dagster dev
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SCREENSHOTS = REPO / "test-artifacts"
 

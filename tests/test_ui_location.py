@@ -8,9 +8,13 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from .conftest import CORPUS
 from .dagster_dev import dagster_dev
 from .dagster_dev import graphql as _graphql
+
+pytestmark = pytest.mark.slow  # starts dagster dev
 
 
 def test_dagster_dev_shows_partitioned_ingest_and_cli_runs(make_spec, tmp_path):

@@ -263,8 +263,8 @@ def _imports(name: str, tree: ast.Module, is_package: bool) -> set[str]:
             base = node.module or ""
             if node.level:
                 base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
-            found.add(base)
-            found.update(f"{base}.{a.name}" for a in node.names)  # ``from pkg import module``
+            for a in node.names:  # ``from pkg import module`` names the module, not the package
+                found.add(f"{base}.{a.name}" if _module_file(f"{base}.{a.name}") else base)
     return {m for m in found if _module_file(m) is not None}
 
 

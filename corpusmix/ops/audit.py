@@ -91,29 +91,35 @@ def _rows(con, query: str, params: list) -> list[dict]:
     return [dict(zip(names, r)) for r in cur.fetchall()]
 
 
+# What each table says about one document: the columns to read, why it left (or stayed), the detail.
+_FINDINGS = {
+    "quarantine": ("source, reason, detail, file, record_no", lambda r: f"quarantined: {r['reason']}",
+                   lambda r: f"{r['detail']} ({r['file']} record {r['record_no']})"),
+    "duplicates": ("source, kind, representative_doc_id, estimated_jaccard, true_jaccard",
+                   lambda r: f"{r['kind']} duplicate",
+                   lambda r: f"of {r['representative_doc_id']} (estimated Jaccard {r['estimated_jaccard']}, "
+                             f"true {r['true_jaccard']})"),
+    "cross_source": ("source, kind, representative_doc_id", lambda r: f"{r['kind']} duplicate in another source",
+                     lambda r: f"kept as {r['representative_doc_id']}"),
+    "rejections": ('source, failed_rules, "values"', lambda r: "failed " + ", ".join(r["failed_rules"]),
+                   lambda r: f"measured {r['values']}"),
+    "tokenized": ("source, sequence, n_tokens", lambda r: "kept",
+                  lambda r: f"sequence {r['sequence']} of the token store, {r['n_tokens']} tokens"),
+}
+
+
 def why(con, doc_id: str, source: str | None = None) -> list[dict]:
-    """Every place a document left the corpus (or that it was kept), stage by stage."""
+    """Every place a document left the corpus (or that it was kept), in build order."""
+    from corpusmix.pipeline import STAGES
+
+    order = [s.name for s in STAGES]
     src = "" if source is None else " AND source = ?"
     p = [doc_id] + ([source] if source else [])
     found = []
-    for r in _rows(con, f"SELECT source, reason, detail, file, record_no FROM quarantine WHERE doc_id = ?{src}", p):
-        found.append({"stage": "ingest", "source": r["source"], "why": f"quarantined: {r['reason']}",
-                      "detail": f"{r['detail']} ({r['file']} record {r['record_no']})"})
-    for r in _rows(con, "SELECT source, kind, representative_doc_id, estimated_jaccard, true_jaccard FROM duplicates "
-                        f"WHERE doc_id = ?{src}", p):
-        found.append({"stage": "dedup", "source": r["source"], "why": f"{r['kind']} duplicate",
-                      "detail": f"of {r['representative_doc_id']} (estimated Jaccard {r['estimated_jaccard']}, "
-                                f"true {r['true_jaccard']})"})
-    for r in _rows(con, "SELECT source, kind, representative_doc_id FROM cross_source "
-                        f"WHERE doc_id = ?{src}", p):
-        found.append({"stage": "cross_source_dedup", "source": r["source"], "why": f"{r['kind']} duplicate in "
-                      "another source", "detail": f"kept as {r['representative_doc_id']}"})
-    for r in _rows(con, f"SELECT source, failed_rules, \"values\" FROM rejections WHERE doc_id = ?{src}", p):
-        found.append({"stage": "quality", "source": r["source"], "why": "failed " + ", ".join(r["failed_rules"]),
-                      "detail": f"measured {r['values']}"})
-    for r in _rows(con, f"SELECT source, sequence, n_tokens FROM tokenized WHERE doc_id = ?{src}", p):
-        found.append({"stage": "tokenize", "source": r["source"], "why": "kept",
-                      "detail": f"sequence {r['sequence']} of the token store, {r['n_tokens']} tokens"})
+    for view in sorted(_FINDINGS, key=lambda v: order.index(TABLE_KINDS[v][0])):
+        columns, reason, detail = _FINDINGS[view]
+        for r in _rows(con, f"SELECT {columns} FROM {view} WHERE doc_id = ?{src}", p):
+            found.append({"stage": TABLE_KINDS[view][0], "source": r["source"], "why": reason(r), "detail": detail(r)})
     return found
 
 

@@ -4,7 +4,7 @@ This is a global stage over the per-source dedup outputs rather than a change
 to them: each source's partition stays independent (editing one source does
 not rebuild the others' dedup), and the result is a small drop list,
 ``cross_source_duplicates.parquet``, that the quality stage applies
-(``cross_source_drops``). Exact matching always (if ``cross_source.exact``);
+(``quality.cross_source_drops``). Exact matching always (if ``cross_source.exact``);
 MinHash near matching across sources on request (``cross_source.near``), with
 the same machinery as dedup (``dedup.find_duplicates``).
 """
@@ -14,10 +14,7 @@ from __future__ import annotations
 import shutil
 from collections import Counter
 
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
-
-from corpusmix.core.manifest import input_refs, output_ref, require_manifest
+from corpusmix.core.manifest import input_refs, output_ref
 from corpusmix.core.parquet_io import write_parquet
 from corpusmix.core.spec import LoadedSpec
 from corpusmix.core.stage import Built, Stage, StageRun
@@ -83,14 +80,6 @@ def build_cross_source_dedup(ctx: StageRun) -> Built:
                                              for (a, b), n in sorted(pairs.items())],
                  "audit_pairs": audit},
         summary=f"{len(rows)} document(s) already present in a higher-ranked source")
-
-
-def cross_source_drops(loaded: LoadedSpec, source: str) -> set[str]:
-    """The doc_ids of ``source`` that another, higher-ranked source already holds."""
-    out = require_manifest(loaded.manifest_root, NAME, None)[1]["outputs"][0]
-    table = pq.read_table(loaded.storage_root / out["path"], columns=["source", "doc_id"])
-    mask = pc.equal(table.column("source"), source)
-    return set(table.filter(mask).column("doc_id").to_pylist())
 
 
 STAGE = Stage(name=NAME, scope="global", upstream=("dedup",), config=cross_source_config,

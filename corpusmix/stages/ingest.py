@@ -36,6 +36,7 @@ from corpusmix.core.stage import Built, Stage, StageRun
 from corpusmix.core.storage import sha256_file
 from corpusmix.readers import BadRecord, FileReadResult, UnreadableFileError, read_unit
 from corpusmix.stages.tokencount import TokenEstimate, calibrate
+from corpusmix.stages.tokenizer import load_tokenizer
 from schemas.tables import ARROW_SCHEMAS, INGEST_DOCUMENTS, QUARANTINE, nul_mask, validate_table
 
 NAME = "ingest"
@@ -498,7 +499,8 @@ def _built(loaded: LoadedSpec, source: Source, results: list[UnitResult]) -> Bui
     tok = loaded.spec.tokenizer
     tok_path = loaded.resolve(tok.path) if tok.path else None
     samples = [s for r in results for s in r.samples]
-    est: TokenEstimate = calibrate(samples, tok_path, _file_sha(str(tok_path)) if tok_path else None)
+    est: TokenEstimate = calibrate(samples, load_tokenizer(str(tok_path)) if tok_path else None,
+                                   _file_sha(str(tok_path)) if tok_path else None)
     inputs = [i for r in results for i in r.inputs]
     reasons: dict[str, list[int]] = {}
     for r in results:

@@ -39,7 +39,6 @@ from corpusmix.core.manifest import require_manifest
 from corpusmix.core.parquet_io import PartWriter, write_parquet
 from corpusmix.core.spec import LoadedSpec, canonical_hash
 from corpusmix.core.stage import Built, Stage, StageRun, documents_built
-from corpusmix.stages.cross_source_dedup import cross_source_drops
 from corpusmix.stages.quality_rules import evaluate, resolve_rules
 from corpusmix.stages.tokencount import TokenEstimate
 from schemas.tables import ARROW_SCHEMAS, QUALITY_DOCUMENTS, REJECTIONS, validate_table
@@ -174,6 +173,14 @@ def _filter_part(flt: _Filter, item: tuple[int, str]) -> _PartResult:
     rej = pa.Table.from_pylist(rejections, schema=REJ_SCHEMA)
     validate_table(rej, REJECTIONS)
     return _PartResult(parts=writer.close(), rejections=rej, tally=tally)
+
+
+def cross_source_drops(loaded: LoadedSpec, source: str) -> set[str]:
+    """The doc_ids of ``source`` that another, higher-ranked source already holds."""
+    out = require_manifest(loaded.manifest_root, "cross_source_dedup", None)[1]["outputs"][0]
+    table = pq.read_table(loaded.storage_root / out["path"], columns=["source", "doc_id"])
+    mask = pc.equal(table.column("source"), source)
+    return set(table.filter(mask).column("doc_id").to_pylist())
 
 
 def quality_config(loaded: LoadedSpec, source_name: str) -> dict:

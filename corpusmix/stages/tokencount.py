@@ -13,9 +13,6 @@ falls back to 4 bytes per token and says that it is uncalibrated.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from pathlib import Path
-
-from corpusmix.stages.tokenizer import load_tokenizer
 
 DEFAULT_BYTES_PER_TOKEN = 4.0
 
@@ -51,12 +48,12 @@ class TokenEstimate:
         return asdict(self) | {"description": self.describe()}
 
 
-def calibrate(samples: list[str], tokenizer_path: Path | None, tokenizer_sha256: str | None) -> TokenEstimate:
-    """Fit bytes-per-token on even-indexed samples, measure error on odd-indexed ones."""
+def calibrate(samples: list[str], tok, tokenizer_sha256: str | None) -> TokenEstimate:
+    """Fit bytes-per-token on even-indexed samples, measure error on odd-indexed ones. ``tok`` is a
+    loaded ``tokenizers.Tokenizer``, or None when the build will train its own (uncalibrated)."""
     samples = [s for s in samples if s]
-    if tokenizer_path is None or len(samples) < 2:
+    if tok is None or len(samples) < 2:
         return TokenEstimate("uncalibrated", DEFAULT_BYTES_PER_TOKEN, 0, 0, None, None, None)
-    tok = load_tokenizer(str(tokenizer_path))
     counts = [len(e) for e in tok.encode_batch_fast(samples, add_special_tokens=False)]
     sizes = [len(s.encode("utf-8")) for s in samples]
     fit_b, fit_t = sum(sizes[0::2]), sum(counts[0::2])
