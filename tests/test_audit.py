@@ -146,3 +146,27 @@ def test_verify_catches_a_flipped_byte_or_a_missing_file_in_every_output_kind(bu
         finally:
             f.write_bytes(original)
     assert verify(str(built.path)) == []
+
+
+def test_why_and_where_on_a_build_with_absent_tables(make_spec):
+    """A build of ingest and dedup only, with nothing quarantined: every view exists, empty, with its
+    columns, so `why` finds the document's dedup story and `where` says it is in no shard."""
+    from corpusmix.pipeline import run_stage
+
+    from .conftest import CORPUS
+
+    loaded = load_spec(make_spec([{"name": "math", "kind": "math",
+                                   "paths": [str(CORPUS / "math" / "math-0000-of-0002.jsonl.gz")]}]))
+    m, _ = run_stage("ingest", loaded, "math", progress=lambda x: None)
+    assert m["counts"]["quarantined"] == 0
+    run_stage("dedup", loaded, "math", progress=lambda x: None)
+    con = audit.connect(loaded)
+    doc = con.execute("SELECT doc_id FROM read_parquet(?) LIMIT 1",
+                      [str(loaded.storage_root / m["outputs"][0]["path"])]).fetchone()[0]
+    assert audit.why(con, doc) == []  # kept by dedup, never tokenized: no table names it
+    assert audit.where(con, doc, 512) == []
+    for view in ("quarantine", "duplicates", "cross_source", "rejections", "tokenized", "lineage"):
+        assert con.execute(f"SELECT count(*) FROM {view}").fetchone()[0] == 0
+    r = subprocess.run([sys.executable, "-m", "corpusmix.cli", "audit", str(loaded.path), "why", doc],
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and "is in no table" in r.stderr, r.stderr

@@ -4,6 +4,7 @@ and what the stage finds in the real corpus."""
 from __future__ import annotations
 
 import sys
+from collections import Counter
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -204,3 +205,29 @@ def test_cross_source_near_duplicates_on_request(make_spec, tmp_path):
             run_stage("dedup", loaded, name, progress=lambda m: None)
         m, _ = run_stage("cross_source_dedup", loaded, progress=lambda x: None)
         assert m["counts"]["removed_near"] == expected and len(close) > 5
+
+
+@pytest.mark.slow  # 24 dedup runs
+def test_every_threshold_and_permutation_count_dedups_end_to_end(make_spec):
+    """datasketch's layout for most thresholds uses fewer than num_perm permutations (0.7 at 128:
+    21 x 6 = 126): banding must take the first bands x rows values, as MinHashLSH does. Every
+    accepted pair reaches the threshold, and a higher threshold never removes more."""
+    for num_perm in (64, 128, 256):
+        removed = []
+        for threshold in (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95):
+            sources = [{"name": "dialogue", "kind": "dialogue",
+                        "paths": [str(CORPUS / "dialogue" / "dialogue-0000-of-0002.jsonl.gz")]}]
+            loaded = load_spec(make_spec(sources, name=f"t{num_perm}-{threshold}.yaml",
+                                         dedup={"near": {"num_perm": num_perm, "threshold": threshold}}))
+            run_stage("ingest", loaded, "dialogue", progress=lambda m: None)
+            m, _ = run_stage("dedup", loaded, "dialogue", progress=lambda m: None)
+            dups = pq.read_table(loaded.storage_root / next(o["path"] for o in m["outputs"]
+                                                            if o["kind"] == "duplicates")).to_pylist()
+            near = [r for r in dups if r["kind"] == "near"]
+            removed_from = Counter(r["cluster_id"] for r in dups)
+            # against its representative a member reaches the threshold, unless the cluster chains
+            # through a third document (A ~ B ~ C: A and C may be further apart)
+            assert near and all(r["true_jaccard"] >= threshold or removed_from[r["cluster_id"]] > 1
+                                for r in near), (num_perm, threshold)
+            removed.append(m["counts"]["removed_near"])
+        assert removed == sorted(removed, reverse=True), (num_perm, removed)

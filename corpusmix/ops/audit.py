@@ -25,11 +25,14 @@ import pyarrow as pa
 
 from corpusmix.core.manifest import iter_manifests, read_manifest
 from corpusmix.core.spec import LoadedSpec
+from schemas.tables import ARROW_SCHEMAS
 
 TABLE_KINDS = {"quarantine": ("ingest", "quarantine"), "duplicates": ("dedup", "duplicates"),
                "cross_source": ("cross_source_dedup", "cross_source_duplicates"),
                "rejections": ("quality", "rejections"), "tokenized": ("tokenize", "token_documents"),
                "lineage": ("mixed_shards", "lineage")}
+EMPTY_AS = {"quarantine": "quarantine", "duplicates": "duplicates", "cross_source": "duplicates",
+            "rejections": "rejections", "tokenized": "tokenized_documents", "lineage": "lineage"}
 
 
 def _manifests(root: Path) -> list[dict]:
@@ -75,8 +78,12 @@ def connect(loaded: LoadedSpec, manifest_root: Path | None = None) -> duckdb.Duc
             else:
                 listed = ", ".join(_q(f) for f in files)
                 con.execute(f"CREATE VIEW {view} AS SELECT * FROM read_parquet([{listed}], union_by_name=true)")
-        else:
-            con.execute(f"CREATE VIEW {view} AS SELECT NULL::VARCHAR AS source, NULL::VARCHAR AS doc_id WHERE false")
+        else:  # no such output in this build (nothing quarantined, a --source build): empty, with every column
+            schema = ARROW_SCHEMAS[EMPTY_AS[view]]
+            if "source" not in schema.names:
+                schema = schema.insert(0, pa.field("source", pa.string()))
+            con.register(f"{view}_empty", schema.empty_table())
+            con.execute(f"CREATE VIEW {view} AS SELECT * FROM {view}_empty")
     return con
 
 

@@ -232,12 +232,14 @@ def band_keys(sigs: np.ndarray, positions: np.ndarray, bands: int, rows: int,
 
     A key holds the band number and its ``rows`` signature values, so two documents
     share a key exactly when they agree on every row of one band; all documents with
-    one key land in one bucket, which is what makes the reduce side exact.
+    one key land in one bucket, which is what makes the reduce side exact. Like
+    ``MinHashLSH``, bands use the first bands x rows permutations, which datasketch's
+    optimal layout for most thresholds leaves short of ``num_perm`` (0.7: 11 x 11 of 128).
     """
     m = len(positions)
     keys = np.empty((m, bands, rows + 1), np.uint32)
     keys[:, :, 0] = np.arange(bands, dtype=np.uint32)
-    keys[:, :, 1:] = sigs.reshape(m, bands, rows)
+    keys[:, :, 1:] = sigs[:, :bands * rows].reshape(m, bands, rows)  # as datasketch: the first bands*rows values
     with np.errstate(over="ignore"):
         bucket = (_fmix32(keys[:, :, 1] ^ (keys[:, :, 0] * np.uint32(0x9E3779B9))) % np.uint32(buckets)).ravel()
     flat = keys.reshape(m * bands, rows + 1).view(np.dtype((np.void, 4 * (rows + 1)))).ravel()
