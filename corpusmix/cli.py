@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from importlib import resources
 from pathlib import Path
@@ -57,6 +58,17 @@ def _cmd_verify(args) -> int:
     return 0
 
 
+def _finite_or_named(value):
+    """JSON has no infinity (orjson writes null, which reads as "unknown"): name it "inf" instead."""
+    if isinstance(value, dict):
+        return {k: _finite_or_named(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite_or_named(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # "inf", "-inf", "nan": float() reads them back
+    return value
+
+
 def _cmd_plan(args) -> int:
     import orjson
 
@@ -75,7 +87,7 @@ def _cmd_plan(args) -> int:
             return 1
         plan, error = e.plan, str(e)
     if args.json:
-        shown = {k: v for k, v in plan.items() if k != "grid"}
+        shown = _finite_or_named({k: v for k, v in plan.items() if k != "grid"})
         print(orjson.dumps(shown | {"error": error}, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode())
     else:
         print(render_plan(plan))

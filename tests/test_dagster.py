@@ -129,3 +129,20 @@ def test_build_with_a_trained_tokenizer_runs_quality_before_the_tokenizer(make_s
         assert instance.get_materialized_partitions(AssetKey("tokenize")) == {"math", "dialogue"}
         tok = instance.get_latest_materialization_event(AssetKey("tokenizer")).asset_materialization.metadata
         assert tok["vocab_size"].value == 1024
+
+
+def test_a_failed_build_prints_the_engine_error_with_its_fix(make_spec, tmp_path, monkeypatch):
+    """Not Dagster's wrapper ("Error occurred while executing op ingest") but the IngestError under it."""
+    from workflows.build import run_build
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "a.jsonl").write_text('{"id": "1", "body": "no text field here"}\n')
+    spec = make_spec([{"name": "s", "kind": "web", "paths": [str(raw / "*.jsonl")]}])
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    echo: list[str] = []
+    assert not run_build(spec, echo=echo.append)
+    text = "\n".join(echo)
+    assert "s ingest + dedup: FAILED" in text
+    assert "IngestError: source 's': 1 of its 1 records are quarantined" in text and "fix: set sources[s]" in text
+    assert "cross_source_dedup" not in text  # the next wave never started

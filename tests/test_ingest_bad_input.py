@@ -312,3 +312,43 @@ def test_a_rebuild_repairs_a_damaged_published_output(make_spec, tmp_path):
     assert verify(str(loaded.path))
     run_stage("ingest", loaded, "s", progress=lambda m: None)
     assert verify(str(loaded.path)) == []
+
+
+def test_an_unpaired_surrogate_escape_is_quarantined_with_or_without_a_huge_integer(make_spec, tmp_path):
+    """A line with an integer over 64 bits goes to the standard library's parser, which accepts
+    an unpaired surrogate escape that no UTF-8 text can hold: that record alone is quarantined."""
+    data = (b'{"id": "a", "text": "before it"}\n'
+            b'{"id": "b", "text": "bad \\ud83d here", "tweet_id": 12345678901234567890}\n'
+            b'{"id": "c", "text": "bad \\udc00 alone"}\n'
+            b'{"id": "d", "text": "a huge id kept", "tweet_id": 12345678901234567890}\n'
+            b'{"id": "e", "text": "a real pair \\ud83d\\ude00", "tweet_id": 12345678901234567890}\n')
+    manifest, docs, quar = _ingest(make_spec, tmp_path, {"a.jsonl": data}, on_unreadable="skip")
+    assert _reasons(quar) == {2: "invalid_json", 3: "invalid_json"}
+    assert "unpaired surrogate" in quar.column("detail")[0].as_py()
+    kept = dict(zip(docs.column("doc_id").to_pylist(), docs.column("metadata").to_pylist()))
+    assert sorted(kept) == ["a", "d", "e"]
+    assert json.loads(kept["d"])["tweet_id"] == 12345678901234567890  # exact, not a float
+    assert docs.column("text").to_pylist()[2] == "a real pair \U0001F600"
+
+
+def test_a_source_that_keeps_nothing_fails_naming_the_fields_it_has(make_spec, tmp_path):
+    """A wrong text_field quarantines every record: the ingest fails there, with the reasons and the
+    fields the records have, instead of "ok" and a plan without tokens much later."""
+    rows = _jsonl(*({"id": f"r{i}", "body": f"text number {i}", "lang": "en"} for i in range(5)))
+    with pytest.raises(IngestError, match=r"(?s)5 of its 5 records are quarantined \(missing_text \(5\)\).*"
+                                          r"\['id', 'body', 'lang'\].*reads text from 'text'"):
+        _ingest(make_spec, tmp_path, {"a.jsonl": rows})
+    (tmp_path / "raw" / "a.jsonl").unlink()
+    with pytest.raises(IngestError, match="its files hold no records at all"):
+        _ingest(make_spec, tmp_path, {"empty.jsonl.gz": gzip.compress(b"")})
+
+
+def test_the_quarantine_threshold_can_be_lowered(make_spec, tmp_path):
+    rows = _jsonl({"id": "a", "text": "kept"}, {"id": "b", "text": ""}, {"id": "c", "text": " "})
+    manifest, _, _ = _ingest(make_spec, tmp_path, {"a.jsonl": rows})  # 2 of 3 quarantined: the default allows
+    assert manifest["counts"]["quarantined"] == 2
+    raw = tmp_path / "raw"
+    src = {"name": "s", "kind": "web", "paths": [str(raw / "*")]}
+    strict = load_spec(make_spec([src], name="strict.yaml", ingest={"max_quarantined_fraction": 0.5}))
+    with pytest.raises(IngestError, match=r"(?s)2 of its 3 records are quarantined.*max_quarantined_fraction \(now 0.5\)"):
+        run_stage("ingest", strict, "s", progress=lambda m: None)

@@ -11,6 +11,7 @@ import warnings
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 import yaml
@@ -242,3 +243,25 @@ def test_cumulative_tokens_track_the_target_at_every_shard_boundary(mixed):
         for s in realised:
             target = np.interp(boundary, x, np.array(grid["cumulative"][s]))
             assert abs(realised[s] - target) <= max(near), (k, s, realised[s], target)
+
+
+def test_a_source_without_share_gets_no_tokens_at_the_end_of_the_stream(built_corpus, tmp_path):
+    """The stream's last tokens (past the budget's quotas) follow the final shares: a source with
+    share 0 in the last phase gets none there (before, every source was extrapolated one token per
+    token and small-document sources filled the tail). What it may still have in that phase are
+    documents due just before the boundary that land just after it (documents are never cut)."""
+    mixture = {"total_tokens": 600_000, "seq_len": 512, "seed": 5, "max_epochs": 8,
+               "schedule": {"type": "phases", "transition": "step", "phases": [
+                   {"name": "all", "end": 0.7, "weights": {"code": 1, "web": 1, "math": 1, "dialogue": 1}},
+                   {"name": "no_dialogue", "end": 1.0, "weights": {"code": 1, "web": 1, "math": 1}}]}}
+    loaded = copy_build(built_corpus, tmp_path, mixture=mixture, output={"shard_tokens": 200_000})
+    run_stage("mixture_plan", loaded, **QUIET)
+    m, _ = run_stage("mixed_shards", loaded, **QUIET)
+    assert check_on_target(loaded) == []
+    lin = pa.concat_tables(pq.read_table(loaded.storage_root / o["path"]) for o in m["outputs"]
+                           if o["kind"] == "lineage")
+    late = lin.filter(pc.and_(pc.equal(lin.column("source"), "dialogue"),
+                              pc.equal(lin.column("phase"), "no_dialogue"))).to_pylist()
+    assert late and all(r["stream_start"] < 420_000 + 2_000 for r in late)  # right after the boundary only
+    last = next(ph for ph in m["details"]["phases"] if ph["name"] == "no_dialogue")["sources"]["dialogue"]
+    assert last["target"] == 0.0 and last["realised"] == sum(r["n_tokens"] for r in late) <= last["tolerance"]

@@ -159,3 +159,29 @@ def test_schedule_picture_draws_each_source_share(make_spec):
     ys = [float(p.split(",")[1]) for p in lines[0].split()]
     assert ys[0] == pytest.approx(20 + 240 * 0.5, abs=1.0) and ys[-1] == pytest.approx(260, abs=0.5)
     assert all(name in svg for name in ("p1", "p2", "p3", ">a<", ">b<", ">c<"))
+
+
+def test_an_empty_source_with_no_weight_has_zero_epochs_and_one_with_weight_is_over_the_cap(make_spec, tmp_path):
+    empty = Availability({"a": 10**6, "b": 0, "c": 10**6}, {"a": 10, "b": 0, "c": 10}, "test")
+    for on_over_cap in ("error", "cap_and_renormalize"):
+        loaded = _loaded(make_spec, {"type": "static", "weights": {"a": 1, "c": 1}}, on_over_cap=on_over_cap)
+        plan = make_plan(loaded, empty)
+        assert plan["per_source"]["b"]["epochs"] == 0.0 and plan["per_source"]["b"]["allocated"] == 0.0
+        assert not plan["per_source"]["b"]["over_cap"]
+    with pytest.raises(PlanError, match="'b' would be repeated inf epochs") as e:
+        make_plan(_loaded(make_spec, {"type": "static", "weights": {"a": 1, "b": 1}}), empty)
+    assert e.value.plan["per_source"]["b"]["epochs"] == float("inf")
+
+
+def test_plan_json_names_an_infinite_value(make_spec):
+    """`corpusmix plan --json` of a plan that cannot be built: infinite epochs read as "inf", not null."""
+    import orjson
+
+    from corpusmix.cli import _finite_or_named
+
+    empty = Availability({"a": 10**6, "b": 0, "c": 10**6}, {"a": 10, "b": 0, "c": 10}, "test")
+    with pytest.raises(PlanError) as e:
+        make_plan(_loaded(make_spec, {"type": "static", "weights": {"a": 1, "b": 1}}), empty)
+    shown = orjson.loads(orjson.dumps(_finite_or_named(e.value.plan)))
+    assert shown["per_source"]["b"]["epochs"] == "inf" and float(shown["per_source"]["b"]["epochs"]) == float("inf")
+    assert shown["per_source"]["a"]["epochs"] == e.value.plan["per_source"]["a"]["epochs"]

@@ -98,5 +98,13 @@ def _run(result, label: str, echo) -> bool:
     if not result.success:
         for ev in result.all_events:
             if ev.is_step_failure and ev.step_failure_data.error:
-                echo("    " + ev.step_failure_data.error.message.strip().replace("\n", "\n    "))
+                echo(f"    {ev.step_key}: " + root_cause(ev.step_failure_data.error).replace("\n", "\n    "))
     return result.success
+
+
+def root_cause(error) -> str:
+    """The engine's own message under Dagster's wrappers ("Error occurred while executing op ..."):
+    the innermost cause, which names the file, line or field and the fix."""
+    while error.cause is not None:
+        error = error.cause
+    return f"{error.cls_name}: {error.message.strip()}" if error.cls_name else error.message.strip()

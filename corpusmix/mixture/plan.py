@@ -40,7 +40,8 @@ def make_plan(loaded: LoadedSpec, avail: Availability) -> dict:
         scale = capped_scale(schedule, caps)
     grid, cum = cumulative(schedule, scale)
     alloc = cum[-1]
-    epochs = np.divide(alloc, n, out=np.full_like(alloc, np.inf), where=n > 0)
+    # no tokens allocated is 0 epochs, even of an empty source; tokens allocated to an empty source are inf
+    epochs = np.divide(alloc, n, out=np.where(alloc > 0, np.inf, 0.0), where=n > 0)
     over = epochs > mix.max_epochs * (1 + 1e-9)
     edges = [int(np.searchsorted(grid, b)) for b in schedule.bounds]
     plan = {

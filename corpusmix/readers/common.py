@@ -167,11 +167,21 @@ def dump_json(obj) -> str:
         return json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=_json_default)
 
 
+class UnpairedSurrogate(ValueError):
+    """A JSON string escape that decodes to half a surrogate pair: no UTF-8 text can hold it."""
+
+
 def load_json(line: bytes):
     """Parse one JSON value; a line with a 20+ digit integer goes to the standard library,
     which keeps it exact (orjson would make it a float)."""
     if long_digit_run(line):
-        return json.loads(line.decode("utf-8"))
+        rec = json.loads(line.decode("utf-8"))
+        try:  # the standard library accepts an unpaired \\uD800-\\uDFFF escape, which no UTF-8 text can hold
+            json.dumps(rec, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise UnpairedSurrogate("a string holds an unpaired surrogate escape (\\uD800-\\uDFFF): "
+                                    "valid JSON syntax, but not Unicode text") from None
+        return rec
     return orjson.loads(line)
 
 

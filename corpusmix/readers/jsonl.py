@@ -34,6 +34,7 @@ from corpusmix.readers.common import (
     FileReadResult,
     RawBatch,
     RawFile,
+    UnpairedSurrogate,
     UnreadableFileError,
     decompressed,
     dump_json,
@@ -241,7 +242,7 @@ def _exact_block(block: bytes, first_line: int, source: Source) -> RawBatch:
             continue
         try:
             rec = load_json(line)
-        except (orjson.JSONDecodeError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        except (orjson.JSONDecodeError, json.JSONDecodeError, UnicodeDecodeError, UnpairedSurrogate) as e:
             try:
                 line.decode("utf-8")
                 bad.append(BadRecord(no, "invalid_json", str(e), line))

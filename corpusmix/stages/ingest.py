@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -446,6 +447,62 @@ def _move_cross_unit_duplicates(staging: Path, results: list[UnitResult], cfg: I
                                     "bytes": (staging / name).stat().st_size}
 
 
+def _fail_if_mostly_quarantined(counts: dict, reasons: dict, source: Source, cfg: Ingest, units: list[Unit]) -> None:
+    """A source that keeps nothing (or less than the spec tolerates) is a wrong spec far more often
+    than bad data: stop here, with the reasons and the fields the records actually have, rather
+    than at the plan with "no tokens"."""
+    records, quarantined = counts["records_read"], counts["quarantined"]
+    if records and quarantined < cfg.max_quarantined_fraction * records:
+        return
+    top = ", ".join(f"{k} ({v['records']})" for k, v in sorted(reasons.items(), key=lambda kv: -kv[1]["records"])[:3])
+    what = (f"{quarantined} of its {records} records are quarantined ({top})" if records
+            else "its files hold no records at all")
+    seen = _fields_seen(units[0])
+    raise IngestError(
+        f"source {source.name!r}: {what}; the records have the fields {seen or '(none found)'}, the spec reads "
+        f"text from {source.text_field!r} and ids from {source.id_field!r}\n"
+        f"fix: set sources[{source.name}].text_field (and id_field) to fields the records have, check the "
+        f"quarantine table for the reasons, or raise ingest.max_quarantined_fraction (now "
+        f"{cfg.max_quarantined_fraction:g}) if this much bad data is expected")
+
+
+def _fields_seen(unit: Unit, lines: int = 20) -> list[str]:
+    """The field names of the first records of a unit's first file (JSONL keys, Parquet columns)."""
+    path = Path(unit.paths[0])
+    try:
+        if unit.fmt is Format.PARQUET:
+            return pq.ParquetFile(path).schema_arrow.names
+        if unit.fmt is Format.JSONL:
+            names: dict[str, None] = {}
+            for line in _head_lines(path, lines):
+                rec = orjson.loads(line)
+                if isinstance(rec, dict):
+                    names.update(dict.fromkeys(rec))
+            return list(names)
+    except Exception:  # noqa: BLE001 - a hint for the message; the message stands without it
+        pass
+    return []
+
+
+def _head_lines(path: Path, n: int):
+    """The first ``n`` non-blank lines of a (compressed) JSONL file (no further than its first 4 MiB)."""
+    from corpusmix.readers.common import RawFile, decompressed
+
+    with open(path, "rb") as f:
+        buf, found = b"", 0
+        for chunk in decompressed(RawFile(f), path):
+            buf += chunk
+            *done, buf = buf.split(b"\n")
+            for line in done:
+                if line.strip():
+                    yield line
+                    found += 1
+                    if found == n:
+                        return
+            if len(buf) > 1 << 22:
+                return
+
+
 def _unreadable_message(errors: list[UnreadableFileError], source: Source) -> str:
     lines = [f"source {source.name!r}: {len(errors)} file(s) cannot be read:"]
     lines += [f"  {e.path}: {e.detail}" for e in errors]
@@ -484,6 +541,7 @@ def build_ingest(ctx: StageRun) -> Built:
         raise IngestError(_unreadable_message(errors, source))
     _move_cross_unit_duplicates(ctx.staging, results, loaded.spec.ingest, source)
     built = _built(loaded, source, results)
+    _fail_if_mostly_quarantined(built.counts, built.reasons, source, loaded.spec.ingest, units)
     if _file_stats(source_files_rel(loaded, source)) != before:
         raise IngestError(f"source {source.name!r}: input files changed while they were read; run again")
     built.version = ctx.key([(i["path"], i["sha256"]) for i in built.inputs])
