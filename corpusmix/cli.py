@@ -45,7 +45,7 @@ def _cmd_verify(args) -> int:
     try:
         from corpusmix.ops.verify import verify
 
-        problems = verify(args.spec)
+        problems = verify(args.spec, args.until)
     except SpecError as e:
         print(str(e), file=sys.stderr)
         return 2
@@ -190,8 +190,10 @@ def make_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
     p = sub.add_parser("validate", help="check a spec; prints every problem with field, line and fix")
     p.add_argument("spec")
     p.set_defaults(fn=_cmd_validate)
-    p = sub.add_parser("verify", help="recompute every checksum and row count against the manifests")
+    p = sub.add_parser("verify", help="recompute every checksum and row count against the manifests; "
+                                      "every stage must be built")
     p.add_argument("spec")
+    p.add_argument("--until", metavar="STAGE", help="expect the stages only up to this one (a partial build)")
     p.set_defaults(fn=_cmd_verify)
     p = sub.add_parser("plan", help="print the mixture plan (allocations, epochs, quotas per phase); builds nothing")
     p.add_argument("spec")

@@ -4,11 +4,13 @@ that source's partitions and the global assets, and leaves the other sources' pa
 from __future__ import annotations
 
 import gzip
+import json
 import shutil
 
 import orjson
 import pytest
 
+from corpusmix.core.manifest import manifest_path, read_manifest
 from corpusmix.core.spec import load_spec
 from corpusmix.ops.freshness import everything_current, is_current
 from corpusmix.pipeline import run_stage
@@ -79,6 +81,34 @@ def test_a_damaged_output_is_not_current_and_the_rebuild_repairs_it(make_spec, t
     data = bytearray(part.read_bytes())
     data[len(data) // 2] ^= 0xFF  # same size, one byte different
     part.write_bytes(bytes(data))
-    assert not is_current(loaded, "ingest", "math") and verify(str(loaded.path))
+    assert not is_current(loaded, "ingest", "math") and verify(str(loaded.path), until="ingest")
     run_stage("ingest", loaded, "math", progress=lambda x: None)
-    assert is_current(loaded, "ingest", "math") and verify(str(loaded.path)) == []
+    assert is_current(loaded, "ingest", "math") and verify(str(loaded.path), until="ingest") == []
+
+
+def test_a_damaged_drop_list_or_an_edited_manifest_is_rebuilt(built_corpus, tmp_path):
+    """A flipped byte in the cross-source drop list (which quality's key reads) and a hand-edited
+    manifest both make their stage stale instead of crashing the freshness check or passing as
+    current; rebuilding repairs both, and the root verifies again."""
+    from corpusmix.ops.verify import verify
+    from corpusmix.pipeline import build_all
+
+    from .conftest import copy_build
+
+    loaded = copy_build(built_corpus, tmp_path)
+    assert everything_current(loaded) and verify(str(loaded.path)) == []
+    drops = loaded.storage_root / read_manifest(manifest_path(loaded.manifest_root, "cross_source_dedup", None))[
+        "outputs"][0]["path"]
+    data = bytearray(drops.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    drops.write_bytes(bytes(data))
+    edited = manifest_path(loaded.manifest_root, "dedup", "web")
+    m = json.loads(edited.read_text())
+    m["counts"]["documents_out"] += 1  # still valid JSON and schema: only its content hash tells
+    edited.write_text(json.dumps(m))
+    assert not is_current(loaded, "cross_source_dedup") and not is_current(loaded, "quality", "web")
+    assert not is_current(loaded, "dedup", "web") and not everything_current(loaded)
+    assert verify(str(loaded.path))
+    build_all(loaded)
+    assert everything_current(loaded) and verify(str(loaded.path)) == []
+    assert read_manifest(edited)["counts"]["documents_out"] == m["counts"]["documents_out"] - 1

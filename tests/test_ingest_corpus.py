@@ -97,26 +97,28 @@ def test_rebuild_is_byte_identical_and_independent_of_workers(make_spec, tmp_pat
 def test_verify_detects_a_flipped_byte_a_removed_file_and_an_edited_manifest(make_spec, tmp_path):
     loaded = _spec(make_spec, workers=0)
     m, mpath = run_stage("ingest", loaded, "web", progress=lambda x: None)
-    missing = verify(str(loaded.path))  # the other five sources were never built
-    assert len(missing) == 5 and all("no manifest for source" in p for p in missing)
+    missing = verify(str(loaded.path), until="ingest")  # the other five sources were never built
+    assert len(missing) == 5 and all("was never built" in p for p in missing)
+    assert len(verify(str(loaded.path))) > 5  # and no stage after ingest was
     for name in SOURCES:
         if name != "web":
             run_stage("ingest", loaded, name, progress=lambda x: None)
-    assert verify(str(loaded.path)) == []
+    assert verify(str(loaded.path), until="ingest") == []
     doc_part = loaded.storage_root / m["outputs"][0]["path"]
     quar_part = loaded.storage_root / next(o["path"] for o in m["outputs"] if o["kind"] == "quarantine")
     data = bytearray(doc_part.read_bytes())
     data[len(data) // 3] ^= 0x01
     doc_part.write_bytes(bytes(data))
     quar_part.unlink()
-    problems = verify(str(loaded.path))
+    problems = verify(str(loaded.path), until="ingest")
     assert any(doc_part.name in p and "sha256" in p for p in problems)
     assert any(quar_part.name in p and "missing" in p for p in problems)
     manifest = json.loads(mpath.read_text())
     manifest["counts"]["documents_out"] += 1
     mpath.write_text(json.dumps(manifest))
-    assert any("content_hash" in p for p in verify(str(loaded.path)))
-    r = subprocess.run([sys.executable, "-m", "corpusmix.cli", "verify", str(loaded.path)], capture_output=True, text=True)
+    assert any("content_hash" in p for p in verify(str(loaded.path), until="ingest"))
+    r = subprocess.run([sys.executable, "-m", "corpusmix.cli", "verify", str(loaded.path), "--until", "ingest"],
+                       capture_output=True, text=True)
     assert r.returncode == 1 and doc_part.name in r.stderr
 
 

@@ -183,8 +183,7 @@ def _pool(workers: int) -> ProcessPoolExecutor:
     imports (pyarrow, numpy, tokenizers) once, not once per stage and source."""
     pool = _POOLS.get(workers)
     if pool is None or pool._broken:  # a worker that died (OOM, kill) breaks the pool for good: start anew
-        pool = _POOLS[workers] = ProcessPoolExecutor(max_workers=workers,
-                                                     mp_context=multiprocessing.get_context("forkserver"),
+        pool = _POOLS[workers] = ProcessPoolExecutor(max_workers=workers, mp_context=_forkserver(),
                                                      initializer=_preload, initargs=(tuple(_PRELOAD),))
     return pool
 
@@ -200,8 +199,16 @@ def warm_up(execution, modules: Iterable[str]) -> None:
             pool.submit(_preload, tuple(_PRELOAD))
 
 
+def _forkserver():
+    """The forkserver context, whose server dies with this process (``deathsig``), so a build
+    killed with SIGKILL leaves no pool behind."""
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["corpusmix.core.deathsig"])
+    return ctx
+
+
 def _preload(modules: tuple[str, ...]) -> None:
-    """Pool initializer: import the modules a worker will need, once, as it starts."""
+    """Pool initializer: import the modules a worker will need, once."""
     for name in modules:
         importlib.import_module(name)
 

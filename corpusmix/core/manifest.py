@@ -83,9 +83,10 @@ def require_manifest(manifest_root: Path, asset: str, partition: str | None) -> 
 
 def up_to_date(loaded, asset: str, partition: str | None, version: str,
                progress=None) -> tuple[dict, Path] | None:
-    """The current manifest when it already has ``version`` and every output it names is intact
-    (present, recorded size and sha256): then the stage has nothing to do, and says so through
-    ``progress``. A damaged or missing output makes the stage run again, which repairs it."""
+    """The current manifest when it already has ``version``, is as the stage wrote it (its content
+    hash holds) and every output it names is intact (present, recorded size and sha256): then the
+    stage has nothing to do, and says so through ``progress``. A damaged or missing output, or an
+    edited manifest, makes the stage run again, which repairs it."""
     path = manifest_path(loaded.manifest_root, asset, partition)
     if not path.is_file():
         return None
@@ -93,7 +94,7 @@ def up_to_date(loaded, asset: str, partition: str | None, version: str,
         m = read_manifest(path)
     except Exception:  # noqa: BLE001 - an unreadable manifest is simply not up to date
         return None
-    if m["version"] != version:
+    if m["version"] != version or content_hash(m) != m["content_hash"]:  # another key, or edited by hand
         return None
     for o in m["outputs"]:
         f = loaded.storage_root / o["path"]

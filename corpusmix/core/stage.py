@@ -236,6 +236,8 @@ def is_current(stage: Stage, loaded: LoadedSpec, partition: str | None, registry
         _, version = stage_key(stage, loaded, partition, registry)
     except FileNotFoundError:  # an upstream manifest is missing: certainly not current
         return False
+    except Exception:  # noqa: BLE001 - an input the key reads is damaged (a flipped byte in the cross-source
+        return False  # drop list): not current; building it rebuilds the damaged stage first, or says why
     return version is not None and up_to_date(loaded, stage.name, partition, version) is not None
 
 

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from corpusmix.core.manifest import GLOBAL_PARTITION as GLOBAL
-from corpusmix.core.manifest import iter_manifests, read_manifest
+from corpusmix.core.manifest import iter_manifests, manifest_path, read_manifest
 from corpusmix.core.spec import load_spec
 from corpusmix.ops.checks import integrity_problems
+from corpusmix.pipeline import STAGES
 
 
-def verify(spec_path: str) -> list[str]:
+def verify(spec_path: str, until: str | None = None) -> list[str]:
     """Every mismatch between a build's manifests and the files on disk (empty = verified).
 
-    Also every stage that has manifests must have one per source of the spec,
-    and none for a source the spec no longer has.
+    Also every stage of the pipeline (up to and including ``until``, default all) must have its
+    manifests, one per source of the spec for a per-source stage, and there is none for a source
+    the spec no longer has.
     """
     loaded = load_spec(spec_path, check_files=False)
     manifests = iter_manifests(loaded.manifest_root)
@@ -21,16 +23,19 @@ def verify(spec_path: str) -> list[str]:
     problems = []
     for m in manifests:
         problems += integrity_problems(loaded, m)
-    stages: dict[str, set[str]] = {}
-    for m in manifests:
-        if m.stem != GLOBAL:  # per-source stages: one manifest per source
-            stages.setdefault(m.parent.name, set()).add(m.stem)
-    for stage, found in sorted(stages.items()):
-        for src in sorted(set(loaded.source_names) - found):
-            problems.append(f"{loaded.manifest_root / stage}: no manifest for source {src!r} "
-                            f"(never built, or the manifest was deleted)")
-        for src in sorted(found - set(loaded.source_names)):
-            problems.append(f"{loaded.manifest_root / stage / (src + '.json')}: stale: the spec has no source {src!r}")
+    found = {(m.parent.name, m.stem) for m in manifests}
+    names = [s.name for s in STAGES]
+    expected = STAGES[: names.index(until) + 1] if until else STAGES
+    for stage in expected:  # every stage, for every source it runs on: a half-built root is not verified
+        for part in (loaded.source_names if stage.per_source else [GLOBAL]):
+            if (stage.name, part) not in found:
+                which = f"{stage.name}[{part}]" if stage.per_source else stage.name
+                problems.append(f"{manifest_path(loaded.manifest_root, stage.name, None if part == GLOBAL else part)}: "
+                                f"no manifest: {which} was never built (or its manifest was deleted); "
+                                f"fix: corpusmix build {loaded.path}")
+    for stage, part in sorted(found):
+        if part != GLOBAL and part not in loaded.source_names:
+            problems.append(f"{loaded.manifest_root / stage / (part + '.json')}: stale: the spec has no source {part!r}")
     for m in manifests:
         try:
             data = read_manifest(m)

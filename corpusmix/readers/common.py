@@ -78,6 +78,27 @@ def new_decoder(name: str):
     return None
 
 
+# Byte-order marks of the encodings that are not UTF-8 (UTF-32 first: its LE mark starts with UTF-16's).
+_FOREIGN_BOMS = ((b"\xff\xfe\x00\x00", "UTF-32 LE", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32 BE", "UTF-32"),
+                 (b"\xff\xfe", "UTF-16 LE", "UTF-16"), (b"\xfe\xff", "UTF-16 BE", "UTF-16"))
+
+
+def utf8_only(chunks: Iterator[bytes], path: Path) -> Iterator[bytes]:
+    """``chunks`` unchanged, after checking the first does not start with a UTF-16 or UTF-32
+    byte-order mark: such a file would read as one garbage record per line."""
+    first = True
+    for chunk in chunks:
+        if first and chunk:
+            for bom, name, codec in _FOREIGN_BOMS:
+                if chunk.startswith(bom):
+                    raise UnreadableFileError(
+                        str(path), f"the text is {name} (it starts with the byte-order mark "
+                                   f"{bom.hex(' ').upper()}), not UTF-8; fix: convert it, e.g. "
+                                   f"`iconv -f {codec} -t UTF-8 {path.name} > {path.stem}.utf8{path.suffix}`")
+            first = False
+        yield chunk
+
+
 def decompressed(raw: RawFile, path: Path) -> Iterator[bytes]:
     """Decompressed bytes of a .gz / .zst / plain file, incrementally.
 

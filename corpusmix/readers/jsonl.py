@@ -42,6 +42,7 @@ from corpusmix.readers.common import (
     load_json,
     long_digit_run,
     meta_fields,
+    utf8_only,
 )
 
 
@@ -283,7 +284,7 @@ def read_jsonl(path: Path, source: Source, block_bytes: int, max_line: int,
         raw = RawFile(f)
         line = 1
         try:
-            for block, problem in _read_blocks(decompressed(raw, path), block_bytes, max_line, path):
+            for block, problem in _read_blocks(utf8_only(decompressed(raw, path), path), block_bytes, max_line, path):
                 if problem is not None:
                     info.lines += 1
                     detail = ("the file is damaged inside this record" if problem == "truncated_record" else

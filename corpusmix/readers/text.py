@@ -18,6 +18,7 @@ from corpusmix.readers.common import (
     RawFile,
     UnreadableFileError,
     decompressed,
+    utf8_only,
 )
 
 
@@ -33,7 +34,7 @@ def read_text_files(paths: list[Path], rels: list[str], source: Source, info: Fi
             with open(p, "rb") as f:
                 raw_reader = RawFile(f)
                 try:
-                    data, damage = b"".join(decompressed(raw_reader, p)), None
+                    data, damage = b"".join(utf8_only(decompressed(raw_reader, p), p)), None
                 except UnreadableFileError as e:
                     data, damage = b"", e.detail
                 for _ in raw_reader.chunks():
