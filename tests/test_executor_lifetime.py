@@ -66,3 +66,20 @@ def test_a_killed_parent_takes_its_pool_with_it():
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_a_local_ray_start_keeps_its_token_private(tmp_path, monkeypatch):
+    """Ray's local start writes ~/.ray/auth_token with the umask's permissions (0644 here): the
+    executor creates it 0600 first, or narrows one that is readable by others."""
+    from corpusmix.core.executor import _private_token_file
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
+    monkeypatch.delenv("RAY_AUTH_TOKEN_PATH", raising=False)
+    token = tmp_path / ".ray" / "auth_token"
+    _private_token_file()
+    assert token.stat().st_mode & 0o777 == 0o600 and len(token.read_text()) == 64
+    first = token.read_text()
+    token.chmod(0o644)
+    _private_token_file()
+    assert token.stat().st_mode & 0o777 == 0o600 and token.read_text() == first  # narrowed, not replaced

@@ -3,14 +3,17 @@ sample of the corpus through Dagster, and every output file equals a local build
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -25,12 +28,16 @@ from .conftest import CORPUS, REPO
 
 pytestmark = pytest.mark.slow  # starts a Ray cluster
 
-# Ray reads RAY_AUTH_MODE once, when it is imported: a driver that joins an existing cluster
-# sends the cluster's token only in token mode. The token is this session's own, in the environment
-# that `ray start` and the driver share (a fresh machine has no ~/.ray/auth_token).
-os.environ.setdefault("RAY_AUTH_MODE", "token")
-if not (Path.home() / ".ray" / "auth_token").is_file() and "RAY_AUTH_TOKEN_PATH" not in os.environ:
-    os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
+# Ray reads RAY_AUTH_MODE and the token once, when it is imported: the cluster this module starts and
+# its driver share a token of their own, in a private file of this test's (never ~/.ray: a fresh
+# machine has none, and a user's own must not be touched).
+_TOKEN_DIR = Path(tempfile.mkdtemp(prefix="ray-token-"))
+_TOKEN = _TOKEN_DIR / "auth_token"
+_TOKEN.touch(mode=0o600)
+_TOKEN.write_text(secrets.token_hex(32))
+os.environ["RAY_AUTH_MODE"] = "token"
+os.environ["RAY_AUTH_TOKEN_PATH"] = str(_TOKEN)
+os.environ.pop("RAY_AUTH_TOKEN", None)
 ray = pytest.importorskip("ray")
 RAY_CLI = Path(sys.executable).with_name("ray")
 SAMPLE = {"web": ["web-0000-of-0003", "web-0001-of-0003"], "math": ["math-0000-of-0002", "math-0001-of-0002"],
@@ -51,19 +58,56 @@ def ray_address():
     above). Ray advertises the node's own IP even when given 127.0.0.1; the
     driver connects through 127.0.0.1.
     """
-    port = _free_port()
     temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray's socket paths must stay short
     env = os.environ | {"RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(REPO)}
-    subprocess.run([str(RAY_CLI), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
-                    "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp}"],
-                   check=True, env=env, capture_output=True, timeout=180)
+    for attempt in range(3):  # a loaded machine can make the head miss its start-up deadline
+        port = _free_port()
+        r = subprocess.run([str(RAY_CLI), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
+                            "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats",
+                            f"--temp-dir={temp}"], env=env, capture_output=True, text=True, timeout=180)
+        if r.returncode == 0:
+            break
+        _stop_cluster(temp, port)
+    else:
+        pytest.fail(f"ray start failed 3 times; last output:\n{r.stdout}\n{r.stderr}")
     try:
         yield f"127.0.0.1:{port}"
     finally:
         ray.shutdown()
-        subprocess.run([str(RAY_CLI), "stop", "--force"], env=env, capture_output=True, timeout=120)
+        _stop_cluster(temp, port)
         shutil.rmtree(temp, ignore_errors=True)
-    env = os.environ
+
+
+def _stop_cluster(temp: str, port: int) -> None:
+    """Stop the processes of the cluster this module started (their command lines name its temp
+    dir or its head's port), not every Ray process of the machine as `ray stop --force` would."""
+    marks = (temp.encode(), f":{port}\0".encode(), f":{port} ".encode(), f"--gcs-address=127.0.0.1:{port}".encode())
+    mine = []
+    for cmd in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            line = cmd.read_bytes()
+            if any(m in line for m in marks) and int(cmd.parent.name) != os.getpid():
+                mine.append(int(cmd.parent.name))
+        except OSError:
+            continue
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError):
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+    todo = list(mine)
+    while todo:  # and their descendants, whose titles (ray::DashboardAgent ...) no longer name the cluster
+        parent = todo.pop()
+        kids = [c for c, pp in parents.items() if pp == parent and c not in mine]
+        mine += kids
+        todo += kids
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in mine:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + 10
+        while any(Path(f"/proc/{p}").exists() for p in mine) and time.monotonic() < deadline:
+            time.sleep(0.2)
+
 
 def _sample_spec(make_spec, tmp_path: Path, name: str, execution: dict) -> Path:
     raw = tmp_path / "raw"

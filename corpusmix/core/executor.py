@@ -237,6 +237,8 @@ def _ray_session(execution, shared: Path | None) -> Iterator[RayExecutor]:
                             "RAYON_NUM_THREADS": "1"}}
         address = execution.ray_address or "local"
         kwargs = {"num_cpus": execution.workers or None} if address == "local" else {}
+        if address == "local":
+            _private_token_file()
         log.info("ray: %s", "starting a local instance" if address == "local" else f"joining {address}")
         ray.init(address=address, runtime_env=env, include_dashboard=False, log_to_driver=False,
                  configure_logging=False, **kwargs)
@@ -250,6 +252,26 @@ def _ray_session(execution, shared: Path | None) -> Iterator[RayExecutor]:
 
 
 _CHECKED: set[Path | None] = set()
+
+
+def _private_token_file() -> None:
+    """A local Ray start in token mode (Ray's default) writes ~/.ray/auth_token with the umask's
+    permissions, readable by every user of the machine: create it (or narrow it) to 0600 first.
+    A token given in the environment (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH) is the user's business."""
+    import secrets
+
+    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        return
+    path = Path.home() / ".ray" / "auth_token"
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        if path.stat().st_mode & 0o077:
+            path.chmod(0o600)
+        return
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_hex(32))
 
 
 def _probe_node(shared: str | None) -> tuple[str, str, bool]:
