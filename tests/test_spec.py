@@ -7,10 +7,11 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
 from corpusmix.core.spec import SpecError, load_spec
 
-from .conftest import CORPUS, REPO, base_spec, write_spec
+from .conftest import CORPUS, GPT2, REPO, base_spec, write_spec
 
 WIKI = {"name": "wiki", "kind": "prose", "paths": [str(CORPUS / "wiki" / "*.jsonl.gz")]}
 CODE = {"name": "code", "kind": "code", "paths": [str(CORPUS / "code" / "*.jsonl.gz")]}
@@ -145,3 +146,52 @@ def test_cli_init_writes_a_spec_that_validates_once_paths_exist(tmp_path):
 def test_committed_specs_are_valid():
     for spec in (REPO / "specs").glob("*.yaml"):
         load_spec(spec, check_files=spec.name != "demo.yaml")
+
+
+def test_a_yaml_alias_bomb_is_refused_at_once_and_modest_anchors_still_work(tmp_path):
+    import time
+
+    levels = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    levels += [f"{c}: &{c} [{','.join(['*' + p] * 9)}]" for p, c in zip("abcdefgh", "bcdefghi")]
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join(levels) + "\n")  # ~350 bytes, 9^9 values once expanded
+    t0 = time.perf_counter()
+    with pytest.raises(SpecError, match="expands to more than 100,000 values through YAML aliases"):
+        load_spec(bomb)
+    assert time.perf_counter() - t0 < 5
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("a: " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(SpecError):
+        load_spec(deep)
+    weights = {"w": 1, "m": 2}
+    spec = {"name": "anchors", "sources": [{"name": n, "kind": "web", "paths": [str(CORPUS / "web" / "*.jsonl.gz")]}
+                                          for n in weights],
+            "tokenizer": {"path": str(GPT2)},
+            "mixture": {"total_tokens": 1000, "seq_len": 10, "schedule": {"type": "phases", "phases": [
+                {"name": "p1", "end": 0.5, "weights": weights}, {"name": "p2", "end": 1.0, "weights": weights}]}}}
+    text = yaml.safe_dump(spec, sort_keys=False)
+    assert "&id" in text  # PyYAML anchors the repeated weights map and aliases it
+    good = tmp_path / "good.yaml"
+    good.write_text(text)
+    assert load_spec(good).spec.mixture.schedule.phases[1].weights == weights
+
+
+def test_a_glob_over_the_builds_own_outputs_manifests_or_dagster_home_is_refused(tmp_path, monkeypatch):
+    raw = tmp_path / "work"
+    (raw / "in").mkdir(parents=True)
+    (raw / "in" / "a.jsonl").write_text('{"id": "1", "text": "x"}\n')
+    monkeypatch.setenv("DAGSTER_HOME", str(raw / "home"))
+
+    def spec(paths, **storage):
+        s = base_spec([{"name": "s", "kind": "web", "paths": paths}], raw)
+        s["storage"] = {"root": str(raw / "data"), "manifests": str(raw / "manifests")} | storage
+        return write_spec(tmp_path / "spec.yaml", s)
+
+    load_spec(spec([str(raw / "in" / "*.jsonl")]))  # the sources' own folder: fine
+    load_spec(spec([str(raw / "*" / "*.jsonl")]))  # outputs are never .jsonl: fine
+    for paths, what in (([str(raw / "**")], "outputs"), ([str(raw / "**" / "*.json")], "manifests"),
+                        ([str(raw / "*" / "*.yaml")], "Dagster instance")):
+        with pytest.raises(SpecError, match=rf"would read the build's own {what}"):
+            load_spec(spec([str(raw / "in" / "*.jsonl"), *paths]))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "elsewhere"))
+    load_spec(spec([str(raw / "in" / "*.jsonl"), str(raw / "*" / "*.yaml")], ), check_files=False)  # home moved

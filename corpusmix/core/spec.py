@@ -312,6 +312,29 @@ def canonical_hash(obj: Any) -> str:
     return hashlib.sha256(orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
+MAX_SPEC_NODES = 100_000  # a real spec has hundreds; an alias bomb of 350 bytes has billions
+
+
+def _refuse_alias_bombs(file: str, root) -> None:
+    """YAML aliases share one node, but everything after parsing (validation, the line index)
+    walks them as a tree: count the nodes of that tree first (linear in the graph) and refuse
+    a spec that would expand past MAX_SPEC_NODES."""
+    sizes: dict[int, int] = {}
+
+    def size(node) -> int:
+        if id(node) not in sizes:
+            sizes[id(node)] = 0  # a node on its own path: YAML's recursive aliases count once
+            children = ([v for pair in node.value for v in pair] if isinstance(node, yaml.MappingNode)
+                        else node.value if isinstance(node, yaml.SequenceNode) else [])
+            sizes[id(node)] = min(MAX_SPEC_NODES + 1, 1 + sum(size(c) for c in children))
+        return sizes[id(node)]
+
+    if root is not None and size(root) > MAX_SPEC_NODES:
+        raise SpecError(file, [SpecIssue("", f"the spec expands to more than {MAX_SPEC_NODES:,} values through "
+                                             "YAML aliases (*name) that repeat anchored blocks (&name)",
+                                         "write the values out, or anchor and repeat fewer, smaller blocks")])
+
+
 def load_spec(path: str | os.PathLike, check_files: bool = True) -> LoadedSpec:
     """Read, validate and return a spec, or raise SpecError listing every problem."""
     path = Path(path).resolve()
@@ -321,12 +344,16 @@ def load_spec(path: str | os.PathLike, check_files: bool = True) -> LoadedSpec:
     except (OSError, UnicodeDecodeError) as e:
         raise SpecError(file, [SpecIssue("", f"cannot read the spec: {e}", "check the path and that it is UTF-8")]) from e
     try:
+        _refuse_alias_bombs(file, yaml.compose(text, Loader=yaml.SafeLoader))
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = mark.line + 1 if mark else None
         raise SpecError(file, [SpecIssue("", f"not valid YAML: {getattr(e, 'problem', e)}",
                                          "fix the YAML syntax (indentation, quotes, colons)", line)]) from e
+    except RecursionError:
+        raise SpecError(file, [SpecIssue("", "the YAML is nested too deeply to read",
+                                         "flatten the structure: a spec is a few levels deep")]) from None
     if not isinstance(data, dict):
         raise SpecError(file, [SpecIssue("", "the spec must be a YAML mapping",
                                          "start from `corpusmix init` for an example")])

@@ -9,6 +9,8 @@ import difflib
 import functools
 import glob
 import math
+import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -168,6 +170,56 @@ def _checked_tokenizer(path: str, mtime_ns: int, size: int, eos_token: str) -> t
     return ()
 
 
+def glob_regex(pattern: str) -> re.Pattern:
+    """A glob as Python's ``glob(recursive=True)`` reads it: ``*`` and ``?`` stay inside one path
+    component, ``**`` as a whole component spans any number of directories, ``[...]`` is a class,
+    and a wildcard never matches a name that starts with a dot (``.dagster``)."""
+    out, parts = [], pattern.split("/")
+    for k, part in enumerate(parts):
+        last = k == len(parts) - 1
+        if part == "**":
+            out.append(r"(?:(?!\.)[^/]*/)*(?!\.)[^/]*" if last else r"(?:(?!\.)[^/]*/)*")
+            continue
+        piece, i = (r"(?!\.)" if part[:1] in ("*", "?", "[") else ""), 0
+        while i < len(part):
+            c = part[i]
+            if c == "*":
+                piece += "[^/]*"
+            elif c == "?":
+                piece += "[^/]"
+            elif c == "[" and (end := part.find("]", i + 2 + (part[i + 1:i + 2] == "!"))) > 0:
+                negate = part[i + 1] == "!"
+                piece += "[" + ("^" if negate else "") + part[i + 1 + negate:end].replace("\\", "\\\\") + "]"
+                i = end
+            else:
+                piece += re.escape(c)
+            i += 1
+        out.append(piece + ("" if last else "/"))
+    return re.compile("".join(out) + r"\Z")
+
+
+# The shapes of the files a build writes, under each of its roots (see the stages and Dagster's home).
+_OWN_FILES = {
+    "outputs": ("ingest/s/0123456789abcdef0123/part-00000-000.parquet", "tokenize/s/0123456789abcdef0123/tokens.bin",
+                "mixed_shards/0123456789abcdef0123/shard-00000.json", "tokenizer/0123456789abcdef0123/tokenizer.json"),
+    "manifests": ("ingest/s.json", "mixed_shards/_all.json", "REPORT.md"),
+    "Dagster instance (DAGSTER_HOME)": ("dagster.yaml", "history/runs.db", "storage/run/compute_logs/step.out"),
+}
+
+
+def _own_files_matched(loaded: LoadedSpec, pattern: str) -> list[tuple[str, Path, Path]]:
+    """The roots the build writes whose files the source glob would match: (what, root, example)."""
+    home = Path(os.environ.get("DAGSTER_HOME") or Path.cwd() / ".dagster").resolve()
+    roots = {"outputs": loaded.storage_root, "manifests": loaded.manifest_root, "Dagster instance (DAGSTER_HOME)": home}
+    regex = glob_regex(str(loaded.resolve(pattern)))
+    found = []
+    for what, root in roots.items():
+        example = next((root / f for f in _OWN_FILES[what] if regex.match(str(root / f))), None)
+        if example is not None:
+            found.append((what, root, example))
+    return found
+
+
 def semantic_issues(loaded: LoadedSpec, check_files: bool) -> list[SpecIssue]:
     spec = loaded.spec
     names = loaded.source_names
@@ -180,6 +232,13 @@ def semantic_issues(loaded: LoadedSpec, check_files: bool) -> list[SpecIssue]:
                         f"sources[{i}].paths[{j}]",
                         f"glob {pattern!r} matches no file (resolved to {loaded.resolve(pattern)})",
                         "paths are relative to the spec file's directory; correct the pattern or remove it"))
+    for i, src in enumerate(spec.sources):
+        for j, pattern in enumerate(src.paths):
+            for what, root, example in _own_files_matched(loaded, pattern):
+                issues.append(SpecIssue(
+                    f"sources[{i}].paths[{j}]", f"glob {pattern!r} would read the build's own {what} ({root}), "
+                    f"e.g. {example}: every build would ingest its own outputs and never converge",
+                    "narrow the glob, or move storage.root / storage.manifests / DAGSTER_HOME out of it"))
     tok = spec.tokenizer
     if (tok.path is None) == (tok.train is None):
         issues.append(SpecIssue("tokenizer", "give exactly one of 'path' or 'train'",
