@@ -265,3 +265,30 @@ def test_a_source_without_share_gets_no_tokens_at_the_end_of_the_stream(built_co
     assert late and all(r["stream_start"] < 420_000 + 2_000 for r in late)  # right after the boundary only
     last = next(ph for ph in m["details"]["phases"] if ph["name"] == "no_dialogue")["sources"]["dialogue"]
     assert last["target"] == 0.0 and last["realised"] == sum(r["n_tokens"] for r in late) <= last["tolerance"]
+
+
+def test_a_document_longer_than_the_whole_budget_fills_it(make_spec, tmp_path):
+    """One document of ~90k tokens and a budget of 1,000: the stream is its first 1,001 tokens
+    (before, the window search gave up: "no source has documents left to draw")."""
+    import json
+
+    from corpusmix.pipeline import build_all
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "a.jsonl").write_text(json.dumps({"id": "long", "text": " ".join(f"word{i}" for i in range(30000))}) + "\n")
+    loaded = load_spec(make_spec([{"name": "s", "kind": "web", "paths": [str(raw / "*.jsonl")],
+                                   "filters": {"rules": ["length_chars"]}}],
+                                 mixture={"total_tokens": 1000, "seq_len": 10,
+                                          "schedule": {"type": "static", "weights": {"s": 1}}},
+                                 output={"shard_tokens": 1024}))
+    build_all(loaded)
+    m = read_manifest(manifest_path(loaded.manifest_root, "mixed_shards", None))
+    assert m["counts"]["tokens_out"] == 1001 and m["counts"]["documents_started"] == 1
+    stream = TokenStream.from_dir(_dir(loaded, m))
+    tm = read_manifest(manifest_path(loaded.manifest_root, "tokenize", "s"))
+    from corpusmix.core.indexed import IndexedReader
+
+    store = IndexedReader((loaded.storage_root / next(o["path"] for o in tm["outputs"]
+                                                      if o["kind"] == "token_bin")).with_suffix(""))
+    assert np.array_equal(stream.tokens(0, 1001), store[0][:1001])

@@ -242,3 +242,42 @@ def test_a_kill_between_publishing_and_the_manifest_leaves_a_complete_directory_
     victim = max(published, key=lambda f: f.stat().st_size)
     victim.write_bytes(victim.read_bytes()[:100])
     assert _visible_outputs_are_complete(loaded, clean_outputs)
+
+
+def _dead_pid() -> int:
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def test_the_next_build_collects_what_killed_runs_left(make_spec, tmp_path, monkeypatch):
+    """Staging directories of a dead writer are removed (a live one's are not), and a run a killed
+    `corpusmix build` left STARTED is marked failed."""
+    from dagster import DagsterInstance, DagsterRun, DagsterRunStatus
+
+    from workflows.build import OWNER_TAG, run_build
+
+    spec = make_spec(_sources()[:1])
+    loaded = load_spec(spec)
+    dead = _dead_pid()
+    stale = [loaded.storage_root / "ingest" / "math" / f".staging-{dead}-abc",
+             loaded.storage_root / "dedup" / "math" / f".replaced-{dead}-def"]
+    live = loaded.storage_root / "ingest" / "math" / f".staging-{os.getpid()}-ghi"
+    for d in (*stale, live):
+        d.mkdir(parents=True)
+        (d / "part-00000-000.parquet").write_bytes(b"x" * 1000)
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+    with DagsterInstance.get() as instance:
+        orphan = instance.add_run(DagsterRun(job_name="ingest_dedup_job", run_id="0" * 36,
+                                             status=DagsterRunStatus.STARTED, tags={OWNER_TAG: str(dead)}))
+        alive = instance.add_run(DagsterRun(job_name="ingest_dedup_job", run_id="1" * 36,
+                                            status=DagsterRunStatus.STARTED, tags={OWNER_TAG: str(os.getppid())}))
+    echo: list[str] = []
+    assert run_build(spec, echo=echo.append), "\n".join(echo)
+    text = "\n".join(echo)
+    assert "removed 2 staging directories (0.0 MB)" in text and not any(d.exists() for d in stale) and live.exists()
+    assert f"marked run {orphan.run_id}" in text
+    with DagsterInstance.get() as instance:
+        assert instance.get_run_by_id(orphan.run_id).status == DagsterRunStatus.FAILURE
+        assert instance.get_run_by_id(alive.run_id).status == DagsterRunStatus.STARTED

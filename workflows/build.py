@@ -13,6 +13,8 @@ from pathlib import Path
 DEFAULT_HOME = ".dagster"
 # Step logs (progress, counts) at INFO; Dagster's per-event DEBUG lines stay in the instance for the UI.
 QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+OWNER_TAG = "corpusmix/pid"  # the process that runs a CLI build's runs: a run it left STARTED is orphaned when it is gone
+OWNER = {OWNER_TAG: str(os.getpid())}
 
 
 def ensure_dagster_home() -> Path:
@@ -32,7 +34,7 @@ def run_build(spec_path: str | os.PathLike, sources: list[str] | None = None, ec
     Builds of one storage root run one at a time (a second waits, then skips what the first built).
     """
     from corpusmix.core.spec import load_spec
-    from corpusmix.core.storage import build_lock
+    from corpusmix.core.storage import build_lock, collect_stale
 
     loaded = load_spec(spec_path)  # fail on a bad spec before Dagster starts anything
     chosen = sources or loaded.source_names
@@ -40,6 +42,10 @@ def run_build(spec_path: str | os.PathLike, sources: list[str] | None = None, ec
     if unknown:
         raise SystemExit(f"unknown source(s) {unknown}; the spec's sources are {loaded.source_names}")
     with build_lock(loaded.storage_root, echo):
+        dirs, size = collect_stale(loaded.storage_root)
+        if dirs:
+            echo(f"removed {dirs} staging director{'y' if dirs == 1 else 'ies'} ({size / 1e6:.1f} MB) that killed "
+                 "runs left behind")
         return _build(loaded, chosen, echo)
 
 
@@ -68,7 +74,8 @@ def _build(loaded, chosen: list[str], echo) -> bool:
         for src in sorted(set(chosen) - set(todo), key=chosen.index):
             echo(f"  {src} {label}: up to date (no run)")
         return all([_run(defs.resolve_job_def(job).execute_in_process(
-            partition_key=src, instance=instance, raise_on_error=False, run_config=QUIET), f"{src} {label}", echo)
+            partition_key=src, instance=instance, raise_on_error=False, run_config=QUIET, tags=OWNER),
+            f"{src} {label}", echo)
             for src in todo])
 
     def once(job: str, label: str, stages: tuple[str, ...]) -> bool:
@@ -76,10 +83,11 @@ def _build(loaded, chosen: list[str], echo) -> bool:
             echo(f"  {label}: up to date (no run)")
             return True
         return _run(defs.resolve_job_def(job).execute_in_process(instance=instance, raise_on_error=False,
-                                                                  run_config=QUIET), label, echo)
+                                                                  run_config=QUIET, tags=OWNER), label, echo)
 
     with DagsterInstance.get() as instance:
         echo(f"Dagster instance: {home}")
+        _fail_orphaned_runs(instance, echo)
         # The pipeline's waves: each needs the one before it complete for every source; a wave whose
         # outputs already carry the content key it would compute now starts no run at all.
         for wave in waves(loaded.spec):
@@ -91,6 +99,20 @@ def _build(loaded, chosen: list[str], echo) -> bool:
                 return False
     echo(f"report: {write_report(loaded)}")
     return True
+
+
+def _fail_orphaned_runs(instance, echo) -> None:
+    """Mark failed the runs an earlier `corpusmix build` left STARTED when it was killed (their
+    process is gone), so the UI does not show them running forever."""
+    from dagster import DagsterRunStatus, RunsFilter
+
+    from corpusmix.core.storage import pid_alive
+
+    for run in instance.get_runs(filters=RunsFilter(statuses=[DagsterRunStatus.STARTED, DagsterRunStatus.STARTING])):
+        owner = run.tags.get(OWNER_TAG)
+        if owner and owner.isdigit() and int(owner) != os.getpid() and not pid_alive(int(owner)):
+            instance.report_run_failed(run, f"the corpusmix build process {owner} that ran it is gone (killed)")
+            echo(f"  marked run {run.run_id} ({run.job_name}) failed: its build process {owner} was killed")
 
 
 def _run(result, label: str, echo) -> bool:

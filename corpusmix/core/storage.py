@@ -57,7 +57,7 @@ def new_staging_dir(parent: str | os.PathLike) -> Path:
     """A fresh hidden directory next to the final outputs, for one stage run to fill."""
     parent = Path(parent)
     parent.mkdir(parents=True, exist_ok=True)
-    staging = parent / f".staging-{uuid.uuid4().hex}"
+    staging = parent / f".staging-{os.getpid()}-{uuid.uuid4().hex}"  # the pid says whether its writer lives
     staging.mkdir()
     return staging
 
@@ -88,7 +88,7 @@ def publish_dir(staging: Path, final: Path) -> bool:
         if _digests(staging) == _digests(final):
             shutil.rmtree(staging, ignore_errors=True)
             return False
-        old = final.with_name(f".replaced-{uuid.uuid4().hex}")
+        old = final.with_name(f".replaced-{os.getpid()}-{uuid.uuid4().hex}")
         os.rename(final, old)
         os.rename(staging, final)
         shutil.rmtree(old, ignore_errors=True)
@@ -98,6 +98,36 @@ def publish_dir(staging: Path, final: Path) -> bool:
 
 def discard_dir(staging: Path) -> None:
     shutil.rmtree(staging, ignore_errors=True)
+
+
+def pid_alive(pid: int) -> bool:
+    """Is a process with this pid running (ours or another user's)?"""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def collect_stale(root: Path) -> tuple[int, int]:
+    """Remove the staging and replaced directories that killed runs left under ``root``: those
+    whose writer (the pid in the name) is gone; a live run's are left alone. Returns (directories,
+    bytes) removed. Names without a pid (written before pids were recorded) count as stale."""
+    removed = size = 0
+    if not root.is_dir():
+        return 0, 0
+    for d in [*root.rglob(".staging-*"), *root.rglob(".replaced-*")]:
+        if not d.is_dir():
+            continue
+        owner = d.name.split("-")[1]
+        if owner.isdigit() and len(d.name.split("-")) == 3 and pid_alive(int(owner)):
+            continue
+        size += sum(f.stat().st_size for f in d.rglob("*") if f.is_file())
+        shutil.rmtree(d, ignore_errors=True)
+        removed += 1
+    return removed, size
 
 
 @contextlib.contextmanager

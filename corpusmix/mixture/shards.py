@@ -108,6 +108,14 @@ class _Cursor:
         self.drawn += int(size.sum())
         self.pending = (seq, np.full(len(seq), self.epoch, np.int32), size, due)
 
+    def next_due(self) -> float:
+        """The due position of the next document not yet taken (inf: none will ever be due)."""
+        if self.pending is None:
+            if len(self.sizes) == 0:
+                return float("inf")
+            self._draw()
+        return float(self.pending[3][0])
+
     def take(self, until: float) -> tuple:
         """Every document due before ``until`` (seq, epoch, size, due arrays)."""
         parts = []
@@ -311,9 +319,12 @@ def build_shards(ctx: StageRun) -> Built:
             window += 1
             taken = [c.take(until) for c in cursors]
             seq = np.concatenate([t[0] for t in taken]).astype(np.int64)
-            if len(seq) == 0:
-                if until > 2 * total + shard_tokens:
-                    raise RuntimeError("no source has documents left to draw (empty token stores?)")
+            if len(seq) == 0:  # nothing due in this window: skip ahead to the next document due
+                nxt = min(c.next_due() for c in cursors)
+                if not np.isfinite(nxt):
+                    raise RuntimeError("no source has a document to draw: every token store is empty, or no "
+                                       "source has a share at the end of the schedule")
+                window = max(window, int(nxt // shard_tokens))
                 continue
             epoch = np.concatenate([t[1] for t in taken])
             size = np.concatenate([t[2] for t in taken]).astype(np.int64)
