@@ -281,3 +281,31 @@ def test_the_next_build_collects_what_killed_runs_left(make_spec, tmp_path, monk
     with DagsterInstance.get() as instance:
         assert instance.get_run_by_id(orphan.run_id).status == DagsterRunStatus.FAILURE
         assert instance.get_run_by_id(alive.run_id).status == DagsterRunStatus.STARTED
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_stops_the_build_says_so_and_the_rerun_finishes(make_spec, tmp_path, sig, code):
+    """Ctrl-C or SIGTERM during `corpusmix build`: the run in progress fails, no later run starts,
+    the command says so and exits 128 + signal; no process is left; the next build completes."""
+    spec = make_spec(_sources())
+    env = os.environ | {"DAGSTER_HOME": str(tmp_path / "home")}
+    cmd = [sys.executable, "-m", "workflows.cli", "build", str(spec)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
+                            start_new_session=True)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if "ingest + dedup: ok" in line:  # the first source is done; the second is under way
+            os.kill(proc.pid, sig)
+            break
+    out = "".join(lines) + proc.stdout.read()
+    assert proc.wait(timeout=120) == code, out
+    assert f"interrupted by {sig.name}" in out and "report:" not in out
+    assert "quality + tokenize: ok" not in out  # nothing after the interrupted run started
+    time.sleep(1)
+    left = subprocess.run(["pgrep", "-s", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    assert left == [], left  # its session (pool, forkserver) is gone
+    rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    v = subprocess.run([sys.executable, "-m", "corpusmix.cli", "verify", str(spec)], capture_output=True, text=True)
+    assert v.returncode == 0, v.stderr

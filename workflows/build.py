@@ -7,7 +7,10 @@ shows them, with the same metadata and manifests as UI-launched runs.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import threading
 from pathlib import Path
 
 DEFAULT_HOME = ".dagster"
@@ -69,23 +72,28 @@ def _build(loaded, chosen: list[str], echo) -> bool:
 
     defs = build_definitions(loaded.path)
 
+    def execute(job: str, label: str, partition: str | None = None) -> bool:
+        result = defs.resolve_job_def(job).execute_in_process(
+            partition_key=partition, instance=instance, raise_on_error=False, run_config=QUIET, tags=OWNER)
+        ok = _run(result, label, echo)
+        if signals:  # the signal failed this run (its stage discarded its staging): stop here
+            raise BuildInterrupted(signals[0], label)
+        return ok
+
     def per_source(job: str, label: str, stages: tuple[str, ...]) -> bool:
         todo = stale_sources(loaded, list(stages), chosen)
         for src in sorted(set(chosen) - set(todo), key=chosen.index):
             echo(f"  {src} {label}: up to date (no run)")
-        return all([_run(defs.resolve_job_def(job).execute_in_process(
-            partition_key=src, instance=instance, raise_on_error=False, run_config=QUIET, tags=OWNER),
-            f"{src} {label}", echo)
-            for src in todo])
+        results = [execute(job, f"{src} {label}", src) for src in todo]  # every source, even after a failure
+        return all(results)
 
     def once(job: str, label: str, stages: tuple[str, ...]) -> bool:
         if all(is_current(loaded, st) for st in stages):
             echo(f"  {label}: up to date (no run)")
             return True
-        return _run(defs.resolve_job_def(job).execute_in_process(instance=instance, raise_on_error=False,
-                                                                  run_config=QUIET, tags=OWNER), label, echo)
+        return execute(job, label)
 
-    with DagsterInstance.get() as instance:
+    with DagsterInstance.get() as instance, _interruptible() as signals:
         echo(f"Dagster instance: {home}")
         _fail_orphaned_runs(instance, echo)
         # The pipeline's waves: each needs the one before it complete for every source; a wave whose
@@ -99,6 +107,41 @@ def _build(loaded, chosen: list[str], echo) -> bool:
                 return False
     echo(f"report: {write_report(loaded)}")
     return True
+
+
+class BuildInterrupted(Exception):
+    """SIGINT or SIGTERM stopped the build: the run in progress failed and nothing after it started."""
+
+    def __init__(self, signum: int, during: str):
+        self.signum, self.during = signum, during
+        super().__init__(f"interrupted by {signal.Signals(signum).name} during {during}: that run failed (its "
+                         "partial outputs were discarded) and no later run started; the next build resumes there")
+
+
+@contextlib.contextmanager
+def _interruptible():
+    """While the build runs, SIGINT and SIGTERM stop the work in progress (as Ctrl-C would: Dagster
+    fails the run, the stage discards its staging) and are remembered, so the build stops instead
+    of going on with the next source. Yields the list of signals received."""
+    received: list[int] = []
+
+    def handler(signum, frame):
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    except KeyboardInterrupt:
+        if not received:
+            raise
+        raise BuildInterrupted(received[0], "the build") from None
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 def _fail_orphaned_runs(instance, echo) -> None:

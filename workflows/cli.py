@@ -17,13 +17,16 @@ DEMO_SPEC = REPO / "specs" / "demo.yaml"
 
 
 def _cmd_build(args) -> int:
-    from workflows.build import run_build
+    from workflows.build import BuildInterrupted, run_build
 
     try:
         ok = run_build(args.spec, args.source or None)
     except SpecError as e:
         print(f"{len(e.issues)} problem(s) in {e.file}:\n{e}", file=sys.stderr)
         return 2
+    except BuildInterrupted as e:
+        print(f"corpusmix build: {e}", file=sys.stderr)
+        return 128 + e.signum  # 130 for SIGINT, 143 for SIGTERM, as a shell reports them
     return 0 if ok else 1
 
 
