@@ -364,3 +364,36 @@ def test_a_utf16_or_utf32_file_fails_naming_the_encoding_and_the_fix(make_spec, 
     with pytest.raises(IngestError, match=r"doc.txt: the text is UTF-"):
         _ingest(make_spec, tmp_path, {"doc.txt": "plain text file".encode(codec if codec != "utf-16-be" else "utf-16")},
                 format="text")
+
+
+def test_a_decompression_bomb_is_an_unreadable_file_and_memory_stays_bounded(make_spec, tmp_path, monkeypatch):
+    """64 MiB of blank lines in ~64 KB of gzip members: refused once it has expanded past the judging
+    point (256 MiB in builds, 8 MiB here to keep the test short) at more than 200x, named as a bomb;
+    decompression hands back bounded pieces all along (benchmarks/bomb_memory.py: the full sizes)."""
+    import resource
+
+    from corpusmix.readers import common
+
+    monkeypatch.setattr(common, "BOMB_AFTER", 8 << 20)
+    member = gzip.compress(b"\n" * (16 << 20), compresslevel=9)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(IngestError, match=r"bomb.jsonl.gz: expands more than 200 times .*decompression bomb"):
+        _ingest(make_spec, tmp_path, {"bomb.jsonl.gz": member * 4})
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mb < 64, grown_mb  # never the 64 MiB it expands to, let alone a copy per line
+
+
+def test_a_text_file_over_the_limit_is_quarantined_without_being_held(make_spec, tmp_path):
+    files = {"small.txt": b"a small document", "huge.txt": b"word " * (1 << 20)}  # 5 MiB
+    src = {"format": "text"}
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for name, data in files.items():
+        (raw / name).write_bytes(data)
+    loaded = load_spec(make_spec([{"name": "s", "kind": "web", "paths": [str(raw / "*")]} | src],
+                                 ingest={"max_text_bytes": 1 << 20}))
+    manifest, _ = run_stage("ingest", loaded, "s", progress=lambda m: None)
+    quar = read_outputs(manifest, loaded.storage_root, "quarantine")
+    assert quar.column("file").to_pylist() == ["huge.txt"] and quar.column("reason").to_pylist() == ["text_too_long"]
+    assert manifest["counts"]["documents_out"] == 1
+    assert {i["path"] for i in manifest["inputs"]} == {"small.txt", "huge.txt"}  # both checksummed all the same

@@ -67,6 +67,8 @@ class Ingest(_Strict):
     part_bytes: int = Field(256 * MiB, ge=MiB, description="Text bytes per output Parquet part before rolling over.")
     max_text_bytes: int = Field(64 * MiB, ge=1, description="Longer documents are quarantined as text_too_long.")
     snippet_chars: int = Field(200, ge=0, le=10_000, description="Raw characters kept per quarantined record.")
+    max_expansion: float = Field(200.0, ge=10.0, description="A compressed file that expands more than this many "
+                                                             "times (past 256 MiB) is refused as a decompression bomb.")
     max_quarantined_fraction: float = Field(
         1.0, gt=0.0, le=1.0, description="A source's ingest fails when at least this fraction of its records is "
                                          "quarantined (1.0: only when every record is, e.g. a wrong text_field).")

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from corpusmix.core.spec import Format, Source
+from corpusmix.core.spec import Format, Ingest, Source
 from corpusmix.readers.common import BadRecord, FileReadResult, RawBatch, UnreadableFileError
 from corpusmix.readers.jsonl import read_jsonl
 from corpusmix.readers.parquet import read_parquet
@@ -24,12 +24,13 @@ from corpusmix.readers.text import read_text_files
 __all__ = ["BadRecord", "FileReadResult", "RawBatch", "UnreadableFileError", "read_unit"]
 
 
-def read_unit(fmt: Format, paths: list[Path], rels: list[str], source: Source, block_bytes: int,
-              max_text_bytes: int, info: FileReadResult) -> Iterator[RawBatch]:
+def read_unit(fmt: Format, paths: list[Path], rels: list[str], source: Source, cfg: Ingest,
+              info: FileReadResult) -> Iterator[RawBatch]:
     """Dispatch one unit of work (a JSONL/Parquet file, or a group of text files) to its reader."""
     if fmt is Format.JSONL:
         # JSON escaping can grow text up to 6x (\u00XX); a longer line cannot hold an acceptable text
-        return read_jsonl(paths[0], source, block_bytes, 6 * max_text_bytes + (1 << 20), info)
+        return read_jsonl(paths[0], source, cfg.block_bytes, 6 * cfg.max_text_bytes + (1 << 20), info,
+                          cfg.max_expansion)
     if fmt is Format.PARQUET:
-        return read_parquet(paths[0], source, block_bytes, info)
-    return read_text_files(paths, rels, source, info)
+        return read_parquet(paths[0], source, cfg.block_bytes, info)
+    return read_text_files(paths, rels, source, info, cfg.max_text_bytes, cfg.max_expansion)

@@ -42,6 +42,11 @@ class BadRecord:
     detail: str
     raw: bytes
     file: str | None = None  # set where a unit spans several files (plain text)
+    size: int | None = None  # the record's bytes, where ``raw`` holds only its head (a line too long)
+
+    @property
+    def n_bytes(self) -> int:
+        return len(self.raw) if self.size is None else self.size
 
 
 @dataclass
@@ -99,21 +104,47 @@ def utf8_only(chunks: Iterator[bytes], path: Path) -> Iterator[bytes]:
         yield chunk
 
 
-def decompressed(raw: RawFile, path: Path) -> Iterator[bytes]:
-    """Decompressed bytes of a .gz / .zst / plain file, incrementally.
+OUT_CHUNK = 4 << 20      # most decompressed bytes one call may return (zlib's max_length)
+ZSTD_PIECE = 512         # compressed bytes fed to zstd per call: at most ~16 MiB out (a block expands <= 32768x)
+BOMB_AFTER = 256 << 20   # decompressed bytes after which the expansion ratio is judged
+
+
+def decompressed(raw: RawFile, path: Path, max_expansion: float = 200.0) -> Iterator[bytes]:
+    """Decompressed bytes of a .gz / .zst / plain file, incrementally, in bounded pieces.
 
     Incremental decoding yields everything before a damaged or truncated point
     (``gzip.GzipFile.read`` would drop the last buffer), then raises
     UnreadableFileError. Multi-member gzip and multi-frame zstd are followed.
+    No call returns more than ~``OUT_CHUNK`` (gzip) or ~16 MiB (zstd), and a file that
+    expands more than ``max_expansion`` times once past ``BOMB_AFTER`` bytes is refused
+    as a decompression bomb: memory stays bounded whatever the input.
     """
     name = path.name.lower()
     dec = new_decoder(name)
     if dec is None:
         yield from raw.chunks()
         return
+    zstd = not name.endswith(".gz")
     started = produced = False
-    members = 0
+    members = out_total = 0
     padding = False
+    after_member = b""  # input past the end of the member just finished
+
+    def feed(data: bytes) -> Iterator[bytes]:
+        """Decompress ``data`` in bounded calls (zlib: max_length; zstd: small input pieces)."""
+        nonlocal after_member
+        if zstd:
+            for k in range(0, len(data), ZSTD_PIECE):
+                yield dec.decompress(data[k:k + ZSTD_PIECE])
+                if dec.eof:
+                    after_member = dec.unused_data + data[k + ZSTD_PIECE:]
+                    return
+            return
+        while data:
+            yield dec.decompress(data, OUT_CHUNK)
+            data = dec.unconsumed_tail
+        after_member = dec.unused_data
+
     for chunk in raw.chunks():
         if padding:
             if chunk.strip(b"\0"):
@@ -122,19 +153,26 @@ def decompressed(raw: RawFile, path: Path) -> Iterator[bytes]:
             continue
         while chunk:
             try:
-                out = dec.decompress(chunk)
+                for out in feed(chunk):
+                    started = True
+                    if out:
+                        produced = True
+                        out_total += len(out)
+                        if out_total > BOMB_AFTER and out_total > max_expansion * raw.nbytes:
+                            raise UnreadableFileError(
+                                str(path), f"expands more than {max_expansion:g} times ({out_total / 2**20:,.0f} MiB "
+                                           f"from {raw.nbytes / 2**20:,.1f} MiB read): a decompression bomb, not a "
+                                           "corpus; fix: remove the file, or raise ingest.max_expansion if it is "
+                                           "real data")
+                        yield out
             except (isal_zlib.error, zlib.error, zstandard.ZstdError) as e:
                 what = ("trailing data after the last complete compressed member is not a valid stream"
                         if members else f"not a valid {name.rsplit('.', 1)[-1]} stream")
                 raise UnreadableFileError(str(path), f"{what}: {e}") from e
-            started = True
-            if out:
-                produced = True
-                yield out
             if dec.eof:
                 members += 1
                 produced = False
-                chunk = dec.unused_data
+                chunk = after_member
                 dec = new_decoder(name)
                 started = False
                 if chunk and not chunk.strip(b"\0"):

@@ -46,10 +46,25 @@ from corpusmix.readers.common import (
 )
 
 
+def _head(pieces: list[bytes], n: int) -> bytes:
+    """The first ``n`` bytes of the concatenation of ``pieces``, without concatenating them all."""
+    head = b""
+    for piece in pieces:
+        head += piece[:n - len(head)]
+        if len(head) >= n:
+            break
+    return head
+
+
+def _joined(pieces: list[bytes]) -> tuple[bytes, None, int]:
+    block = b"".join(pieces)
+    return block, None, len(block)
+
+
 def _read_blocks(chunks: Iterator[bytes], block_bytes: int, max_line: int,
-                 path: Path) -> Iterator[tuple[bytes, str | None]]:
-    """Yield (block of whole lines, None) of roughly ``block_bytes``, or (head, reason) for a
-    piece that cannot be a record.
+                 path: Path) -> Iterator[tuple[bytes, str | None, int]]:
+    """Yield (block of whole lines, None, its size) of roughly ``block_bytes``, or (head, reason,
+    size) for a piece that cannot be a record: only its first 4 KiB are kept, never a copy of it.
 
     A line longer than a block is carried until its newline, so a 20 MB
     one-line document arrives whole; only each new chunk is searched, so this
@@ -81,9 +96,9 @@ def _read_blocks(chunks: Iterator[bytes], block_bytes: int, max_line: int,
                 partial_size += len(chunk)
                 if partial_size > max_line:
                     if lines:
-                        yield b"".join(lines), None
+                        yield _joined(lines)
                         lines, lines_size = [], 0
-                    yield b"".join(partial)[:4096], "line_too_long"
+                    yield _head(partial, 4096), "line_too_long", partial_size
                     partial, partial_size, skipping = [], 0, True
                 continue
             lines += partial
@@ -91,17 +106,16 @@ def _read_blocks(chunks: Iterator[bytes], block_bytes: int, max_line: int,
             lines_size += partial_size + cut + 1
             partial, partial_size = ([chunk[cut + 1:]], len(chunk) - cut - 1) if cut + 1 < len(chunk) else ([], 0)
             if lines_size >= block_bytes:
-                yield b"".join(lines), None
+                yield _joined(lines)
                 lines, lines_size = [], 0
     except UnreadableFileError:
         if lines:
-            yield b"".join(lines), None
+            yield _joined(lines)
         if partial:
-            yield b"".join(partial), "truncated_record"
+            yield _head(partial, 4096), "truncated_record", partial_size
         raise
-    tail = b"".join(lines + partial)
-    if tail:
-        yield tail, None
+    if lines or partial:
+        yield _joined(lines + partial)
 
 
 def _is_valid_utf8(block: bytes) -> bool:
@@ -224,6 +238,29 @@ def _metadata_of_lines(block: bytes, source: Source, n_rows: int) -> pa.Array | 
         return None
 
 
+_NOT_NEWLINE = re.compile(rb"[^\n]")
+
+
+def _numbered_lines(block: bytes, first: int) -> Iterator[tuple[int, bytes | None]]:
+    """(line number, line) of a block, without a list of every line (a block of blank lines would
+    make millions); a run of empty lines comes as one (count, None)."""
+    pos, no, end = 0, first, len(block)
+    while pos <= end:
+        if block[pos:pos + 1] == b"\n":
+            m = _NOT_NEWLINE.search(block, pos)
+            run = (m.start() if m else end) - pos
+            yield run, None
+            pos, no = pos + run, no + run
+            if m is None:  # the block ended in newlines: the empty text after the last one is one more line
+                yield 1, None
+                return
+            continue
+        nl = block.find(b"\n", pos)
+        stop = nl if nl >= 0 else end
+        yield no, block[pos:stop]
+        pos, no = stop + 1, no + 1
+
+
 def _exact_block(block: bytes, first_line: int, source: Source) -> RawBatch:
     """Parse line by line, naming the problem with each line that is not a usable record."""
     ids: list[str | None] = []
@@ -232,8 +269,10 @@ def _exact_block(block: bytes, first_line: int, source: Source) -> RawBatch:
     nos: list[int] = []
     bad: list[BadRecord] = []
     blank = 0
-    for offset, line in enumerate(block.split(b"\n")):
-        no = first_line + offset
+    for no, line in _numbered_lines(block, first_line):
+        if line is None:  # a run of empty lines, counted at once
+            blank += no
+            continue
         if line.endswith(b"\r"):
             line = line[:-1]
         if line.startswith(BOM):  # files concatenated with `cat` keep each one's BOM
@@ -278,18 +317,19 @@ def _exact_block(block: bytes, first_line: int, source: Source) -> RawBatch:
 
 
 def read_jsonl(path: Path, source: Source, block_bytes: int, max_line: int,
-               info: FileReadResult) -> Iterator[RawBatch]:
+               info: FileReadResult, max_expansion: float = 200.0) -> Iterator[RawBatch]:
     """Stream a .jsonl / .jsonl.gz / .jsonl.zst file as RawBatches (see module docstring)."""
     with open(path, "rb") as f:
         raw = RawFile(f)
         line = 1
         try:
-            for block, problem in _read_blocks(utf8_only(decompressed(raw, path), path), block_bytes, max_line, path):
+            for block, problem, size in _read_blocks(utf8_only(decompressed(raw, path, max_expansion), path), block_bytes,
+                                                 max_line, path):
                 if problem is not None:
                     info.lines += 1
                     detail = ("the file is damaged inside this record" if problem == "truncated_record" else
                               f"a line longer than {max_line} bytes (ingest.max_text_bytes allows for escaping)")
-                    yield RawBatch(CANDIDATE_SCHEMA.empty_table(), [BadRecord(line, problem, detail, block)])
+                    yield RawBatch(CANDIDATE_SCHEMA.empty_table(), [BadRecord(line, problem, detail, block, size=size)])
                     line += 1
                     continue
                 n = block.count(b"\n") + (0 if block.endswith(b"\n") else 1)

@@ -22,11 +22,14 @@ from corpusmix.readers.common import (
 )
 
 
-def read_text_files(paths: list[Path], rels: list[str], source: Source, info: FileReadResult) -> Iterator[RawBatch]:
+def read_text_files(paths: list[Path], rels: list[str], source: Source, info: FileReadResult,
+                    max_text_bytes: int, max_expansion: float = 200.0) -> Iterator[RawBatch]:
     """One document per plain-text file; the id is the path relative to the source's glob base.
 
     A damaged compressed text file is one bad record (``unreadable_file``) when
-    the source says ``on_unreadable: skip``: the other files of the unit go on.
+    the source says ``on_unreadable: skip``: the other files of the unit go on. A
+    file whose text passes ``max_text_bytes`` is quarantined (``text_too_long``) as
+    soon as it does: it is never held whole (a 2 GB file costs its checksum pass).
     """
     ids, texts, metas, bad = [], [], [], []
     for p, rel in zip(paths, rels):
@@ -34,7 +37,7 @@ def read_text_files(paths: list[Path], rels: list[str], source: Source, info: Fi
             with open(p, "rb") as f:
                 raw_reader = RawFile(f)
                 try:
-                    data, damage = b"".join(utf8_only(decompressed(raw_reader, p), p)), None
+                    data, damage = _bounded(utf8_only(decompressed(raw_reader, p, max_expansion), p), max_text_bytes), None
                 except UnreadableFileError as e:
                     data, damage = b"", e.detail
                 for _ in raw_reader.chunks():
@@ -48,6 +51,9 @@ def read_text_files(paths: list[Path], rels: list[str], source: Source, info: Fi
         info.files.append({"path": rel, "sha256": raw_reader.sha.hexdigest(), "bytes": raw_reader.nbytes})
         info.bytes += raw_reader.nbytes
         info.lines += 1
+        if data is None:
+            bad.append(BadRecord(1, "text_too_long", f"longer than ingest.max_text_bytes={max_text_bytes}", b"", rel))
+            continue
         if damage is not None:
             if source.on_unreadable == "fail":
                 raise UnreadableFileError(str(p), damage)
@@ -67,3 +73,14 @@ def read_text_files(paths: list[Path], rels: list[str], source: Source, info: Fi
         [pa.array(ids, pa.string()), pa.array(texts, pa.string()), pa.array(metas, pa.string()),
          pa.array([1] * len(ids), pa.int64())], schema=CANDIDATE_SCHEMA)
     yield RawBatch(table, bad)
+
+
+def _bounded(chunks: Iterator[bytes], limit: int) -> bytes | None:
+    """The whole text, or None as soon as it passes ``limit`` bytes (the rest is not read here)."""
+    parts, size = [], 0
+    for chunk in chunks:
+        size += len(chunk)
+        if size > limit:
+            return None
+        parts.append(chunk)
+    return b"".join(parts)

@@ -224,7 +224,7 @@ def _quarantine_table(source: str, rows: list[tuple]) -> pa.Table:
 
 
 def _bad_row(b: BadRecord, cfg: Ingest, file: str) -> tuple:
-    return (b.record_no, b.reason, b.detail, None, _snippet(b.raw, cfg.snippet_chars), len(b.raw), file)
+    return (b.record_no, b.reason, b.detail, None, _snippet(b.raw, cfg.snippet_chars), b.n_bytes, file)
 
 
 def _mark_truncated(staging: Path, parts: list[dict]) -> None:
@@ -251,7 +251,7 @@ def ingest_unit(unit: Unit) -> UnitResult:
     paths = [Path(p) for p in unit.paths]
     file_label = unit.rels[0] if unit.fmt is not Format.TEXT else None
     try:
-        for batch in read_unit(unit.fmt, paths, unit.rels, src, cfg.block_bytes, cfg.max_text_bytes, info):
+        for batch in read_unit(unit.fmt, paths, unit.rels, src, cfg, info):
             for b in batch.bad:
                 qrows.append(_bad_row(b, cfg, b.file or file_label))
             if batch.candidates.num_rows == 0:
