@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -292,3 +293,60 @@ def test_a_document_longer_than_the_whole_budget_fills_it(make_spec, tmp_path):
     store = IndexedReader((loaded.storage_root / next(o["path"] for o in tm["outputs"]
                                                       if o["kind"] == "token_bin")).with_suffix(""))
     assert np.array_equal(stream.tokens(0, 1001), store[0][:1001])
+
+
+def test_the_loader_refuses_a_damaged_or_incomplete_shard_set(mixed, tmp_path):
+    """A flipped byte, a zeroed page, a truncated .bin, a missing last shard, an id beyond the
+    vocabulary: each stops the loader when it opens the set (or reads the sample), naming the file."""
+    from corpusmix.trainer.loader import ShardSetError
+
+    loaded, m = mixed
+    good = tmp_path / "good"
+    shutil.copytree(_dir(loaded, m), good)
+    assert len(TokenStream.from_dir(good)) == m["counts"]["tokens_out"]
+    n = m["counts"]["shards"]
+
+    def damaged(name: str, change) -> Path:
+        d = tmp_path / name
+        shutil.copytree(good, d)
+        change(d)
+        return d
+
+    def flip(d):
+        f = d / "shard-00001.bin"
+        data = bytearray(f.read_bytes())
+        data[12345] ^= 0x01
+        f.write_bytes(bytes(data))
+
+    def zero_page(d):
+        f = d / "shard-00000.bin"
+        data = bytearray(f.read_bytes())
+        data[8192:12288] = bytes(4096)
+        f.write_bytes(bytes(data))
+
+    def truncate(d):
+        f = d / "shard-00000.bin"
+        f.write_bytes(f.read_bytes()[:-2])
+
+    def drop_last(d):
+        for suffix in (".bin", ".idx", ".json"):
+            (d / f"shard-{n - 1:05d}{suffix}").unlink()
+
+    for name, change, message in (("flip", flip, r"shard-00001.bin: sha256 differs"),
+                                  ("page", zero_page, r"shard-00000.bin: sha256 differs"),
+                                  ("short", truncate, r"shard-00000.bin: .* bytes, the manifest says"),
+                                  ("last", drop_last, rf"1 of the set's {n} shards are missing \(shard {n - 1}\)")):
+        with pytest.raises(ShardSetError, match=message):
+            TokenStream.from_dir(damaged(name, change))
+    # without checksums the flip goes unseen, unless it makes an id the tokenizer cannot produce
+    beyond = damaged("beyond", lambda d: None)
+    f = beyond / "shard-00000.bin"
+    tokens = np.fromfile(f, dtype=np.uint16)
+    tokens[700] = 65_000  # GPT-2 has 50,257 ids
+    tokens.tofile(f)
+    reader = SampleReader(TokenStream.from_dir(beyond, verify=False), 512)
+    reader[0]
+    with pytest.raises(ShardSetError, match=r"sample 1 holds token id 65000, beyond the vocabulary of 50257"):
+        reader[1]
+    with pytest.raises(ShardSetError, match="sample 1"):
+        list(reader.iter(start=0))

@@ -183,9 +183,10 @@ class _ShardWriter:
     waits for them.
     """
 
-    def __init__(self, staging: Path, sources: list[_Source], tok, phase_names, bounds):
+    def __init__(self, staging: Path, sources: list[_Source], tok, phase_names, bounds, stream: tuple[int, int]):
         self.staging, self.sources, self.tok = staging, sources, tok
         self.phase_names, self.bounds = phase_names, bounds
+        self.stream_tokens, self.shards_total = stream  # what every shard manifest says of the whole set
         self.rows: list[dict[str, np.ndarray]] = []
         self.shard = 0
         self.outputs: list[dict] = []
@@ -241,7 +242,9 @@ class _ShardWriter:
                 "phases": per_phase, "longest_document": longest_doc,
                 "tokens_per_source": {self.sources[s].name: int(t) for s, t in
                                       enumerate(np.bincount(r["src"], weights=r["n"], minlength=n_src)) if t},
-                "dtype": self.tok.dtype.name, "eos_id": self.tok.eos_id, "tokenizer_sha256": self.tok.sha256}
+                "dtype": self.tok.dtype.name, "eos_id": self.tok.eos_id, "tokenizer_sha256": self.tok.sha256,
+                "vocab_size": self.tok.vocab_size, "shards_total": self.shards_total,
+                "stream_tokens": self.stream_tokens}
         self.shard_info.append(info)
         self._pending.append(self._pool.submit(self._write, name, tokens, seq_lengths, lin_name, lineage, info))
         while len(self._pending) > 1:  # at most one shard waits while one is written: memory stays bounded
@@ -312,7 +315,8 @@ def build_shards(ctx: StageRun) -> Built:
              f"phases {names}")
     position = 0
     try:
-        writer = _ShardWriter(staging, sources, tok, names, bounds)
+        shards_total = len(np.arange(shard_tokens, total - 1, shard_tokens)) + 1  # the extra token joins the last
+        writer = _ShardWriter(staging, sources, tok, names, bounds, (total, shards_total))
         window = 0
         while position < total:
             until = float((window + 1) * shard_tokens)

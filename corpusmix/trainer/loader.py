@@ -9,6 +9,14 @@ token after the first is a target exactly once per pass, and no sample is padded
 Sample boundaries ignore document and shard boundaries, as in Megatron's GPT
 dataset: EOS tokens separate documents inside a sample.
 
+A trainer never reads damage silently: ``TokenStream.from_dir`` checks the set against
+its shard manifests when it opens it (every shard of the set present, each ``.bin``
+of the size its token count implies, each ``.idx`` with its sequence count), and by
+default recomputes every file's sha256 and the largest token id of each shard
+(``verify=True``; ~35 ms for the 20M-token dev set, see benchmarks/mix_throughput.py).
+Opened with ``verify=False``, each sample is checked instead: a token id at or above
+the vocabulary size stops the read of the sample that holds it.
+
 Data parallelism: rank r of a world of size W reads samples start + r,
 start + r + W, ... so the ranks partition the samples with no overlap and no gap,
 and a run resumed at ``start`` (the number of samples already consumed, a multiple
@@ -25,12 +33,17 @@ import numpy as np
 import orjson
 
 from corpusmix.core.indexed import IndexedReader
+from corpusmix.core.storage import sha256_file
+
+
+class ShardSetError(ValueError):
+    """The mixed shards on disk are not the set their manifests describe."""
 
 
 class TokenStream:
     """The concatenated tokens of a run's shards, memory-mapped."""
 
-    def __init__(self, shard_prefixes: list[Path]):
+    def __init__(self, shard_prefixes: list[Path], vocab_size: int | None = None):
         if not shard_prefixes:
             raise ValueError("no shards given")
         self.readers = [IndexedReader(p) for p in shard_prefixes]
@@ -38,19 +51,49 @@ class TokenStream:
         if len(dtypes) != 1:
             raise ValueError(f"shards mix token dtypes {sorted(map(str, dtypes))}")
         self.dtype = dtypes.pop()
+        self.vocab_size = vocab_size
+        self.ids_checked = False  # every id below vocab_size, checked when the set was opened
         self._arrays = [r.tokens for r in self.readers]
         self._offsets = [0]
         for a in self._arrays:
             self._offsets.append(self._offsets[-1] + len(a))
 
     @classmethod
-    def from_dir(cls, directory: str | Path) -> TokenStream:
-        """The shards of one mixed_shards output directory (``shard-*.json`` say which, in order)."""
+    def from_dir(cls, directory: str | Path, verify: bool = True) -> TokenStream:
+        """The shards of one mixed_shards output directory, checked against their manifests
+        (``shard-*.json``): the whole set present, sizes and counts as recorded, and with
+        ``verify`` every file's sha256. Raises ShardSetError naming the file and the fix."""
         directory = Path(directory)
-        infos = sorted(orjson.loads(p.read_bytes())["shard"] for p in directory.glob("shard-*.json"))
-        if infos != list(range(len(infos))) or not infos:
-            raise ValueError(f"{directory}: shard manifests are missing or not numbered 0..n-1 ({infos[:5]}…)")
-        return cls([directory / f"shard-{k:05d}" for k in infos])
+        infos = {}
+        for p in sorted(directory.glob("shard-*.json")):
+            info = orjson.loads(p.read_bytes())
+            infos[info["shard"]] = info
+        if not infos:
+            raise ShardSetError(f"{directory}: no shard manifests (shard-*.json): not a mixed_shards output")
+        first = next(iter(infos.values()))
+        if "shards_total" not in first:
+            raise ShardSetError(f"{directory}: shards written before the set was recorded in each manifest; "
+                                "fix: rebuild them (corpusmix build)")
+        expected = first["shards_total"]
+        missing = sorted(set(range(expected)) - set(infos))
+        if missing or len(infos) != expected:
+            raise ShardSetError(f"{directory}: {len(missing)} of the set's {expected} shards are missing "
+                                f"(shard {', '.join(map(str, missing[:5]))}{'…' if len(missing) > 5 else ''}); "
+                                "fix: restore them or rebuild the set (corpusmix build)")
+        prefixes = [directory / f"shard-{k:05d}" for k in range(expected)]
+        for k, prefix in enumerate(prefixes):
+            _check_shard(prefix, infos[k], verify)
+        stream = cls(prefixes, first.get("vocab_size"))
+        if verify and stream.vocab_size is not None:  # once per shard here, so no sample needs it again
+            for prefix, tokens in zip(prefixes, stream._arrays):
+                if len(tokens) and int(tokens.max()) >= stream.vocab_size:
+                    raise ShardSetError(f"{prefix.with_suffix('.bin')}: token id {int(tokens.max())} is beyond the "
+                                        f"vocabulary of {stream.vocab_size}; fix: rebuild the set (corpusmix build)")
+            stream.ids_checked = True
+        if len(stream) != first["stream_tokens"]:
+            raise ShardSetError(f"{directory}: {len(stream):,} tokens on disk, the set holds "
+                                f"{first['stream_tokens']:,}; fix: rebuild it")
+        return stream
 
     def __len__(self) -> int:
         return self._offsets[-1]
@@ -70,6 +113,27 @@ class TokenStream:
         return np.concatenate(parts)
 
 
+def _check_shard(prefix: Path, info: dict, verify: bool) -> None:
+    """One shard against its manifest: sizes and counts always, checksums when ``verify``."""
+    binf, idxf = prefix.with_suffix(".bin"), prefix.with_suffix(".idx")
+    for f in (binf, idxf):
+        if not f.is_file():
+            raise ShardSetError(f"{f}: missing; fix: restore it or rebuild the set (corpusmix build)")
+    itemsize = np.dtype(info["dtype"]).itemsize
+    if binf.stat().st_size != info["tokens"] * itemsize:
+        raise ShardSetError(f"{binf}: {binf.stat().st_size:,} bytes, the manifest says {info['tokens']:,} tokens "
+                            f"of {itemsize} bytes; fix: rebuild the set (corpusmix build)")
+    if verify:
+        for f, key in ((binf, "bin_sha256"), (idxf, "idx_sha256")):
+            if sha256_file(f) != info[key]:
+                raise ShardSetError(f"{f}: sha256 differs from its manifest {prefix.name}.json (damaged on disk or in "
+                                    "transfer); fix: restore it or rebuild the set (corpusmix build)")
+    reader = IndexedReader(prefix)
+    if len(reader) != info["sequences"]:
+        raise ShardSetError(f"{idxf}: {len(reader)} sequences, the manifest says {info['sequences']}; "
+                            "fix: rebuild the set (corpusmix build)")
+
+
 class SampleReader:
     """``seq_len``-token samples with next-token targets, in training order."""
 
@@ -87,7 +151,16 @@ class SampleReader:
         if not 0 <= k < self.num_samples:
             raise IndexError(f"sample {k} outside 0..{self.num_samples - 1}")
         start = k * self.seq_len
-        return self.stream.tokens(start, start + self.seq_len + 1)
+        return self._checked(k, self.stream.tokens(start, start + self.seq_len + 1))
+
+    def _checked(self, k: int, window: np.ndarray) -> np.ndarray:
+        """The window, unless it holds an id the tokenizer cannot have made (a damaged shard read
+        without checksums): a model would index past its embedding table."""
+        vocab = self.stream.vocab_size
+        if vocab is not None and not self.stream.ids_checked and len(window) and int(window.max()) >= vocab:
+            raise ShardSetError(f"sample {k} holds token id {int(window.max())}, beyond the vocabulary of {vocab}: "
+                                "the shards are damaged; open them with verify=True to find which")
+        return window
 
     def __getitem__(self, k: int) -> tuple[np.ndarray, np.ndarray]:
         w = self.window(k)
@@ -103,5 +176,5 @@ class SampleReader:
         """(sample index, inputs, targets) for this rank, in training order."""
         n, tokens = self.seq_len, self.stream.tokens
         for k in self.indices(start, rank, world):
-            w = tokens(k * n, k * n + n + 1)
+            w = self._checked(k, tokens(k * n, k * n + n + 1))
             yield k, w[:-1], w[1:]
