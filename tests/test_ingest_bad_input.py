@@ -397,3 +397,15 @@ def test_a_text_file_over_the_limit_is_quarantined_without_being_held(make_spec,
     assert quar.column("file").to_pylist() == ["huge.txt"] and quar.column("reason").to_pylist() == ["text_too_long"]
     assert manifest["counts"]["documents_out"] == 1
     assert {i["path"] for i in manifest["inputs"]} == {"small.txt", "huge.txt"}  # both checksummed all the same
+
+
+def test_compression_is_told_by_the_first_bytes_not_only_the_name(make_spec, tmp_path):
+    """A gzip file without .gz is read by its magic bytes; plain JSON named .gz fails saying so
+    (not "damaged: keep the records read before the damage")."""
+    rows = _jsonl({"id": "a", "text": "one"}, {"id": "b", "text": "two"})
+    manifest, docs, _ = _ingest(make_spec, tmp_path, {"packed.jsonl": gzip.compress(rows)})
+    assert docs.column("doc_id").to_pylist() == ["a", "b"]
+    (tmp_path / "raw" / "packed.jsonl").unlink()
+    with pytest.raises(IngestError, match=r"plain.jsonl.gz: not a valid gz stream: the file is named .gz but starts "
+                                          r"with 7b 22 69 64, which looks like plain text; fix: rename it"):
+        _ingest(make_spec, tmp_path, {"plain.jsonl.gz": rows})

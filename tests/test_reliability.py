@@ -193,7 +193,8 @@ def test_disk_full_fails_cleanly_and_keeps_the_previous_build(make_spec, tmp_pat
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(pq.ParquetWriter, "write_table", full)
-    with pytest.raises(OSError, match="No space left on device"):
+    with pytest.raises(OSError, match=r"(?s)No space left on device: ingest\[web\] could not write its outputs under "
+                                      rf"storage.root {loaded.storage_root}; .* GB free there now.*Fix: free space"):
         run_stage("ingest", loaded, "web", progress=lambda m: None)
     monkeypatch.undo()
     # no manifest claims the failed build; the previous one still verifies; no staging left behind

@@ -27,9 +27,11 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import errno
 import functools
 import hashlib
 import logging
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -158,6 +160,21 @@ class StageRun:
         return content_key(self.stage, self.config, identity)
 
 
+class StorageFullError(OSError):
+    """The disk under the storage root filled while a stage wrote: say where, what, and the fix."""
+
+    def __init__(self, stage: Stage, partition: str | None, loaded: LoadedSpec, cause: OSError):
+        which = f"{stage.name}[{partition}]" if partition else stage.name
+        where = f" (writing {cause.filename})" if cause.filename else ""
+        free = shutil.disk_usage(loaded.storage_root) if loaded.storage_root.exists() else None
+        super().__init__(cause.errno or errno.ENOSPC, (
+            f"No space left on device: {which} could not write its outputs under storage.root "
+            f"{loaded.storage_root}{where}; {free.free / 1e9:.2f} GB free there now. Nothing was published and "
+            f"the previous build of {which} is intact. Fix: free space on that disk (df -h {loaded.storage_root}), or "
+            f"point storage.root at a larger one, then build again" if free else
+            f"No space left on device: {which} could not write under storage.root {loaded.storage_root}{where}"))
+
+
 def content_key(stage: Stage, config: dict, identity: Any) -> str:
     """A stage's output version: its code version, its configuration, what it reads."""
     return canonical_hash({"code": stage.code_version(), "config": config, "upstream": identity})[:20]
@@ -211,6 +228,11 @@ def run(stage: Stage, loaded: LoadedSpec, partition: str | None, registry: dict[
             raise RuntimeError(f"stage {stage.name!r} computed no content key")
         if not publish_dir(staging, parent / version):
             ctx.say(f"identical output already published at {parent / version} (content key match)")
+    except OSError as e:
+        discard_dir(staging)
+        if e.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left on device" in str(e):
+            raise StorageFullError(stage, partition, loaded, e) from e
+        raise
     except BaseException:
         discard_dir(staging)
         raise

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import itertools
 import json
 import re
 import zlib
@@ -109,6 +110,28 @@ ZSTD_PIECE = 512         # compressed bytes fed to zstd per call: at most ~16 Mi
 BOMB_AFTER = 256 << 20   # decompressed bytes after which the expansion ratio is judged
 
 
+_MAGIC = {b"\x1f\x8b": ".gz", b"\x28\xb5\x2f\xfd": ".zst"}
+
+
+def _compression_name(path: Path, head: bytes) -> str:
+    """The name to decode ``path`` by: its own, unless its first bytes say otherwise. A compressed
+    file without the suffix is decoded by its magic bytes (no text starts with them); a file named
+    compressed that is not fails here, saying what it is, rather than as "damage" later."""
+    name = path.name.lower()
+    magic = next((suffix for m, suffix in _MAGIC.items() if head.startswith(m)), None)
+    named = ".gz" if name.endswith(".gz") else ".zst" if name.endswith((".zst", ".zstd")) else None
+    if named is None:
+        return name + magic if magic else name
+    if head and magic != named:
+        looks = "plain text" if magic is None and head[:1] in b"{[\"\r\n\t " else \
+            f"a {magic} stream" if magic else "neither gzip nor zstd"
+        raise UnreadableFileError(
+            str(path), f"not a valid {named[1:]} stream: the file is named {named} but starts with "
+                       f"{head[:4].hex(' ')}, which looks like {looks}; fix: rename it to say what it holds"
+                       f"{' (without ' + named + ')' if magic is None else ''}")
+    return name
+
+
 def decompressed(raw: RawFile, path: Path, max_expansion: float = 200.0) -> Iterator[bytes]:
     """Decompressed bytes of a .gz / .zst / plain file, incrementally, in bounded pieces.
 
@@ -119,10 +142,14 @@ def decompressed(raw: RawFile, path: Path, max_expansion: float = 200.0) -> Iter
     expands more than ``max_expansion`` times once past ``BOMB_AFTER`` bytes is refused
     as a decompression bomb: memory stays bounded whatever the input.
     """
-    name = path.name.lower()
+    chunks = raw.chunks()
+    first = next(chunks, b"")
+    name = _compression_name(path, first)
     dec = new_decoder(name)
     if dec is None:
-        yield from raw.chunks()
+        if first:
+            yield first
+        yield from chunks
         return
     zstd = not name.endswith(".gz")
     started = produced = False
@@ -145,7 +172,7 @@ def decompressed(raw: RawFile, path: Path, max_expansion: float = 200.0) -> Iter
             data = dec.unconsumed_tail
         after_member = dec.unused_data
 
-    for chunk in raw.chunks():
+    for chunk in itertools.chain([first] if first else [], chunks):
         if padding:
             if chunk.strip(b"\0"):
                 raise UnreadableFileError(str(path), "non-zero bytes after the zero padding that follows the "
