@@ -10,7 +10,7 @@ random time inside the length of a clean build, send SIGKILL to the whole proces
 Criteria, decided before the run, checked after every rerun:
   - the rerun exits 0 and `corpusmix verify` passes;
   - every output is byte-identical to the clean build's;
-  - no process of the killed command is left (its process group is empty);
+  - no process of the killed command is left (its process group is empty within 5 s);
   - no .staging-* or .replaced-* directory is left;
   - after SIGINT the command exited 130 and said it was interrupted (a SIGINT that lands while
     Python is still importing, before the build has begun, ends it the default way: Python's
@@ -97,9 +97,10 @@ def main() -> int:
                     os.kill(p.pid, signal.SIGINT)
             code = p.wait(timeout=300)
             said = p.stdout.read()
-            time.sleep(0.5)
             problems = []
-            left = group_alive(p.pid)
+            deadline = time.monotonic() + 5  # the resource tracker exits a moment after its parent
+            while (left := group_alive(p.pid)) and time.monotonic() < deadline:
+                time.sleep(0.2)
             if left:
                 problems.append(f"processes left: {left}")
                 for pid in left:

@@ -195,3 +195,23 @@ def test_a_glob_over_the_builds_own_outputs_manifests_or_dagster_home_is_refused
             load_spec(spec([str(raw / "in" / "*.jsonl"), *paths]))
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "elsewhere"))
     load_spec(spec([str(raw / "in" / "*.jsonl"), str(raw / "*" / "*.yaml")], ), check_files=False)  # home moved
+
+
+def test_symlink_loops_under_a_recursive_glob_are_cut(tmp_path):
+    """Links back to an ancestor under `**` sent glob into loops for minutes; each file is found once."""
+    import os
+    import time
+
+    root = tmp_path / "raw"
+    for d in ("a", "a/b", "a/c"):
+        (root / d).mkdir(parents=True)
+    for i, d in enumerate(("a", "a/b", "a/c")):
+        (root / d / f"{i}.jsonl").write_text('{"id": "%d", "text": "x"}\n' % i)
+    for i, d in enumerate(("a/b", "a/c", "a/b", "a/c")):
+        os.symlink(root, root / d / f"up{i}")  # four loops, each back to the top
+    spec = base_spec([{"name": "s", "kind": "web", "paths": [str(root / "**" / "*.jsonl")]}], tmp_path)
+    t0 = time.perf_counter()
+    loaded = load_spec(write_spec(tmp_path / "spec.yaml", spec))
+    files = loaded.source_files(loaded.source("s"))
+    assert time.perf_counter() - t0 < 5
+    assert sorted(f.name for f in files) == ["0.jsonl", "1.jsonl", "2.jsonl"]

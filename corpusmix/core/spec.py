@@ -16,7 +16,6 @@ so a spec and its data can move together.
 from __future__ import annotations
 
 import dataclasses
-import glob
 import hashlib
 import os
 from dataclasses import dataclass
@@ -27,6 +26,8 @@ from typing import Any, Literal
 import orjson
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from corpusmix.core.globs import find_files
 
 SOURCE_KINDS = ("prose", "web", "code", "math", "dialogue")
 FORMATS = ("auto", "jsonl", "parquet", "text")
@@ -292,9 +293,7 @@ class LoadedSpec:
         """Every file a source's globs match, sorted and de-duplicated (the ingest order)."""
         files: set[Path] = set()
         for pattern in source.paths:
-            for m in glob.glob(str(self.resolve(pattern)), recursive=True):
-                if os.path.isfile(m):
-                    files.add(Path(m).resolve())
+            files.update(f.resolve() for f in find_files(str(self.resolve(pattern))))
         return sorted(files)
 
     def spec_hash(self) -> str:

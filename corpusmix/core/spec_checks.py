@@ -7,16 +7,15 @@ from __future__ import annotations
 
 import difflib
 import functools
-import glob
 import math
 import os
-import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from corpusmix.core.globs import find_files, glob_regex
 from corpusmix.core.spec import LoadedSpec, Schedule, Spec, SpecIssue
 
 # ---------------------------------------------------------------------------
@@ -170,34 +169,6 @@ def _checked_tokenizer(path: str, mtime_ns: int, size: int, eos_token: str) -> t
     return ()
 
 
-def glob_regex(pattern: str) -> re.Pattern:
-    """A glob as Python's ``glob(recursive=True)`` reads it: ``*`` and ``?`` stay inside one path
-    component, ``**`` as a whole component spans any number of directories, ``[...]`` is a class,
-    and a wildcard never matches a name that starts with a dot (``.dagster``)."""
-    out, parts = [], pattern.split("/")
-    for k, part in enumerate(parts):
-        last = k == len(parts) - 1
-        if part == "**":
-            out.append(r"(?:(?!\.)[^/]*/)*(?!\.)[^/]*" if last else r"(?:(?!\.)[^/]*/)*")
-            continue
-        piece, i = (r"(?!\.)" if part[:1] in ("*", "?", "[") else ""), 0
-        while i < len(part):
-            c = part[i]
-            if c == "*":
-                piece += "[^/]*"
-            elif c == "?":
-                piece += "[^/]"
-            elif c == "[" and (end := part.find("]", i + 2 + (part[i + 1:i + 2] == "!"))) > 0:
-                negate = part[i + 1] == "!"
-                piece += "[" + ("^" if negate else "") + part[i + 1 + negate:end].replace("\\", "\\\\") + "]"
-                i = end
-            else:
-                piece += re.escape(c)
-            i += 1
-        out.append(piece + ("" if last else "/"))
-    return re.compile("".join(out) + r"\Z")
-
-
 # The shapes of the files a build writes, under each of its roots (see the stages and Dagster's home).
 _OWN_FILES = {
     "outputs": ("ingest/s/0123456789abcdef0123/part-00000-000.parquet", "tokenize/s/0123456789abcdef0123/tokens.bin",
@@ -227,7 +198,7 @@ def semantic_issues(loaded: LoadedSpec, check_files: bool) -> list[SpecIssue]:
     if check_files:
         for i, src in enumerate(spec.sources):
             for j, pattern in enumerate(src.paths):
-                if not glob.glob(str(loaded.resolve(pattern)), recursive=True):
+                if not find_files(str(loaded.resolve(pattern))):
                     issues.append(SpecIssue(
                         f"sources[{i}].paths[{j}]",
                         f"glob {pattern!r} matches no file (resolved to {loaded.resolve(pattern)})",

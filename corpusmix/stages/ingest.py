@@ -17,7 +17,6 @@ the order below), so ``records_read == documents_out + quarantined`` always:
 from __future__ import annotations
 
 import functools
-import glob
 import hashlib
 import os
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from corpusmix.core.globs import glob_base
 from corpusmix.core.hashing import mix64
 from corpusmix.core.manifest import manifest_path, read_manifest
 from corpusmix.core.parquet_io import PARQUET_OPTS, PartWriter
@@ -292,17 +292,6 @@ def ingest_unit(unit: Unit) -> UnitResult:
     return res
 
 
-def _glob_base(pattern: str) -> str:
-    """The directory part of a glob before its first wildcard (ids of text files are relative to it)."""
-    parts = Path(pattern).parts
-    base = []
-    for part in parts:
-        if glob.has_magic(part):
-            break
-        base.append(part)
-    return str(Path(*base)) if base else "."
-
-
 def source_files_rel(loaded: LoadedSpec, source: Source) -> list[tuple[Path, str]]:
     """A source's files in ingest order, each with its path relative to the common base of the globs.
 
@@ -310,7 +299,7 @@ def source_files_rel(loaded: LoadedSpec, source: Source) -> list[tuple[Path, str
     output bytes nor the content key, and two globs cannot give two files one name.
     """
     files = loaded.source_files(source)
-    base = os.path.commonpath([str(loaded.resolve(_glob_base(p))) for p in source.paths])
+    base = os.path.commonpath([str(loaded.resolve(glob_base(p))) for p in source.paths])
     if any(f == Path(base) for f in files):  # a glob naming one file: its base is the file itself
         base = str(Path(base).parent)
     return [(f, os.path.relpath(f, base)) for f in files]
