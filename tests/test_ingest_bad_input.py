@@ -409,3 +409,14 @@ def test_compression_is_told_by_the_first_bytes_not_only_the_name(make_spec, tmp
     with pytest.raises(IngestError, match=r"plain.jsonl.gz: not a valid gz stream: the file is named .gz but starts "
                                           r"with 7b 22 69 64, which looks like plain text; fix: rename it"):
         _ingest(make_spec, tmp_path, {"plain.jsonl.gz": rows})
+
+
+def test_quarantine_keeps_known_ids_in_file_order_and_an_empty_gz_is_a_warning(make_spec, tmp_path):
+    rows = _jsonl({"id": "a", "text": "fine"}, {"id": "num", "text": 42}, b"{not json", {"id": "c", "text": ""},
+                  {"id": "d", "text": "fine too"})
+    manifest, _, quar = _ingest(make_spec, tmp_path, {"a.jsonl": rows, "b.jsonl.gz": b""})
+    assert quar.column("record_no").to_pylist() == [2, 3, 4]  # file order, whichever check found each
+    assert quar.column("doc_id").to_pylist() == ["num", None, "c"]  # the id of a non-string text is kept
+    assert manifest["details"]["warnings"] == [
+        "b.jsonl.gz is empty (0 bytes, not even a compression header): no records; a copy or a download that "
+        "did not finish?"]

@@ -44,6 +44,7 @@ class BadRecord:
     raw: bytes
     file: str | None = None  # set where a unit spans several files (plain text)
     size: int | None = None  # the record's bytes, where ``raw`` holds only its head (a line too long)
+    doc_id: str | None = None  # the record's own id, when it could be read (so `audit why` finds it)
 
     @property
     def n_bytes(self) -> int:
@@ -316,3 +317,4 @@ class FileReadResult:
     fast_blocks: int = 0
     exact_blocks: int = 0
     files: list[dict] = field(default_factory=list)  # per-file inputs, for units of many files
+    warnings: list[str] = field(default_factory=list)  # odd but not bad: said in the log and the manifest

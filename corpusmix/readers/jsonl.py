@@ -294,8 +294,10 @@ def _exact_block(block: bytes, first_line: int, source: Source) -> RawBatch:
             continue
         text = rec.get(source.text_field)
         if text is not None and not isinstance(text, str):
-            bad.append(BadRecord(no, "non_string_text",
-                                 f"field {source.text_field!r} is a {type(text).__name__}", line))
+            raw_id = rec.get(source.id_field) if source.id_field is not None else None
+            bad.append(BadRecord(no, "non_string_text", f"field {source.text_field!r} is a {type(text).__name__}",
+                                 line, doc_id=str(raw_id) if isinstance(raw_id, (str, int)) and
+                                 not isinstance(raw_id, bool) else None))
             continue
         doc_id = None
         if source.id_field is not None and rec.get(source.id_field) is not None:
@@ -349,3 +351,6 @@ def read_jsonl(path: Path, source: Source, block_bytes: int, max_line: int,
                 pass
             info.sha256 = raw.sha.hexdigest()
             info.bytes = raw.nbytes
+            if raw.nbytes == 0 and path.name.lower().endswith((".gz", ".zst", ".zstd")):
+                info.warnings.append(f"{path.name} is empty (0 bytes, not even a compression header): "
+                                     "no records; a copy or a download that did not finish?")

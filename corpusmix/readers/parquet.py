@@ -94,7 +94,8 @@ def _parquet_batch(table: pa.Table, names: list[str], first_row: int, source: So
     bad: list[BadRecord] = []
     for i in bad_idx:
         raw = table.slice(i, 1).to_pylist()[0] if reasons[i][0] != "invalid_utf8" else {"row": first_row + i}
-        bad.append(BadRecord(first_row + i, reasons[i][0], reasons[i][1], dump_json(raw).encode()))
+        bad.append(BadRecord(first_row + i, reasons[i][0], reasons[i][1], dump_json(raw).encode(),
+                             doc_id=ids[i].as_py() if reasons[i][0] == "non_string_text" else None))
     keep = pa.array([r is None for r in reasons])
     good = table.filter(keep) if bad_idx else table
     meta = metadata_json(good, meta_fields(names, source))

@@ -82,6 +82,7 @@ class UnitResult:
     blank_lines: int = 0
     extra_quarantine: dict | None = None
     id_hashes: bytes = b""  # 64-bit hashes of the kept ids, for the cross-unit duplicate check
+    warnings: list[str] = field(default_factory=list)
 
 
 class _ChunkSample:
@@ -224,7 +225,7 @@ def _quarantine_table(source: str, rows: list[tuple]) -> pa.Table:
 
 
 def _bad_row(b: BadRecord, cfg: Ingest, file: str) -> tuple:
-    return (b.record_no, b.reason, b.detail, None, _snippet(b.raw, cfg.snippet_chars), b.n_bytes, file)
+    return (b.record_no, b.reason, b.detail, b.doc_id, _snippet(b.raw, cfg.snippet_chars), b.n_bytes, file)
 
 
 def _mark_truncated(staging: Path, parts: list[dict]) -> None:
@@ -278,7 +279,9 @@ def ingest_unit(unit: Unit) -> UnitResult:
     res.inputs = info.files or [{"path": unit.rels[0], "sha256": info.sha256, "bytes": info.bytes}]
     res.fast_blocks, res.exact_blocks, res.blank_lines = info.fast_blocks, info.exact_blocks, info.blank_lines
     res.records_read = info.lines - info.blank_lines
+    res.warnings = info.warnings
     if qrows:
+        qrows.sort(key=lambda r: (r[6], r[0]))  # file order: by file, then record, as the records were read
         qt = _quarantine_table(src.name, qrows)
         validate_table(qt, QUARANTINE)
         name = f"quarantine-{unit.index:05d}.parquet"
@@ -526,6 +529,8 @@ def build_ingest(ctx: StageRun) -> Built:
             damaged = f" (file damaged: skipped after {res.skipped['records_kept']} records)" if res.skipped else ""
             ctx.say(f"{len(results) + len(errors)}/{len(units)} {unit.rels[0]}{' ..' if len(unit.rels) > 1 else ''}: "
                     f"{res.records_read} records, {res.docs_out} kept, {q} quarantined{damaged}")
+            for warning in res.warnings:
+                ctx.say(f"WARNING: {warning}")
     if errors:
         raise IngestError(_unreadable_message(errors, source))
     _move_cross_unit_duplicates(ctx.staging, results, loaded.spec.ingest, source)
@@ -588,7 +593,8 @@ def _built(loaded: LoadedSpec, source: Source, results: list[UnitResult]) -> Bui
         reasons={k: {"records": n, "bytes": b, "tokens": est.tokens(b)} for k, (n, b) in sorted(reasons.items())},
         skipped_files=[r.skipped for r in results if r.skipped],
         details={"units": len(results), "fast_blocks": sum(r.fast_blocks for r in results),
-                 "exact_blocks": sum(r.exact_blocks for r in results)},
+                 "exact_blocks": sum(r.exact_blocks for r in results),
+                 "warnings": [w for r in results for w in r.warnings]},
         summary=f"{docs_out}/{records} documents kept, token acceptance {'n/a' if rate is None else f'{rate:.4f}'}")
 
 
