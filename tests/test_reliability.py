@@ -284,8 +284,11 @@ def test_the_next_build_collects_what_killed_runs_left(make_spec, tmp_path, monk
         assert instance.get_run_by_id(alive.run_id).status == DagsterRunStatus.STARTED
 
 
-@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_a_signal_stops_the_build_says_so_and_the_rerun_finishes(make_spec, tmp_path, sig, code):
+@pytest.mark.parametrize("sig, code, when", [(signal.SIGINT, 130, "ingest + dedup: ok"),
+                                             (signal.SIGTERM, 143, "ingest + dedup: ok"),
+                                             (signal.SIGINT, 130, "[web] ingest: "),
+                                             (signal.SIGTERM, 143, "[web] ingest: ")])
+def test_a_signal_stops_the_build_says_so_and_the_rerun_finishes(make_spec, tmp_path, sig, code, when):
     """Ctrl-C or SIGTERM during `corpusmix build`: the run in progress fails, no later run starts,
     the command says so and exits 128 + signal; no process is left; the next build completes."""
     spec = make_spec(_sources())
@@ -296,7 +299,7 @@ def test_a_signal_stops_the_build_says_so_and_the_rerun_finishes(make_spec, tmp_
     lines = []
     for line in proc.stdout:
         lines.append(line)
-        if "ingest + dedup: ok" in line:  # the first source is done; the second is under way
+        if when in line:  # between two runs (the first source is done), or inside the second source's run
             os.kill(proc.pid, sig)
             break
     out = "".join(lines) + proc.stdout.read()

@@ -76,8 +76,8 @@ def _build(loaded, chosen: list[str], echo) -> bool:
         result = defs.resolve_job_def(job).execute_in_process(
             partition_key=partition, instance=instance, raise_on_error=False, run_config=QUIET, tags=OWNER)
         ok = _run(result, label, echo)
-        if signals:  # the signal failed this run (its stage discarded its staging): stop here
-            raise BuildInterrupted(signals[0], label)
+        if signals or _interrupted(result):  # the signal failed this run (its stage discarded its staging)
+            raise BuildInterrupted(signals.first() or signal.SIGINT, label)
         return ok
 
     def per_source(job: str, label: str, stages: tuple[str, ...]) -> bool:
@@ -118,30 +118,56 @@ class BuildInterrupted(Exception):
                          "partial outputs were discarded) and no later run started; the next build resumes there")
 
 
+class _Signals:
+    """The SIGINT and SIGTERM this process received during the build, whoever handled them: inside a
+    run Dagster installs its own handlers (and turns either signal into an interrupted step), so the
+    numbers are also read off the interpreter's wakeup fd, which sees every signal first."""
+
+    def __init__(self, wakeup_r: int | None):
+        self.handled: list[int] = []
+        self._r = wakeup_r
+
+    def __bool__(self) -> bool:
+        return bool(self.first())
+
+    def first(self) -> int | None:
+        if self._r is not None:
+            with contextlib.suppress(BlockingIOError):
+                self.handled += [s for s in os.read(self._r, 64) if s in (signal.SIGINT, signal.SIGTERM)]
+        return self.handled[0] if self.handled else None
+
+
 @contextlib.contextmanager
 def _interruptible():
     """While the build runs, SIGINT and SIGTERM stop the work in progress (as Ctrl-C would: Dagster
     fails the run, the stage discards its staging) and are remembered, so the build stops instead
-    of going on with the next source. Yields the list of signals received."""
-    received: list[int] = []
+    of going on with the next source. Yields the signals received (``_Signals``)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield _Signals(None)
+        return
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    os.set_blocking(w, False)
+    received = _Signals(r)
 
     def handler(signum, frame):
-        received.append(signum)
+        received.handled.append(signum)
         raise KeyboardInterrupt
 
-    if threading.current_thread() is not threading.main_thread():
-        yield received
-        return
+    previous_fd = signal.set_wakeup_fd(w)
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield received
     except KeyboardInterrupt:
         if not received:
             raise
-        raise BuildInterrupted(received[0], "the build") from None
+        raise BuildInterrupted(received.first(), "the build") from None
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+        signal.set_wakeup_fd(previous_fd)
+        os.close(r)
+        os.close(w)
 
 
 def _fail_orphaned_runs(instance, echo) -> None:
@@ -165,6 +191,18 @@ def _run(result, label: str, echo) -> bool:
             if ev.is_step_failure and ev.step_failure_data.error:
                 echo(f"    {ev.step_key}: " + root_cause(ev.step_failure_data.error).replace("\n", "\n    "))
     return result.success
+
+
+def _interrupted(result) -> bool:
+    """Did a signal stop this run? Inside a run Dagster handles SIGINT itself and turns it into a
+    DagsterExecutionInterruptedError of the step, so the build's own handler never sees it."""
+    for ev in result.all_events:
+        error = ev.step_failure_data.error if ev.is_step_failure and ev.step_failure_data else None
+        while error is not None:
+            if error.cls_name in ("DagsterExecutionInterruptedError", "KeyboardInterrupt"):
+                return True
+            error = error.cause
+    return False
 
 
 def root_cause(error) -> str:
