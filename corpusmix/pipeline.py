@@ -62,10 +62,6 @@ def per_source_stages() -> list[str]:
     return [s.name for s in STAGES if s.per_source]
 
 
-def global_stages() -> list[str]:
-    return [s.name for s in STAGES if not s.per_source]
-
-
 def run_stage(name: str, loaded: LoadedSpec, partition: str | None = None, *,
               progress: Callable[[str], None] | None = None, executor: Executor | None = None) -> tuple[dict, object]:
     """Build one stage (one source's partition of a per-source stage); returns (manifest, manifest path).
@@ -78,11 +74,6 @@ def run_stage(name: str, loaded: LoadedSpec, partition: str | None = None, *,
 def is_current(loaded: LoadedSpec, name: str, partition: str | None = None) -> bool:
     """Would the stage (partition) skip itself: same content key, outputs intact?"""
     return contract.is_current(stage(name), loaded, partition, REGISTRY)
-
-
-def stage_key(loaded: LoadedSpec, name: str, partition: str | None = None) -> tuple[dict, str | None]:
-    """(configuration, content key) of a stage (partition) as it would be built now."""
-    return contract.stage_key(stage(name), loaded, partition, REGISTRY)
 
 
 @dataclass(frozen=True)
