@@ -155,6 +155,37 @@ def _open_sources(loaded: LoadedSpec) -> tuple[list[_Source], list[dict]]:
     return sources, ups
 
 
+def _fence(order: np.ndarray, src: np.ndarray, due: np.ndarray, size: np.ndarray, position: int,
+           bounds: np.ndarray, zero_quota: list[np.ndarray]) -> np.ndarray:
+    """The window's order, with the documents that would spill into a phase where their source has
+    no quota moved just early enough to end before its boundary.
+
+    Documents are placed in order of due position, and placement lags due by up to a few
+    documents of other sources, so a document due just before a boundary can land after it.
+    For each boundary inside the window, the documents of sources without quota in the next
+    phase that are due before the boundary and would end after it go, in their own order,
+    in front of the first document that ends past (boundary - their total size). The
+    documents they pass move later by that much: their sources have quota on either side.
+    A document that cannot fit between the window's start and the boundary stays where it is.
+    """
+    if len(order) == 0:
+        return order
+    for b in range(1, len(bounds) - 1):
+        zero, edge = zero_quota[b], bounds[b]
+        for _ in range(8):  # moving documents can push another one of them past the edge: again
+            ends = position + np.cumsum(size[order])
+            late = zero[src[order]] & (due[order] < edge) & (ends > edge)
+            if not late.any() or not zero.any():
+                break
+            moved, rest = order[late], order[~late]
+            rest_ends = position + np.cumsum(size[rest])
+            at = int(np.searchsorted(rest_ends, edge - int(size[moved].sum()), side="right"))
+            if at == 0 and position + int(size[moved].sum()) > edge:
+                break  # no room before the edge in this window: leave them
+            order = np.concatenate([rest[:at], moved, rest[at:]])
+    return order
+
+
 def _split(starts: np.ndarray, lengths: np.ndarray, cuts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Split ranges [start, start+length) at every cut; returns (range index, piece start, piece length)."""
     if len(cuts) == 0:
@@ -311,6 +342,8 @@ def build_shards(ctx: StageRun) -> Built:
     names = [ph["name"] for ph in plan["phases"]]
     cursors = [_Cursor(s.name, plan["seed"], s.sizes, x, np.array(plan["grid"]["cumulative"][s.name]))
                for s in sources]
+    # per phase, the sources with no quota there: none of their documents may be placed inside it
+    zero_quota = [np.array([ph["quotas"][s.name] <= 0 for s in sources]) for ph in plan["phases"]]
     ctx.say(f"{total - 1:,} tokens + 1 in shards of {shard_tokens:,} from {len(sources)} sources, "
              f"phases {names}")
     position = 0
@@ -335,6 +368,7 @@ def build_shards(ctx: StageRun) -> Built:
             due = np.concatenate([t[3] for t in taken])
             src = np.concatenate([np.full(len(t[0]), i, np.int64) for i, t in enumerate(taken)])
             order = np.lexsort((src, due))
+            order = _fence(order, src, due, size, position, bounds, zero_quota)
             seq, epoch, size, src = seq[order], epoch[order], size[order], src[order]
             starts = position + np.concatenate([[0], np.cumsum(size[:-1])])
             keep = starts < total
@@ -378,18 +412,18 @@ def build_shards(ctx: StageRun) -> Built:
         summary=f"{writer.shard} shards, {total:,} tokens; worst per-phase deviation {worst:.2f} of its tolerance")
 
 
-def quota_tolerance(target: float, longest_document: int) -> float:
-    """How far a phase's realised tokens of a source may be from its quota: 0.5 % of the quota or
-    one document (the longest placed in the phase, of any source), whichever is larger.
+def quota_tolerance(target: float, any_longest: int, own_longest: int) -> float:
+    """How far a phase's realised tokens of a source may be from its quota.
 
-    Any source's document can be the one: while a 100k-token file streams, no other source
-    advances, so a phase that ends there leaves the others short by their share of it, and
-    a document due just before a boundary can land just after it. Documents are never cut
-    to hide that. (Measured on a step schedule whose last phase gives a source no share:
-    two of its documents, 268 tokens, landed after the boundary; a source's own longest
-    document, 181 tokens there, would not cover that.)
+    With a quota: 0.5 % of it or one document (the longest placed in the phase, of any
+    source), whichever is larger. Any source's document can be the one: while a 100k-token
+    file streams, no other source advances, so a phase that ends there leaves the others
+    short by their share of it (measured: a 25k-token code document at the end of the
+    stream moved math by 11.8k tokens, whose own documents are at most 435). Without a
+    quota: the source's own longest document placed there, at most one document that the
+    fence (``_fence``) could not move in front of the boundary; none in practice.
     """
-    return max(0.005 * target, longest_document)
+    return max(0.005 * target, any_longest) if target > 0 else own_longest
 
 
 def _off_target(plan: dict, realised: dict[tuple[str, str], int], longest: dict[tuple[str, str], int]) -> list[dict]:
@@ -401,7 +435,7 @@ def _off_target(plan: dict, realised: dict[tuple[str, str], int], longest: dict[
         rows = {}
         for s in plan["sources"]:
             target, got = ph["quotas"][s], realised.get((ph["name"], s), 0)
-            tol = quota_tolerance(target, any_longest)
+            tol = quota_tolerance(target, any_longest, longest.get((ph["name"], s), 0))
             rows[s] = {"target": target, "realised": got, "deviation": got - target, "tolerance": tol,
                        "ok": abs(got - target) <= tol}
         out.append({"name": ph["name"], "tokens": sum(r["realised"] for r in rows.values()), "sources": rows})
