@@ -7,7 +7,7 @@ from dagster import MetadataValue
 from corpusmix.core.spec import LoadedSpec
 
 from .factory import StageAsset
-from .metadata import fmt, markdown_table, stage_metadata
+from .metadata import fmt, markdown_table
 
 
 def _audit_table(pairs: list[dict]) -> MetadataValue:
@@ -20,7 +20,7 @@ def _audit_table(pairs: list[dict]) -> MetadataValue:
 
 def _dedup_metadata(loaded: LoadedSpec, manifest: dict, path: Path) -> dict:
     c, details = manifest["counts"], manifest["details"]
-    return stage_metadata(manifest, path) | {
+    return {
         "removed_exact": c["removed_exact"],
         "removed_near": c["removed_near"],
         "lsh_candidate_pairs": c["candidate_pairs"],
@@ -31,7 +31,7 @@ def _dedup_metadata(loaded: LoadedSpec, manifest: dict, path: Path) -> dict:
 
 
 def _cross_source_metadata(loaded: LoadedSpec, manifest: dict, path: Path) -> dict:
-    return stage_metadata(manifest, path) | {
+    return {
         "removed_exact": manifest["counts"]["removed_exact"],
         "removed_near": manifest["counts"]["removed_near"],
         "removed_from_kept_in": MetadataValue.json(manifest["details"]["pairs_removed_from_kept"]),

@@ -3,8 +3,8 @@
 The engine's ``Stage`` says what Dagster needs about the data: name, per source or
 global, upstream stages (hence the asset deps and partition mappings) and the code
 version (the asset's ``code_version``). ``StageAsset`` adds only what the UI shows:
-the description, group, kinds, the metadata drawn from the manifest, and any
-checks beyond the ones every stage has.
+the description, group, kinds, the metadata drawn from the manifest beyond the
+funnel every document stage shows, and any checks beyond the ones every stage has.
 """
 
 from collections.abc import Callable
@@ -33,10 +33,6 @@ from .metadata import FOLLOW_UPSTREAM, stage_metadata
 from .progress import progress_log
 
 
-def _funnel_metadata(loaded: LoadedSpec, manifest: dict, path: Path) -> dict:
-    return stage_metadata(manifest, path)
-
-
 @dataclass(frozen=True)
 class StageAsset:
     """How a stage shows in Dagster (what its ``Stage`` does not already say)."""
@@ -44,8 +40,8 @@ class StageAsset:
     description: str
     group: str = "corpus"
     kinds: frozenset[str] = frozenset({"parquet", "python"})
-    metadata: Callable[[LoadedSpec, dict, Path], dict] = _funnel_metadata
-    rates: bool = True  # documents/tokens in and out: the acceptance-drift check applies
+    metadata: Callable[[LoadedSpec, dict, Path], dict] = lambda loaded, manifest, path: {}  # the stage's own
+    rates: bool = True  # documents/tokens in and out: the funnel metadata and the acceptance-drift check apply
     check_specs: Callable[[str], list[AssetCheckSpec]] = lambda name: []
     check_results: Callable[[LoadedSpec, dict], list[AssetCheckResult]] = lambda loaded, manifest: []
     asset_checks: Callable[[AssetsDefinition], list] = field(default=lambda asset_def: [])
@@ -77,7 +73,8 @@ def stage_asset(stage: Stage, wiring: StageAsset, spec: Spec, partitions: Partit
         previous = previous_manifest(loaded, stage.name, partition) if wiring.rates else None
         with progress_log(context) as progress:
             manifest, path = run_stage(stage.name, loaded, partition, progress=progress)
-        return stage_result(loaded, manifest, path, wiring.metadata(loaded, manifest, path), previous,
+        funnel = stage_metadata(manifest, path) if wiring.rates else {}
+        return stage_result(loaded, manifest, path, funnel | wiring.metadata(loaded, manifest, path), previous,
                             rates=wiring.rates, extra_checks=tuple(wiring.check_results(loaded, manifest)))
 
     return _stage_asset

@@ -7,7 +7,7 @@ from dagster import MetadataValue
 from corpusmix.core.spec import LoadedSpec
 
 from .factory import StageAsset
-from .metadata import fmt, markdown_table, stage_metadata
+from .metadata import fmt, markdown_table
 
 
 def _audit_table(audit: dict[str, list[dict]]) -> MetadataValue:
@@ -18,7 +18,7 @@ def _audit_table(audit: dict[str, list[dict]]) -> MetadataValue:
 
 
 def _quality_metadata(loaded: LoadedSpec, manifest: dict, path: Path) -> dict:
-    return stage_metadata(manifest, path) | {
+    return {
         "rules": MetadataValue.json(manifest["details"]["rules"]),
         "rule_overlap": MetadataValue.json(manifest["details"]["overlap"]),
         "audit_samples": _audit_table(manifest["details"]["audit"]),

@@ -7,7 +7,6 @@ from dagster import MetadataValue
 from corpusmix.core.spec import LoadedSpec
 
 from .factory import StageAsset
-from .metadata import stage_metadata
 
 
 def _tokenizer_metadata(loaded: LoadedSpec, manifest: dict, path: Path) -> dict:
@@ -29,7 +28,7 @@ def _tokenizer_metadata(loaded: LoadedSpec, manifest: dict, path: Path) -> dict:
 
 def _tokenize_metadata(loaded: LoadedSpec, manifest: dict, path: Path) -> dict:
     d, c = manifest["details"], manifest["counts"]
-    return stage_metadata(manifest, path) | {
+    return {
         "tokens_stored": c["tokens_stored"],
         "dtype": d["dtype"],
         "bytes_per_token": MetadataValue.float(d["bytes_per_token"] or 0.0),
