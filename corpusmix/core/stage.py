@@ -256,10 +256,8 @@ def is_current(stage: Stage, loaded: LoadedSpec, partition: str | None, registry
     """True when the stage (partition) would skip itself: same content key, outputs intact."""
     try:
         _, version = stage_key(stage, loaded, partition, registry)
-    except FileNotFoundError:  # an upstream manifest is missing: certainly not current
-        return False
-    except Exception:  # noqa: BLE001 - an input the key reads is damaged (a flipped byte in the cross-source
-        return False  # drop list): not current; building it rebuilds the damaged stage first, or says why
+    except Exception:  # noqa: BLE001 - an upstream manifest is missing, or an input the key reads is damaged
+        return False  # (a flipped byte in the drop list): not current; building it repairs it, or says why
     return version is not None and up_to_date(loaded, stage.name, partition, version) is not None
 
 
@@ -312,9 +310,11 @@ def import_closure(module: str) -> tuple[str, ...]:
     return tuple(sorted(seen))
 
 
-def _without_docstrings(tree: ast.Module) -> str:
-    """The module's code as normalised source, docstrings and comments gone."""
-    tree = ast.parse(ast.unparse(tree))  # a copy to edit
+@functools.lru_cache(maxsize=None)
+def _code(name: str) -> str:
+    """A module's code as normalised source, docstrings and comments gone (once per module: most
+    modules are in several stages' closures)."""
+    tree = ast.parse(ast.unparse(_parsed(name)[0]))  # a copy to edit
     for node in ast.walk(tree):
         if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
             body = node.body
@@ -329,7 +329,7 @@ def code_digest(module: str) -> str:
     """12 hex digits over the code (without docstrings) of ``import_closure(module)``."""
     h = hashlib.sha256()
     for name in import_closure(module):
-        h.update(name.encode() + b"\0" + _without_docstrings(_parsed(name)[0]).encode() + b"\0")
+        h.update(name.encode() + b"\0" + _code(name).encode() + b"\0")
     return h.hexdigest()[:12]
 
 
