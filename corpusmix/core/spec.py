@@ -345,8 +345,13 @@ def load_spec(path: str | os.PathLike, check_files: bool = True) -> LoadedSpec:
     except (OSError, UnicodeDecodeError) as e:
         raise SpecError(file, [SpecIssue("", f"cannot read the spec: {e}", "check the path and that it is UTF-8")]) from e
     try:
-        _refuse_alias_bombs(file, yaml.compose(text, Loader=yaml.SafeLoader))
-        data = yaml.safe_load(text)
+        loader = yaml.SafeLoader(text)  # parsed once: the node graph gives the data and the line numbers
+        try:
+            root = loader.get_single_node()
+            _refuse_alias_bombs(file, root)
+            data = loader.construct_document(root) if root is not None else None
+        finally:
+            loader.dispose()
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = mark.line + 1 if mark else None
@@ -360,7 +365,7 @@ def load_spec(path: str | os.PathLike, check_files: bool = True) -> LoadedSpec:
                                          "start from `corpusmix init` for an example")])
     from corpusmix.core.spec_checks import line_for, line_index, loc_of, semantic_issues, structural_issues
 
-    index = line_index(text)
+    index = line_index(root)
     try:
         spec = Spec.model_validate(data)
     except ValidationError as e:

@@ -21,12 +21,8 @@ from corpusmix.core.spec import LoadedSpec, Schedule, Spec, SpecIssue
 # ---------------------------------------------------------------------------
 # YAML line numbers: map a field path to the line it sits on.
 
-def line_index(text: str) -> dict[tuple, int]:
-    """Field path (tuple of keys/indices) -> 1-based line of that node in the YAML."""
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
-        return {}
+def line_index(root: yaml.Node | None) -> dict[tuple, int]:
+    """Field path (tuple of keys/indices) -> 1-based line of that node in the composed YAML."""
     index: dict[tuple, int] = {}
 
     def walk(node: yaml.Node, path: tuple) -> None:
