@@ -27,12 +27,12 @@ from corpusmix.core.manifest import iter_manifests, read_manifest
 from corpusmix.core.spec import LoadedSpec
 from schemas.tables import ARROW_SCHEMAS
 
-TABLE_KINDS = {"quarantine": ("ingest", "quarantine"), "duplicates": ("dedup", "duplicates"),
-               "cross_source": ("cross_source_dedup", "cross_source_duplicates"),
-               "rejections": ("quality", "rejections"), "tokenized": ("tokenize", "token_documents"),
-               "lineage": ("mixed_shards", "lineage")}
-EMPTY_AS = {"quarantine": "quarantine", "duplicates": "duplicates", "cross_source": "duplicates",
-            "rejections": "rejections", "tokenized": "tokenized_documents", "lineage": "lineage"}
+# view -> (stage, output kind, schema of its table)
+TABLE_KINDS = {"quarantine": ("ingest", "quarantine", "quarantine"), "duplicates": ("dedup", "duplicates", "duplicates"),
+               "cross_source": ("cross_source_dedup", "cross_source_duplicates", "duplicates"),
+               "rejections": ("quality", "rejections", "rejections"),
+               "tokenized": ("tokenize", "token_documents", "tokenized_documents"),
+               "lineage": ("mixed_shards", "lineage", "lineage")}
 
 
 def _manifests(root: Path) -> list[dict]:
@@ -66,7 +66,7 @@ def connect(loaded: LoadedSpec, manifest_root: Path | None = None) -> duckdb.Duc
              "sha256": o["sha256"]} for m in ms for o in m["outputs"]]
     con.register("outputs_t", pa.Table.from_pylist(outs) if outs else pa.table({"path": pa.array([], pa.string())}))
     con.execute("CREATE VIEW outputs AS SELECT * FROM outputs_t")
-    for view, (asset, kind) in TABLE_KINDS.items():
+    for view, (asset, kind, table) in TABLE_KINDS.items():
         files = [o["path"] for o in outs if o["asset"] == asset and o["kind"] == kind]
         if files:
             # tokenized tables carry no source column: add it from the manifest partition
@@ -79,7 +79,7 @@ def connect(loaded: LoadedSpec, manifest_root: Path | None = None) -> duckdb.Duc
                 listed = ", ".join(_q(f) for f in files)
                 con.execute(f"CREATE VIEW {view} AS SELECT * FROM read_parquet([{listed}], union_by_name=true)")
         else:  # no such output in this build (nothing quarantined, a --source build): empty, with every column
-            schema = ARROW_SCHEMAS[EMPTY_AS[view]]
+            schema = ARROW_SCHEMAS[table]
             if "source" not in schema.names:
                 schema = schema.insert(0, pa.field("source", pa.string()))
             con.register(f"{view}_empty", schema.empty_table())
