@@ -175,12 +175,18 @@ def _filter_part(flt: _Filter, item: tuple[int, str]) -> _PartResult:
     return _PartResult(parts=writer.close(), rejections=rej, tally=tally)
 
 
-def cross_source_drops(loaded: LoadedSpec, source: str) -> set[str]:
+def cross_source_drops(loaded: LoadedSpec, source: str) -> frozenset[str]:
     """The doc_ids of ``source`` that another, higher-ranked source already holds."""
     out = require_manifest(loaded.manifest_root, "cross_source_dedup", None)[1]["outputs"][0]
-    table = pq.read_table(loaded.storage_root / out["path"], columns=["source", "doc_id"])
-    mask = pc.equal(table.column("source"), source)
-    return set(table.filter(mask).column("doc_id").to_pylist())
+    return _drops(str(loaded.storage_root / out["path"]), out["sha256"], source)
+
+
+@functools.lru_cache(maxsize=16)
+def _drops(path: str, sha256: str, source: str) -> frozenset[str]:
+    """Read once per drop-list version (its recorded sha256 is part of the key) and source: the
+    content key and the build of a quality partition both need it."""
+    table = pq.read_table(path, columns=["source", "doc_id"])
+    return frozenset(table.filter(pc.equal(table.column("source"), source)).column("doc_id").to_pylist())
 
 
 def quality_config(loaded: LoadedSpec, source_name: str) -> dict:
@@ -202,7 +208,7 @@ def build_quality(ctx: StageRun) -> Built:
     backend or the number of workers."""
     loaded, source = ctx.loaded, ctx.partition
     up_path, up = ctx.upstream("dedup")
-    drops = frozenset(cross_source_drops(loaded, source))
+    drops = cross_source_drops(loaded, source)
     rules, k = ctx.config["rules"], ctx.config["audit_samples"]
     est = TokenEstimate.from_manifest(up)
     parts = [str(loaded.storage_root / o["path"]) for o in up["outputs"] if o["kind"] == "documents"]
