@@ -178,13 +178,16 @@ def _filter_part(flt: _Filter, item: tuple[int, str]) -> _PartResult:
 def cross_source_drops(loaded: LoadedSpec, source: str) -> frozenset[str]:
     """The doc_ids of ``source`` that another, higher-ranked source already holds."""
     out = require_manifest(loaded.manifest_root, "cross_source_dedup", None)[1]["outputs"][0]
-    return _drops(str(loaded.storage_root / out["path"]), out["sha256"], source)
+    path = loaded.storage_root / out["path"]
+    st = path.stat()
+    return _drops(str(path), out["sha256"], st.st_size, st.st_mtime_ns, source)
 
 
 @functools.lru_cache(maxsize=16)
-def _drops(path: str, sha256: str, source: str) -> frozenset[str]:
-    """Read once per drop-list version (its recorded sha256 is part of the key) and source: the
-    content key and the build of a quality partition both need it."""
+def _drops(path: str, sha256: str, size: int, mtime_ns: int, source: str) -> frozenset[str]:
+    """Read once per drop-list version and source (the content key and the build of a quality
+    partition both need it); the file's size and time are in the key, so a file damaged since
+    is read again and fails, as an uncached read would."""
     table = pq.read_table(path, columns=["source", "doc_id"])
     return frozenset(table.filter(pc.equal(table.column("source"), source)).column("doc_id").to_pylist())
 
