@@ -20,7 +20,7 @@ import yaml
 from corpusmix.core.manifest import manifest_path, read_manifest
 from corpusmix.core.spec import load_spec
 from corpusmix.mixture.plan import PlanError
-from corpusmix.mixture.shards import check_on_target, epoch_permutation
+from corpusmix.mixture.shards import check_on_target, epoch_permutation, realised_vs_target
 from corpusmix.pipeline import run_stage
 from corpusmix.stages.tokenizer import load_tokenizer
 from corpusmix.trainer.loader import SampleReader, TokenStream
@@ -211,17 +211,18 @@ def test_a_plan_over_the_cap_stops_the_build(mixed, tmp_path):
 def test_the_on_target_check_recounts_the_lineage_and_fails_when_it_is_off(mixed):
     loaded, m = mixed
     assert check_on_target(loaded) == []
-    lin_out = next(o for o in m["outputs"] if o["kind"] == "lineage")
-    path = loaded.storage_root / lin_out["path"]
-    original = path.read_bytes()
+    paths = [loaded.storage_root / o["path"] for o in m["outputs"] if o["kind"] == "lineage"][:2]
+    originals = [p.read_bytes() for p in paths]
     try:
-        t = pq.read_table(path)
-        relabelled = pa.array(["math" if s == "code" else s for s in t.column("source").to_pylist()])
-        pq.write_table(t.set_column(t.schema.get_field_index("source"), "source", relabelled), path)
+        for path in paths:  # code's first ~320k tokens of phase a relabelled as math
+            t = pq.read_table(path)
+            relabelled = pa.array(["math" if s == "code" else s for s in t.column("source").to_pylist()])
+            pq.write_table(t.set_column(t.schema.get_field_index("source"), "source", relabelled), path)
         off = check_on_target(loaded)
         assert {(o["phase"], o["source"]) for o in off} >= {("a", "code"), ("a", "math")}
     finally:
-        path.write_bytes(original)
+        for path, original in zip(paths, originals):
+            path.write_bytes(original)
 
 
 def test_cumulative_tokens_track_the_target_at_every_shard_boundary(mixed):
@@ -350,3 +351,26 @@ def test_the_loader_refuses_a_damaged_or_incomplete_shard_set(mixed, tmp_path):
         reader[1]
     with pytest.raises(ShardSetError, match="sample 1"):
         list(reader.iter(start=0))
+
+
+def test_each_source_is_held_to_its_own_documents_and_what_others_displace():
+    """A source's tolerance is its own longest document in the phase plus what the other
+    sources' longest documents can displace (share / (1 - their share) of them), not the
+    longest document of any source: next to a 60k-token code document (share 0.7), math
+    (share 0.2, documents of at most 400 tokens) is held to 400 + 0.2 / 0.3 × 60k = 40.4k and
+    web (share 0.1) to 400 + 0.1 / 0.3 × 60k = 20.4k; web 35k over fails."""
+    plan = {"sources": ["code", "math", "web"],
+            "phases": [{"name": "p", "quotas": {"code": 700_000.0, "math": 200_000.0, "web": 100_000.0}}]}
+    longest = {"p": {"code": 60_000, "math": 400, "web": 400}}
+
+    def rows(code, math, web):
+        return realised_vs_target(plan, [{"phases": {"p": {"code": code, "math": math, "web": web}},
+                                          "longest_document": longest}])[0]["sources"]
+
+    ok = rows(725_000, 180_000, 95_000)
+    assert ok["web"]["tolerance"] == pytest.approx(400 + 0.1 / 0.3 * 60_000)
+    assert ok["math"]["tolerance"] == pytest.approx(400 + min(1, 0.2 / 0.3) * 60_000)
+    assert ok["code"]["tolerance"] == pytest.approx(60_000 + 0.7 / 0.8 * 400)
+    assert all(r["ok"] for r in ok.values())
+    off = rows(665_000, 200_000, 135_000)  # web over by 35k: more than code's document can explain
+    assert not off["web"]["ok"] and off["code"]["ok"] and off["math"]["ok"]
