@@ -14,6 +14,7 @@ import argparse
 import logging
 import math
 import sys
+import textwrap
 from importlib import resources
 from pathlib import Path
 
@@ -136,6 +137,9 @@ def _cmd_audit(args) -> int:
             print(f"{args.doc_id!r} is in no table of this build: not in the inputs, or its id differs "
                   "(ids are the source's own, else sha1: + the text's sha1)", file=sys.stderr)
             return 1
+        if not args.json:
+            print(audit.render_why(rows))
+            return 0
     elif args.what == "where":
         rows = audit.where(con, args.doc_id, loaded.spec.mixture.seq_len, args.source)
         if not rows:
@@ -180,45 +184,115 @@ def _cmd_stages(args) -> int:
     return 0
 
 
+def examples(*lines: str) -> str:
+    """An epilog of example command lines (shown verbatim by ``RawDescriptionHelpFormatter``)."""
+    return "examples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+RAW = argparse.RawDescriptionHelpFormatter
+
+
+def para(text: str) -> str:
+    """A description paragraph, wrapped here because ``RAW`` keeps text as written."""
+    return textwrap.fill(text, 88)
+
+
+class _SqlHelp(argparse.Action):
+    """``audit sql --help``: the usual help plus every view and its columns, read from the code
+    that defines the views (``corpusmix.ops.audit.view_columns``); imported only when asked, so
+    the other commands do not pay for DuckDB."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from corpusmix.ops.audit import views_help
+
+        parser.epilog = f"views (columns below each):\n{views_help()}\n\n{parser.epilog}"
+        parser.print_help()
+        parser.exit()
+
+
 def make_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
-    parser = argparse.ArgumentParser(prog="corpusmix", description="Declarative, versioned LLM corpus builds.")
+    spec = "specs/shared-corpus.yaml"
+    parser = argparse.ArgumentParser(
+        prog="corpusmix", description="Declarative, versioned LLM corpus builds.", formatter_class=RAW,
+        epilog=examples("corpusmix init corpus.yaml            # a commented example spec",
+                        f"corpusmix validate {spec}", f"corpusmix plan {spec}      # works before any build",
+                        f"corpusmix build {spec}", f"corpusmix verify {spec}",
+                        f"corpusmix audit {spec} why c4-olmo-00028",
+                        "corpusmix COMMAND --help                # each command's options and examples"))
     sub = parser.add_subparsers(dest="cmd", required=True)
-    p = sub.add_parser("init", help="write a commented example spec")
+    p = sub.add_parser("init", help="write a commented example spec", formatter_class=RAW,
+                       epilog=examples("corpusmix init                # writes corpus.yaml",
+                                       "corpusmix init my.yaml --force"))
     p.add_argument("path", nargs="?", default="corpus.yaml")
-    p.add_argument("--force", action="store_true")
+    p.add_argument("--force", action="store_true", help="overwrite PATH if it exists")
     p.set_defaults(fn=_cmd_init)
-    p = sub.add_parser("validate", help="check a spec; prints every problem with field, line and fix")
+    p = sub.add_parser("validate", help="check a spec; prints every problem with field, line and fix",
+                       formatter_class=RAW, epilog=examples(f"corpusmix validate {spec}"))
     p.add_argument("spec")
     p.set_defaults(fn=_cmd_validate)
     p = sub.add_parser("verify", help="recompute every checksum and row count against the manifests; "
-                                      "every stage must be built")
+                                      "every stage must be built", formatter_class=RAW,
+                       epilog=examples(f"corpusmix verify {spec}",
+                                       f"corpusmix verify {spec} --until quality   # a build stopped after quality"))
     p.add_argument("spec")
     p.add_argument("--until", metavar="STAGE", help="expect the stages only up to this one (a partial build)")
     p.set_defaults(fn=_cmd_verify)
-    p = sub.add_parser("plan", help="print the mixture plan (allocations, epochs, quotas per phase); builds nothing")
+    p = sub.add_parser("plan", help="print the mixture plan (allocations, epochs, quotas per phase); builds nothing",
+                       formatter_class=RAW,
+                       description=para("The mixture plan. After a build it uses the exact token counts of tokenize "
+                                   "(else the latest stage's count); before any build, an estimate from the raw "
+                                   "input files, and says so."),
+                       epilog=examples(f"corpusmix plan {spec}", f"corpusmix plan {spec} --json | jq .per_source"))
     p.add_argument("spec")
     p.add_argument("--json", action="store_true", help="the plan as JSON instead of tables")
     p.set_defaults(fn=_cmd_plan)
-    p = sub.add_parser("audit", help="why was a document dropped, where is it, what changed, or SQL (DuckDB)")
+    p = sub.add_parser("audit", help="why was a document dropped, where is it, what changed, or SQL (DuckDB)",
+                       formatter_class=RAW,
+                       epilog=examples(f"corpusmix audit {spec} why c4-olmo-00028",
+                                       f"corpusmix audit {spec} --json why c4-olmo-00028 --source web",
+                                       f"corpusmix audit {spec} where gsm8k-train-00000",
+                                       f"corpusmix audit {spec} diff /tmp/old/manifests/shared-corpus",
+                                       f"corpusmix audit {spec} sql \"SELECT source, count(*) FROM rejections "
+                                       "GROUP BY ALL\"",
+                                       f"corpusmix audit {spec} sql --help   # the views and their columns"))
     p.add_argument("spec")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="rows as JSON (put it before the verb)")
     what = p.add_subparsers(dest="what", required=True)
-    w = what.add_parser("why", help="every stage that dropped (or kept) a document, with the reason and values")
+    w = what.add_parser("why", help="every stage that dropped (or kept) a document, with the reason and values",
+                        formatter_class=RAW,
+                        description=para("Every stage that dropped (or kept) a document. A quality rejection lists "
+                                    "every failed rule as 'rule: value vs threshold' (the thresholds the build "
+                                    "used), then the values of the rules it passed."),
+                        epilog=examples(f"corpusmix audit {spec} why c4-olmo-00028",
+                                        f"corpusmix audit {spec} --json why c4-olmo-00028 --source web"))
     w.add_argument("doc_id")
-    w.add_argument("--source")
-    w = what.add_parser("where", help="the shards, sequences and samples that hold a document's tokens")
+    w.add_argument("--source", help="only this source (a document id can repeat across sources)")
+    w = what.add_parser("where", help="the shards, sequences and samples that hold a document's tokens",
+                        formatter_class=RAW, epilog=examples(f"corpusmix audit {spec} where gsm8k-train-00000"))
     w.add_argument("doc_id")
-    w.add_argument("--source")
-    w = what.add_parser("diff", help="changes against another version's manifests (e.g. a git checkout of them)")
+    w.add_argument("--source", help="only this source")
+    w = what.add_parser("diff", help="changes against another version's manifests (e.g. a git checkout of them)",
+                        formatter_class=RAW,
+                        epilog=examples("git worktree add /tmp/old HEAD~5",
+                                        f"corpusmix audit {spec} diff /tmp/old/manifests/shared-corpus"))
     w.add_argument("old_manifests")
-    w = what.add_parser("sql", help="a query over the views manifests, outputs, quarantine, duplicates, "
-                                     "cross_source, rejections, tokenized, lineage")
+    w = what.add_parser("sql", help="a DuckDB query over the build's views (--help lists them with their columns)",
+                        formatter_class=RAW, add_help=False,
+                        epilog=examples(f"corpusmix audit {spec} sql \"SELECT * FROM rules WHERE source = 'web'\"",
+                                        f"corpusmix audit {spec} --json sql \"SELECT failed_rules, count(*) AS n "
+                                        "FROM rejections GROUP BY ALL ORDER BY n DESC\""))
+    w.add_argument("-h", "--help", action=_SqlHelp, help="show this help, the views and their columns, and exit")
     w.add_argument("query")
     p.set_defaults(fn=_cmd_audit)
-    p = sub.add_parser("report", help="a markdown report of the build (funnels, estimate check, plan, mixture)")
+    p = sub.add_parser("report", help="a markdown report of the build (funnels, estimate check, plan, mixture)",
+                       formatter_class=RAW, epilog=examples(f"corpusmix report {spec} > REPORT.md"))
     p.add_argument("spec")
     p.set_defaults(fn=_cmd_report)
-    p = sub.add_parser("stages", help="the build's stages in order: scope, what each reads, its code version")
+    p = sub.add_parser("stages", help="the build's stages in order: scope, what each reads, its code version",
+                       formatter_class=RAW, epilog=examples("corpusmix stages", f"corpusmix stages {spec}"))
     p.add_argument("spec", nargs="?", help="resolve spec-dependent inputs (a trained tokenizer reads quality)")
     p.set_defaults(fn=_cmd_stages)
     return parser, sub

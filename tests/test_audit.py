@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -33,8 +34,12 @@ def test_why_names_the_stage_the_reason_and_the_values(built):
     rej = con.execute("SELECT doc_id, failed_rules, \"values\" FROM rejections WHERE source = 'web' LIMIT 1").fetchone()
     found = audit.why(con, rej[0])
     assert [f["stage"] for f in found] == ["quality"]
-    assert found[0]["why"] == "failed " + ", ".join(rej[1]) and json.loads(rej[2]) == json.loads(
-        found[0]["detail"].removeprefix("measured "))
+    assert found[0]["why"] == "failed " + ", ".join(rej[1])
+    values = json.loads(rej[2])
+    assert [f["rule"] for f in found[0]["failed"]] == list(rej[1])
+    assert {f["rule"]: f["value"] for f in found[0]["failed"]} | found[0]["passed"] == values
+    assert found[0]["detail"] == "; ".join(f"{f['rule']}: {audit._num(f['value'])} vs {f['threshold']}"
+                                           for f in found[0]["failed"])
     dup = con.execute("SELECT doc_id, representative_doc_id, kind FROM duplicates WHERE source = 'dialogue' "
                       "LIMIT 1").fetchone()
     found = audit.why(con, dup[0], "dialogue")
@@ -44,6 +49,69 @@ def test_why_names_the_stage_the_reason_and_the_values(built):
     q = con.execute("SELECT doc_id, reason FROM quarantine WHERE doc_id IS NOT NULL LIMIT 1").fetchone()
     assert audit.why(con, q[0])[0] == {**audit.why(con, q[0])[0], "stage": "ingest", "why": f"quarantined: {q[1]}"}
     assert audit.why(con, "no-such-document") == []
+
+
+def test_why_thresholds_agree_with_every_rule_decision(built):
+    """On every rejection of the build, every failed rule's value breaks the bound ``audit`` shows
+    for it and every passed rule's value keeps it: the thresholds are the ones the rules applied."""
+    con = audit.connect(built)
+    rules = {}
+    for source, rule, params in con.execute("SELECT source, rule, parameters FROM rules").fetchall():
+        rules.setdefault(source, {})[rule] = json.loads(params)
+    assert set(rules) == set(built.source_names)
+    assert rules["web"]["gopher_word_count"] == {"min_words": 50, "max_words": 100_000}
+    checked = 0
+    for source, failed, values in con.execute('SELECT source, failed_rules, "values" FROM rejections').fetchall():
+        values = json.loads(values)
+        for rule, value in values.items():
+            assert audit.violates(value, rules[source][rule]) == (rule in failed), (source, rule, value)
+            checked += 1
+    assert checked > 1000
+
+
+def test_why_cli_prints_every_failed_rule_with_its_threshold_uncut(built):
+    con = audit.connect(built)
+    doc, failed, values = con.execute(
+        'SELECT doc_id, failed_rules, "values" FROM rejections WHERE source = \'web\' '
+        "ORDER BY len(failed_rules) DESC, doc_id LIMIT 1").fetchone()
+    assert len(failed) >= 3
+    r = subprocess.run([sys.executable, "-m", "corpusmix.cli", "audit", str(built.path), "why", doc],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == f"quality [web]: rejected, failed {len(failed)} rule(s):"
+    params = {rule: json.loads(p) for rule, p in con.execute(
+        "SELECT rule, parameters FROM rules WHERE source = 'web'").fetchall()}
+    for rule in failed:
+        want = f"  {rule}: {audit._num(json.loads(values)[rule])} vs {audit.threshold_text(params[rule])}"
+        assert want in lines, (want, r.stdout)
+    passed = " ".join(ln.strip() for ln in lines[len(failed) + 1:])
+    assert passed.startswith(f"passed {len(json.loads(values)) - len(failed)}: ")
+    assert all(f"{k}=" in passed for k in json.loads(values) if k not in failed)
+
+
+def test_views_help_lists_the_columns_duckdb_shows(built):
+    """The columns ``audit sql --help`` lists are the ones the views have on a real build."""
+    con = audit.connect(built)
+    for view, columns in audit.view_columns().items():
+        assert [d[0] for d in con.execute(f"SELECT * FROM {view} LIMIT 0").description] == columns, view
+    listed = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
+    assert {v for v in listed if not v.endswith(("_t", "_empty"))} == set(audit.VIEWS)  # not the Arrow tables
+
+
+def test_help_has_examples_and_sql_help_lists_every_view_with_its_columns():
+    r = subprocess.run([sys.executable, "-m", "corpusmix.cli", "audit", "any.yaml", "sql", "--help"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    flat = re.sub(r"\s+", " ", r.stdout)
+    for view, columns in audit.view_columns().items():
+        assert f" {view} {audit.VIEWS[view]} {', '.join(columns)} " in flat, view
+    assert "examples:" in r.stdout and "FROM rejections" in r.stdout
+    commands = [["init"], ["validate"], ["verify"], ["plan"], ["audit"], ["audit", "s", "why"],
+                ["audit", "s", "where"], ["audit", "s", "diff"], ["report"], ["stages"]]
+    for cmd in commands + [["build"], ["demo"]]:
+        r = subprocess.run([sys.executable, "-m", "workflows.cli", *cmd, "--help"], capture_output=True, text=True)
+        assert r.returncode == 0 and "\nexamples:\n" in r.stdout and "\n  corpusmix " in r.stdout, (cmd, r.stdout)
 
 
 def test_where_points_at_the_exact_tokens(built):

@@ -51,11 +51,17 @@ def _cmd_demo(args) -> int:
 
 
 def _dagster_commands(sub) -> None:
-    p = sub.add_parser("build", help="materialize the spec's assets through Dagster (no UI)")
+    spec = "specs/shared-corpus.yaml"
+    p = sub.add_parser("build", help="materialize the spec's assets through Dagster (no UI)",
+                       formatter_class=cli.RAW,
+                       epilog=cli.examples(f"corpusmix build {spec}",
+                                           f"corpusmix build {spec} --source web --source code   # two sources",
+                                           f"corpusmix verify {spec}                            # then check it"))
     p.add_argument("spec")
     p.add_argument("--source", action="append", help="only this source (repeatable)")
     p.set_defaults(fn=_cmd_build)
-    p = sub.add_parser("demo", help="harvest a demo corpus from this Python and build it")
+    p = sub.add_parser("demo", help="harvest a demo corpus from this Python and build it", formatter_class=cli.RAW,
+                       epilog=cli.examples("corpusmix demo", "make ui        # then look at the runs in Dagster"))
     p.set_defaults(fn=_cmd_demo)
 
 
