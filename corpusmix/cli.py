@@ -77,7 +77,7 @@ def _cmd_plan(args) -> int:
 
     try:
         loaded = load_spec(args.spec)
-        plan = make_plan(loaded, availability(loaded))
+        plan = make_plan(loaded, availability(loaded, raw_estimate=True))
         error = None
     except SpecError as e:
         print(f"{len(e.issues)} problem(s) in {e.file}:\n{e}", file=sys.stderr)

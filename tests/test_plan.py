@@ -137,13 +137,76 @@ def test_example_specs_validate_and_plan(example):
     assert sum(r["allocated"] for r in plan["per_source"].values()) == pytest.approx(loaded.spec.mixture.total_tokens)
 
 
-def test_plan_cli_before_any_build_says_what_to_build(make_spec):
+def test_plan_cli_before_any_build_plans_from_estimates_and_says_so(make_spec):
+    """Before any build: a plan from the raw files, every count labelled an estimate, exit 0. After
+    ingest: that stage's count (still labelled), no raw-file estimate. The raw estimate is the exact
+    count when every document is encoded, and within 2 % of it with the default subsample."""
     import subprocess
     import sys
 
-    spec = make_spec([{"name": "a", "kind": "math", "paths": [MATH]}])
+    from corpusmix.core.manifest import manifest_path, read_manifest
+    from corpusmix.mixture import estimate
+    from corpusmix.pipeline import run_stage
+
+    one = str(CORPUS / "math" / "math-0000-of-0002.jsonl.gz")
+    spec = make_spec([{"name": "a", "kind": "math", "paths": [one]}, {"name": "b", "kind": "web", "paths": [
+        str(CORPUS / "web" / "web-0000-of-0003.jsonl.gz")]}], mixture={"total_tokens": 100_000, "seq_len": 512,
+                                                                      "schedule": {"type": "static", "weights": "equal"}})
     r = subprocess.run([sys.executable, "-m", "corpusmix.cli", "plan", str(spec)], capture_output=True, text=True)
-    assert r.returncode == 1 and "source 'a'" in r.stderr and "materialize at least ingest" in r.stderr
+    assert r.returncode == 0, r.stderr
+    assert "availability ESTIMATED from the raw input files (nothing built yet)" in r.stdout
+    assert "NOTE: the available token counts, and so the epochs, are estimates" in r.stdout
+    assert "  a: 1 of 1 file(s) read" in r.stdout and "before dedup and quality filters" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "corpusmix.cli", "plan", str(spec), "--json"], capture_output=True,
+                       text=True)
+    shown = __import__("json").loads(r.stdout)
+    assert set(shown["estimated_from_raw_files"]) == {"a", "b"} and shown["availability"].startswith("ESTIMATED")
+
+    loaded = load_spec(spec)
+    m, _ = run_stage("ingest", loaded, "a", progress=lambda x: None)
+    assert m["token_counting"]["method"] == "exact"
+    whole = estimate._count_file(loaded, "a", CORPUS / "math" / "math-0000-of-0002.jsonl.gz", encode_bytes=1 << 40)
+    assert whole == (m["counts"]["tokens_out"], m["counts"]["documents_out"])
+    e = estimate.raw_estimate(loaded, "a")
+    assert e.documents == m["counts"]["documents_out"]
+    exact = m["counts"]["tokens_out"] + m["counts"]["documents_out"]
+    assert abs(e.tokens - exact) / exact < 0.02, (e.tokens, exact)
+
+    r = subprocess.run([sys.executable, "-m", "corpusmix.cli", "plan", str(spec), "--json"], capture_output=True,
+                       text=True)
+    shown = __import__("json").loads(r.stdout)
+    assert shown["availability"] == "ESTIMATED from the raw input files (nothing built yet), estimated (ingest)"
+    assert set(shown["estimated_from_raw_files"]) == {"b"} and shown["per_source"]["a"]["available"] == exact
+    assert read_manifest(manifest_path(loaded.manifest_root, "ingest", "a"))["counts"]["tokens_out"] > 0
+
+
+def test_sample_indices_spread_over_the_source():
+    from corpusmix.mixture.estimate import sample_indices
+
+    assert sample_indices([]) == []
+    assert sample_indices([5, 5, 5], budget=100) == [0, 1, 2]  # small: every file
+    assert sample_indices([1] * 100, budget=10) == list(range(0, 100, 10))  # every 10th, not the first ten
+    assert sample_indices([1000, 1, 1], budget=10) == [0]  # at least one file, even a big one
+
+
+def test_plan_after_a_build_uses_the_exact_counts(built_corpus):
+    import json
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "corpusmix.cli", "plan", str(built_corpus.path), "--json"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    shown = json.loads(r.stdout)
+    assert shown["availability"] == "exact (tokenize)" and "estimated_from_raw_files" not in shown
+    from corpusmix.core.manifest import manifest_path, read_manifest
+
+    for s in built_corpus.source_names:
+        m = read_manifest(manifest_path(built_corpus.manifest_root, "tokenize", s))
+        assert shown["per_source"][s]["available"] == m["counts"]["tokens_stored"]
+    r = subprocess.run([sys.executable, "-m", "corpusmix.cli", "plan", str(built_corpus.path)], capture_output=True,
+                       text=True)
+    assert "availability exact (tokenize)" in r.stdout and "estimates" not in r.stdout
 
 
 def test_schedule_picture_draws_each_source_share(make_spec):

@@ -60,6 +60,8 @@ def make_plan(loaded: LoadedSpec, avail: Availability) -> dict:
                    for p, name in enumerate(schedule.phase_names)],
         "grid": {"x": grid.tolist(), "cumulative": {s: cum[:, i].tolist() for i, s in enumerate(sources)}},
     }
+    if avail.notes:  # only a plan made before a build: the published plan's bytes do not change
+        plan["estimated_from_raw_files"] = dict(avail.notes)
     if over.any():
         worst = [s for i, s in enumerate(sources) if over[i]]
         lines = [f"source {s!r} would be repeated {plan['per_source'][s]['epochs']:.2f} epochs "
@@ -72,14 +74,19 @@ def make_plan(loaded: LoadedSpec, avail: Availability) -> dict:
     return plan
 
 
-def availability(loaded: LoadedSpec, exact_only: bool = False) -> Availability:
+RAW_METHOD = "ESTIMATED from the raw input files (nothing built yet)"
+
+
+def availability(loaded: LoadedSpec, exact_only: bool = False, raw_estimate: bool = False) -> Availability:
     """What each source can supply: exact from its tokenize manifest, else (unless ``exact_only``)
-    the latest earlier stage's calibrated estimate, plus one EOS per document."""
+    the latest earlier stage's count, plus one EOS per document; a source with no manifest at all
+    is an error, or with ``raw_estimate`` (``corpusmix plan`` before a build) an estimate from a
+    sample of its raw files (``estimate.raw_estimate``), described in ``notes``."""
     from corpusmix.pipeline import per_source_stages
 
     order = per_source_stages()  # the latest stage first: tokenize counts exactly, the ones before estimate
     latest = order[: order.index("tokenize") + 1][::-1]
-    tokens, documents, methods = {}, {}, set()
+    tokens, documents, methods, notes = {}, {}, set(), {}
     for s in loaded.source_names:
         for stage in latest[:1] if exact_only else latest:
             path = manifest_path(loaded.manifest_root, stage, s)
@@ -90,9 +97,16 @@ def availability(loaded: LoadedSpec, exact_only: bool = False) -> Availability:
                 methods.add("exact (tokenize)" if stage == "tokenize" else f"estimated ({stage})")
                 break
         else:
+            if raw_estimate and not exact_only:
+                from corpusmix.mixture.estimate import raw_estimate as estimate
+
+                e = estimate(loaded, s)
+                tokens[s], documents[s], notes[s] = e.tokens, e.documents, e.describe()
+                methods.add(RAW_METHOD)
+                continue
             need = "tokenize" if exact_only else "at least ingest"
             raise PlanError(f"no manifest says how many tokens source {s!r} has: materialize {need} for it first")
-    return Availability(tokens, documents, ", ".join(sorted(methods)))
+    return Availability(tokens, documents, ", ".join(sorted(methods)), notes)
 
 
 def plan_config(loaded: LoadedSpec, partition: None) -> dict:
@@ -127,12 +141,24 @@ def load_plan(loaded: LoadedSpec) -> tuple[dict, dict]:
     return orjson.loads((loaded.storage_root / m["outputs"][0]["path"]).read_bytes()), m
 
 
+def _estimate_lines(plan: dict) -> list[str]:
+    """The warning a plan on estimated counts carries, naming what each estimate rests on."""
+    raw = plan.get("estimated_from_raw_files") or {}
+    if not raw and plan["availability"].startswith("exact"):
+        return []
+    lines = ["", "NOTE: the available token counts, and so the epochs, are estimates, not counts of a build "
+                 "(availability above); build through tokenize for exact counts."]
+    lines += [f"  {s}: {note}" for s, note in raw.items()]
+    return lines
+
+
 def render_plan(plan: dict) -> str:
     """The plan as two text tables: per source, and per phase x source quotas."""
     src = plan["sources"]
     lines = [f"budget {plan['budget']:,} tokens = {plan['samples']:,} samples of {plan['seq_len']}; "
              f"max_epochs {plan['max_epochs']:g}; availability {plan['availability']}"
              + ("; shares renormalised under the cap" if plan["renormalized"] else ""),
+             *_estimate_lines(plan),
              "",
              f"{'source':12} {'share':>7} {'allocated':>14} {'available':>14} {'epochs':>7} {'over cap':>8} "
              f"{'synthetic needed':>17}"]

@@ -38,7 +38,7 @@ A new schedule is a spec model (``core.spec.Schedule``), its checks
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -64,6 +64,8 @@ class Availability:
     tokens: dict[str, int]
     documents: dict[str, int]
     method: str
+    # per source, what an estimate made before its stages were built rests on (empty: nothing estimated so)
+    notes: dict[str, str] = field(default_factory=dict)
 
 
 def unimax(sizes: np.ndarray, budget: float, max_epochs: float) -> np.ndarray:
