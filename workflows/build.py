@@ -276,7 +276,9 @@ def _fail_orphaned_runs(instance, echo) -> None:
 
     from corpusmix.core.storage import pid_alive
 
-    for run in instance.get_runs(filters=RunsFilter(statuses=[DagsterRunStatus.STARTED, DagsterRunStatus.STARTING])):
+    # NOT_STARTED too: a build killed between creating a run and executing it leaves one
+    unfinished = [DagsterRunStatus.STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.NOT_STARTED]
+    for run in instance.get_runs(filters=RunsFilter(statuses=unfinished)):
         owner = run.tags.get(OWNER_TAG)
         if owner and owner.isdigit() and int(owner) != os.getpid() and not pid_alive(int(owner)):
             instance.report_run_failed(run, f"the corpusmix build process {owner} that ran it is gone (killed)")
