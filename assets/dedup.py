@@ -42,8 +42,8 @@ def _cross_source_metadata(loaded: LoadedSpec, manifest: dict, path: Path) -> di
 DEDUP = StageAsset(
     description="Exact + MinHash-LSH near-duplicate removal within the source; writes the surviving "
                 "documents and a duplicates table (cluster, representative, kind, Jaccard).",
-    metadata=_dedup_metadata)
+    metadata=_dedup_metadata, table="ingest_documents")
 CROSS_SOURCE_DEDUP = StageAsset(
     description="Duplicates across sources enter once, from the source ranked first in the spec: "
                 "a drop list over every source's dedup output.",
-    metadata=_cross_source_metadata)
+    metadata=_cross_source_metadata, table="duplicates")

@@ -29,7 +29,7 @@ from corpusmix.pipeline import run_stage
 from workflows.resources import CorpusSpec
 
 from .checks import previous_manifest, stage_check_specs, stage_result
-from .metadata import FOLLOW_UPSTREAM, stage_metadata
+from .metadata import FOLLOW_UPSTREAM, column_schema, stage_metadata
 from .progress import progress_log
 
 
@@ -41,6 +41,7 @@ class StageAsset:
     group: str = "corpus"
     kinds: frozenset[str] = frozenset({"parquet", "python"})
     metadata: Callable[[LoadedSpec, dict, Path], dict] = lambda loaded, manifest, path: {}  # the stage's own
+    table: str | None = None  # the pandera schema (schemas.tables) of its main table: the catalog's columns
     rates: bool = True  # documents/tokens in and out: the funnel metadata and the acceptance-drift check apply
     check_specs: Callable[[str], list[AssetCheckSpec]] = lambda name: []
     check_results: Callable[[LoadedSpec, dict], list[AssetCheckResult]] = lambda loaded, manifest: []
@@ -64,17 +65,23 @@ def stage_asset(stage: Stage, wiring: StageAsset, spec: Spec, partitions: Partit
         group_name=wiring.group,
         kinds=set(wiring.kinds),
         code_version=stage.code_version(),
+        tags={"corpusmix/stage": stage.name, "corpusmix/scope": stage.scope},
+        owners=list(spec.owners),
+        metadata={"dagster/column_schema": column_schema(wiring.table)} if wiring.table else None,
         check_specs=[*stage_check_specs(stage.name, rates=wiring.rates), *wiring.check_specs(stage.name)],
         description=wiring.description,
     )
     def _stage_asset(context: AssetExecutionContext, corpus: CorpusSpec) -> MaterializeResult:
         loaded = corpus.load()
         partition = context.partition_key if stage.per_source else None
-        previous = previous_manifest(loaded, stage.name, partition) if wiring.rates else None
+        previous = previous_manifest(loaded, stage.name, partition)
         with progress_log(context) as progress:
             manifest, path = run_stage(stage.name, loaded, partition, progress=progress)
+        # the runner hands back the manifest untouched when the partition was current: nothing was built
+        reused = {"reused": manifest == previous}
         funnel = stage_metadata(manifest, path) if wiring.rates else {}
-        return stage_result(loaded, manifest, path, funnel | wiring.metadata(loaded, manifest, path), previous,
-                            rates=wiring.rates, extra_checks=tuple(wiring.check_results(loaded, manifest)))
+        return stage_result(loaded, manifest, path, reused | funnel | wiring.metadata(loaded, manifest, path),
+                            previous if wiring.rates else None, rates=wiring.rates,
+                            extra_checks=tuple(wiring.check_results(loaded, manifest)))
 
     return _stage_asset

@@ -4,4 +4,5 @@ from .factory import StageAsset
 
 INGEST = StageAsset(
     description="Raw source files -> documents (zstd Parquet, schema-validated) + quarantine table. "
-                "Per source: documents/tokens in and out, acceptance rates, quarantine per reason.")
+                "Per source: documents/tokens in and out, acceptance rates, quarantine per reason.",
+    table="ingest_documents")

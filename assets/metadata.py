@@ -4,30 +4,80 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dagster import AutomationCondition, MetadataValue, TableColumn, TableRecord, TableSchema
+from dagster import (
+    AutomationCondition,
+    MetadataValue,
+    TableColumn,
+    TableColumnConstraints,
+    TableRecord,
+    TableSchema,
+)
+
+
+def _follow_upstream() -> AutomationCondition:
+    """Dagster's ``eager()`` with one change: an upstream counts as updated only when its data
+    version (the stage's content key) changed. A materialization that found its partition
+    current records the same data version, so it pulls nothing after it (with ``eager()`` one
+    no-op click on dedup started 11 runs, ~5.5 minutes, all doing nothing)."""
+    new_data = AutomationCondition.any_deps_match(
+        (AutomationCondition.data_version_changed() & ~AutomationCondition.executed_with_root_target())
+        | AutomationCondition.will_be_requested()).with_label("any_deps_have_new_data")
+    return (AutomationCondition.in_latest_time_window()
+            & (AutomationCondition.newly_missing() | new_data).since_last_handled()
+            & ~AutomationCondition.any_deps_missing()
+            & ~AutomationCondition.any_deps_in_progress()
+            & ~AutomationCondition.in_progress()).with_label("eager_on_new_data")
+
 
 # Every asset after ingest follows its upstream: when the automation sensor runs, a new ingest
 # partition (from the source-file sensor or the UI) pulls the later stages after it.
-FOLLOW_UPSTREAM = AutomationCondition.eager()
+FOLLOW_UPSTREAM = _follow_upstream()
 
-FUNNEL_SCHEMA = TableSchema(columns=[
-    TableColumn("step", "string"), TableColumn("documents", "int"), TableColumn("tokens", "int"),
-    TableColumn("bytes", "int"), TableColumn("share_of_tokens_in", "float"),
-])
+def column_schema(table: str) -> TableSchema:
+    """The catalog's column list of a table, from its pandera schema (the one source of truth)."""
+    from schemas.tables import SCHEMAS
+
+    return TableSchema(columns=[
+        TableColumn(name, str(col.dtype.type.pyarrow_dtype), description=col.description or "",
+                    constraints=TableColumnConstraints(nullable=bool(col.nullable)))
+        for name, col in SCHEMAS[table].columns.items()])
+
+
+def tokens_label(manifest: dict) -> str:
+    """"tokens" when the stage's counts are exact, else "tokens (estimate)": an estimate is never
+    shown as a plain number."""
+    return "tokens" if manifest["token_counting"].get("method") == "exact" else "tokens (estimate)"
+
+
+def pct(value: float | None) -> str:
+    return "" if value is None else f"{100 * value:.2f} %"
 
 
 def funnel_table(manifest: dict) -> MetadataValue:
-    """Documents and tokens in, removed per reason, and out: the stage funnel."""
-    c = manifest["counts"]
+    """In, removed per reason, out: additive (each removed document is charged to one reason, so
+    in - the removed rows = out, documents and tokens). Where a reason also counts every document
+    that failed it (quality rules overlap), those counts are separate, labelled columns."""
+    c, tok = manifest["counts"], tokens_label(manifest)
     tin = max(1, c["tokens_in"])
-    rows = [TableRecord({"step": "in", "documents": c["documents_in"], "tokens": c["tokens_in"],
-                         "bytes": c["bytes_in"], "share_of_tokens_in": 1.0})]
-    for reason, r in manifest["reasons"].items():
-        rows.append(TableRecord({"step": f"removed: {reason}", "documents": r["records"], "tokens": r["tokens"],
-                                 "bytes": r["bytes"], "share_of_tokens_in": round(r["tokens"] / tin, 6)}))
-    rows.append(TableRecord({"step": "out", "documents": c["documents_out"], "tokens": c["tokens_out"],
-                             "bytes": c["bytes_out"], "share_of_tokens_in": round(c["tokens_out"] / tin, 6)}))
-    return MetadataValue.table(rows, schema=FUNNEL_SCHEMA)
+    overlap = any("failed_records" in r for r in manifest["reasons"].values())
+    cols = ["step", "documents", tok, f"share of {tok} in"]
+    cols += ["documents failing the rule (any)", "documents failing only this rule"] if overlap else []
+
+    def row(step: str, docs: int, tokens: int, *extra: str) -> TableRecord:
+        cells = [step, f"{docs:,}", f"{tokens:,}", pct(tokens / tin)] + (list(extra) if overlap else [])
+        return TableRecord(dict(zip(cols, cells)))
+
+    rows = [row("in", c["documents_in"], c["tokens_in"], "", "")]
+    rows += [row(f"removed: {reason}", r["records"], r["tokens"], f"{r.get('failed_records', r['records']):,}",
+                 f"{r.get('only_this_rule', r['records']):,}") for reason, r in manifest["reasons"].items()]
+    rows.append(row("out", c["documents_out"], c["tokens_out"], "", ""))
+    return MetadataValue.table(rows, schema=TableSchema(columns=[TableColumn(n, "string") for n in cols]))
+
+
+def text_table(columns: list[str], rows: list[list[str]]) -> MetadataValue:
+    """A table the UI shows as a table (markdown hides behind "[Show Markdown]"), cells formatted."""
+    return MetadataValue.table([TableRecord(dict(zip(columns, map(str, row)))) for row in rows],
+                               schema=TableSchema(columns=[TableColumn(c, "string") for c in columns]))
 
 
 def markdown_table(header: list[str], rows: list[list[str]], empty: str, width: int = 80) -> MetadataValue:
@@ -48,20 +98,26 @@ def fmt(value: float | None, spec: str = ".3f") -> str:
 
 
 def stage_metadata(manifest: dict, manifest_file: Path) -> dict:
-    """Counts, acceptance rates, funnel, token method, throughput and where the manifest is."""
+    """Counts, acceptance rates, the additive funnel, how tokens were counted, throughput and where
+    the manifest is. Token keys say "estimate" when the counts are one."""
     c, r = manifest["counts"], manifest["rates"]
-    return {
+    suffix = "" if manifest["token_counting"].get("method") == "exact" else "_estimate"
+    md = {
+        "funnel": funnel_table(manifest),
         "documents_in": c["documents_in"],
         "documents_out": c["documents_out"],
-        "document_acceptance_rate": MetadataValue.float(r["document_acceptance"] or 0.0),
-        "tokens_in": c["tokens_in"],
-        "tokens_out": c["tokens_out"],
-        "token_acceptance_rate": MetadataValue.float(r["token_acceptance"] or 0.0),
-        "token_counting": manifest["token_counting"].get("description", ""),
-        "funnel": funnel_table(manifest),
+        "dagster/row_count": c["documents_out"],
+        f"tokens_in{suffix}": c["tokens_in"],
+        f"tokens_out{suffix}": c["tokens_out"],
+        "token_counting": manifest["token_counting"].get("description", manifest["token_counting"].get("method", "")),
+    }
+    for rate in ("document_acceptance", "token_acceptance"):  # a stage reports only rates that can vary
+        if r.get(rate) is not None:
+            md[f"{rate}_rate"] = MetadataValue.float(round(r[rate], 4))
+    return md | {
         "bytes_in": c["bytes_in"],
-        "elapsed_s": MetadataValue.float(manifest["elapsed_s"]),
-        "text_mb_per_s": MetadataValue.float(manifest["timing"].get("text_mb_per_s", 0.0)),
+        "elapsed_s": MetadataValue.float(round(manifest["elapsed_s"], 2)),
+        "text_mb_per_s": MetadataValue.float(round(manifest["timing"].get("text_mb_per_s", 0.0), 2)),
         "version": manifest["version"],
         "manifest": MetadataValue.path(str(manifest_file)),
         "skipped_files": MetadataValue.json(manifest["skipped_files"]),

@@ -20,23 +20,23 @@ from corpusmix.ops.report import build_report, schedule_svg, svg_markdown
 from workflows.resources import CorpusSpec
 
 from .factory import StageAsset
-from .metadata import markdown_table
+from .metadata import pct, text_table
 
 
 def _plan_metadata(loaded: LoadedSpec, manifest: dict, path: Path) -> dict:
     plan = load_plan(loaded)[0]  # as published, read back for the picture
     d = manifest["details"]
-    per_source = markdown_table(
+    per_source = text_table(
         ["source", "share", "allocated", "available", "epochs", "over cap", "synthetic needed"],
-        [[s, f"{r['share']:.4f}", f"{r['allocated']:,.0f}", f"{r['available']:,}", f"{r['epochs']:.3f}",
+        [[s, pct(r["share"]), f"{r['allocated']:,.0f}", f"{r['available']:,}", f"{r['epochs']:.3f}",
           "yes" if r["over_cap"] else "no", f"{r['synthetic_tokens_needed']:,.0f}"]
-         for s, r in d["per_source"].items()], empty="no sources")
+         for s, r in d["per_source"].items()])
     sources = list(d["per_source"])
-    quotas = markdown_table(["phase", "tokens", *sources],
-                            [[ph["name"], f"{ph['end'] - ph['start']:,.0f}",
-                              *(f"{ph['quotas'][s]:,.0f}" for s in sources)] for ph in d["phases"]],
-                            empty="no phases")
+    quotas = text_table(["phase", "tokens", *sources],
+                        [[ph["name"], f"{ph['end'] - ph['start']:,.0f}",
+                          *(f"{ph['quotas'][s]:,.0f}" for s in sources)] for ph in d["phases"]])
     return {
+        # first in the list: the UI shows markdown behind a click, so the picture leads
         "schedule": MetadataValue.md(svg_markdown(schedule_svg(plan), "mixture schedule")),
         "budget": manifest["counts"]["budget"], "samples": manifest["counts"]["samples"],
         "availability": d["availability"], "renormalized": d["renormalized"],
@@ -59,12 +59,15 @@ def _shards_metadata(loaded: LoadedSpec, manifest: dict, path: Path) -> dict:
     rows = [[ph["name"], s, f"{r['target']:,.0f}", f"{r['realised']:,}", f"{r['deviation']:+,.0f}",
              f"{r['tolerance']:,.0f}", "ok" if r["ok"] else "OFF"]
             for ph in manifest["details"]["phases"] for s, r in ph["sources"].items()]
+    shard_dir = loaded.storage_root / manifest["outputs"][0]["path"].rsplit("/", 1)[0]
     return {
+        "realised_vs_target": text_table(["phase", "source", "target", "realised", "deviation", "tolerance",
+                                          "within"], rows),
+        "shard_dir": MetadataValue.path(str(shard_dir)),  # what a trainer points at (TokenStream.from_dir)
         "tokens": manifest["counts"]["tokens_out"], "shards": manifest["counts"]["shards"],
-        "samples": manifest["counts"]["samples"], "dtype": manifest["details"]["dtype"],
-        "realised_vs_target": markdown_table(["phase", "source", "target", "realised", "deviation", "tolerance",
-                                              ""], rows, empty="no phases"),
-        "tokens_per_s": MetadataValue.float(manifest["timing"].get("tokens_per_s", 0.0)),
+        "samples": manifest["counts"]["samples"], "seq_len": manifest["details"]["seq_len"],
+        "dtype": manifest["details"]["dtype"],
+        "tokens_per_s": MetadataValue.int(round(manifest["timing"].get("tokens_per_s", 0.0))),
         "build_report": MetadataValue.md(build_report(loaded)),
         "version": manifest["version"], "manifest": MetadataValue.path(str(path))}
 
@@ -74,9 +77,12 @@ def _on_target_check(shards: AssetsDefinition) -> list:
                  description="Realised tokens per phase and source, recounted from the lineage, within "
                              "max(0.5 %, one document) of the plan.")
     def mixture_on_target(corpus: CorpusSpec) -> AssetCheckResult:
-        off = check_on_target(corpus.load())  # recounted from the lineage files, not read from the manifest
+        off, worst = check_on_target(corpus.load())  # recounted from the lineage, not read from the manifest
         return AssetCheckResult(passed=not off, severity=AssetCheckSeverity.ERROR,
-                                metadata={"off_target": MetadataValue.json(off)})
+                                metadata={"off_target": MetadataValue.json(off),
+                                          "worst": f"{worst['phase']}/{worst['source']}: {worst['deviation']:+,.0f} "
+                                                   f"tokens, {worst['of_tolerance']:.0%} of its tolerance"
+                                                   if worst else "no quota"})
 
     return [mixture_on_target]
 
@@ -90,4 +96,4 @@ MIXED_SHARDS = StageAsset(
     description="The training stream, phase after phase, in exact quotas: Megatron .bin/.idx shards of a fixed "
                 "token count, a manifest per shard and a lineage table (sample -> source, doc_id, epoch, span).",
     group="mixture", kinds=frozenset({"numpy"}), metadata=_shards_metadata, rates=False,
-    asset_checks=_on_target_check)
+    asset_checks=_on_target_check, table="lineage")

@@ -26,6 +26,7 @@ def _quality_metadata(loaded: LoadedSpec, manifest: dict, path: Path) -> dict:
 
 
 QUALITY = StageAsset(
-    description="Named quality rules (Gopher, C4, code, length), every rule on every document; kept documents "
-                "with a quality score, and a rejections table with every failed rule and measured value.",
-    metadata=_quality_metadata)
+    description="Named quality rules (Gopher, C4, code, length), every rule on every document; the kept "
+                "documents, and a rejections table with every failed rule and measured value. The funnel charges "
+                "each rejected document to its first failed rule.",
+    metadata=_quality_metadata, table="quality_documents")

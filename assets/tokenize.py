@@ -44,4 +44,4 @@ TOKENIZER = StageAsset(
 TOKENIZE = StageAsset(
     description="Exact tokenization: every kept document + EOS as one sequence of a Megatron indexed dataset "
                 "(tokens.bin/.idx) and a doc_id -> sequence, token count table.",
-    kinds=frozenset({"python", "numpy"}), metadata=_tokenize_metadata)
+    kinds=frozenset({"python", "numpy"}), metadata=_tokenize_metadata, table="tokenized_documents")

@@ -54,6 +54,9 @@ INGEST_DOCUMENTS = pa_.DataFrameSchema(
             pa_.Check.str_length(min_value=1),
             pa_.Check(_no_nul, name="no_nul_bytes", error="text contains a NUL byte")]),
         "n_bytes": pa_.Column(I64, pa_.Check.ge(1), nullable=False, description="UTF-8 bytes of text"),
+        "n_tokens": pa_.Column(I64, pa_.Check.ge(0), nullable=False,
+                               description="Tokens of text: exact with a tokenizer file, else an estimate "
+                                           "(the manifest's token_counting says which)"),
         "metadata": pa_.Column(STR, nullable=True, description="The source's other fields, as a JSON object"),
         "file": pa_.Column(STR, nullable=False, description="Input file, relative to its source glob's base directory"),
         "record_no": pa_.Column(I64, pa_.Check.ge(1), nullable=False,
@@ -76,6 +79,9 @@ QUARANTINE = pa_.DataFrameSchema(
         "doc_id": pa_.Column(STR, nullable=True),
         "snippet": pa_.Column(STR, nullable=False),
         "n_bytes": pa_.Column(I64, pa_.Check.ge(0), nullable=False, description="Bytes of the raw record"),
+        "n_tokens": pa_.Column(I64, pa_.Check.ge(0), nullable=False,
+                               description="Tokens of the raw record (decoded with replacement), counted as "
+                                           "the documents are"),
     },
     strict=True,
     ordered=True,
@@ -97,6 +103,7 @@ DUPLICATES = pa_.DataFrameSchema(
         "true_jaccard": pa_.Column(F64, pa_.Check.in_range(0.0, 1.0), nullable=True,
                                    description="On the shingle sets, when dedup.near.verify"),
         "n_bytes": pa_.Column(I64, pa_.Check.ge(1), nullable=False),
+        "n_tokens": pa_.Column(I64, pa_.Check.ge(0), nullable=False),
     },
     strict=True,
     ordered=True,
@@ -104,9 +111,7 @@ DUPLICATES = pa_.DataFrameSchema(
 )
 
 QUALITY_DOCUMENTS = pa_.DataFrameSchema(
-    {**INGEST_DOCUMENTS.columns,
-     "quality_score": pa_.Column(F64, pa_.Check.in_range(0.0, 1.0), nullable=False,
-                                 description="Fraction of the source's quality rules the document passes")},
+    INGEST_DOCUMENTS.columns,  # a kept document passes every rule: no score that could only be 1
     strict=True,
     ordered=True,
     name="quality_documents",
@@ -119,8 +124,13 @@ REJECTIONS = pa_.DataFrameSchema(
         "failed_rules": pa_.Column(pd.ArrowDtype(pa.list_(pa.string())), nullable=False,
                                    description="Every rule the document failed"),
         "values": pa_.Column(STR, nullable=False, description="JSON: the value each rule measured"),
-        "quality_score": pa_.Column(F64, pa_.Check.in_range(0.0, 1.0), nullable=False),
+        "quality_score": pa_.Column(F64, pa_.Check.in_range(0.0, 1.0), nullable=False,
+                                    description="Fraction of the source's rules the document passes"),
         "n_bytes": pa_.Column(I64, pa_.Check.ge(1), nullable=False),
+        "n_tokens": pa_.Column(I64, pa_.Check.ge(0), nullable=False),
+        "charged_to": pa_.Column(STR, nullable=False,
+                                 description="The one funnel row the document counts in: its first failed rule "
+                                             "in the order of the spec's rules"),
     },
     strict=True,
     ordered=True,
@@ -135,7 +145,6 @@ TOKENIZED_DOCUMENTS = pa_.DataFrameSchema(
         "n_tokens": pa_.Column(I64, pa_.Check.ge(2), nullable=False,
                                description="Tokens stored for the document, its final EOS included"),
         "n_bytes": pa_.Column(I64, pa_.Check.ge(1), nullable=False, description="UTF-8 bytes of the text"),
-        "quality_score": pa_.Column(F64, pa_.Check.in_range(0.0, 1.0), nullable=False),
     },
     strict=True,
     ordered=True,
@@ -198,10 +207,11 @@ def arrow_schema(schema: pa_.DataFrameSchema) -> pa.Schema:
     return pa.schema([(name, col.dtype.type.pyarrow_dtype) for name, col in schema.columns.items()])
 
 
-ARROW_SCHEMAS: dict[str, pa.Schema] = {
-    s.name: arrow_schema(s) for s in (INGEST_DOCUMENTS, QUARANTINE, DUPLICATES, QUALITY_DOCUMENTS, REJECTIONS,
-                                      TOKENIZED_DOCUMENTS, QUALITY_AUDIT, LINEAGE, CANDIDATES)
+SCHEMAS: dict[str, pa_.DataFrameSchema] = {
+    s.name: s for s in (INGEST_DOCUMENTS, QUARANTINE, DUPLICATES, QUALITY_DOCUMENTS, REJECTIONS,
+                        TOKENIZED_DOCUMENTS, QUALITY_AUDIT, LINEAGE, CANDIDATES)
 }
+ARROW_SCHEMAS: dict[str, pa.Schema] = {name: arrow_schema(s) for name, s in SCHEMAS.items()}
 
 
 def validate_table(table: pa.Table, schema: pa_.DataFrameSchema) -> None:

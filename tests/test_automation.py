@@ -110,3 +110,36 @@ def test_later_stages_follow_a_new_ingest_partition_and_only_it(make_spec, tmp_p
         for asset in ("dedup", "quality", "tokenize"):
             assert after.get_requested_partitions(dg.AssetKey(asset)) == {"math"}, asset
         assert after.total_requested == 3
+
+
+def test_an_up_to_date_materialization_pulls_nothing_after_it(two_sources):
+    """Materializing a current partition (a no-op click in the UI) records the same data version,
+    flagged as reused, and automation requests nothing after it; before, eager() answered with
+    every later stage of every source. A real change still pulls the next stage."""
+    from dagster import AssetKey, evaluate_automation_conditions, materialize
+
+    from corpusmix.pipeline import STAGES
+
+    spec, raw = two_sources
+    defs = build_definitions(spec)
+    sources = load_spec(spec).source_names
+
+    def run(stage: str, partition: str | None):
+        result = materialize([defs.resolve_assets_def(stage)], partition_key=partition, instance=instance)
+        assert result.success
+        return {k: v.value for k, v in result.asset_materializations_for_node(stage)[0].metadata.items()}
+
+    with DagsterInstance.ephemeral() as instance:
+        for stage in STAGES:
+            for partition in sources if stage.per_source else [None]:
+                run(stage.name, partition)
+        first = evaluate_automation_conditions(defs=defs, instance=instance)
+        assert first.total_requested == 0  # everything is built
+        again = run("dedup", "math")
+        assert again["reused"] is True
+        tick = evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
+        assert tick.total_requested == 0, {r.key: r.true_subset for r in tick.results if r.true_subset.size}
+        shutil.copy(next((CORPUS / "math").glob("*-0001-*.jsonl.gz")), raw / "math" / "extra.jsonl.gz")
+        assert run("ingest", "math")["reused"] is False
+        tick = evaluate_automation_conditions(defs=defs, instance=instance, cursor=tick.cursor)
+        assert tick.get_requested_partitions(AssetKey("dedup")) == {"math"}

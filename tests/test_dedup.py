@@ -68,7 +68,7 @@ def test_signature_agreement_estimates_true_jaccard():
 def test_representative_policy_and_ties():
     import pyarrow as pa
 
-    idx = dd._Index(pa.array(["b", "a", "c"]), np.array([10, 10, 5]), np.zeros((3, 16), np.uint8), [],
+    idx = dd._Index(pa.array(["b", "a", "c"]), np.array([10, 10, 5]), np.array([3, 3, 1]), np.zeros((3, 16), np.uint8), [],
                     np.array([0, 3]))
     assert pick_representative([0, 1, 2], idx, "longest") == 1  # tie on size -> smallest id
     assert pick_representative([0, 1, 2], idx, "shortest") == 2

@@ -30,7 +30,7 @@ def test_demo_spec_builds_all_three_readers_on_the_harvest(tmp_path):
         manifest, _ = run_stage("ingest", loaded, name, progress=lambda m: None)
         docs = read_outputs(manifest, loaded.storage_root, "documents")
         counts[name] = docs.num_rows
-        assert manifest["token_counting"]["method"] == "uncalibrated"  # the demo trains its tokenizer
+        assert manifest["token_counting"]["method"] == "estimate"  # the demo trains its tokenizer
         c = manifest["counts"]
         assert c["records_read"] == c["documents_out"] + c["quarantined"]
     assert counts["code"] > 300 and counts["docs"] > 100 and counts["topics"] > 50

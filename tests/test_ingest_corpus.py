@@ -59,7 +59,10 @@ def test_counts_and_checksums_match_the_corpus_manifest(built):
         expected = {f["file"].split("/")[-1]: f["sha256"] for f in truth[name]["files"]}
         assert {i["path"].split("/")[-1]: i["sha256"] for i in m["inputs"]} == expected
         assert m["rates"]["document_acceptance"] == pytest.approx(c["documents_out"] / c["documents_in"])
-        assert m["token_counting"]["method"] == "calibrated"
+        assert m["token_counting"]["method"] == "exact"
+        parts = [o["tokens"] for o in m["outputs"] if o["kind"] == "documents"]
+        assert sum(parts) == c["tokens_out"]  # the parts' tokens add up to the stage's
+        assert c["tokens_in"] - sum(r["tokens"] for r in m["reasons"].values()) == c["tokens_out"]
 
 
 def test_documents_keep_ids_text_and_metadata(built):
@@ -72,16 +75,16 @@ def test_documents_keep_ids_text_and_metadata(built):
     assert meta["final_answer"] == first["final_answer"] and "text" not in meta and "id" not in meta
 
 
-def test_token_estimate_error_is_what_the_manifest_claims(built):
-    """The calibrated estimate against an exact count of every kept token of two sources."""
+def test_every_documents_token_count_is_exact(built):
+    """With a tokenizer file, ingest's n_tokens is each document's own encoding length (web mixes
+    scripts: one bytes-per-token ratio overstated it by a third), and the stage's count is their sum."""
     loaded, manifests = built
     tok = Tokenizer.from_file(str(GPT2))
-    for name in ("math", "code"):
+    for name in ("web", "code"):
         docs = read_outputs(manifests[name], loaded.storage_root, "documents")
-        exact = sum(len(e) for e in tok.encode_batch_fast(docs.column("text").to_pylist(), add_special_tokens=False))
-        est = manifests[name]["counts"]["tokens_out"]
-        err = abs(est - exact) / exact
-        assert err < 0.05, (name, est, exact)
+        exact = [len(e) for e in tok.encode_batch(docs.column("text").to_pylist(), add_special_tokens=False)]
+        assert docs.column("n_tokens").to_pylist() == exact
+        assert manifests[name]["counts"]["tokens_out"] == sum(exact)
 
 
 def test_rebuild_is_byte_identical_and_independent_of_workers(make_spec, tmp_path, built):

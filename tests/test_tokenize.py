@@ -86,10 +86,9 @@ def test_counts_equal_a_direct_tokenizers_call_and_text_round_trips(gpt2_build):
         check = m["details"]["estimate_check"]
         assert check["exact_tokens"] == c["tokens_out"]
         assert check["relative_error"] == pytest.approx((check["estimated_tokens"] - c["tokens_out"]) / c["tokens_out"])
-        # One bytes-per-token ratio per source cannot follow a filter that keeps English pages and drops
-        # non-Latin ones (~1 byte per GPT-2 token): web's estimate is +28 % here, which the check reports.
-        if name != "web":
-            assert abs(check["relative_error"]) < 0.05  # the calibrated estimate of the earlier stages
+        # ingest counted every document with the same tokenizer file: no error at all, web included
+        # (one bytes-per-token ratio per source once overstated web by 28 %)
+        assert check["method"] == "exact" and check["relative_error"] == 0
         assert m["details"]["dtype"] == "uint16" and reader.index.dtype == np.uint16
     assert split_docs > 10  # long documents really were cut before encoding, and still match
     assert {m["details"]["encoder"] for m in manifests.values()} == {"tiktoken"}  # the fast path ran

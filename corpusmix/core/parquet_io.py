@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from corpusmix.core.storage import sha256_file
@@ -23,16 +24,19 @@ class PartWriter:
         self._writer: pq.ParquetWriter | None = None
         self._cur: dict | None = None
 
-    def write(self, table: pa.Table, text_bytes: int) -> None:
+    def write(self, table: pa.Table) -> None:
+        """Append documents; each part records its rows, text bytes and tokens (the ``n_bytes`` and
+        ``n_tokens`` columns), so a stage's counts are sums of its parts'."""
         if table.num_rows == 0:
             return
         if self._writer is None:
             name = f"{self.prefix}-{len(self.parts):03d}.parquet"
             self._writer = pq.ParquetWriter(self.staging / name, self.schema, **PARQUET_OPTS)
-            self._cur = {"name": name, "rows": 0, "text_bytes": 0}
+            self._cur = {"name": name, "rows": 0, "text_bytes": 0, "tokens": 0}
         self._writer.write_table(table, row_group_size=max(1, table.num_rows))
         self._cur["rows"] += table.num_rows
-        self._cur["text_bytes"] += text_bytes
+        self._cur["text_bytes"] += pc.sum(table.column("n_bytes")).as_py() or 0
+        self._cur["tokens"] += pc.sum(table.column("n_tokens")).as_py() or 0
         if self._cur["text_bytes"] >= self.part_bytes:
             self._close_part()
 

@@ -21,7 +21,7 @@ import os
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import orjson
 import yaml
@@ -209,6 +209,8 @@ class Output(_Strict):
 
 class Spec(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_\-.]{1,64}$")
+    # who answers for this corpus: shown as every asset's owners in the Dagster catalog
+    owners: list[Annotated[str, Field(pattern=r"^(team:[A-Za-z0-9_\-]+|[^@\s]+@[^@\s]+\.[^@\s]+)$")]] = []
     storage: Storage = Storage()
     execution: Execution = Execution()
     automation: Automation = Automation()

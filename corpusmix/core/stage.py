@@ -80,6 +80,19 @@ class Built:
     summary: str = ""
     version: str | None = None
 
+    def funnel_gaps(self) -> list[str]:
+        """Where in - the reasons' sums != out (documents, and tokens where counted): every removed
+        document is charged to exactly one reason, so a gap is a bug that would lose data silently."""
+        gaps = []
+        for unit, field_ in (("documents", "records"), ("tokens", "tokens")):
+            n_in, n_out = self.counts.get(f"{unit}_in"), self.counts.get(f"{unit}_out")
+            if n_in is None or n_out is None:
+                continue
+            removed = sum(r.get(field_, 0) for r in self.reasons.values())
+            if n_in - removed != n_out:
+                gaps.append(f"{unit}: {n_in:,} in - {removed:,} removed != {n_out:,} out")
+        return gaps
+
 
 @dataclass(frozen=True)
 class Stage:
@@ -223,6 +236,9 @@ def run(stage: Stage, loaded: LoadedSpec, partition: str | None, registry: dict[
     ctx = StageRun(stage, loaded, partition, config, version, staging, progress, registry, executor)
     try:
         built = stage.build(ctx)
+        if gaps := built.funnel_gaps():
+            raise RuntimeError(f"stage {stage.name!r} ({partition or 'global'}): its funnel does not add up "
+                               f"({'; '.join(gaps)}); this is a bug, please report it")
         version = built.version or version
         if version is None:
             raise RuntimeError(f"stage {stage.name!r} computed no content key")
@@ -346,20 +362,20 @@ def engine_digest() -> str:
 
 def documents_built(ctx: StageRun, upstream: tuple[Path, dict], doc_parts: list[dict],
                     tables: list[tuple[str, dict]], docs: tuple[int, int], text_bytes: tuple[int, int],
-                    estimate, summary: str) -> Built:
+                    tokens: tuple[int, int], summary: str) -> Built:
     """What every stage that reads another stage's documents and writes a subset reports alike.
 
     ``doc_parts`` are the PartWriter's parts, ``tables`` (kind, write_parquet result) the
-    stage's other outputs; ``docs`` and ``text_bytes`` are (in, out); ``estimate`` counts
-    tokens the way the upstream stage did. The caller adds its own counts, reasons, details.
+    stage's other outputs; ``docs``, ``text_bytes`` and ``tokens`` are (in, out), tokens the
+    sums of the documents' ``n_tokens`` (counted as ingest's ``token_counting`` says). The
+    caller adds its own counts, reasons, details.
     """
     from corpusmix.core.manifest import input_refs, output_ref
 
     up_path, up = upstream
-    outputs = [output_ref(p, "documents", estimate.tokens(p["text_bytes"])) for p in doc_parts]
+    outputs = [output_ref(p, "documents", p["tokens"]) for p in doc_parts]
     outputs += [output_ref(out, kind) for kind, out in tables]
-    (n_in, n_out), (b_in, b_out) = docs, text_bytes
-    t_in, t_out = estimate.tokens(b_in), estimate.tokens(b_out)
+    (n_in, n_out), (b_in, b_out), (t_in, t_out) = docs, text_bytes, tokens
     return Built(
         inputs=input_refs(ctx.loaded, up_path, up), outputs=outputs,
         counts={"documents_in": n_in, "documents_out": n_out, "bytes_in": b_in, "bytes_out": b_out,

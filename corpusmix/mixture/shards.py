@@ -471,9 +471,10 @@ def realised_vs_target(plan: dict, shards: list[dict]) -> list[dict]:
     return _off_target(plan, realised, longest)
 
 
-def check_on_target(loaded: LoadedSpec) -> list[dict]:
+def check_on_target(loaded: LoadedSpec) -> tuple[list[dict], dict | None]:
     """Recount realised tokens per phase and source from the lineage files on disk (DuckDB) and
-    compare them with the plan; returns the (phase, source) pairs off target (empty = on target)."""
+    compare them with the plan; returns the (phase, source) pairs off target (empty = on target)
+    and the pair closest to (or furthest past) its tolerance, so a passing check shows its margin."""
     import duckdb
 
     plan, _ = load_plan(loaded)
@@ -483,8 +484,12 @@ def check_on_target(loaded: LoadedSpec) -> list[dict]:
         "SELECT phase, source, sum(n_tokens)::BIGINT, max(doc_tokens)::BIGINT FROM read_parquet(?) GROUP BY ALL",
         [files]).fetchall()
     phases = _off_target(plan, {(p, s): n for p, s, n, _ in rows}, {(p, s): d for p, s, _, d in rows})
-    return [{"phase": ph["name"], "source": s, "target": r["target"], "realised": r["realised"],
-             "tolerance": r["tolerance"]} for ph in phases for s, r in ph["sources"].items() if not r["ok"]]
+    off = [{"phase": ph["name"], "source": s, "target": r["target"], "realised": r["realised"],
+            "tolerance": r["tolerance"]} for ph in phases for s, r in ph["sources"].items() if not r["ok"]]
+    pairs = [{"phase": ph["name"], "source": s, "deviation": r["deviation"],
+              "of_tolerance": abs(r["deviation"]) / r["tolerance"] if r["tolerance"] else float(r["deviation"] != 0)}
+             for ph in phases for s, r in ph["sources"].items() if r["target"] > 0]
+    return off, max(pairs, key=lambda p: p["of_tolerance"], default=None)
 
 
 STAGE = Stage(name=NAME, scope="global", upstream=("mixture_plan", "tokenizer", "tokenize"), config=shards_config,

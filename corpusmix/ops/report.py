@@ -74,22 +74,27 @@ def build_report(loaded: LoadedSpec) -> str:
         except Exception:  # noqa: BLE001 - verify names unreadable manifests; the report skips them
             continue
         ms[(m["asset"], m["partition"])] = m
+    funnels = [(stage, part, m) for stage in (s.name for s in STAGES)  # build order; stages with a funnel
+               for (asset, part), m in sorted(ms.items(), key=lambda kv: (kv[0][0], kv[0][1] or ""))
+               if asset == stage and "documents_out" in m["counts"]]
+    estimated = any(m["token_counting"].get("method") == "estimate" for _, _, m in funnels)
     lines = [f"# Build report: {loaded.spec.name}", "", f"Spec: `{loaded.path}`  ", "",
              "## Funnel per stage and source", "",
+             ("Token counts marked * are estimates (the tokenizer is trained by the build); the section on the "
+              "estimate below gives their measured error. Unmarked counts are exact." if estimated else
+              "Every token count is exact: each document was encoded with the spec's tokenizer file at ingest."), "",
              _row(["stage", "source", "documents in", "documents out", "tokens in", "tokens out", "token acceptance",
                    "version"]), _row(["---"] * 8)]
-    for stage in (s.name for s in STAGES):  # build order; the stages with a document funnel
-        for (asset, part), m in sorted(ms.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
-            c, r = m["counts"], m["rates"]
-            if asset != stage or "documents_out" not in c:
-                continue
-            rate = r.get("token_acceptance")
-            lines.append(_row([stage, part or "(all)", f"{c['documents_in']:,}", f"{c['documents_out']:,}",
-                               f"{c['tokens_in']:,}", f"{c['tokens_out']:,}",
-                               "" if rate is None else f"{rate:.4f}", f"`{m['version']}`"]))
+    for stage, part, m in funnels:
+        c, rate = m["counts"], m["rates"].get("token_acceptance")
+        mark = "*" if m["token_counting"].get("method") == "estimate" else ""
+        lines.append(_row([stage, part or "(all)", f"{c['documents_in']:,}", f"{c['documents_out']:,}",
+                           f"{c['tokens_in']:,}{mark}", f"{c['tokens_out']:,}{mark}",
+                           "" if rate is None else f"{100 * rate:.2f} %", f"`{m['version']}`"]))
+    lines += _rejection_reasons(funnels)
     checks = [(p, m["details"]["estimate_check"]) for (a, p), m in sorted(ms.items(), key=lambda kv: str(kv[0]))
               if a == "tokenize"]
-    if checks:
+    if checks and estimated:
         lines += ["", "## Token estimate of the stages before tokenize, against exact counts", "",
                   _row(["source", "estimated", "exact", "error"]), _row(["---"] * 4)]
         lines += [_row([p, f"{c['estimated_tokens']:,}", f"{c['exact_tokens']:,}",
@@ -113,6 +118,28 @@ def build_report(loaded: LoadedSpec) -> str:
             lines += [_row([ph["name"], s, f"{r['target']:,.0f}", f"{r['realised']:,}", f"{r['deviation']:+,.0f}",
                             "yes" if r["ok"] else "**no**"]) for s, r in ph["sources"].items()]
     return "\n".join(lines) + "\n"
+
+
+def _rejection_reasons(funnels: list[tuple[str, str | None, dict]], top: int = 5) -> list[str]:
+    """Per stage and source, the reasons that removed the most tokens: each removed document
+    counted once (the additive funnel), and, for rules that overlap, how many documents failed
+    the rule at all and how many it alone rejected."""
+    rows = []
+    for stage, part, m in funnels:
+        tin = max(1, m["counts"]["tokens_in"])
+        mark = "*" if m["token_counting"].get("method") == "estimate" else ""
+        ranked = sorted(m["reasons"].items(), key=lambda kv: (-kv[1]["tokens"], kv[0]))[:top]
+        rows += [_row([stage, part or "(all)", reason, f"{r['records']:,}", f"{r['tokens']:,}{mark}",
+                       f"{100 * r['tokens'] / tin:.2f} %", f"{r.get('failed_records', r['records']):,}",
+                       f"{r.get('only_this_rule', r['records']):,}"]) for reason, r in ranked if r["records"]]
+    if not rows:
+        return []
+    return ["", f"## Why documents were removed (top {top} reasons per stage and source, by tokens)", "",
+            "Each removed document is charged to one reason (quality: its first failed rule in the spec's "
+            "order), so the rows add up to the funnel; \"failed\" counts every document that failed the rule, "
+            "\"only\" those it alone rejected.", "",
+            _row(["stage", "source", "reason", "documents", "tokens", "share of tokens in", "failed", "only"]),
+            _row(["---"] * 8), *rows]
 
 
 def write_report(loaded: LoadedSpec) -> str:

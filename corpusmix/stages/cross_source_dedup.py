@@ -19,7 +19,6 @@ from corpusmix.core.parquet_io import write_parquet
 from corpusmix.core.spec import LoadedSpec
 from corpusmix.core.stage import Built, Stage, StageRun
 from corpusmix.stages.dedup import SCRATCH, DedupResult, audit_pairs, duplicates_table, empty_index, find_duplicates
-from corpusmix.stages.tokencount import TokenEstimate
 
 NAME = "cross_source_dedup"
 
@@ -55,11 +54,10 @@ def build_cross_source_dedup(ctx: StageRun) -> Built:
                         ctx.staging / "cross_source_duplicates.parquet")
     rows = sorted(res.removed.items())
     pairs = Counter((part_source[p], part_source[r[0]]) for p, r in rows)
-    n_in, bytes_in = idx.n, int(idx.sizes.sum())
+    n_in, bytes_in = sum(u["counts"]["documents_out"] for _, _, u in ups), sum(u["counts"]["bytes_out"] for _, _, u in ups)
     removed_bytes = int(sum(idx.sizes[p] for p, _ in rows))
-    est_by_source = {name: TokenEstimate.from_manifest(u) for name, _, u in ups}
     tokens_in = sum(u["counts"]["tokens_out"] for _, _, u in ups)
-    tokens_removed = sum(est_by_source[part_source[p]].tokens(int(idx.sizes[p])) for p, _ in rows)
+    tokens_removed = int(sum(idx.tokens[p] for p, _ in rows))
     return Built(
         inputs=[ref for _, up_path, up in ups for ref in input_refs(loaded, up_path, up)],
         outputs=[output_ref(out, "cross_source_duplicates")],
@@ -69,12 +67,12 @@ def build_cross_source_dedup(ctx: StageRun) -> Built:
                 "removed_near": sum(r[1] == "near" for _, r in rows)},
         rates={"document_acceptance": (n_in - len(rows)) / n_in if n_in else None,
                "token_acceptance": (tokens_in - tokens_removed) / tokens_in if tokens_in else None},
-        token_counting={"method": "per-source calibrated estimates (see each source's ingest manifest)"},
+        token_counting=ups[0][2]["token_counting"] if ups else {"method": "none"},
         reasons={f"duplicate_of_{kept}": {"records": sum(n for (_, k), n in pairs.items() if k == kept),
                                           "bytes": int(sum(idx.sizes[p] for p, r in rows
                                                            if part_source[r[0]] == kept)),
-                                          "tokens": sum(est_by_source[part_source[p]].tokens(int(idx.sizes[p]))
-                                                        for p, r in rows if part_source[r[0]] == kept)}
+                                          "tokens": int(sum(idx.tokens[p] for p, r in rows
+                                                            if part_source[r[0]] == kept))}
                  for kept in sorted({k for _, k in pairs})},
         details={"pairs_removed_from_kept": [{"removed_from": a, "kept_in": b, "documents": n}
                                              for (a, b), n in sorted(pairs.items())],

@@ -39,7 +39,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from corpusmix.core.executor import Executor
@@ -59,7 +58,6 @@ from corpusmix.stages.minhash import (
     permutations,
     shingle_hashes,
 )
-from corpusmix.stages.tokencount import TokenEstimate
 from schemas.tables import ARROW_SCHEMAS, DUPLICATES, INGEST_DOCUMENTS, validate_table
 
 DOCS_SCHEMA = ARROW_SCHEMAS["ingest_documents"]
@@ -102,12 +100,13 @@ def pick_representative(members: list[int], idx: "_Index", policy: str) -> int:
 @dataclass
 class _Index:
     """What pass 1 keeps per document on the driver, in compact arrays (no Python object per
-    document): id, size and exact key (16 bytes). Signatures (num_perm x 4 bytes per document)
+    document): id, size, tokens and exact key (16 bytes). Signatures (num_perm x 4 bytes per document)
     stay in one ``.npy`` file per input part under the stage's scratch directory, read by
     memory map where a few are needed (estimated Jaccard of a removed pair)."""
 
     ids: pa.Array
     sizes: np.ndarray
+    tokens: np.ndarray  # each document's n_tokens, so the funnel counts what ingest counted
     keys: np.ndarray
     sig_files: list[Path]
     offsets: np.ndarray  # position of each part's first document
@@ -128,51 +127,56 @@ class _Index:
 
 
 def empty_index() -> _Index:
-    return _Index(pa.array([], pa.string()), np.empty(0, np.int64), np.empty((0, 16), np.uint8), [], np.zeros(1, np.int64))
+    return _Index(pa.array([], pa.string()), np.empty(0, np.int64), np.empty(0, np.int64), np.empty((0, 16), np.uint8),
+                  [], np.zeros(1, np.int64))
 
 
 def _batches(part: Path, columns: list[str] | None) -> Iterator[pa.RecordBatch]:
     yield from pq.ParquetFile(part).iter_batches(batch_size=READ_BATCH_ROWS, columns=columns)
 
 
-def _pass1_unit(cfg: Dedup, perms: np.ndarray, item: tuple[Path, Path]) -> tuple[pa.Array, np.ndarray, np.ndarray]:
-    """Pass 1 over one part (a unit of work): ids, sizes and exact keys for the driver; the
+def _pass1_unit(cfg: Dedup, perms: np.ndarray,
+                item: tuple[Path, Path]) -> tuple[pa.Array, np.ndarray, np.ndarray, np.ndarray]:
+    """Pass 1 over one part (a unit of work): ids, sizes, tokens and exact keys for the driver; the
     MinHash signatures go to ``sig_path`` for the banding shuffle."""
     part, sig_path = item
     n = pq.ParquetFile(part).metadata.num_rows
     sigs = np.full((n, perms.shape[1] if cfg.near.enabled else 0), EMPTY_SIG, np.uint32)
     keys = np.empty((n, 16), np.uint8)
     sizes = np.empty(n, np.int64)
+    tokens = np.empty(n, np.int64)
     ids: list[pa.Array] = []
     pos = 0
-    for batch in _batches(part, ["doc_id", "text", "n_bytes"]):
+    for batch in _batches(part, ["doc_id", "text", "n_bytes", "n_tokens"]):
         norms = [normalize(t, cfg.normalize) for t in batch.column("text").to_pylist()]
         end = pos + batch.num_rows
         ids.append(batch.column("doc_id").cast(pa.string()))
         sizes[pos:end] = batch.column("n_bytes").to_numpy()
+        tokens[pos:end] = batch.column("n_tokens").to_numpy()
         keys[pos:end] = np.frombuffer(b"".join(exact_key(x) for x in norms), np.uint8).reshape(-1, 16)
         if cfg.near.enabled:
             sigs[pos:end] = batch_signatures(*batch_shingles(norms, cfg.near.shingle_words), perms)
         pos = end
     np.save(sig_path, sigs)
-    return (pa.concat_arrays(ids) if ids else pa.array([], pa.string())), sizes, keys
+    return (pa.concat_arrays(ids) if ids else pa.array([], pa.string())), sizes, tokens, keys
 
 
 def _pass1(parts: list[Path], cfg: Dedup, perms: np.ndarray, executor: Executor, scratch: Path,
            progress: Callable[[str], None]) -> _Index:
     scratch.mkdir(parents=True, exist_ok=True)
     sig_files = [scratch / f"signatures-{i:05d}.npy" for i in range(len(parts))]
-    ids, sizes, keys = [], [], []
-    for i, (part_ids, part_sizes, part_keys) in enumerate(
+    ids, sizes, tokens, keys = [], [], [], []
+    for i, (part_ids, part_sizes, part_tokens, part_keys) in enumerate(
             executor.map(functools.partial(_pass1_unit, cfg, perms), zip(parts, sig_files))):
         ids.append(part_ids)
         sizes.append(part_sizes)
+        tokens.append(part_tokens)
         keys.append(part_keys)
         progress(f"pass 1: part {i + 1}/{len(parts)}: {len(part_sizes)} documents hashed")
     if not parts:
         return empty_index()
     counts = np.array([len(s) for s in sizes], np.int64)
-    return _Index(pa.concat_arrays(ids), np.concatenate(sizes), np.concatenate(keys), sig_files,
+    return _Index(pa.concat_arrays(ids), np.concatenate(sizes), np.concatenate(tokens), np.concatenate(keys), sig_files,
                   np.concatenate([[0], np.cumsum(counts)]))
 
 
@@ -328,6 +332,7 @@ def duplicates_table(idx: _Index, res: DedupResult, source_of: Callable[[int], s
         pa.array([r[2] for _, r in rows], pa.float64()),
         pa.array([r[3] for _, r in rows], pa.float64()),
         pa.array([int(idx.sizes[p]) for p, _ in rows], pa.int64()),
+        pa.array([int(idx.tokens[p]) for p, _ in rows], pa.int64()),
     ], schema=DUP_SCHEMA)
     validate_table(table, DUPLICATES)
     return table
@@ -355,7 +360,7 @@ def _write_kept_unit(staging: Path, part_bytes: int, item: tuple[int, Path, np.n
         table = pa.Table.from_batches([batch], schema=DOCS_SCHEMA)
         kept = table.filter(pa.array(~np.isin(np.arange(pos, pos + table.num_rows), removed)))
         validate_table(kept, INGEST_DOCUMENTS)
-        writer.write(kept, pc.sum(kept.column("n_bytes")).as_py() or 0)
+        writer.write(kept)
         pos += table.num_rows
     return writer.close()
 
@@ -376,7 +381,6 @@ def build_dedup(ctx: StageRun) -> Built:
     """A source's duplicates found and removed, one unit per ingest part on the executor."""
     cfg, loaded = ctx.loaded.spec.dedup, ctx.loaded
     up_path, up = ctx.upstream("ingest")
-    est = TokenEstimate.from_manifest(up)
     parts = [loaded.storage_root / o["path"] for o in up["outputs"] if o["kind"] == "documents"]
     ctx.say(f"{up['counts']['documents_out']} documents in {len(parts)} part(s)")
     with ctx.executor(len(parts)) as executor:
@@ -385,22 +389,24 @@ def build_dedup(ctx: StageRun) -> Built:
         audit = audit_pairs(parts, idx, res, cfg.audit_pairs, executor)
     shutil.rmtree(ctx.staging / SCRATCH)
     dup_out = write_parquet(duplicates_table(idx, res, lambda p: ctx.partition), ctx.staging / "duplicates.parquet")
-    n_in, bytes_in = idx.n, int(idx.sizes.sum())
-    by_kind = {"exact_duplicate": [0, 0], "near_duplicate": [0, 0]}
+    n_in, bytes_in, tokens_in = idx.n, int(idx.sizes.sum()), int(idx.tokens.sum())
+    by_kind = {"exact_duplicate": [0, 0, 0], "near_duplicate": [0, 0, 0]}
     for p, (_, kind, _, _) in res.removed.items():
         acc = by_kind[f"{kind}_duplicate"]
         acc[0] += 1
         acc[1] += int(idx.sizes[p])
+        acc[2] += int(idx.tokens[p])
     docs_out = n_in - len(res.removed)
     built = documents_built(
         ctx, (up_path, up), doc_parts, [("duplicates", dup_out)], docs=(n_in, docs_out),
-        text_bytes=(bytes_in, bytes_in - sum(b for _, b in by_kind.values())), estimate=est,
+        text_bytes=(bytes_in, bytes_in - sum(b for _, b, _ in by_kind.values())),
+        tokens=(tokens_in, tokens_in - sum(t for _, _, t in by_kind.values())),
         summary=f"{docs_out}/{n_in} kept; removed {by_kind['exact_duplicate'][0]} exact, "
                 f"{by_kind['near_duplicate'][0]} near")
     built.counts |= {"removed_exact": by_kind["exact_duplicate"][0], "removed_near": by_kind["near_duplicate"][0],
                      "candidate_pairs": res.candidate_pairs, "accepted_pairs": res.verified_pairs,
                      "rejected_pairs": res.rejected_pairs}
-    built.reasons = {k: {"records": n, "bytes": b, "tokens": est.tokens(b)} for k, (n, b) in by_kind.items() if n}
+    built.reasons = {k: {"records": n, "bytes": b, "tokens": t} for k, (n, b, t) in by_kind.items() if n}
     built.details = {"cluster_sizes": {str(k): v for k, v in sorted(res.cluster_sizes.items())},
                      "audit_pairs": audit}
     return built

@@ -1,10 +1,10 @@
 """Ingest stage: raw files of one source -> validated Parquet documents + a quarantine table.
 
 Map: each unit (one JSONL or Parquet file, or a group of plain-text files) is
-read, screened and written by one worker into a staging directory. Reduce:
-duplicate ids across units are moved to quarantine, the token estimate is
-calibrated, the staging directory is published under a content key and the
-manifest is written last.
+read, screened, counted in tokens (``tokencount``: exact with a tokenizer file)
+and written by one worker into a staging directory. Reduce: duplicate ids
+across units are moved to quarantine, the staging directory is published under
+a content key and the manifest is written last.
 
 A record is either kept or quarantined with exactly one reason (the first of
 the order below), so ``records_read == documents_out + quarantined`` always:
@@ -29,22 +29,18 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from corpusmix.core.globs import glob_base
-from corpusmix.core.hashing import mix64
 from corpusmix.core.manifest import manifest_path, read_manifest
 from corpusmix.core.parquet_io import PARQUET_OPTS, PartWriter
 from corpusmix.core.spec import Format, Ingest, LoadedSpec, Source, file_format
 from corpusmix.core.stage import Built, Stage, StageRun
 from corpusmix.core.storage import sha256_file
 from corpusmix.readers import BadRecord, FileReadResult, UnreadableFileError, read_unit
-from corpusmix.stages.tokencount import TokenEstimate, calibrate
-from corpusmix.stages.tokenizer import load_tokenizer
+from corpusmix.stages.tokencount import TokenCounting, count_raw, count_tokens, counting_for
 from schemas.tables import ARROW_SCHEMAS, INGEST_DOCUMENTS, QUARANTINE, nul_mask, validate_table
 
 NAME = "ingest"
 DOCS_SCHEMA = ARROW_SCHEMAS["ingest_documents"]
 QUAR_SCHEMA = ARROW_SCHEMAS["quarantine"]
-SAMPLE_CHUNK_CHARS = 1024  # calibration samples are chunks of documents ...
-SAMPLE_PER_UNIT = 40       # ... this many per unit, drawn with probability proportional to their size
 TEXT_UNIT_BYTES = 32 << 20
 
 
@@ -63,6 +59,8 @@ class Unit:
     source: Source
     cfg: Ingest
     staging: str
+    counting: TokenCounting
+    tokenizer: str | None  # the tokenizer file that counts exactly, when there is one
 
 
 @dataclass
@@ -74,8 +72,9 @@ class UnitResult:
     records_read: int = 0
     docs_out: int = 0
     bytes_out: int = 0
-    reasons: dict[str, list[int]] = field(default_factory=dict)  # reason -> [records, bytes]
-    samples: list[str] = field(default_factory=list)
+    tokens_out: int = 0
+    reasons: dict[str, list[int]] = field(default_factory=dict)  # reason -> [records, bytes, tokens]
+    scaled_records: int = 0  # quarantined records held by their head only: their tokens are scaled up
     skipped: dict | None = None
     fast_blocks: int = 0
     exact_blocks: int = 0
@@ -83,48 +82,6 @@ class UnitResult:
     extra_quarantine: dict | None = None
     id_hashes: bytes = b""  # 64-bit hashes of the kept ids, for the cross-unit duplicate check
     warnings: list[str] = field(default_factory=list)
-
-
-class _ChunkSample:
-    """A deterministic sample of document chunks, each chunk drawn with probability ∝ its length.
-
-    Token estimates are totals over bytes, so the sample must represent bytes,
-    not documents: taking the head of each document over-weights short
-    documents and the prose-like heads of code files (measured: 12 % error on
-    code). Weighted bottom-k (Efraimidis-Spirakis keys u^(1/w), kept as
-    log(u)/w) is one vectorised streaming pass with O(k) memory; u comes from
-    hashing (unit, record number, chunk), never from crc32(id): corpora are
-    often sharded by crc32(id) % n, which would put the whole sample in one shard.
-    """
-
-    def __init__(self, k: int, seed: int):
-        self.k, self.seed = k, np.uint64(seed)
-        self.keys = np.empty(0)
-        self.texts: list[str] = []
-
-    def offer(self, table: pa.Table) -> None:
-        lengths = pc.utf8_length(table.column("text")).to_numpy(zero_copy_only=False).astype(np.int64)
-        n_chunks = (lengths + SAMPLE_CHUNK_CHARS - 1) // SAMPLE_CHUNK_CHARS
-        doc = np.repeat(np.arange(len(lengths)), n_chunks)
-        chunk = np.arange(len(doc)) - np.repeat(np.cumsum(n_chunks) - n_chunks, n_chunks)
-        weight = np.minimum(SAMPLE_CHUNK_CHARS, lengths[doc] - chunk * SAMPLE_CHUNK_CHARS) / SAMPLE_CHUNK_CHARS
-        record_no = table.column("record_no").to_numpy().astype(np.uint64)[doc]
-        h = mix64(mix64(self.seed ^ record_no) ^ chunk.astype(np.uint64))
-        u = ((h >> np.uint64(11)).astype(np.float64) + 0.5) / float(1 << 53)
-        keys = np.log(u) / weight
-        if len(self.keys) >= self.k:
-            better = keys > self.keys.min()
-            doc, chunk, keys = doc[better], chunk[better], keys[better]
-        if len(keys) == 0:
-            return
-        texts = table.column("text")
-        new = [texts[int(d)].as_py()[c * SAMPLE_CHUNK_CHARS:(c + 1) * SAMPLE_CHUNK_CHARS]
-               for d, c in zip(doc[np.argsort(-keys)[: self.k]], chunk[np.argsort(-keys)[: self.k]])]
-        all_keys = np.concatenate([self.keys, np.sort(keys)[::-1][: self.k]])
-        all_texts = self.texts + new
-        order = np.argsort(-all_keys, kind="stable")[: self.k]
-        self.keys = all_keys[order]
-        self.texts = [all_texts[i] for i in order]
 
 
 def _id_hash(doc_id: str) -> int:
@@ -144,7 +101,7 @@ def _screen(cand: pa.Table, unit: Unit, seen_ids: set[str]) -> tuple[pa.Table, l
     """Split candidates into kept rows and quarantined rows (one reason each, first in order).
 
     Returns the kept table (ingest_documents columns) and rows for quarantine:
-    (record_no, reason, detail, doc_id, snippet, n_bytes).
+    (record_no, reason, detail, doc_id, snippet, n_bytes, n_tokens).
     """
     src, cfg = unit.source, unit.cfg
     n = cand.num_rows
@@ -183,11 +140,13 @@ def _screen(cand: pa.Table, unit: Unit, seen_ids: set[str]) -> tuple[pa.Table, l
     n_keep = pc.sum(keep.cast(pa.int64())).as_py() or 0
     kept_ids = ids.filter(keep)
     files = kept_ids if unit.fmt is Format.TEXT else pa.array([unit.rels[0]] * n_keep, pa.string())
+    kept_text = text.filter(keep)
     kept = pa.Table.from_arrays([
         kept_ids,
         pa.array([src.name] * n_keep, pa.string()),
-        text.filter(keep),
+        kept_text,
         n_bytes.filter(keep),
+        pa.array(count_tokens(kept_text, unit.counting, unit.tokenizer), pa.int64()),
         cand.column("metadata").filter(keep),
         files,
         cand.column("record_no").filter(keep),
@@ -200,32 +159,35 @@ def _screen(cand: pa.Table, unit: Unit, seen_ids: set[str]) -> tuple[pa.Table, l
                "missing_id": f"no {src.id_field!r} field (absent, null or empty)",
                "duplicate_id": "an earlier record of this source has the same id"}
     nos = cand.column("record_no")
-    bad = []
-    for i, r in enumerate(reasons):
-        if r is not None:
-            t = text[i].as_py() or ""
-            bad.append((nos[i].as_py(), r, details[r], id_list[i], _snippet(t, cfg.snippet_chars),
-                        n_bytes[i].as_py()))
+    rejected = [i for i, r in enumerate(reasons) if r is not None]
+    texts_bad = [text[i].as_py() or "" for i in rejected]
+    tokens_bad = count_tokens(pa.array(texts_bad, pa.large_string()), unit.counting, unit.tokenizer)
+    bad = [(nos[i].as_py(), reasons[i], details[reasons[i]], id_list[i], _snippet(t, cfg.snippet_chars),
+            n_bytes[i].as_py(), int(n)) for i, t, n in zip(rejected, texts_bad, tokens_bad)]
     return kept, bad
 
 
 def _quarantine_table(source: str, rows: list[tuple]) -> pa.Table:
-    """rows: (record_no, reason, detail, doc_id, snippet, n_bytes, file)."""
-    cols = list(zip(*rows)) if rows else [[] for _ in range(7)]
+    """rows: (record_no, reason, detail, doc_id, snippet, n_bytes, n_tokens, file)."""
+    cols = list(zip(*rows)) if rows else [[] for _ in range(8)]
     return pa.Table.from_arrays([
         pa.array([source] * len(rows), pa.string()),
-        pa.array(cols[6], pa.string()),
+        pa.array(cols[7], pa.string()),
         pa.array(cols[0], pa.int64()),
         pa.array(cols[1], pa.string()),
         pa.array(cols[2], pa.string()),
         pa.array(cols[3], pa.string()),
         pa.array(cols[4], pa.string()),
         pa.array(cols[5], pa.int64()),
+        pa.array(cols[6], pa.int64()),
     ], schema=QUAR_SCHEMA)
 
 
-def _bad_row(b: BadRecord, cfg: Ingest, file: str) -> tuple:
-    return (b.record_no, b.reason, b.detail, b.doc_id, _snippet(b.raw, cfg.snippet_chars), b.n_bytes, file)
+def _bad_rows(bad: list[BadRecord], unit: Unit, file: str | None) -> list[tuple]:
+    """Quarantine rows for the records a reader could not use, their raw bytes counted in tokens."""
+    tokens = count_raw([(b.raw, b.n_bytes) for b in bad], unit.counting, unit.tokenizer)
+    return [(b.record_no, b.reason, b.detail, b.doc_id, _snippet(b.raw, unit.cfg.snippet_chars), b.n_bytes, int(n),
+             b.file or file) for b, n in zip(bad, tokens)]
 
 
 def _mark_truncated(staging: Path, parts: list[dict]) -> None:
@@ -248,30 +210,27 @@ def ingest_unit(unit: Unit) -> UnitResult:
     docs = PartWriter(staging, f"part-{unit.index:05d}", DOCS_SCHEMA, cfg.part_bytes)
     qrows: list[tuple] = []
     seen: set[str] = set()
-    sample = _ChunkSample(SAMPLE_PER_UNIT, seed=unit.index)
     paths = [Path(p) for p in unit.paths]
     file_label = unit.rels[0] if unit.fmt is not Format.TEXT else None
     try:
         for batch in read_unit(unit.fmt, paths, unit.rels, src, cfg, info):
-            for b in batch.bad:
-                qrows.append(_bad_row(b, cfg, b.file or file_label))
+            qrows += _bad_rows(batch.bad, unit, file_label)
+            res.scaled_records += sum(1 for b in batch.bad if b.size is not None and b.size > len(b.raw))
             if batch.candidates.num_rows == 0:
                 continue
             kept, bad = _screen(batch.candidates, unit, seen)
             for row in bad:
                 qrows.append(row + ((file_label or row[3] or ""),))
             validate_table(kept, INGEST_DOCUMENTS)
-            text_bytes = pc.sum(kept.column("n_bytes")).as_py() or 0
-            docs.write(kept, text_bytes)
+            docs.write(kept)
             res.docs_out += kept.num_rows
-            res.bytes_out += text_bytes
-            sample.offer(kept)
+            res.bytes_out += pc.sum(kept.column("n_bytes")).as_py() or 0
+            res.tokens_out += pc.sum(kept.column("n_tokens")).as_py() or 0
     except UnreadableFileError as e:
         if src.on_unreadable == "fail":
             raise
         res.skipped = {"file": e.path, "error": e.detail, "records_kept": res.docs_out}
     res.parts = docs.close()
-    res.samples = sample.texts
     res.id_hashes = np.fromiter((_id_hash(i) for i in seen), dtype=np.uint64, count=len(seen)).tobytes()
     if res.skipped is not None:
         _mark_truncated(staging, res.parts)
@@ -281,7 +240,7 @@ def ingest_unit(unit: Unit) -> UnitResult:
     res.records_read = info.lines - info.blank_lines
     res.warnings = info.warnings
     if qrows:
-        qrows.sort(key=lambda r: (r[6], r[0]))  # file order: by file, then record, as the records were read
+        qrows.sort(key=lambda r: (r[7], r[0]))  # file order: by file, then record, as the records were read
         qt = _quarantine_table(src.name, qrows)
         validate_table(qt, QUARANTINE)
         name = f"quarantine-{unit.index:05d}.parquet"
@@ -289,9 +248,10 @@ def ingest_unit(unit: Unit) -> UnitResult:
         res.quarantine = {"name": name, "rows": qt.num_rows, "sha256": sha256_file(staging / name),
                           "bytes": (staging / name).stat().st_size}
         for r in qrows:
-            rec = res.reasons.setdefault(r[1], [0, 0])
+            rec = res.reasons.setdefault(r[1], [0, 0, 0])
             rec[0] += 1
             rec[1] += r[5]
+            rec[2] += r[6]
     return res
 
 
@@ -340,6 +300,13 @@ def ingest_inputs(loaded: LoadedSpec, source_name: str) -> list[tuple[str, str]]
     return [(rel, sha256_file(f)) for f, rel in files]
 
 
+def _counting(loaded: LoadedSpec) -> tuple[TokenCounting, str | None]:
+    """How this build counts tokens before tokenize, and the tokenizer file that counts (if any)."""
+    tok = loaded.spec.tokenizer.path
+    path = str(loaded.resolve(tok)) if tok else None
+    return counting_for(path, _file_sha(path) if path else None), path
+
+
 def plan_units(loaded: LoadedSpec, source: Source, staging: Path,
                files: list[tuple[Path, str]] | None = None) -> list[Unit]:
     """Cut a source's files (``source_files_rel``, found here unless given) into independent units,
@@ -352,7 +319,8 @@ def plan_units(loaded: LoadedSpec, source: Source, staging: Path,
         nonlocal text_group, text_bytes
         if text_group:
             units.append(Unit(len(units), Format.TEXT, [p for p, _ in text_group], [r for _, r in text_group],
-                              source, loaded.spec.ingest, str(staging)))
+                              source, loaded.spec.ingest, str(staging),
+                              *_counting(loaded)))
             text_group, text_bytes = [], 0
 
     for f, rel in source_files_rel(loaded, source) if files is None else files:
@@ -364,7 +332,8 @@ def plan_units(loaded: LoadedSpec, source: Source, staging: Path,
                 flush_text()
         else:
             flush_text()
-            units.append(Unit(len(units), fmt, [str(f)], [rel], source, loaded.spec.ingest, str(staging)))
+            units.append(Unit(len(units), fmt, [str(f)], [rel], source, loaded.spec.ingest, str(staging),
+                              *_counting(loaded)))
     flush_text()
     return units
 
@@ -418,19 +387,24 @@ def _move_cross_unit_duplicates(staging: Path, results: list[UnitResult], cfg: I
                 continue
             mask = pa.array(drop)
             gone = table.filter(mask)
-            for row in gone.select(["record_no", "doc_id", "text", "n_bytes", "file"]).to_pylist():
+            for row in gone.select(["record_no", "doc_id", "text", "n_bytes", "n_tokens", "file"]).to_pylist():
                 qrows.append((row["record_no"], "duplicate_id", "an earlier file of this source has the same id",
-                              row["doc_id"], _snippet(row["text"], cfg.snippet_chars), row["n_bytes"], row["file"]))
-                rec = res.reasons.setdefault("duplicate_id", [0, 0])
+                              row["doc_id"], _snippet(row["text"], cfg.snippet_chars), row["n_bytes"],
+                              row["n_tokens"], row["file"]))
+                rec = res.reasons.setdefault("duplicate_id", [0, 0, 0])
                 rec[0] += 1
                 rec[1] += row["n_bytes"]
+                rec[2] += row["n_tokens"]
             kept = table.filter(pc.invert(mask))
             pq.write_table(kept, path, row_group_size=max(1, kept.num_rows), **PARQUET_OPTS)
             removed_bytes = pc.sum(gone.column("n_bytes")).as_py() or 0
+            removed_tokens = pc.sum(gone.column("n_tokens")).as_py() or 0
             part |= {"rows": kept.num_rows, "text_bytes": part["text_bytes"] - removed_bytes,
+                     "tokens": part["tokens"] - removed_tokens,
                      "sha256": sha256_file(path), "bytes": path.stat().st_size}
             res.docs_out -= gone.num_rows
             res.bytes_out -= removed_bytes
+            res.tokens_out -= removed_tokens
     qt = _quarantine_table(source.name, qrows)
     validate_table(qt, QUARANTINE)
     name = "quarantine-duplicate-ids.parquet"
@@ -548,24 +522,18 @@ def _file_sha(path: str) -> str:
 
 
 def _built(loaded: LoadedSpec, source: Source, results: list[UnitResult]) -> Built:
-    tok = loaded.spec.tokenizer
-    tok_path = loaded.resolve(tok.path) if tok.path else None
-    samples = [s for r in results for s in r.samples]
-    est: TokenEstimate = calibrate(samples, load_tokenizer(str(tok_path)) if tok_path else None,
-                                   _file_sha(str(tok_path)) if tok_path else None)
+    counting, _ = _counting(loaded)
     inputs = [i for r in results for i in r.inputs]
     reasons: dict[str, list[int]] = {}
     for r in results:
-        for k, (n, b) in r.reasons.items():
-            acc = reasons.setdefault(k, [0, 0])
-            acc[0] += n
-            acc[1] += b
+        for k, counts in r.reasons.items():
+            reasons[k] = [a + b for a, b in zip(reasons.get(k, [0, 0, 0]), counts)]
     docs_out = sum(r.docs_out for r in results)
     bytes_out = sum(r.bytes_out for r in results)
-    quarantined = sum(n for n, _ in reasons.values())
-    bad_bytes = sum(b for _, b in reasons.values())
-    tokens_out = est.tokens(bytes_out)
-    tokens_in = tokens_out + est.tokens(bad_bytes)
+    tokens_out = sum(r.tokens_out for r in results)
+    quarantined = sum(n for n, _, _ in reasons.values())
+    bad_bytes = sum(b for _, b, _ in reasons.values())
+    tokens_in = tokens_out + sum(t for _, _, t in reasons.values())
     records = sum(r.records_read for r in results)
     if records != docs_out + quarantined:  # the accounting invariant: nothing is lost silently
         raise RuntimeError(f"{source.name}: {records} records read != {docs_out} kept + {quarantined} quarantined")
@@ -573,7 +541,7 @@ def _built(loaded: LoadedSpec, source: Source, results: list[UnitResult]) -> Bui
     for r in results:
         for p in r.parts:
             outputs.append({"path": p["name"], "kind": "documents", "sha256": p["sha256"], "bytes": p["bytes"],
-                            "rows": p["rows"], "tokens": est.tokens(p["text_bytes"])})
+                            "rows": p["rows"], "tokens": p["tokens"]})
         for q in (r.quarantine, r.extra_quarantine):
             if q:
                 outputs.append({"path": q["name"], "kind": "quarantine", "sha256": q["sha256"], "bytes": q["bytes"],
@@ -589,8 +557,8 @@ def _built(loaded: LoadedSpec, source: Source, results: list[UnitResult]) -> Bui
                 "input_file_bytes": sum(i["bytes"] for i in inputs), "input_files": len(inputs),
                 "skipped_files": sum(1 for r in results if r.skipped)},
         rates={"document_acceptance": docs_out / records if records else None, "token_acceptance": rate},
-        token_counting=est.as_dict(),
-        reasons={k: {"records": n, "bytes": b, "tokens": est.tokens(b)} for k, (n, b) in sorted(reasons.items())},
+        token_counting=counting.as_dict() | {"quarantined_records_scaled": sum(r.scaled_records for r in results)},
+        reasons={k: {"records": n, "bytes": b, "tokens": t} for k, (n, b, t) in sorted(reasons.items())},
         skipped_files=[r.skipped for r in results if r.skipped],
         details={"units": len(results), "fast_blocks": sum(r.fast_blocks for r in results),
                  "exact_blocks": sum(r.exact_blocks for r in results),

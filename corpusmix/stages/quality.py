@@ -3,13 +3,15 @@
 Reads the source's dedup parts, drops what the cross-source step found in a
 higher-ranked source (reason ``cross_source_duplicate``), and evaluates every
 rule of the source (``quality_rules.resolve_rules``) on every other document.
-A document that fails any rule is rejected with all the rules it failed and
-the values measured; a kept document carries its quality score (the fraction
-of its rules it passes, 1.0 for a kept one unless rules are advisory).
+A document that fails any rule is rejected with all the rules it failed, the
+values measured and the fraction of rules it passes.
 
-Reports per rule the documents and tokens it rejected, the documents it alone
-rejected, the pairwise overlap between rules, and a deterministic audit sample
-of what each rule rejected.
+The funnel is additive: a rejected document is charged to one row, its first
+failed rule in the order of the spec's rules (a cross-source duplicate is
+judged by no rule), so documents in - the rows' sums = documents out, for
+tokens too. Per rule it also reports, as separate labelled counts, every
+document that failed it and the documents it alone rejected; then the pairwise
+overlap between rules and a deterministic audit sample of what each rejected.
 
 Every document is judged on its own, so each dedup part is an independent
 unit of work (``_filter_part``) for the spec's executor; the driver merges the
@@ -40,7 +42,6 @@ from corpusmix.core.parquet_io import PartWriter, write_parquet
 from corpusmix.core.spec import LoadedSpec, canonical_hash
 from corpusmix.core.stage import Built, Stage, StageRun, documents_built
 from corpusmix.stages.quality_rules import evaluate, resolve_rules
-from corpusmix.stages.tokencount import TokenEstimate
 from schemas.tables import ARROW_SCHEMAS, QUALITY_DOCUMENTS, REJECTIONS, validate_table
 
 DOCS_SCHEMA = ARROW_SCHEMAS["quality_documents"]
@@ -81,25 +82,32 @@ class _Filter:
 class _Tally:
     """What the stage counts, for one part or (added up in part order) for the whole source."""
 
-    per_rule: dict[str, list[int]]  # rule -> [docs, bytes, docs only this rule], rules in report order
+    per_rule: dict[str, list[int]]  # rule -> FIELDS, rules in report order
     audit: dict[str, list[AuditEntry]]  # rule -> the bottom-k of what it rejected
     overlap: Counter = field(default_factory=Counter)  # (rule_a, rule_b) -> docs failing both
     n_in: int = 0
     bytes_in: int = 0
+    tokens_in: int = 0
     n_out: int = 0
     bytes_out: int = 0
+    tokens_out: int = 0
+    # per rule: charged (the documents whose first failed rule it is: the additive funnel), then
+    # every document failing it, then those it alone rejected
+    FIELDS = ("records", "bytes", "tokens", "failed_records", "failed_tokens", "only_this_rule")
 
     @classmethod
     def empty(cls, rules: Iterable[str]) -> _Tally:
         keys = [*rules, CROSS]
-        return cls(per_rule={r: [0, 0, 0] for r in keys}, audit={r: [] for r in keys})
+        return cls(per_rule={r: [0] * len(cls.FIELDS) for r in keys}, audit={r: [] for r in keys})
 
     def add(self, other: _Tally, k: int) -> None:
         """Count ``other`` in too, keeping the audit sample at ``k`` per rule."""
         self.n_in += other.n_in
         self.bytes_in += other.bytes_in
+        self.tokens_in += other.tokens_in
         self.n_out += other.n_out
         self.bytes_out += other.bytes_out
+        self.tokens_out += other.tokens_out
         for r, counts in other.per_rule.items():
             self.per_rule[r] = [a + b for a, b in zip(self.per_rule[r], counts)]
         self.overlap.update(other.overlap)
@@ -133,43 +141,47 @@ def _filter_part(flt: _Filter, item: tuple[int, str]) -> _PartResult:
         ids = table.column("doc_id").to_pylist()
         texts = table.column("text").to_pylist()
         sizes = table.column("n_bytes").to_pylist()
-        keep, scores = [], []
+        tokens = table.column("n_tokens").to_pylist()
+        keep = []
         candidates: dict[str, list[AuditEntry]] = {}
-        for doc_id, text, size in zip(ids, texts, sizes):
+        for doc_id, text, size, n_tok in zip(ids, texts, sizes, tokens):
             tally.n_in += 1
             tally.bytes_in += size
+            tally.tokens_in += n_tok
             if doc_id in flt.drops:
                 failed, values = [CROSS], {}
             else:
                 values, failed = evaluate(text, rules)
-            score = 1.0 - len([f for f in failed if f != CROSS]) / max(1, len(rules))
             keep.append(not failed)
-            scores.append(score)
             if not failed:
                 tally.n_out += 1
                 tally.bytes_out += size
+                tally.tokens_out += n_tok
                 continue
+            score = 1.0 - len([f for f in failed if f != CROSS]) / max(1, len(rules))
             rejections.append({"source": flt.source, "doc_id": doc_id, "failed_rules": failed,
                                "values": orjson.dumps(values).decode(), "quality_score": score,
-                               "n_bytes": size})
+                               "n_bytes": size, "n_tokens": n_tok, "charged_to": failed[0]})
+            charged = tally.per_rule[failed[0]]
+            charged[0] += 1
+            charged[1] += size
+            charged[2] += n_tok
             for f in failed:
-                tally.per_rule[f][0] += 1
-                tally.per_rule[f][1] += size
+                tally.per_rule[f][3] += 1
+                tally.per_rule[f][4] += n_tok
                 if k:
                     candidates.setdefault(f, []).append(
                         (_sample_key(doc_id), {"doc_id": doc_id, "value": values.get(f), "head": text[:200]}))
             if len(failed) == 1:
-                tally.per_rule[failed[0]][2] += 1
+                tally.per_rule[failed[0]][5] += 1
             for i, a in enumerate(failed):
                 for b in failed[i + 1:]:
                     tally.overlap[(a, b)] += 1
         for f, cands in candidates.items():
             tally.audit[f] = _k_smallest(k, tally.audit[f], cands)
-        kept = table.filter(pa.array(keep)).append_column(
-            "quality_score", pa.array([s for s, kp in zip(scores, keep) if kp], pa.float64()))
-        kept = kept.cast(DOCS_SCHEMA)
+        kept = table.filter(pa.array(keep)).cast(DOCS_SCHEMA)
         validate_table(kept, QUALITY_DOCUMENTS)
-        writer.write(kept, pc.sum(kept.column("n_bytes")).as_py() or 0)
+        writer.write(kept)
     rej = pa.Table.from_pylist(rejections, schema=REJ_SCHEMA)
     validate_table(rej, REJECTIONS)
     return _PartResult(parts=writer.close(), rejections=rej, tally=tally)
@@ -213,7 +225,6 @@ def build_quality(ctx: StageRun) -> Built:
     up_path, up = ctx.upstream("dedup")
     drops = cross_source_drops(loaded, source)
     rules, k = ctx.config["rules"], ctx.config["audit_samples"]
-    est = TokenEstimate.from_manifest(up)
     parts = [str(loaded.storage_root / o["path"]) for o in up["outputs"] if o["kind"] == "documents"]
     ctx.say(f"{len(rules)} rules ({', '.join(rules)}) on {up['counts']['documents_out']} documents in "
             f"{len(parts)} part(s); {len(drops)} cross-source duplicates to drop")
@@ -235,10 +246,10 @@ def build_quality(ctx: StageRun) -> Built:
     audit_out = write_parquet(pa.Table.from_pylist(audit_rows, schema=AUDIT_SCHEMA), ctx.staging / "audit.parquet")
     built = documents_built(
         ctx, (up_path, up), doc_parts, [("rejections", rej_out), ("audit", audit_out)],
-        docs=(total.n_in, total.n_out), text_bytes=(total.bytes_in, total.bytes_out), estimate=est, summary="")
+        docs=(total.n_in, total.n_out), text_bytes=(total.bytes_in, total.bytes_out),
+        tokens=(total.tokens_in, total.tokens_out), summary="")
     built.counts["rejected"] = total.n_in - total.n_out
-    built.reasons = {r: {"records": d, "bytes": b, "tokens": est.tokens(b), "only_this_rule": only}
-                     for r, (d, b, only) in total.per_rule.items() if d}
+    built.reasons = {r: dict(zip(_Tally.FIELDS, counts)) for r, counts in total.per_rule.items() if counts[3]}
     built.details = {"rules": rules,
                      "overlap": [{"rule_a": a, "rule_b": b, "documents": n}
                                  for (a, b), n in sorted(total.overlap.items())],

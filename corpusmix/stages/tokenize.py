@@ -12,9 +12,10 @@ part order: each document's ids, then EOS, become one sequence of
 doc_id to its sequence index and token count, in the same order. So the files
 are the same bytes whichever backend and however many workers ran the units.
 
-Token counts here are exact. The manifest compares them with the calibrated
-estimate that the earlier stages reported (``estimate_check``), so the error
-of every earlier token-weighted rate is known.
+Token counts here are exact. The manifest compares them with the counts the
+earlier stages reported (``estimate_check``): zero difference when ingest
+counted with the same tokenizer file, else the measured error of the estimate
+that every earlier token-weighted number carries.
 """
 
 from __future__ import annotations
@@ -78,12 +79,11 @@ def _to_tokens(info: TokenizerInfo, ids: list, n_pieces: list[int]) -> tuple[np.
 
 
 def _batches(part: Path) -> Iterator[tuple[pa.Table, list[str]]]:
-    """(doc_id, n_bytes, quality_score) and texts of one part, in batches of about BATCH_CHARS characters."""
+    """(doc_id, n_bytes) and texts of one part, in batches of about BATCH_CHARS characters."""
     meta, texts, chars = [], [], 0
-    for rb in pq.ParquetFile(part).iter_batches(batch_size=READ_ROWS,
-                                                columns=["doc_id", "text", "n_bytes", "quality_score"]):
+    for rb in pq.ParquetFile(part).iter_batches(batch_size=READ_ROWS, columns=["doc_id", "text", "n_bytes"]):
         new = rb.column("text").to_pylist()
-        meta.append(rb.select(["doc_id", "n_bytes", "quality_score"]))
+        meta.append(rb.select(["doc_id", "n_bytes"]))
         texts += new
         chars += sum(map(len, new))
         if chars >= BATCH_CHARS:
@@ -194,16 +194,16 @@ def build_tokenize(ctx: StageRun) -> Built:
             {"name": DOCS_FILE, "kind": "token_documents", "rows": n_out, "tokens": 0}]
     for o in outs:
         o |= {"sha256": sha256_file(ctx.staging / o["name"]), "bytes": (ctx.staging / o["name"]).stat().st_size}
-    estimated = up["counts"]["tokens_out"]  # the earlier stages' estimate for exactly these documents
-    err = (estimated - text_tokens) / text_tokens if text_tokens else None
+    counted = up["counts"]["tokens_out"]  # what the earlier stages counted for exactly these documents
+    err = (counted - text_tokens) / text_tokens if text_tokens else None
     return Built(
         inputs=input_refs(loaded, up_path, up),
         outputs=[output_ref(o, o["kind"], o["tokens"]) for o in outs],
         counts={"documents_in": n_in, "documents_out": n_out, "bytes_in": bytes_in, "bytes_out": bytes_out,
                 "tokens_in": text_tokens, "tokens_out": text_tokens, "tokens_stored": writer.tokens,
                 "eos_tokens": n_out},
-        rates={"document_acceptance": n_out / n_in if n_in else None,
-               "token_acceptance": 1.0 if text_tokens else None},  # documents with no token contribute none
+        # no token acceptance: the documents it drops have no token, so it could only be 1
+        rates={"document_acceptance": n_out / n_in if n_in else None},
         token_counting={"method": "exact", "tokenizer_sha256": info.sha256,
                         "description": f"exact: {info.path.name} (sha256 {info.sha256[:12]}…), "
                                        f"EOS {info.eos_id} appended to every document"},
@@ -213,10 +213,11 @@ def build_tokenize(ctx: StageRun) -> Built:
                  "mean_tokens_per_document": round(writer.tokens / n_out, 2) if n_out else None,
                  "bytes_per_token": round(bytes_out / text_tokens, 4) if text_tokens else None,
                  "estimate_check": {"estimate": up["token_counting"].get("description", up["token_counting"]["method"]),
-                                    "estimated_tokens": estimated, "exact_tokens": text_tokens,
+                                    "method": up["token_counting"]["method"],
+                                    "estimated_tokens": counted, "exact_tokens": text_tokens,
                                     "relative_error": err}},
-        summary=f"{n_out} documents, {writer.tokens:,} tokens ({text_tokens:,} + {n_out} EOS); earlier estimate off "
-                f"by {100 * (err or 0):+.2f}%")
+        summary=f"{n_out} documents, {writer.tokens:,} tokens ({text_tokens:,} + {n_out} EOS); the earlier stages' "
+                f"count ({up['token_counting']['method']}) off by {100 * (err or 0):+.2f}%")
 
 
 STAGE = Stage(name="tokenize", scope="source", upstream=("quality", "tokenizer"), config=tokenize_config,
