@@ -175,7 +175,7 @@ def test_plan_cli_before_any_build_plans_from_estimates_and_says_so(make_spec):
     r = subprocess.run([sys.executable, "-m", "corpusmix.cli", "plan", str(spec), "--json"], capture_output=True,
                        text=True)
     shown = __import__("json").loads(r.stdout)
-    assert shown["availability"] == "ESTIMATED from the raw input files (nothing built yet), estimated (ingest)"
+    assert shown["availability"] == "ESTIMATED from the raw input files (nothing built yet), exact (ingest)"
     assert set(shown["estimated_from_raw_files"]) == {"b"} and shown["per_source"]["a"]["available"] == exact
     assert read_manifest(manifest_path(loaded.manifest_root, "ingest", "a"))["counts"]["tokens_out"] > 0
 

@@ -84,17 +84,19 @@ def availability(loaded: LoadedSpec, exact_only: bool = False, raw_estimate: boo
     sample of its raw files (``estimate.raw_estimate``), described in ``notes``."""
     from corpusmix.pipeline import per_source_stages
 
-    order = per_source_stages()  # the latest stage first: tokenize counts exactly, the ones before estimate
+    order = per_source_stages()  # the latest stage first; before tokenize, exact only with a tokenizer file
     latest = order[: order.index("tokenize") + 1][::-1]
     tokens, documents, methods, notes = {}, {}, set(), {}
     for s in loaded.source_names:
         for stage in latest[:1] if exact_only else latest:
             path = manifest_path(loaded.manifest_root, stage, s)
             if path.is_file():
-                c = read_manifest(path)["counts"]
+                m = read_manifest(path)
+                c = m["counts"]
                 tokens[s] = c["tokens_stored"] if stage == "tokenize" else c["tokens_out"] + c["documents_out"]
                 documents[s] = c["documents_out"]
-                methods.add("exact (tokenize)" if stage == "tokenize" else f"estimated ({stage})")
+                exact = stage == "tokenize" or m["token_counting"].get("method") == "exact"
+                methods.add(f"{'exact' if exact else 'estimated'} ({stage})")
                 break
         else:
             if raw_estimate and not exact_only:
