@@ -274,12 +274,11 @@ def _file_stats(files: list[tuple[Path, str]]) -> list[tuple[str, int, int]]:
 
 def ingest_config(loaded: LoadedSpec, source_name: str) -> dict:
     """The spec fields that change what ingest writes (editing a source's filters or weight rebuilds
-    only later stages), and the tokenizer that calibrates the token estimate."""
+    only later stages), and how tokens are counted (the tokenizer file, or the estimate's vocabulary size)."""
     fields = {"name", "format", "text_field", "id_field", "metadata_fields", "on_unreadable"}
-    tok = loaded.spec.tokenizer.path
     return {"source": loaded.source(source_name).model_dump(mode="json", include=fields),
             "ingest": loaded.spec.ingest.model_dump(mode="json"),
-            "tokenizer_sha256": _file_sha(str(loaded.resolve(tok))) if tok else None}
+            "token_counting": _counting(loaded)[0].as_dict()}
 
 
 def ingest_inputs(loaded: LoadedSpec, source_name: str) -> list[tuple[str, str]] | None:
@@ -304,7 +303,8 @@ def _counting(loaded: LoadedSpec) -> tuple[TokenCounting, str | None]:
     """How this build counts tokens before tokenize, and the tokenizer file that counts (if any)."""
     tok = loaded.spec.tokenizer.path
     path = str(loaded.resolve(tok)) if tok else None
-    return counting_for(path, _file_sha(path) if path else None), path
+    train = loaded.spec.tokenizer.train
+    return counting_for(path, _file_sha(path) if path else None, train.vocab_size if train else None), path
 
 
 def plan_units(loaded: LoadedSpec, source: Source, staging: Path,

@@ -11,11 +11,17 @@ other scripts (~1 byte per token) is misjudged by a third whenever the mix of
 what a stage keeps differs from the mix it was fitted on.
 
 When the pipeline trains the tokenizer, nothing can count before it exists: each
-document gets an estimate from its ASCII and non-ASCII bytes, each with its own
-bytes-per-token ratio (the ones below were fitted on ``../shared/corpus`` with a
-tokenizer the pipeline trained there; ``benchmarks/token_estimate.py`` refits and
-measures them), and every such number is labelled an estimate. ``tokenize``
-measures the error of the estimate per source once the exact counts exist.
+document gets an estimate, linear in its bytes of six character classes (letters,
+digits, spaces, other whitespace, ASCII punctuation, non-ASCII bytes) and three counts
+(runs of letters, i.e. words; runs of digits; lines), with coefficients for the spec's
+vocabulary size (interpolated in log2 of the size between the sizes fitted), and every
+such number is labelled an estimate. Bytes per token alone cannot do it: code, math and
+prose differ in how many tokens a byte of each class costs, and a larger vocabulary
+merges whole words, so words count on their own. The coefficients were
+fitted on ``../shared/corpus`` with tokenizers the pipeline trained there;
+``benchmarks/token_estimate.py`` refits them and measures the error per source, in
+sample and for a source left out of the fit. ``tokenize`` measures the error of every
+build's estimate per source once the exact counts exist.
 """
 
 from __future__ import annotations
@@ -26,9 +32,35 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pyarrow as pa
 
-# Bytes per token of a pipeline-trained BPE, fitted by benchmarks/token_estimate.py (see its output).
-ASCII_BYTES_PER_TOKEN = 4.0
-OTHER_BYTES_PER_TOKEN = 2.0
+CLASSES = ("letters", "digits", "spaces", "other_whitespace", "punctuation", "non_ascii")
+FEATURES = (*CLASSES, "words", "digit_runs", "lines")  # bytes per class, then counts
+# Tokens per unit of each feature for a byte-level BPE the pipeline trains, by vocabulary size
+# (benchmarks/token_estimate.py --fit prints these: non-negative least squares on the dev corpus).
+TOKENS_PER_BYTE: dict[int, tuple[float, ...]] = {
+    8192: (0.3009, 0.4992, 0.0, 0.8407, 0.5065, 1.6208, 0.0, 0.3404, 0.9537),
+    32768: (0.1472, 0.0126, 0.0, 0.7667, 0.4842, 1.0468, 0.4805, 1.2166, 0.9661),
+}
+
+
+def _byte_class_table() -> np.ndarray:
+    table = np.full(256, 5, np.uint8)  # non-ASCII
+    for b in range(128):
+        c = chr(b)
+        table[b] = (0 if c.isalpha() else 1 if c.isdigit() else 2 if c == " " else 3 if c.isspace()
+                    else 4)  # punctuation and ASCII controls
+    return table
+
+
+_CLASS_OF_BYTE = _byte_class_table()
+
+
+def coefficients(vocab_size: int) -> tuple[float, ...]:
+    """Tokens per byte of each class for ``vocab_size``: linear in log2(size) between the fitted
+    sizes, the nearest fitted size outside them."""
+    sizes = sorted(TOKENS_PER_BYTE)
+    x = float(np.clip(np.log2(vocab_size), np.log2(sizes[0]), np.log2(sizes[-1])))
+    xs = np.log2(sizes)
+    return tuple(float(np.interp(x, xs, [TOKENS_PER_BYTE[v][i] for v in sizes])) for i in range(len(FEATURES)))
 
 
 @dataclass(frozen=True)
@@ -37,8 +69,8 @@ class TokenCounting:
 
     method: str  # "exact" (a tokenizer file) or "estimate" (the tokenizer is trained later)
     tokenizer_sha256: str | None = None
-    ascii_bytes_per_token: float | None = None
-    other_bytes_per_token: float | None = None
+    vocab_size: int | None = None  # of the tokenizer to be trained (estimate only)
+    tokens_per_byte: tuple[float, ...] | None = None  # per FEATURES (estimate only)
 
     @property
     def exact(self) -> bool:
@@ -47,19 +79,21 @@ class TokenCounting:
     def describe(self) -> str:
         if self.exact:
             return f"exact: every document encoded with the tokenizer file (sha256 {self.tokenizer_sha256[:12]})"
-        return (f"estimate: ASCII bytes / {self.ascii_bytes_per_token:g} + other bytes / "
-                f"{self.other_bytes_per_token:g} per document (the tokenizer is trained later; tokenize "
-                "measures this estimate's error per source)")
+        per = ", ".join(f"{c} {t:.3f}" for c, t in zip(FEATURES, self.tokens_per_byte))
+        return (f"estimate: per document, linear in its character-class bytes, words, digit runs and lines ({per}; "
+                f"fitted on the dev corpus for a trained BPE of {self.vocab_size:,} ids); tokenize measures its "
+                "error per source")
 
     def as_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None} | {"description": self.describe()}
 
 
-def counting_for(tokenizer_path: str | None, tokenizer_sha256: str | None) -> TokenCounting:
-    """Exact when the spec names a tokenizer file, else the script-aware estimate."""
+def counting_for(tokenizer_path: str | None, tokenizer_sha256: str | None, vocab_size: int | None) -> TokenCounting:
+    """Exact when the spec names a tokenizer file, else the character-class estimate for the
+    vocabulary size the build will train."""
     if tokenizer_path:
         return TokenCounting("exact", tokenizer_sha256)
-    return TokenCounting("estimate", None, ASCII_BYTES_PER_TOKEN, OTHER_BYTES_PER_TOKEN)
+    return TokenCounting("estimate", None, vocab_size, coefficients(vocab_size))
 
 
 @functools.lru_cache(maxsize=2)
@@ -75,28 +109,33 @@ def count_tokens(texts: pa.Array | pa.ChunkedArray, counting: TokenCounting, tok
         values = texts.to_pylist()
         encoded = _tokenizer(tokenizer_path).encode_batch_fast([v or "" for v in values], add_special_tokens=False)
         return np.fromiter((len(e.ids) for e in encoded), dtype=np.int64, count=len(values))
-    ascii_bytes, other_bytes = _byte_classes(texts)
-    return np.rint(ascii_bytes / counting.ascii_bytes_per_token
-                   + other_bytes / counting.other_bytes_per_token).astype(np.int64)
+    return np.rint(features(texts) @ np.asarray(counting.tokens_per_byte)).astype(np.int64)
 
 
-def _byte_classes(texts: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
-    """Per text: (ASCII bytes, other bytes), read off Arrow's buffers without Python strings."""
+def features(texts: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Per text, FEATURES (an n x 9 int64 array), read off Arrow's buffers without Python
+    strings: one cumulative count per feature over the data buffer."""
     chunks = texts.chunks if isinstance(texts, pa.ChunkedArray) else [texts]
-    ascii_out, other_out = [], []
+    out = [np.zeros((0, len(FEATURES)), np.int64)]
     for chunk in chunks:
         chunk = chunk.cast(pa.large_string()) if chunk.type == pa.string() else chunk
+        if len(chunk) == 0:
+            continue
         offsets = np.frombuffer(chunk.buffers()[1], dtype=np.int64)[chunk.offset:chunk.offset + len(chunk) + 1]
         data = chunk.buffers()[2]
-        high = np.frombuffer(data, dtype=np.uint8) >= 0x80 if data is not None else np.zeros(0, bool)
-        cum = np.concatenate([[0], np.cumsum(high, dtype=np.int64)])
-        total = np.diff(offsets)
-        other = cum[offsets[1:]] - cum[offsets[:-1]]
-        ascii_out.append(total - other)
-        other_out.append(other)
-    if not ascii_out:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    return np.concatenate(ascii_out), np.concatenate(other_out)
+        raw = np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8)
+        cls = _CLASS_OF_BYTE[raw]
+        starts = np.zeros(len(cls), bool)  # a byte whose class differs from the byte before, or a text's first
+        starts[1:] = cls[1:] != cls[:-1]
+        starts[offsets[:-1][offsets[:-1] < len(cls)]] = True
+        masks = [cls == c for c in range(len(CLASSES))]
+        masks += [masks[0] & starts, masks[1] & starts, raw == 0x0A]
+        counts = np.empty((len(chunk), len(FEATURES)), np.int64)
+        for i, mask in enumerate(masks):
+            cum = np.concatenate([[0], np.cumsum(mask, dtype=np.int64)])
+            counts[:, i] = cum[offsets[1:]] - cum[offsets[:-1]]
+        out.append(counts)
+    return np.concatenate(out)
 
 
 def count_raw(records: list[tuple[bytes, int]], counting: TokenCounting, tokenizer_path: str | None) -> np.ndarray:
