@@ -14,6 +14,7 @@ from dagster import (
     DataVersion,
     MaterializeResult,
     MetadataValue,
+    PartitionsDefinition,
 )
 
 from corpusmix.core.manifest import manifest_path, read_manifest
@@ -23,14 +24,17 @@ from corpusmix.ops import checks
 INTEGRITY, SCHEMA, DRIFT = "outputs_match_manifest", "schema", "acceptance_drift"
 
 
-def stage_check_specs(asset: str, rates: bool = True) -> list[AssetCheckSpec]:
-    specs = [AssetCheckSpec(INTEGRITY, asset=AssetKey(asset), blocking=True,
+def stage_check_specs(asset: str, rates: bool = True, partitions: PartitionsDefinition | None = None,
+                      ) -> list[AssetCheckSpec]:
+    """The checks every stage has; partitioned like the asset, so each result names its source
+    (without ``partitions`` the UI shows "Partition —" for every source's check)."""
+    specs = [AssetCheckSpec(INTEGRITY, asset=AssetKey(asset), blocking=True, partitions_def=partitions,
                             description="Every output is on disk with the size, sha256 and rows its manifest records."),
-             AssetCheckSpec(SCHEMA, asset=AssetKey(asset), blocking=True,
+             AssetCheckSpec(SCHEMA, asset=AssetKey(asset), blocking=True, partitions_def=partitions,
                             description="Every table output passes its pandera schema; token stores are valid "
                                         "Megatron indexes.")]
     if rates:
-        specs.append(AssetCheckSpec(DRIFT, asset=AssetKey(asset),
+        specs.append(AssetCheckSpec(DRIFT, asset=AssetKey(asset), partitions_def=partitions,
                                     description="Acceptance rates against the previous materialization of the same "
                                                 "partition (warns above checks.drift_threshold)."))
     return specs

@@ -29,7 +29,7 @@ from corpusmix.pipeline import run_stage
 from workflows.resources import CorpusSpec
 
 from .checks import previous_manifest, stage_check_specs, stage_result
-from .metadata import FOLLOW_UPSTREAM, column_schema, stage_metadata
+from .metadata import FOLLOW_UPSTREAM, column_schema, sources_summary, stage_metadata
 from .progress import progress_log
 
 
@@ -68,7 +68,9 @@ def stage_asset(stage: Stage, wiring: StageAsset, spec: Spec, partitions: Partit
         tags={"corpusmix/stage": stage.name, "corpusmix/scope": stage.scope},
         owners=list(spec.owners),
         metadata={"dagster/column_schema": column_schema(wiring.table)} if wiring.table else None,
-        check_specs=[*stage_check_specs(stage.name, rates=wiring.rates), *wiring.check_specs(stage.name)],
+        check_specs=[*stage_check_specs(stage.name, rates=wiring.rates,
+                                        partitions=partitions if stage.per_source else None),
+                     *wiring.check_specs(stage.name)],
         description=wiring.description,
     )
     def _stage_asset(context: AssetExecutionContext, corpus: CorpusSpec) -> MaterializeResult:
@@ -80,6 +82,8 @@ def stage_asset(stage: Stage, wiring: StageAsset, spec: Spec, partitions: Partit
         # the runner hands back the manifest untouched when the partition was current: nothing was built
         reused = {"reused": manifest == previous}
         funnel = stage_metadata(manifest, path) if wiring.rates else {}
+        if wiring.rates and stage.per_source:  # the page shows one partition: give it every source's line
+            funnel["all_sources"] = sources_summary(loaded, stage.name)
         return stage_result(loaded, manifest, path, reused | funnel | wiring.metadata(loaded, manifest, path),
                             previous if wiring.rates else None, rates=wiring.rates,
                             extra_checks=tuple(wiring.check_results(loaded, manifest)))

@@ -97,6 +97,27 @@ def fmt(value: float | None, spec: str = ".3f") -> str:
     return "" if value is None else format(value, spec)
 
 
+def sources_summary(loaded, stage: str) -> MetadataValue:
+    """Every source's latest funnel of ``stage`` in one table, from the manifests on disk (a
+    partitioned asset's page otherwise shows only the partition materialized last)."""
+    from corpusmix.core.manifest import manifest_path, read_manifest
+
+    rows = []
+    for source in loaded.source_names:
+        path = manifest_path(loaded.manifest_root, stage, source)
+        if not path.is_file():
+            rows.append([source, "not built", "", "", "", ""])
+            continue
+        m = read_manifest(path)
+        c, r = m["counts"], m["rates"]
+        mark = "" if m["token_counting"].get("method") == "exact" else " (estimate)"
+        rows.append([source, f"{c['documents_in']:,} → {c['documents_out']:,}",
+                     f"{c['tokens_in']:,} → {c['tokens_out']:,}{mark}", pct(r.get("document_acceptance")),
+                     pct(r.get("token_acceptance")), m["version"]])
+    return text_table(["source", "documents in → out", "tokens in → out", "document acceptance",
+                       "token acceptance", "version"], rows)
+
+
 def stage_metadata(manifest: dict, manifest_file: Path) -> dict:
     """Counts, acceptance rates, the additive funnel, how tokens were counted, throughput and where
     the manifest is. Token keys say "estimate" when the counts are one."""

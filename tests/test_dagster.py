@@ -52,6 +52,10 @@ def test_materialize_one_partition_reports_rates(make_spec):
         assert 0.99 < md["token_acceptance_rate"] <= 1.0
         assert md["token_counting"].startswith("exact")
         assert md["dagster/row_count"] == 1737 and md["reused"] is False
+        summary = {r.data["source"]: r.data for r in md["all_sources"].records}  # every source's line
+        assert summary["web"]["documents in → out"] == "1,764 → 1,737" and summary["math"]["documents in → out"] == "not built"
+        checks = result.get_asset_check_evaluations()
+        assert checks and {c.partition for c in checks} == {"web"}  # each check result names its source
         funnel = {r.data["step"]: r.data["documents"] for r in md["funnel"].records}
         assert funnel == {"in": "1,764", "removed: empty_text": "27", "out": "1,737"}  # in - removed = out
         tokens = {r.data["step"]: int(r.data["tokens"].replace(",", "")) for r in md["funnel"].records}

@@ -169,3 +169,26 @@ def test_editing_the_report_rebuilds_nothing_and_a_quality_rule_rebuilds_from_qu
     changed = sorted({asset for key, v in after.items() if first[key] != v for asset in [key[0]]})
     assert changed == ["mixed_shards", "mixture_plan", "quality", "tokenize"]
     assert all(after[("quality", s)] != first[("quality", s)] for s in ("math", "web"))
+
+
+def test_every_funnel_adds_up_and_hands_its_tokens_to_the_next_stage(built_corpus):
+    """On the dev corpus, every stage's manifest funnel is additive (in - every removed row = out,
+    documents and tokens), and a stage's tokens in are exactly its upstream's tokens out: ingest
+    counted every document with the tokenizer file, so tokenize finds the same total."""
+    manifests = {(m["asset"], m["partition"]): m for m in map(read_manifest, iter_manifests(built_corpus.manifest_root))}
+    funnels = 0
+    for (asset, part), m in manifests.items():
+        c = m["counts"]
+        if "documents_in" not in c:
+            continue
+        funnels += 1
+        for unit, field in (("documents", "records"), ("tokens", "tokens")):
+            removed = sum(r[field] for r in m["reasons"].values())
+            assert c[f"{unit}_in"] - removed == c[f"{unit}_out"], (asset, part, unit)
+    assert funnels == 4 * len(built_corpus.source_names) + 1  # ingest, dedup, quality, tokenize; cross-source
+    for s in built_corpus.source_names:
+        chain = [manifests[(a, s)]["counts"] for a in ("ingest", "dedup", "quality", "tokenize")]
+        assert [c["tokens_out"] for c in chain[:-1]] == [c["tokens_in"] for c in chain[1:]], s
+        assert chain[2]["tokens_out"] == chain[3]["tokens_out"], s  # quality's count = tokenize's exact count
+    cross = manifests[("cross_source_dedup", None)]["counts"]
+    assert cross["tokens_in"] == sum(manifests[("dedup", s)]["counts"]["tokens_out"] for s in built_corpus.source_names)
