@@ -4,8 +4,8 @@
 that can take hours. Nothing has counted tokens yet, so: read a sample of each source's files
 with the same readers ingest uses (whole files, spread over the source, at least one and about
 ``SAMPLE_BYTES`` as stored), count the tokens of a subsample of their documents the way ingest
-would (exactly with a tokenizer file, else the script-aware bytes-per-token estimate of
-``tokencount``), scale by the text bytes of the files read, then by
+would (exactly with a tokenizer file, else the per-document estimate of ``tokencount`` for
+the vocabulary the build will train), scale by the text bytes of the files read, then by
 the source's bytes as stored (compressed bytes scale like the text inside when the files of a
 source are alike). The counts are of the raw inputs, before dedup and quality filters remove
 their share, so they overstate what a build keeps; every such number is labelled an estimate.
@@ -37,7 +37,7 @@ class RawEstimate:
 
     def describe(self) -> str:
         how = ("counted with the tokenizer file on a sample of the documents" if self.exact_sample
-               else "estimated from bytes per token")
+               else "estimated per document as ingest does for a tokenizer the build trains")
         return (f"{self.files_sampled} of {self.files} file(s) read ({self.bytes_sampled / 1e6:,.1f} of "
                 f"{self.bytes / 1e6:,.1f} MB as stored), tokens {how}, scaled by size; raw inputs, before dedup "
                 f"and quality filters")
@@ -73,7 +73,8 @@ def _count_file(loaded: LoadedSpec, source_name: str, path: Path, encode_bytes: 
     source = loaded.source(source_name)
     tok = loaded.spec.tokenizer.path
     tok_path = str(loaded.resolve(tok)) if tok else None
-    counting = counting_for(tok_path, "")
+    train = loaded.spec.tokenizer.train
+    counting = counting_for(tok_path, None, train.vocab_size if train else None)  # as ingest counts
     tokens, documents = 0.0, 0
     for batch in read_unit(file_format(source, path), [path], [path.name], source, loaded.spec.ingest,
                            FileReadResult()):
