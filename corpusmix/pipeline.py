@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from corpusmix.core import stage as contract
 from corpusmix.core.executor import Executor
+from corpusmix.core.manifest import owning_manifests
 from corpusmix.core.spec import LoadedSpec, Spec
 from corpusmix.core.stage import Stage
 from corpusmix.mixture import plan, shards
@@ -66,9 +67,12 @@ def run_stage(name: str, loaded: LoadedSpec, partition: str | None = None, *,
               progress: Callable[[str], None] | None = None, executor: Executor | None = None) -> tuple[dict, object]:
     """Build one stage (one source's partition of a per-source stage); returns (manifest, manifest path).
 
-    ``executor`` lets a caller share one worker pool across stages and sources.
+    ``executor`` lets a caller share one worker pool across stages and sources. Every build (the
+    CLI's, the UI's, a test's) comes through here, so this is where a spec claims its manifests
+    folder, or is refused when another spec owns it (``manifest.owning_manifests``).
     """
-    return contract.run(stage(name), loaded, partition, REGISTRY, progress, executor)
+    with owning_manifests(loaded):
+        return contract.run(stage(name), loaded, partition, REGISTRY, progress, executor)
 
 
 def is_current(loaded: LoadedSpec, name: str, partition: str | None = None) -> bool:

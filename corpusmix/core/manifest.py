@@ -12,10 +12,12 @@ no manifest, and the next run with the same content key adopts it.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import importlib.metadata
 import platform
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,7 +25,8 @@ from pathlib import Path
 import orjson
 
 from corpusmix import __version__
-from corpusmix.core.storage import atomic_write_bytes, sha256_file
+from corpusmix.core.spec import LoadedSpec, SpecError, SpecIssue
+from corpusmix.core.storage import atomic_write_bytes, create_exclusive, sha256_file
 from schemas.manifest import validate_manifest
 
 _VOLATILE = ("started_at", "finished_at", "elapsed_s", "timing", "content_hash")
@@ -104,6 +107,115 @@ def up_to_date(loaded, asset: str, partition: str | None, version: str,
         progress(f"[{partition or asset}] {asset}: up to date (version {version}: same inputs, spec section and "
                  "code); nothing to do")
     return m, path
+
+
+# --------------------------------------------------------------------------- which spec owns a manifests folder
+
+OWNER_FILE = ".owner.json"  # a dot file: iter_manifests and audits do not take it for a manifest
+
+
+class ManifestOwnerError(SpecError):
+    """A spec whose ``storage.manifests`` folder belongs to another spec: building it would
+    overwrite that spec's manifests (the commit points of its build) with its own."""
+
+
+def owner_record(loaded: LoadedSpec) -> dict:
+    """What a manifests folder records about the spec that writes it: the spec's name and
+    storage root (together they say whose outputs its manifests name), where the folder was
+    when claimed (a copied or moved folder is claimed again), the spec file, and when."""
+    return {"spec": loaded.spec.name, "storage_root": str(loaded.storage_root),
+            "manifests": str(loaded.manifest_root), "spec_file": str(loaded.path), "claimed_at": utc_now()}
+
+
+def read_owner(manifest_root: Path) -> dict | None:
+    """The owner record of a manifests folder, or None when none was written (nothing built
+    since owners were recorded) or it cannot be read."""
+    try:
+        return orjson.loads((manifest_root / OWNER_FILE).read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return None
+
+
+def owner_conflict(owner: dict, loaded: LoadedSpec) -> str | None:
+    """Why ``loaded`` must not write a folder ``owner`` owns (None: it may). Another spec name
+    always conflicts; another storage root conflicts unless the folder itself has moved since it
+    was claimed (a copy of a whole build, data and manifests, under a new root)."""
+    diffs = []
+    if owner.get("spec") != loaded.spec.name:
+        diffs.append(f"name {owner.get('spec')!r} here, {loaded.spec.name!r} in this spec")
+    moved = owner.get("manifests") != str(loaded.manifest_root)
+    if owner.get("storage_root") != str(loaded.storage_root) and not moved:
+        diffs.append(f"storage root {owner.get('storage_root')} here, {loaded.storage_root} in this spec")
+    return "; ".join(diffs) or None
+
+
+def ownership_problem(loaded: LoadedSpec) -> str | None:
+    """The refusal (and ``verify``'s finding) when another spec owns ``loaded``'s manifests folder,
+    naming both specs and the fix; None when this spec owns it or nobody has claimed it."""
+    owner = read_owner(loaded.manifest_root)
+    if owner is None or (why := owner_conflict(owner, loaded)) is None:
+        return None
+    return (f"the manifests folder {loaded.manifest_root} belongs to spec {owner.get('spec')!r} "
+            f"(storage root {owner.get('storage_root')}, spec file {owner.get('spec_file')}, recorded in "
+            f"{loaded.manifest_root / OWNER_FILE}), not to spec {loaded.spec.name!r} ({loaded.path}, storage root "
+            f"{loaded.storage_root}): {why}. Building this spec there would overwrite the other build's manifests")
+
+
+def check_owner(loaded: LoadedSpec) -> None:
+    """Refuse (``ManifestOwnerError``) when another spec owns ``loaded``'s manifests folder. A folder
+    written before owners were recorded belongs to the corpus its manifests name."""
+    root = loaded.manifest_root
+    if read_owner(root) is None:
+        others = sorted({c for c in _corpora(root) if c != loaded.spec.name})
+        if others:
+            _refuse(loaded, f"the manifests folder {root} holds manifests of corpus {others[0]!r}, not of spec "
+                            f"{loaded.spec.name!r} ({loaded.path}): building it there would overwrite them",
+                    f"if that corpus is this spec under its old name, delete its manifests in {root} first")
+    elif (problem := ownership_problem(loaded)) is not None:
+        _refuse(loaded, problem)
+
+
+def claim_manifests(loaded: LoadedSpec) -> None:
+    """Record ``loaded`` as the owner of its manifests folder if nobody is (created atomically and
+    exclusively: of two specs racing to a new folder one wins, and the other is refused here), or
+    again if the folder was moved or copied since it was claimed."""
+    root = loaded.manifest_root
+    record = orjson.dumps(owner_record(loaded), option=orjson.OPT_INDENT_2) + b"\n"
+    if read_owner(root) is None and create_exclusive(root / OWNER_FILE, record):
+        return
+    check_owner(loaded)
+    if read_owner(root).get("manifests") != str(root):  # a moved or copied build: claim the copy
+        atomic_write_bytes(root / OWNER_FILE, record)
+
+
+@contextlib.contextmanager
+def owning_manifests(loaded: LoadedSpec) -> Iterator[None]:
+    """Around a stage run: refuse before any work when another spec owns the manifests folder;
+    claim the folder once the run has written (or found current) its manifest, so a failed
+    first run leaves nothing behind."""
+    check_owner(loaded)
+    yield
+    claim_manifests(loaded)
+
+
+def _corpora(root: Path) -> set[str]:
+    """The corpus names the manifests in a folder carry (unreadable ones skipped)."""
+    names = set()
+    for p in iter_manifests(root) if root.is_dir() else []:
+        try:
+            names.add(orjson.loads(p.read_bytes())["corpus"])
+        except Exception:  # noqa: BLE001 - verify reports unreadable manifests; here they decide nothing
+            continue
+    return names
+
+
+def _refuse(loaded: LoadedSpec, problem: str, otherwise: str | None = None) -> None:
+    otherwise = otherwise or (f"if this folder's build really is this spec's (renamed, or its data moved on "
+                              f"purpose), delete {loaded.manifest_root / OWNER_FILE} and build again")
+    raise ManifestOwnerError(str(loaded.path), [SpecIssue(
+        "storage.manifests", problem,
+        f"give spec {loaded.spec.name!r} its own manifests folder: set storage.manifests in {loaded.path} to "
+        f"another path (e.g. manifests/{loaded.spec.name}); {otherwise}")])
 
 
 def iter_manifests(manifest_root: Path) -> list[Path]:

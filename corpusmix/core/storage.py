@@ -53,6 +53,29 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     _fsync_dir(path.parent)
 
 
+def create_exclusive(path: str | os.PathLike, data: bytes) -> bool:
+    """Create ``path`` with ``data`` only if it does not exist, atomically: written and synced
+    under a temporary name, then hard-linked into place (the link fails if the name exists), so
+    a reader never sees it half-written and of two racing writers exactly one wins.
+    Returns False when ``path`` already existed (nothing written)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+    return True
+
+
 def new_staging_dir(parent: str | os.PathLike) -> Path:
     """A fresh hidden directory next to the final outputs, for one stage run to fill."""
     parent = Path(parent)

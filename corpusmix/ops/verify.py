@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from corpusmix.core.manifest import GLOBAL_PARTITION as GLOBAL
-from corpusmix.core.manifest import iter_manifests, manifest_path, read_manifest
+from corpusmix.core.manifest import OWNER_FILE, iter_manifests, manifest_path, ownership_problem, read_manifest
 from corpusmix.core.spec import load_spec
 from corpusmix.ops.checks import integrity_problems
 from corpusmix.pipeline import STAGES
@@ -12,15 +12,20 @@ from corpusmix.pipeline import STAGES
 def verify(spec_path: str, until: str | None = None) -> list[str]:
     """Every mismatch between a build's manifests and the files on disk (empty = verified).
 
+    First, when another spec owns the manifests folder (its owner record names another spec name
+    or storage root), that: it explains the missing and mismatched files after it.
     Also every stage of the pipeline (up to and including ``until``, default all) must have its
     manifests, one per source of the spec for a per-source stage, and there is none for a source
     the spec no longer has.
     """
     loaded = load_spec(spec_path, check_files=False)
+    owner = ownership_problem(loaded)
+    problems = [] if owner is None else [
+        f"{loaded.manifest_root / OWNER_FILE}: another spec owns this folder, the likely cause of what follows: "
+        f"{owner}; fix: point storage.manifests of {loaded.path} at a folder of its own"]
     manifests = iter_manifests(loaded.manifest_root)
     if not manifests:
-        return [f"{loaded.manifest_root}: no manifests (nothing built yet?)"]
-    problems = []
+        return problems + [f"{loaded.manifest_root}: no manifests (nothing built yet?)"]
     for m in manifests:
         problems += integrity_problems(loaded, m)
     found = {(m.parent.name, m.stem) for m in manifests}
