@@ -153,6 +153,9 @@ class DagsterRuns:
     so the UI shows it running. The job definition is the one ``build_definitions`` made for this
     spec (the same the code location makes for it), wrapped as an in-memory job: nothing is
     reimported, and builds of other specs in one process keep their own definitions.
+
+    Not covered: the UI's Terminate button asks the code location's server, which never held
+    these runs, so it cannot stop them; stop a build with Ctrl-C or SIGTERM to its process.
     """
 
     def __init__(self, defs, instance, tags: dict[str, str]):
