@@ -182,8 +182,14 @@ def test_report_summarises_the_build(built):
     text = build_report(built)
     assert text.startswith("# Build report: test")
     for line in ("| quality | web |", "| tokenize | dialogue |", "## Mixture plan", "## Mixed shards",
-                 "## Token estimate of the stages before tokenize"):
+                 "Every token count is exact", "## Why documents were removed"):
         assert line in text
+    assert "## Token estimate" not in text  # nothing was estimated: the tokenizer is a file
+    # web's reasons, each document charged once: the rows' documents add up to what quality rejected
+    q = read_manifest(manifest_path(built.manifest_root, "quality", "web"))
+    top = sorted(q["reasons"].items(), key=lambda kv: (-kv[1]["tokens"], kv[0]))[:5]
+    for reason, r in top:
+        assert f"| quality | web | {reason} | {r['records']:,} | {r['tokens']:,} |" in text
     assert "**no**" not in text  # every phase and source within tolerance
     path = write_report(built)
     assert open(path).read() == text

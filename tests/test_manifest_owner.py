@@ -94,3 +94,16 @@ def test_create_exclusive_writes_once(tmp_path):
     assert not create_exclusive(target, b'{"spec": "b"}')
     assert orjson.loads(target.read_bytes()) == {"spec": "a"}
     assert [p.name for p in target.parent.iterdir()] == [OWNER_FILE]  # no temporary file left
+
+
+def test_corpusmix_build_refuses_another_specs_folder_before_any_run(tmp_path):
+    """Through the CLI the refusal comes before Dagster starts: exit 2, the message, no run."""
+    first = _spec(tmp_path, "first.yaml", "first", "data_first")
+    run_stage("ingest", first, "math", **QUIET)
+    second = _spec(tmp_path, "second.yaml", "second", "data_second")
+    home = tmp_path / "home"
+    r = subprocess.run([sys.executable, "-m", "workflows.cli", "build", str(second.path)], capture_output=True,
+                       text=True, env={**__import__("os").environ, "DAGSTER_HOME": str(home)}, timeout=300)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "belongs to spec 'first'" in r.stderr and "storage.manifests" in r.stderr
+    assert not home.exists() and not second.storage_root.exists()  # no instance, no run, no output

@@ -59,7 +59,10 @@ def run_build(spec_path: str | os.PathLike, sources: list[str] | None = None, ec
     from corpusmix.core.spec import load_spec
     from corpusmix.core.storage import build_lock, collect_stale
 
+    from corpusmix.core.manifest import check_owner
+
     loaded = load_spec(spec_path)  # fail on a bad spec before Dagster starts anything
+    check_owner(loaded)  # and on a manifests folder another spec owns (a SpecError: exit 2, no run started)
     chosen = sources or loaded.source_names
     unknown = sorted(set(chosen) - set(loaded.source_names))
     if unknown:
