@@ -84,7 +84,8 @@ def stage_asset(stage: Stage, wiring: StageAsset, spec: Spec, partitions: Partit
         funnel = stage_metadata(manifest, path) if wiring.rates else {}
         if wiring.rates and stage.per_source:  # the page shows one partition: give it every source's line
             funnel["all_sources"] = sources_summary(loaded, stage.name)
-        return stage_result(loaded, manifest, path, reused | funnel | wiring.metadata(loaded, manifest, path),
+        # the funnel (or the stage's own first entry, e.g. the schedule picture) leads the list
+        return stage_result(loaded, manifest, path, funnel | wiring.metadata(loaded, manifest, path) | reused,
                             previous if wiring.rates else None, rates=wiring.rates,
                             extra_checks=tuple(wiring.check_results(loaded, manifest)))
 
