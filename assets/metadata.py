@@ -49,6 +49,11 @@ def tokens_label(manifest: dict) -> str:
     return "tokens" if manifest["token_counting"].get("method") == "exact" else "tokens (estimate)"
 
 
+def count(n: int) -> str:
+    """A count as the UI should show it, digits grouped (Dagster shows an int metadata value raw)."""
+    return f"{n:,}"
+
+
 def pct(value: float | None) -> str:
     return "" if value is None else f"{100 * value:.2f} %"
 
@@ -61,7 +66,7 @@ def funnel_table(manifest: dict) -> MetadataValue:
     tin = max(1, c["tokens_in"])
     overlap = any("failed_records" in r for r in manifest["reasons"].values())
     cols = ["step", "documents", tok, f"share of {tok} in"]
-    cols += ["documents failing the rule (any)", "documents failing only this rule"] if overlap else []
+    cols += ["failed (any)", "only this rule"] if overlap else []
 
     def row(step: str, docs: int, tokens: int, *extra: str) -> TableRecord:
         cells = [step, f"{docs:,}", f"{tokens:,}", pct(tokens / tin)] + (list(extra) if overlap else [])
@@ -125,18 +130,18 @@ def stage_metadata(manifest: dict, manifest_file: Path) -> dict:
     suffix = "" if manifest["token_counting"].get("method") == "exact" else "_estimate"
     md = {
         "funnel": funnel_table(manifest),
-        "documents_in": c["documents_in"],
-        "documents_out": c["documents_out"],
+        "documents_in": count(c["documents_in"]),
+        "documents_out": count(c["documents_out"]),
         "dagster/row_count": c["documents_out"],
-        f"tokens_in{suffix}": c["tokens_in"],
-        f"tokens_out{suffix}": c["tokens_out"],
+        f"tokens_in{suffix}": count(c["tokens_in"]),
+        f"tokens_out{suffix}": count(c["tokens_out"]),
         "token_counting": manifest["token_counting"].get("description", manifest["token_counting"].get("method", "")),
     }
     for rate in ("document_acceptance", "token_acceptance"):  # a stage reports only rates that can vary
         if r.get(rate) is not None:
             md[f"{rate}_rate"] = MetadataValue.float(round(r[rate], 4))
     return md | {
-        "bytes_in": c["bytes_in"],
+        "bytes_in": count(c["bytes_in"]),
         "elapsed_s": MetadataValue.float(round(manifest["elapsed_s"], 2)),
         "text_mb_per_s": MetadataValue.float(round(manifest["timing"].get("text_mb_per_s", 0.0), 2)),
         "version": manifest["version"],

@@ -20,7 +20,7 @@ from corpusmix.ops.report import build_report, schedule_svg, svg_markdown
 from workflows.resources import CorpusSpec
 
 from .factory import StageAsset
-from .metadata import pct, text_table
+from .metadata import count, pct, text_table
 
 
 def _plan_metadata(loaded: LoadedSpec, manifest: dict, path: Path) -> dict:
@@ -38,7 +38,7 @@ def _plan_metadata(loaded: LoadedSpec, manifest: dict, path: Path) -> dict:
     return {
         # first in the list: the UI shows markdown behind a click, so the picture leads
         "schedule": MetadataValue.md(svg_markdown(schedule_svg(plan), "mixture schedule")),
-        "budget": manifest["counts"]["budget"], "samples": manifest["counts"]["samples"],
+        "budget": count(manifest["counts"]["budget"]), "samples": count(manifest["counts"]["samples"]),
         "availability": d["availability"], "renormalized": d["renormalized"],
         "per_source": per_source, "phase_quotas": quotas, "version": manifest["version"],
         "manifest": MetadataValue.path(str(path))}
@@ -64,10 +64,10 @@ def _shards_metadata(loaded: LoadedSpec, manifest: dict, path: Path) -> dict:
         "realised_vs_target": text_table(["phase", "source", "target", "realised", "deviation", "tolerance",
                                           "within"], rows),
         "shard_dir": MetadataValue.path(str(shard_dir)),  # what a trainer points at (TokenStream.from_dir)
-        "tokens": manifest["counts"]["tokens_out"], "shards": manifest["counts"]["shards"],
-        "samples": manifest["counts"]["samples"], "seq_len": manifest["details"]["seq_len"],
+        "tokens": count(manifest["counts"]["tokens_out"]), "shards": manifest["counts"]["shards"],
+        "samples": count(manifest["counts"]["samples"]), "seq_len": manifest["details"]["seq_len"],
         "dtype": manifest["details"]["dtype"],
-        "tokens_per_s": MetadataValue.int(round(manifest["timing"].get("tokens_per_s", 0.0))),
+        "tokens_per_s": f"{manifest['timing'].get('tokens_per_s', 0.0) / 1e6:.1f} M",
         "build_report": MetadataValue.md(build_report(loaded)),
         "version": manifest["version"], "manifest": MetadataValue.path(str(path))}
 

@@ -7,6 +7,7 @@ from dagster import MetadataValue
 from corpusmix.core.spec import LoadedSpec
 
 from .factory import StageAsset
+from .metadata import count
 
 
 def _tokenizer_metadata(loaded: LoadedSpec, manifest: dict, path: Path) -> dict:
@@ -29,7 +30,7 @@ def _tokenizer_metadata(loaded: LoadedSpec, manifest: dict, path: Path) -> dict:
 def _tokenize_metadata(loaded: LoadedSpec, manifest: dict, path: Path) -> dict:
     d, c = manifest["details"], manifest["counts"]
     return {
-        "tokens_stored": c["tokens_stored"],
+        "tokens_stored": count(c["tokens_stored"]),
         "dtype": d["dtype"],
         "bytes_per_token": MetadataValue.float(d["bytes_per_token"] or 0.0),
         "estimate_relative_error": MetadataValue.float(d["estimate_check"]["relative_error"] or 0.0),

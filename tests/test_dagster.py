@@ -47,7 +47,7 @@ def test_materialize_one_partition_reports_rates(make_spec):
         assert result.success
         mat = result.asset_materializations_for_node("ingest")[0]
         md = {k: v.value for k, v in mat.metadata.items()}
-        assert md["documents_in"] == 1764 and md["documents_out"] == 1737
+        assert md["documents_in"] == "1,764" and md["documents_out"] == "1,737"  # digits grouped
         assert md["document_acceptance_rate"] == round(1737 / 1764, 4)
         assert 0.99 < md["token_acceptance_rate"] <= 1.0
         assert md["token_counting"].startswith("exact")
@@ -59,7 +59,7 @@ def test_materialize_one_partition_reports_rates(make_spec):
         funnel = {r.data["step"]: r.data["documents"] for r in md["funnel"].records}
         assert funnel == {"in": "1,764", "removed: empty_text": "27", "out": "1,737"}  # in - removed = out
         tokens = {r.data["step"]: int(r.data["tokens"].replace(",", "")) for r in md["funnel"].records}
-        assert tokens["in"] - tokens["removed: empty_text"] == tokens["out"] == md["tokens_out"]
+        assert tokens["in"] - tokens["removed: empty_text"] == tokens["out"] == int(md["tokens_out"].replace(",", ""))
         assert os.path.isfile(md["manifest"])
         event = instance.get_latest_materialization_event(AssetKey("ingest"))
         assert event.dagster_event.partition == "web"
@@ -97,11 +97,12 @@ def test_cli_build_records_runs_in_the_instance(make_spec, tmp_path, monkeypatch
         tok = instance.get_latest_materialization_event(AssetKey("tokenizer")).asset_materialization.metadata
         assert tok["vocab_size"].value == 50257 and tok["dtype"].value == "uint16"
         md = instance.get_latest_materialization_event(AssetKey("tokenize")).asset_materialization.metadata
-        assert md["tokens_stored"].value == md["tokens_out"].value + md["documents_out"].value
+        n = {k: int(md[k].value.replace(",", "")) for k in ("tokens_stored", "tokens_out", "documents_out")}
+        assert n["tokens_stored"] == n["tokens_out"] + n["documents_out"]
         assert md["token_counting"].value.startswith("exact")
         assert abs(md["estimate_relative_error"].value) < 0.05
         shards = instance.get_latest_materialization_event(AssetKey("mixed_shards")).asset_materialization.metadata
-        assert shards["tokens"].value == 1_000_001 and shards["samples"].value == 1_000_000 // 512
+        assert shards["tokens"].value == "1,000,001" and shards["samples"].value == f"{1_000_000 // 512:,}"
         check = instance.event_log_storage.get_latest_asset_check_execution_by_key(
             [AssetCheckKey(AssetKey("mixed_shards"), "mixture_on_target")])
         assert check[AssetCheckKey(AssetKey("mixed_shards"), "mixture_on_target")].status.value == "SUCCEEDED"
