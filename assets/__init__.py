@@ -3,6 +3,7 @@ module here holds only how it shows in the UI (``StageAsset``); stage logic live
 
 from .dedup import CROSS_SOURCE_DEDUP, DEDUP
 from .factory import StageAsset
+from .heldout import HELDOUT_SPLIT
 from .ingest import INGEST
 from .mixture import MIXED_SHARDS, MIXTURE_PLAN
 from .quality import QUALITY
@@ -10,6 +11,7 @@ from .tokenize import TOKENIZE, TOKENIZER
 
 WIRING: dict[str, StageAsset] = {
     "ingest": INGEST, "dedup": DEDUP, "cross_source_dedup": CROSS_SOURCE_DEDUP, "quality": QUALITY,
+    "heldout_split": HELDOUT_SPLIT,
     "tokenizer": TOKENIZER, "tokenize": TOKENIZE, "mixture_plan": MIXTURE_PLAN, "mixed_shards": MIXED_SHARDS,
 }
 

@@ -31,6 +31,8 @@ def _tokenize_metadata(loaded: LoadedSpec, manifest: dict, path: Path) -> dict:
     d, c = manifest["details"], manifest["counts"]
     return {
         "tokens_stored": count(c["tokens_stored"]),
+        "valid_documents": count(c.get("valid_documents", 0)),  # the held-out store: evaluation only
+        "valid_tokens_stored": count(c.get("valid_tokens_stored", 0)),
         "dtype": d["dtype"],
         "bytes_per_token": MetadataValue.float(d["bytes_per_token"] or 0.0),
         "estimate_relative_error": MetadataValue.float(d["estimate_check"]["relative_error"] or 0.0),
@@ -44,5 +46,6 @@ TOKENIZER = StageAsset(
     kinds=frozenset({"python"}), metadata=_tokenizer_metadata, rates=False)
 TOKENIZE = StageAsset(
     description="Exact tokenization: every kept document + EOS as one sequence of a Megatron indexed dataset "
-                "(tokens.bin/.idx) and a doc_id -> sequence, token count table.",
+                "(tokens.bin/.idx) and a doc_id -> sequence, token count table; the held-out documents the same way "
+                "into valid.bin/.idx (never mixed into training shards).",
     kinds=frozenset({"python", "numpy"}), metadata=_tokenize_metadata, table="tokenized_documents")

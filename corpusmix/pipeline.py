@@ -23,13 +23,14 @@ from corpusmix.core.manifest import owning_manifests
 from corpusmix.core.spec import LoadedSpec, Spec
 from corpusmix.core.stage import Stage
 from corpusmix.mixture import plan, shards
-from corpusmix.stages import cross_source_dedup, dedup, ingest, quality, tokenize, tokenizer
+from corpusmix.stages import cross_source_dedup, dedup, heldout_split, ingest, quality, tokenize, tokenizer
 
 STAGES: tuple[Stage, ...] = (
     ingest.STAGE,
     dedup.STAGE,
     cross_source_dedup.STAGE,
     quality.STAGE,
+    heldout_split.STAGE,
     tokenizer.STAGE,
     tokenize.STAGE,
     plan.STAGE,

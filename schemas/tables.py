@@ -117,6 +117,38 @@ QUALITY_DOCUMENTS = pa_.DataFrameSchema(
     name="quality_documents",
 )
 
+HELDOUT_DOCUMENTS = pa_.DataFrameSchema(
+    INGEST_DOCUMENTS.columns,  # the same documents as quality's, on the other side of the split
+    strict=True,
+    ordered=True,
+    name="heldout_documents",
+    description="A source's held-out documents: evaluation text that never enters training",
+)
+
+HELDOUT_SPLIT = pa_.DataFrameSchema(
+    {
+        "source": pa_.Column(STR, nullable=False),
+        "doc_id": pa_.Column(STR, pa_.Check(_unique, name="unique", error="doc_id values repeat"), nullable=False),
+        "split": pa_.Column(STR, pa_.Check.isin(["train", "heldout"]), nullable=False),
+        "rank": pa_.Column(I64, pa_.Check.ge(0), nullable=False,
+                           description="Place in the source's seeded order (0: the first held-out candidate)"),
+        "cluster_id": pa_.Column(STR, nullable=True,
+                                 description="Its near-duplicate cluster (the member ranked first), when it has one: "
+                                             "a cluster goes to one side of the split whole"),
+        "cluster_size": pa_.Column(I64, pa_.Check.ge(1), nullable=False,
+                                   description="Documents of its cluster in this source (1: no near-duplicate here)"),
+        "duplicate_elsewhere": pa_.Column(STR, nullable=True,
+                                          description="A near-duplicate in another source (source:doc_id): its "
+                                                      "cluster can never be held out, so it stays in train"),
+        "n_bytes": pa_.Column(I64, pa_.Check.ge(1), nullable=False),
+        "n_tokens": pa_.Column(I64, pa_.Check.ge(0), nullable=False),
+    },
+    strict=True,
+    ordered=True,
+    name="heldout_split",
+    description="Where each kept document of a source went: train or held-out, and why",
+)
+
 REJECTIONS = pa_.DataFrameSchema(
     {
         "source": pa_.Column(STR, nullable=False),
@@ -209,7 +241,7 @@ def arrow_schema(schema: pa_.DataFrameSchema) -> pa.Schema:
 
 SCHEMAS: dict[str, pa_.DataFrameSchema] = {
     s.name: s for s in (INGEST_DOCUMENTS, QUARANTINE, DUPLICATES, QUALITY_DOCUMENTS, REJECTIONS,
-                        TOKENIZED_DOCUMENTS, QUALITY_AUDIT, LINEAGE, CANDIDATES)
+                        TOKENIZED_DOCUMENTS, QUALITY_AUDIT, LINEAGE, CANDIDATES, HELDOUT_DOCUMENTS, HELDOUT_SPLIT)
 }
 ARROW_SCHEMAS: dict[str, pa.Schema] = {name: arrow_schema(s) for name, s in SCHEMAS.items()}
 

@@ -27,7 +27,8 @@ SOURCES = [("code", "code", "code-0000-of-0004"), ("web", "web", "web-0000-of-00
 
 
 def _build_to_quality(root, tokenizer: dict | None = None, sources=SOURCES, **overrides):
-    """Ingest, dedup and quality of ``sources`` ((name, kind, file) each) under ``root``; spec overrides apply."""
+    """Ingest, dedup, quality and the held-out split of ``sources`` ((name, kind, file) each) under ``root``;
+    spec overrides apply."""
     spec = base_spec([{"name": n, "kind": k, "paths": [str(CORPUS / n / f"{f}.jsonl.gz")]} for n, k, f in sources],
                      root, **overrides)
     if tokenizer:
@@ -39,6 +40,7 @@ def _build_to_quality(root, tokenizer: dict | None = None, sources=SOURCES, **ov
     run_stage("cross_source_dedup", loaded, **QUIET)
     for n, _, _ in sources:
         run_stage("quality", loaded, n, **QUIET)
+        run_stage("heldout_split", loaded, n, **QUIET)
     return loaded
 
 
@@ -48,11 +50,12 @@ def gpt2_build(built_corpus, tmp_path_factory):
     return loaded, {n: run_stage("tokenize", loaded, n, **QUIET)[0] for n, _, _ in SOURCES}  # current: no work
 
 
-def _store(loaded, manifest):
-    """(reader over tokens.bin/.idx, documents table) of one source."""
-    bin_out = next(o for o in manifest["outputs"] if o["kind"] == "token_bin")
+def _store(loaded, manifest, kinds=("token_bin", "token_documents")):
+    """(reader over tokens.bin/.idx, documents table) of one source; ``kinds=("valid_bin",
+    "valid_documents")`` for its held-out store."""
+    bin_out = next(o for o in manifest["outputs"] if o["kind"] == kinds[0])
     prefix = (loaded.storage_root / bin_out["path"]).with_suffix("")
-    docs = read_outputs(manifest, loaded.storage_root, "token_documents")
+    docs = read_outputs(manifest, loaded.storage_root, kinds[1])
     return IndexedReader(prefix), docs
 
 
@@ -66,8 +69,8 @@ def test_counts_equal_a_direct_tokenizers_call_and_text_round_trips(gpt2_build):
         reader, docs = _store(loaded, m)
         from corpusmix.core.manifest import manifest_path, read_manifest
 
-        quality = read_outputs(read_manifest(manifest_path(loaded.manifest_root, "quality", name)),
-                               loaded.storage_root, "documents")
+        quality = read_outputs(read_manifest(manifest_path(loaded.manifest_root, "heldout_split", name)),
+                               loaded.storage_root, "documents")  # the train side of the split
         texts = dict(zip(quality.column("doc_id").to_pylist(), quality.column("text").to_pylist()))
         assert docs.column("doc_id").to_pylist() == quality.column("doc_id").to_pylist()  # every kept doc, in order
         assert docs.column("sequence").to_pylist() == list(range(len(reader)))

@@ -129,6 +129,27 @@ class Quality(_Strict):
     audit_samples: int = Field(5, ge=0, le=100)
 
 
+DEFAULT_HELDOUT_FRACTION = 0.01
+
+
+class HeldOut(_Strict):
+    """A source's held-out split (stage ``heldout_split``): evaluation text carved out of the kept
+    documents before tokenize, never trained on. Give ``fraction`` or ``tokens`` (neither: fraction 0.01)."""
+
+    fraction: float | None = Field(None, ge=0.0, le=0.5, description="Share of the source's kept documents held out.")
+    tokens: int | None = Field(None, ge=0, description="Held-out token budget: the documents' n_tokens (EOS not "
+                                                       "counted) reach at least this many.")
+    min_documents: int = Field(20, ge=0, description="At least this many documents held out, whatever the fraction "
+                                                     "or budget gives (at most half the source's documents).")
+    seed: int = Field(0, description="Chooses the documents; same seed and documents, same split.")
+
+    @property
+    def target(self) -> tuple[str, float]:
+        """("fraction", f) or ("tokens", n): what the stage sizes the split by."""
+        return ("tokens", self.tokens) if self.tokens is not None else (
+            "fraction", DEFAULT_HELDOUT_FRACTION if self.fraction is None else self.fraction)
+
+
 class Source(_Strict):
     name: str = Field(pattern=r"^[a-z][a-z0-9_\-]{0,63}$")
     kind: Literal["prose", "web", "code", "math", "dialogue"]
@@ -140,6 +161,14 @@ class Source(_Strict):
     quality: float = Field(1.0, gt=0)
     on_unreadable: Literal["fail", "skip"] = "fail"
     filters: SourceFilters = SourceFilters()
+    # every source gets a small held-out split unless it opts out with ``heldout: false``
+    heldout: HeldOut | None = HeldOut()
+
+    @field_validator("heldout", mode="before")
+    @classmethod
+    def _heldout_off(cls, value: Any) -> Any:
+        """``heldout: false`` opts a source out, as ``null`` does."""
+        return None if value is False else value
 
 
 class TrainTokenizer(_Strict):

@@ -245,6 +245,10 @@ def semantic_issues(loaded: LoadedSpec, check_files: bool) -> list[SpecIssue]:
     from corpusmix.stages.quality_rules import RULES  # the rule catalogue is part of the spec's vocabulary
 
     for i, src in enumerate(spec.sources):
+        if src.heldout and src.heldout.fraction is not None and src.heldout.tokens is not None:
+            issues.append(SpecIssue(f"sources[{i}].heldout", "give fraction or tokens, not both",
+                                    "keep fraction (a share of the kept documents) or tokens (a token budget); "
+                                    "min_documents applies to either"))
         for j, name in enumerate(src.filters.rules or []):
             if name not in RULES:
                 near_rule = difflib.get_close_matches(name, list(RULES), n=1, cutoff=0.5)

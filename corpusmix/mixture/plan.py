@@ -78,7 +78,8 @@ RAW_METHOD = "ESTIMATED from the raw input files (nothing built yet)"
 
 
 def availability(loaded: LoadedSpec, exact_only: bool = False, raw_estimate: bool = False) -> Availability:
-    """What each source can supply: exact from its tokenize manifest, else (unless ``exact_only``)
+    """What each source can supply for training: exact from its tokenize manifest (the train store
+    only: held-out text is never available to the mixture), else (unless ``exact_only``)
     the latest earlier stage's count, plus one EOS per document; a source with no manifest at all
     is an error, or with ``raw_estimate`` (``corpusmix plan`` before a build) an estimate from a
     sample of its raw files (``estimate.raw_estimate``), described in ``notes``."""

@@ -30,6 +30,7 @@ VIEWS = {
     "cross_source": "cross-source dedup: documents another source already holds",
     "rules": "quality: each source's rules as built, their parameters and thresholds",
     "rejections": "quality: documents failing rules, with every rule and every measured value (JSON)",
+    "split": "held-out split: every kept document's side (train or heldout), rank, cluster, duplicate elsewhere",
     "tokenized": "tokenize: kept documents, sequence index and token count",
     "lineage": "mixed shards: token ranges (stream offset, shard, phase, source, doc_id, epoch, offset)",
 }
@@ -49,6 +50,7 @@ RULES_SCHEMA = pa.schema([("source", pa.string()), ("rule", pa.string()), ("para
 TABLE_KINDS = {"quarantine": ("ingest", "quarantine", "quarantine"), "duplicates": ("dedup", "duplicates", "duplicates"),
                "cross_source": ("cross_source_dedup", "cross_source_duplicates", "duplicates"),
                "rejections": ("quality", "rejections", "rejections"),
+               "split": ("heldout_split", "heldout_split", "heldout_split"),
                "tokenized": ("tokenize", "token_documents", "tokenized_documents"),
                "lineage": ("mixed_shards", "lineage", "lineage")}
 
@@ -190,6 +192,12 @@ _FINDINGS = {
                      lambda r: f"kept as {r['representative_doc_id']}"),
     "rejections": ('source, failed_rules, "values"', lambda r: "failed " + ", ".join(r["failed_rules"]),
                    lambda r: "; ".join(f["text"] for f in r["failed"])),
+    "split": ("source, split, rank, cluster_id, duplicate_elsewhere",
+              lambda r: "held out (evaluation only, never trained on)" if r["split"] == "heldout" else "train side",
+              lambda r: f"rank {r['rank']} of the seeded order"
+                        + (f", cluster of {r['cluster_id']}" if r["cluster_id"] else "")
+                        + (f", near-duplicate of {r['duplicate_elsewhere']} keeps it in train"
+                           if r["duplicate_elsewhere"] else "")),
     "tokenized": ("source, sequence, n_tokens", lambda r: "kept",
                   lambda r: f"sequence {r['sequence']} of the token store, {r['n_tokens']} tokens"),
 }
@@ -279,7 +287,8 @@ def diff(loaded: LoadedSpec, old_manifest_root: Path) -> dict:
             stages.append({"asset": key[0], "partition": key[1] or None,
                            "version": [b and b[0], a and a[0]], "documents_out": [b and b[1], a and a[1]],
                            "tokens_out": [b and b[2], a and a[2]]})
-    kept_q = "SELECT source, doc_id FROM tokenized"
+    # kept = either side of the held-out split: a document that only changed sides was not added or removed
+    kept_q = "SELECT source, doc_id FROM tokenized UNION SELECT source, doc_id FROM split"
     kept_old, kept_new = set(old.execute(kept_q).fetchall()), set(new.execute(kept_q).fetchall())
     by_source: dict[str, dict[str, list[str]]] = {}
     for label, rows in (("added", kept_new - kept_old), ("removed", kept_old - kept_new)):

@@ -21,6 +21,8 @@ from corpusmix.core.spec import LoadedSpec
 from schemas.tables import (
     ARROW_SCHEMAS,
     DUPLICATES,
+    HELDOUT_DOCUMENTS,
+    HELDOUT_SPLIT,
     INGEST_DOCUMENTS,
     QUALITY_DOCUMENTS,
     QUARANTINE,
@@ -31,8 +33,10 @@ from schemas.tables import (
 
 # which pandera schema checks each kind of table output (documents differ before and after quality)
 _TABLE_SCHEMAS = {"quarantine": QUARANTINE, "duplicates": DUPLICATES, "cross_source_duplicates": DUPLICATES,
-                  "rejections": REJECTIONS, "token_documents": TOKENIZED_DOCUMENTS}
-_INDEXES = ("token_bin", "shard_bin")
+                  "rejections": REJECTIONS, "token_documents": TOKENIZED_DOCUMENTS,
+                  "heldout_documents": HELDOUT_DOCUMENTS, "heldout_split": HELDOUT_SPLIT,
+                  "valid_documents": TOKENIZED_DOCUMENTS}
+_INDEXES = ("token_bin", "valid_bin", "shard_bin")
 
 
 def row_count(path: Path) -> int:
@@ -64,7 +68,7 @@ def schema_problems(loaded: LoadedSpec, manifest: dict) -> list[str]:
         kind = out["kind"]
         schema = _TABLE_SCHEMAS.get(kind)
         if kind == "documents":
-            schema = QUALITY_DOCUMENTS if manifest["asset"] == "quality" else INGEST_DOCUMENTS
+            schema = QUALITY_DOCUMENTS if manifest["asset"] in ("quality", "heldout_split") else INGEST_DOCUMENTS
         try:
             if schema is not None:
                 for batch in pq.ParquetFile(path).iter_batches(batch_size=65536):  # bounded memory

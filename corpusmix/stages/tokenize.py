@@ -1,6 +1,8 @@
-"""Tokenize stage: every kept document of a source into a Megatron token store.
+"""Tokenize stage: every kept document of a source into Megatron token stores, train and held-out.
 
-Each quality part is one unit of work for the spec's executor
+The held-out split's train documents become ``tokens.bin/.idx`` (what the mixture reads); its
+held-out documents become ``valid.bin/.idx`` beside them, the same way (evaluation only).
+Each input part is one unit of work for the spec's executor
 (``_tokenize_part``): it reads the part in batches of about ``BATCH_CHARS``
 characters, cuts long documents into pieces where the tokenizer starts a new
 token anyway (``tokenizer.pieces``; whole documents if the tokenizer fails the
@@ -42,6 +44,10 @@ from schemas.tables import ARROW_SCHEMAS, TOKENIZED_DOCUMENTS, validate_table
 
 PREFIX = "tokens"
 DOCS_FILE = "documents.parquet"
+TRAIN_KINDS = ("token_bin", "token_index", "token_documents")
+VALID_PREFIX = "valid"  # the held-out documents' store, next to the train store: never mixed into shards
+VALID_DOCS_FILE = "valid_documents.parquet"
+VALID_KINDS = ("valid_bin", "valid_index", "valid_documents")
 DOCS_SCHEMA = ARROW_SCHEMAS["tokenized_documents"]
 # documents.parquet without ``sequence``, which only the driver knows
 PART_DOCS_SCHEMA = DOCS_SCHEMA.remove(DOCS_SCHEMA.get_field_index("sequence"))
@@ -157,68 +163,108 @@ def tokenize_config(loaded: LoadedSpec, source_name: str) -> dict:
             "tokenizer_sha256": d["outputs"][0]["sha256"], "eos_id": details["eos_id"]}
 
 
-def build_tokenize(ctx: StageRun) -> Built:
-    """Memory: each result holds one part's tokens (``_tokenize_part``), and the executors keep
-    at most 2 x workers results in flight."""
-    loaded = ctx.loaded
-    up_path, up = ctx.upstream("quality")
-    info, _ = built_tokenizer(loaded)
-    parts = [loaded.storage_root / o["path"] for o in up["outputs"] if o["kind"] == "documents"]
-    ctx.say(f"{up['counts']['documents_out']} documents, {up['counts']['bytes_out'] / 1e6:.1f} MB with "
-            f"{info.path.name} (vocab {info.vocab_size}, {info.dtype.name}, EOS {info.eos_id}, encoder {info.encoder})")
-    n_in = n_out = bytes_in = bytes_out = text_tokens = 0
-    empty = [0, 0]  # documents and bytes that encode to no token at all
-    writer = IndexedWriter(ctx.staging / PREFIX, info.dtype)
-    docs = pq.ParquetWriter(ctx.staging / DOCS_FILE, DOCS_SCHEMA, **PARQUET_OPTS)
-    # One unit per part; appending in part order makes the files independent of the backend.
-    with ctx.executor(len(parts), multithreaded_units=True) as executor:
-        for i, res in enumerate(executor.map(functools.partial(_tokenize_part, info), parts), 1):
-            lengths = res.docs.column("n_tokens").to_numpy()
-            sequences = pa.array(np.arange(writer.sequences, writer.sequences + len(lengths)))
-            table = res.docs.add_column(1, "sequence", sequences)
-            validate_table(table, TOKENIZED_DOCUMENTS)
-            writer.add(res.tokens, lengths)
-            docs.write_table(table, row_group_size=max(1, table.num_rows))
-            n_in += res.documents_in
-            bytes_in += res.bytes_in
-            empty[0] += res.empty[0]
-            empty[1] += res.empty[1]
-            n_out += len(lengths)
-            bytes_out += res.bytes_in - res.empty[1]
-            text_tokens += len(res.tokens) - len(lengths)
-            ctx.say(f"part {i}/{len(parts)}, {n_in} documents, {writer.tokens:,} tokens so far")
+@dataclass
+class _Store:
+    """One Megatron store written by ``_write_store``, with what went in and out."""
+
+    outputs: list[dict]
+    documents_in: int = 0
+    documents_out: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    text_tokens: int = 0
+    tokens_stored: int = 0
+    empty: tuple[int, int] = (0, 0)  # documents and bytes that encode to no token at all (dropped)
+
+
+def _write_store(ctx: StageRun, info: TokenizerInfo, executor, parts: list[Path], prefix: str, docs_file: str,
+                 kinds: tuple[str, str, str]) -> _Store:
+    """Tokenize ``parts`` into ``<prefix>.bin/.idx`` and ``docs_file``: one unit per part, appended
+    in part order, so the files are independent of the backend. ``kinds`` name the three outputs."""
+    st = _Store(outputs=[])
+    empty = [0, 0]
+    writer = IndexedWriter(ctx.staging / prefix, info.dtype)
+    docs = pq.ParquetWriter(ctx.staging / docs_file, DOCS_SCHEMA, **PARQUET_OPTS)
+    for i, res in enumerate(executor.map(functools.partial(_tokenize_part, info), parts), 1):
+        lengths = res.docs.column("n_tokens").to_numpy()
+        sequences = pa.array(np.arange(writer.sequences, writer.sequences + len(lengths)))
+        table = res.docs.add_column(1, "sequence", sequences)
+        validate_table(table, TOKENIZED_DOCUMENTS)
+        writer.add(res.tokens, lengths)
+        docs.write_table(table, row_group_size=max(1, table.num_rows))
+        st.documents_in += res.documents_in
+        st.bytes_in += res.bytes_in
+        empty[0] += res.empty[0]
+        empty[1] += res.empty[1]
+        st.documents_out += len(lengths)
+        st.bytes_out += res.bytes_in - res.empty[1]
+        st.text_tokens += len(res.tokens) - len(lengths)
+        ctx.say(f"{'' if prefix == PREFIX else 'held-out '}part {i}/{len(parts)}, {st.documents_in} documents, "
+                f"{writer.tokens:,} tokens so far")
     writer.close()
     docs.close()
-    outs = [{"name": f"{PREFIX}.bin", "kind": "token_bin", "rows": writer.sequences, "tokens": writer.tokens},
-            {"name": f"{PREFIX}.idx", "kind": "token_index", "rows": writer.sequences, "tokens": 0},
-            {"name": DOCS_FILE, "kind": "token_documents", "rows": n_out, "tokens": 0}]
-    for o in outs:
+    st.empty, st.tokens_stored = (empty[0], empty[1]), writer.tokens
+    st.outputs = [{"name": f"{prefix}.bin", "kind": kinds[0], "rows": writer.sequences, "tokens": writer.tokens},
+                  {"name": f"{prefix}.idx", "kind": kinds[1], "rows": writer.sequences, "tokens": 0},
+                  {"name": docs_file, "kind": kinds[2], "rows": st.documents_out, "tokens": 0}]
+    for o in st.outputs:
         o |= {"sha256": sha256_file(ctx.staging / o["name"]), "bytes": (ctx.staging / o["name"]).stat().st_size}
+    return st
+
+
+def _estimate_check(up: dict, counted: int, exact: int) -> dict:
+    """What the earlier stages counted for these documents against the exact count."""
+    return {"estimate": up["token_counting"].get("description", up["token_counting"]["method"]),
+            "method": up["token_counting"]["method"], "estimated_tokens": counted, "exact_tokens": exact,
+            "relative_error": (counted - exact) / exact if exact else None}
+
+
+def build_tokenize(ctx: StageRun) -> Built:
+    """The split's train documents into the train store (``tokens``), its held-out documents into
+    the ``valid`` store beside it. Memory: each result holds one part's tokens (``_tokenize_part``),
+    and the executors keep at most 2 x workers results in flight."""
+    loaded = ctx.loaded
+    up_path, up = ctx.upstream("heldout_split")
+    info, _ = built_tokenizer(loaded)
+    parts = [loaded.storage_root / o["path"] for o in up["outputs"] if o["kind"] == "documents"]
+    valid_parts = [loaded.storage_root / o["path"] for o in up["outputs"] if o["kind"] == "heldout_documents"]
+    ctx.say(f"{up['counts']['documents_out']} train documents, {up['counts']['bytes_out'] / 1e6:.1f} MB, and "
+            f"{up['counts'].get('heldout_documents', 0)} held-out with {info.path.name} (vocab {info.vocab_size}, "
+            f"{info.dtype.name}, EOS {info.eos_id}, encoder {info.encoder})")
+    with ctx.executor(len(parts) + len(valid_parts), multithreaded_units=True) as executor:
+        train = _write_store(ctx, info, executor, parts, PREFIX, DOCS_FILE, TRAIN_KINDS)
+        valid = _write_store(ctx, info, executor, valid_parts, VALID_PREFIX, VALID_DOCS_FILE, VALID_KINDS)
+    n_in, n_out, text_tokens = train.documents_in, train.documents_out, train.text_tokens
     counted = up["counts"]["tokens_out"]  # what the earlier stages counted for exactly these documents
-    err = (counted - text_tokens) / text_tokens if text_tokens else None
+    check = _estimate_check(up, counted, text_tokens)
+    err = check["relative_error"]
     return Built(
-        inputs=input_refs(loaded, up_path, up),
-        outputs=[output_ref(o, o["kind"], o["tokens"]) for o in outs],
-        counts={"documents_in": n_in, "documents_out": n_out, "bytes_in": bytes_in, "bytes_out": bytes_out,
-                "tokens_in": text_tokens, "tokens_out": text_tokens, "tokens_stored": writer.tokens,
-                "eos_tokens": n_out},
+        inputs=input_refs(loaded, up_path, up, kinds=("documents", "heldout_documents")),
+        outputs=[output_ref(o, o["kind"], o["tokens"]) for o in train.outputs + valid.outputs],
+        counts={"documents_in": n_in, "documents_out": n_out, "bytes_in": train.bytes_in, "bytes_out": train.bytes_out,
+                "tokens_in": text_tokens, "tokens_out": text_tokens, "tokens_stored": train.tokens_stored,
+                "eos_tokens": n_out, "valid_documents": valid.documents_out, "valid_tokens_stored": valid.tokens_stored},
         # no token acceptance: the documents it drops have no token, so it could only be 1
         rates={"document_acceptance": n_out / n_in if n_in else None},
         token_counting={"method": "exact", "tokenizer_sha256": info.sha256,
                         "description": f"exact: {info.path.name} (sha256 {info.sha256[:12]}…), "
                                        f"EOS {info.eos_id} appended to every document"},
-        reasons={"no_tokens": {"records": empty[0], "bytes": empty[1], "tokens": 0}} if empty[0] else {},
+        reasons={"no_tokens": {"records": train.empty[0], "bytes": train.empty[1], "tokens": 0}} if train.empty[0] else {},
         details={"dtype": info.dtype.name, "eos_id": info.eos_id, "vocab_size": info.vocab_size, "encoder": info.encoder,
                  "split_long_documents": info.split_long_documents,
-                 "mean_tokens_per_document": round(writer.tokens / n_out, 2) if n_out else None,
-                 "bytes_per_token": round(bytes_out / text_tokens, 4) if text_tokens else None,
-                 "estimate_check": {"estimate": up["token_counting"].get("description", up["token_counting"]["method"]),
-                                    "method": up["token_counting"]["method"],
-                                    "estimated_tokens": counted, "exact_tokens": text_tokens,
-                                    "relative_error": err}},
-        summary=f"{n_out} documents, {writer.tokens:,} tokens ({text_tokens:,} + {n_out} EOS); the earlier stages' "
-                f"count ({up['token_counting']['method']}) off by {100 * (err or 0):+.2f}%")
+                 "mean_tokens_per_document": round(train.tokens_stored / n_out, 2) if n_out else None,
+                 "bytes_per_token": round(train.bytes_out / text_tokens, 4) if text_tokens else None,
+                 "estimate_check": check,
+                 # the held-out store: never in the mixed shards, read by evaluation only
+                 "valid": {"documents_in": valid.documents_in, "documents": valid.documents_out,
+                           "text_tokens": valid.text_tokens, "tokens_stored": valid.tokens_stored,
+                           "no_tokens": valid.empty[0],
+                           "estimate_check": _estimate_check(up, up["counts"].get("heldout_tokens", 0),
+                                                             valid.text_tokens)}},
+        summary=f"{n_out} documents, {train.tokens_stored:,} tokens ({text_tokens:,} + {n_out} EOS); held-out store "
+                f"{valid.documents_out} documents, {valid.tokens_stored:,} tokens; the earlier stages' count "
+                f"({up['token_counting']['method']}) off by {100 * (err or 0):+.2f}%")
 
 
-STAGE = Stage(name="tokenize", scope="source", upstream=("quality", "tokenizer"), config=tokenize_config,
+STAGE = Stage(name="tokenize", scope="source", upstream=("heldout_split", "tokenizer"), config=tokenize_config,
               build=build_tokenize, module=__name__)
