@@ -55,15 +55,20 @@ def test_no_op_and_one_changed_source(make_spec, tmp_path):
     third: list[str] = []
     assert run_build(spec, echo=third.append)
     text = "\n".join(third)
-    for line in ("math ingest + dedup: ok", "cross_source_dedup + tokenizer: ok", "math quality + tokenize: ok",
+    for line in ("math ingest + dedup: ok", "cross_source_dedup + tokenizer: ok", "math quality + heldout_split + tokenize: ok",
                  "mixture_plan + mixed_shards: ok", "dialogue ingest + dedup: up to date (no run)",
-                 "dialogue quality + tokenize: up to date (no run)"):
+                 # dialogue's held-out split reads math's dedup survivors (a near-duplicate there would keep a
+                 # dialogue document in train), so its run starts; it moves nothing, and tokenize stays current
+                 "dialogue quality + heldout_split + tokenize: ok"):
         assert line in text, text
     after = _manifests(loaded.manifest_root)
     assert after["tokenizer/_all.json"] == before["tokenizer/_all.json"]  # in the run, but it skipped itself
     for stage in ("ingest", "dedup", "quality", "tokenize"):
         assert after[f"{stage}/dialogue.json"] == before[f"{stage}/dialogue.json"]
         assert after[f"{stage}/math.json"] != before[f"{stage}/math.json"]
+    split_files = [{o["path"].rsplit("/", 1)[-1]: o["sha256"] for o in orjson.loads(m)["outputs"]}
+                   for m in (before["heldout_split/dialogue.json"], after["heldout_split/dialogue.json"])]
+    assert split_files[0] == split_files[1]  # same split, same bytes: nothing after it rebuilt
     assert after["tokenizer/_all.json"] == before["tokenizer/_all.json"]
     assert after["mixed_shards/_all.json"] != before["mixed_shards/_all.json"]
     assert everything_current(loaded)

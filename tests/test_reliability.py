@@ -305,7 +305,7 @@ def test_a_signal_stops_the_build_says_so_and_the_rerun_finishes(make_spec, tmp_
     out = "".join(lines) + proc.stdout.read()
     assert proc.wait(timeout=120) == code, out
     assert f"interrupted by {sig.name}" in out and "report:" not in out
-    assert "quality + tokenize: ok" not in out  # nothing after the interrupted run started
+    assert "quality + heldout_split + tokenize: ok" not in out  # nothing after the interrupted run started
     time.sleep(1)
     left = subprocess.run(["pgrep", "-s", str(proc.pid)], capture_output=True, text=True).stdout.split()
     assert left == [], left  # its session (pool, forkserver) is gone

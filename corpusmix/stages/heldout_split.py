@@ -19,9 +19,11 @@ Design: one partition per source, and no coordination between partitions.
   source, and then it is held out whole. A cluster reaching into another source stays in
   train (``duplicate_elsewhere`` names the member outside). The rule is symmetric: if
   document h of A is near-duplicate to d of B, A's partition sees d (and keeps h in train)
-  and B's sees h (and keeps d in train), so no partition needs another's decision, each
-  stays incremental (its key: its own quality version and the other sources' dedup
-  versions), and still no held-out document has a near-duplicate in train, in any source.
+  and B's sees h (and keeps d in train), so no partition needs another's decision and
+  still no held-out document has a near-duplicate in train, in any source. The key is this
+  source's quality version and the other sources' dedup versions: a change in one source's
+  dedup reruns every split; tokenize keys on the split's output bytes, so a split that moved
+  nothing rebuilds nothing after it.
 * **Which clusters.** Documents are ranked by blake2b(seed, source, doc_id): a document's
   place does not depend on the others, so adding documents to a source moves few held-out
   documents (held-out sets stay comparable across corpus versions). Clusters are taken in

@@ -219,6 +219,16 @@ def _estimate_check(up: dict, counted: int, exact: int) -> dict:
             "relative_error": (counted - exact) / exact if exact else None}
 
 
+def tokenize_inputs(loaded: LoadedSpec, source_name: str) -> list:
+    """The tokenizer's version and the split's document files by content, not the split's version: the
+    split reruns whenever another source's dedup changes (a near-duplicate there could move a document
+    here), and when it moved nothing this partition and everything after it stay current."""
+    tok = require_manifest(loaded.manifest_root, "tokenizer", None)[1]
+    split = require_manifest(loaded.manifest_root, "heldout_split", source_name)[1]
+    return [tok["version"], [(o["kind"], o["path"].rsplit("/", 1)[-1], o["sha256"]) for o in split["outputs"]
+                             if o["kind"] in ("documents", "heldout_documents")]]
+
+
 def build_tokenize(ctx: StageRun) -> Built:
     """The split's train documents into the train store (``tokens``), its held-out documents into
     the ``valid`` store beside it. Memory: each result holds one part's tokens (``_tokenize_part``),
@@ -267,4 +277,4 @@ def build_tokenize(ctx: StageRun) -> Built:
 
 
 STAGE = Stage(name="tokenize", scope="source", upstream=("heldout_split", "tokenizer"), config=tokenize_config,
-              build=build_tokenize, module=__name__)
+              inputs=tokenize_inputs, build=build_tokenize, module=__name__)
