@@ -1,6 +1,7 @@
 """Dagster assets: one per engine stage, made by one factory (``factory.stage_asset``). A stage's
 module here holds only how it shows in the UI (``StageAsset``); stage logic lives in ``corpusmix``."""
 
+from .decontaminate import DECONTAMINATE, EVAL_INDEX
 from .dedup import CROSS_SOURCE_DEDUP, DEDUP
 from .factory import StageAsset
 from .heldout import HELDOUT_SPLIT
@@ -11,6 +12,7 @@ from .tokenize import TOKENIZE, TOKENIZER
 
 WIRING: dict[str, StageAsset] = {
     "ingest": INGEST, "dedup": DEDUP, "cross_source_dedup": CROSS_SOURCE_DEDUP, "quality": QUALITY,
+    "eval_index": EVAL_INDEX, "decontaminate": DECONTAMINATE,
     "heldout_split": HELDOUT_SPLIT,
     "tokenizer": TOKENIZER, "tokenize": TOKENIZE, "mixture_plan": MIXTURE_PLAN, "mixed_shards": MIXED_SHARDS,
 }

@@ -4,6 +4,7 @@ integrity and schema are blocking errors: a failure stops what depends on the as
 same run. Acceptance drift is a warning. The logic is in ``corpusmix.ops.checks``.
 """
 
+import warnings
 from pathlib import Path
 
 from dagster import (
@@ -15,6 +16,7 @@ from dagster import (
     MaterializeResult,
     MetadataValue,
     PartitionsDefinition,
+    PreviewWarning,
 )
 
 from corpusmix.core.manifest import manifest_path, read_manifest
@@ -27,7 +29,14 @@ INTEGRITY, SCHEMA, DRIFT = "outputs_match_manifest", "schema", "acceptance_drift
 def stage_check_specs(asset: str, rates: bool = True, partitions: PartitionsDefinition | None = None,
                       ) -> list[AssetCheckSpec]:
     """The checks every stage has; partitioned like the asset, so each result names its source
-    (without ``partitions`` the UI shows "Partition —" for every source's check)."""
+    (without ``partitions`` the UI shows "Partition —" for every source's check). Partitioned
+    checks are a Dagster preview feature (1.13): its warning, once per spec, is silenced here."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PreviewWarning)
+        return _check_specs(asset, rates, partitions)
+
+
+def _check_specs(asset: str, rates: bool, partitions: PartitionsDefinition | None) -> list[AssetCheckSpec]:
     specs = [AssetCheckSpec(INTEGRITY, asset=AssetKey(asset), blocking=True, partitions_def=partitions,
                             description="Every output is on disk with the size, sha256 and rows its manifest records."),
              AssetCheckSpec(SCHEMA, asset=AssetKey(asset), blocking=True, partitions_def=partitions,

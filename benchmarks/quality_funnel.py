@@ -25,7 +25,7 @@ def main() -> None:
     quiet = lambda m: None  # noqa: E731
     with tempfile.TemporaryDirectory() as tmp:
         loaded = load_spec(write_spec(Path(tmp), SOURCES, 0))
-        build_through(loaded, "cross_source_dedup")
+        build_through(loaded, "decontaminate")
         for s in SOURCES:
             t = time.perf_counter()
             m, _ = run_stage("quality", loaded, s, progress=quiet)

@@ -32,8 +32,11 @@ def _cmd_init(args) -> int:
 
 
 def _cmd_validate(args) -> int:
+    from corpusmix.stages.eval_index import check_eval_files
+
     try:
         loaded = load_spec(args.spec)
+        check_eval_files(loaded)
     except SpecError as e:
         print(f"{len(e.issues)} problem(s) in {e.file}:\n{e}", file=sys.stderr)
         return 2

@@ -7,9 +7,10 @@ lookup and the benchmarks. A stage is added by declaring its ``Stage`` in its
 own module and listing it here; its position must come after every stage it
 reads (checked at import).
 
-    raw files ─► ingest ─► dedup ─► cross_source_dedup ─► quality ─► tokenize ─► mixture_plan ─► mixed_shards
-                                                                     ▲
-                                                        tokenizer ───┘ (from a file, or trained on quality)
+    raw files ─► ingest ─► dedup ─► decontaminate ─► quality ─► heldout_split ─► tokenize ─► mixture_plan ─► mixed_shards
+                  │          └─► cross_source_dedup ─┘ (drop list)                ▲   (train; held-out: valid)
+                  └─► eval_index (eval sets: files, or a source's records)        │
+                                                                  tokenizer ──────┘ (from a file, or trained on quality)
 """
 
 from __future__ import annotations
@@ -23,12 +24,24 @@ from corpusmix.core.manifest import owning_manifests
 from corpusmix.core.spec import LoadedSpec, Spec
 from corpusmix.core.stage import Stage
 from corpusmix.mixture import plan, shards
-from corpusmix.stages import cross_source_dedup, dedup, heldout_split, ingest, quality, tokenize, tokenizer
+from corpusmix.stages import (
+    cross_source_dedup,
+    decontaminate,
+    dedup,
+    eval_index,
+    heldout_split,
+    ingest,
+    quality,
+    tokenize,
+    tokenizer,
+)
 
 STAGES: tuple[Stage, ...] = (
     ingest.STAGE,
     dedup.STAGE,
     cross_source_dedup.STAGE,
+    eval_index.STAGE,
+    decontaminate.STAGE,
     quality.STAGE,
     heldout_split.STAGE,
     tokenizer.STAGE,

@@ -233,6 +233,45 @@ CANDIDATES = pa_.DataFrameSchema(
 )
 
 
+U64 = pd.ArrowDtype(pa.uint64())
+I32 = pd.ArrowDtype(pa.int32())
+
+EVAL_ITEMS = pa_.DataFrameSchema(
+    {
+        "eval_set": pa_.Column(STR, nullable=False),
+        "item_id": pa_.Column(STR, nullable=False, description="The item's own id, else file:record"),
+        "text": pa_.Column(STR, nullable=False, description="The item's fields joined by newlines"),
+        "n_ngrams": pa_.Column(I64, pa_.Check.ge(0), nullable=False,
+                               description="Its n-grams in the index (0: shorter than n words, or all too common)"),
+    },
+    strict=True, ordered=True, name="eval_items",
+)
+
+EVAL_NGRAMS = pa_.DataFrameSchema(
+    {
+        "hash": pa_.Column(U64, nullable=False, description="64-bit hash of a normalised word n-gram"),
+        "item": pa_.Column(I32, pa_.Check.ge(0), nullable=False, description="Row of eval_items holding it"),
+    },
+    strict=True, ordered=True, name="eval_ngrams",
+)
+
+CONTAMINATION = pa_.DataFrameSchema(
+    {
+        "source": pa_.Column(STR, nullable=False),
+        "doc_id": pa_.Column(STR, nullable=False),
+        "eval_set": pa_.Column(STR, nullable=False),
+        "item_id": pa_.Column(STR, nullable=False),
+        "ngram": pa_.Column(STR, nullable=False, description="The first matched n-gram, normalised"),
+        "offset": pa_.Column(I64, pa_.Check.ge(-1), nullable=False,
+                             description="Character offset of that n-gram in the document (-1: not mappable)"),
+        "ngrams_matched": pa_.Column(I64, pa_.Check.ge(1), nullable=False,
+                                     description="How many of the document's n-grams this item holds"),
+        "action": pa_.Column(STR, pa_.Check.isin(["dropped", "span_removed"]), nullable=False),
+    },
+    strict=True, ordered=True, name="contamination",
+)
+
+
 def arrow_schema(schema: pa_.DataFrameSchema) -> pa.Schema:
     """The Arrow schema a stage writes, derived from the pandera schema (the one source of truth).
     Fields stay nullable in Arrow, as pyarrow makes them; pandera checks the nulls."""
@@ -241,7 +280,8 @@ def arrow_schema(schema: pa_.DataFrameSchema) -> pa.Schema:
 
 SCHEMAS: dict[str, pa_.DataFrameSchema] = {
     s.name: s for s in (INGEST_DOCUMENTS, QUARANTINE, DUPLICATES, QUALITY_DOCUMENTS, REJECTIONS,
-                        TOKENIZED_DOCUMENTS, QUALITY_AUDIT, LINEAGE, CANDIDATES, HELDOUT_DOCUMENTS, HELDOUT_SPLIT)
+                        TOKENIZED_DOCUMENTS, QUALITY_AUDIT, LINEAGE, CANDIDATES, HELDOUT_DOCUMENTS, HELDOUT_SPLIT,
+                        EVAL_ITEMS, EVAL_NGRAMS, CONTAMINATION)
 }
 ARROW_SCHEMAS: dict[str, pa.Schema] = {name: arrow_schema(s) for name, s in SCHEMAS.items()}
 

@@ -69,9 +69,10 @@ def test_every_run_of_a_cli_build_is_a_run_of_the_code_location_with_the_build_t
     home, out, build_id, seen, printed = cli_build.home, cli_build.out, cli_build.build_id, cli_build.seen, \
         cli_build.printed
     assert build_id, out  # printed before the first run
-    assert list(printed) == ["math ingest + dedup", "dialogue ingest + dedup", "cross_source_dedup + tokenizer",
-                             "math quality + heldout_split + tokenize",
-                             "dialogue quality + heldout_split + tokenize", "mixture_plan + mixed_shards"]
+    assert list(printed) == ["math ingest + dedup", "dialogue ingest + dedup",
+                             "cross_source_dedup + eval_index + tokenizer",
+                             "math decontaminate + quality + heldout_split + tokenize",
+                             "dialogue decontaminate + quality + heldout_split + tokenize", "mixture_plan + mixed_shards"]
     with _instance(home) as instance:
         runs = instance.get_runs()
         assert {r.run_id for r in runs} == set(printed.values())  # the build's runs and nothing else

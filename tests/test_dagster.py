@@ -72,8 +72,10 @@ def test_cli_build_records_runs_in_the_instance(make_spec, tmp_path, monkeypatch
     r = subprocess.run([sys.executable, "-m", "workflows.cli", "build", str(spec)],
                        capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
-    for line in ("math ingest + dedup: ok", "dialogue ingest + dedup: ok", "cross_source_dedup + tokenizer: ok",
-                 "math quality + heldout_split + tokenize: ok", "dialogue quality + heldout_split + tokenize: ok", "mixture_plan + mixed_shards: ok"):
+    for line in ("math ingest + dedup: ok", "dialogue ingest + dedup: ok",
+                 "cross_source_dedup + eval_index + tokenizer: ok",
+                 "math decontaminate + quality + heldout_split + tokenize: ok",
+                 "dialogue decontaminate + quality + heldout_split + tokenize: ok", "mixture_plan + mixed_shards: ok"):
         assert line in r.stdout, r.stdout
     assert "telemetry" in (home / "dagster.yaml").read_text()
     report = r.stdout.split("report: ")[1].split()[0]
@@ -89,8 +91,9 @@ def test_cli_build_records_runs_in_the_instance(make_spec, tmp_path, monkeypatch
     assert plan["error"] is None and plan["per_source"]["math"]["allocated"] == pytest.approx(500_000)
     with DagsterInstance.get() as instance:
         assert sorted(run.job_name for run in instance.get_runs()) == [
-            "cross_source_dedup_tokenizer_job", "ingest_dedup_job", "ingest_dedup_job", "mixture_plan_mixed_shards_job",
-            "quality_heldout_split_tokenize_job", "quality_heldout_split_tokenize_job"]
+            "cross_source_dedup_eval_index_tokenizer_job", "decontaminate_quality_heldout_split_tokenize_job",
+            "decontaminate_quality_heldout_split_tokenize_job", "ingest_dedup_job", "ingest_dedup_job",
+            "mixture_plan_mixed_shards_job"]
         for stage in ("ingest", "dedup", "quality", "tokenize"):
             assert instance.get_materialized_partitions(AssetKey(stage)) == {"math", "dialogue"}
         assert instance.get_latest_materialization_event(AssetKey("cross_source_dedup")) is not None
@@ -130,8 +133,9 @@ def test_build_with_a_trained_tokenizer_runs_quality_before_the_tokenizer(make_s
     echo: list[str] = []
     assert run_build(spec, echo=echo.append), "\n".join(echo)
     order = [line.split(":")[0].strip() for line in echo if line.endswith(")") and ": ok (run" in line]
-    assert order == ["math ingest + dedup", "dialogue ingest + dedup", "cross_source_dedup",
-                     "math quality + heldout_split", "dialogue quality + heldout_split", "tokenizer", "math tokenize",
+    assert order == ["math ingest + dedup", "dialogue ingest + dedup", "cross_source_dedup + eval_index",
+                     "math decontaminate + quality + heldout_split", "dialogue decontaminate + quality + heldout_split",
+                     "tokenizer", "math tokenize",
                      "dialogue tokenize",
                      "mixture_plan + mixed_shards"]
     with DagsterInstance.get() as instance:

@@ -77,7 +77,8 @@ def test_build_records_its_runs_in_a_postgres_instance(postgres, make_spec, tmp_
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
         assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
         runs = instance.get_runs(RunsFilter(statuses=[DagsterRunStatus.SUCCESS]))
-        # per source: ingest_dedup_job, quality_heldout_split_tokenize_job; once: cross_source_dedup_tokenizer_job,
+        # per source: ingest_dedup_job, decontaminate_quality_heldout_split_tokenize_job; once:
+        # cross_source_dedup_eval_index_tokenizer_job,
         # mixture_plan_mixed_shards_job
         assert len(runs) == 2 * 2 + 2
         for stage in ("ingest", "dedup", "quality", "tokenize"):

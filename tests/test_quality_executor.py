@@ -6,7 +6,7 @@ import shutil
 
 from corpusmix.core.spec import load_spec
 from corpusmix.core.storage import sha256_file
-from corpusmix.pipeline import run_stage
+from corpusmix.pipeline import build_all, run_stage
 from corpusmix.stages.quality import CROSS, _sample_key
 
 from .conftest import CORPUS, base_spec, read_outputs, write_spec
@@ -36,10 +36,7 @@ def _files(manifest, storage_root):
 def test_inline_and_process_pool_write_identical_outputs(tmp_path):
     inline_root, pool_root = tmp_path / "inline", tmp_path / "pool"
     inline = _spec(inline_root, {"backend": "inline"})
-    for s in SOURCES:
-        run_stage("ingest", inline, s["name"], progress=lambda m: None)
-        run_stage("dedup", inline, s["name"], progress=lambda m: None)
-    run_stage("cross_source_dedup", inline, progress=lambda m: None)
+    build_all(inline, until="decontaminate")  # every stage quality reads
     for d in ("data", "manifests"):  # the same upstream under a second root: only quality runs twice
         shutil.copytree(inline_root / d, pool_root / d)
     pool = _spec(pool_root, {"backend": "processes", "workers": 2})

@@ -7,17 +7,14 @@ import json
 import pyarrow.parquet as pq
 
 from corpusmix.core.spec import load_spec
-from corpusmix.pipeline import run_stage
+from corpusmix.pipeline import build_all, run_stage
 
 from .conftest import CORPUS, read_outputs
 
 
 def _build(make_spec, sources):
     loaded = load_spec(make_spec(sources))
-    for s in sources:
-        run_stage("ingest", loaded, s["name"], progress=lambda m: None)
-        run_stage("dedup", loaded, s["name"], progress=lambda m: None)
-    run_stage("cross_source_dedup", loaded, progress=lambda m: None)
+    build_all(loaded, until="decontaminate", progress=lambda m: None)  # every stage quality reads
     return loaded
 
 

@@ -31,14 +31,17 @@ def test_the_registry_is_in_dependency_order_and_names_each_stage_once():
 
 
 def test_waves_run_every_stage_once_after_its_inputs(make_spec):
-    """Tokenizer from a file: it joins cross-source dedup, so quality, the held-out split and tokenize
-    share a run per source (4 waves); a trained tokenizer reads quality, which splits them (6 waves)."""
+    """Tokenizer from a file: it joins cross-source dedup and the eval index, so decontamination,
+    quality, the held-out split and tokenize share a run per source (4 waves); a trained tokenizer
+    reads quality, which splits them (6 waves)."""
     sources = [{"name": "math", "kind": "math", "paths": [str(CORPUS / "math" / "math-0000-of-0002.jsonl.gz")]}]
     from_file = load_spec(make_spec(sources)).spec
     trained = load_spec(make_spec(sources, name="trained.yaml", tokenizer={"train": {"vocab_size": 512}})).spec
-    for spec, expected in ((from_file, [("ingest", "dedup"), ("cross_source_dedup", "tokenizer"),
-                                        ("quality", "heldout_split", "tokenize"), ("mixture_plan", "mixed_shards")]),
-                           (trained, [("ingest", "dedup"), ("cross_source_dedup",), ("quality", "heldout_split"),
+    for spec, expected in ((from_file, [("ingest", "dedup"), ("cross_source_dedup", "eval_index", "tokenizer"),
+                                        ("decontaminate", "quality", "heldout_split", "tokenize"),
+                                        ("mixture_plan", "mixed_shards")]),
+                           (trained, [("ingest", "dedup"), ("cross_source_dedup", "eval_index"),
+                                      ("decontaminate", "quality", "heldout_split"),
                                       ("tokenizer",),
                                       ("tokenize",), ("mixture_plan", "mixed_shards")])):
         got = waves(spec)
@@ -154,7 +157,7 @@ def test_editing_the_report_rebuilds_nothing_and_a_quality_rule_rebuilds_from_qu
 
     build()
     first, runs = _versions(loaded.manifest_root), _runs()
-    assert len(first) == 2 * 5 + 4 and runs > 0
+    assert len(first) == 2 * 6 + 5 and runs > 0  # six stages per source, five global ones
 
     report = code / "corpusmix" / "ops" / "report.py"
     report.write_text(report.read_text().replace('"""What a build produced, for people:',
@@ -170,7 +173,7 @@ def test_editing_the_report_rebuilds_nothing_and_a_quality_rule_rebuilds_from_qu
     build()
     after = _versions(loaded.manifest_root)
     changed = sorted({asset for key, v in after.items() if first[key] != v for asset in [key[0]]})
-    assert changed == ["heldout_split", "mixed_shards", "mixture_plan", "quality", "tokenize"]
+    assert changed == ["heldout_split", "mixed_shards", "mixture_plan", "quality", "tokenize"]  # not decontaminate
     assert all(after[("quality", s)] != first[("quality", s)] for s in ("math", "web"))
 
 
@@ -188,12 +191,13 @@ def test_every_funnel_adds_up_and_hands_its_tokens_to_the_next_stage(built_corpu
         for unit, field in (("documents", "records"), ("tokens", "tokens")):
             removed = sum(r[field] for r in m["reasons"].values())
             assert c[f"{unit}_in"] - removed == c[f"{unit}_out"], (asset, part, unit)
-    # ingest, dedup, quality, heldout_split, tokenize; cross-source
-    assert funnels == 5 * len(built_corpus.source_names) + 1
+    # ingest, dedup, decontaminate, quality, heldout_split, tokenize; cross-source
+    assert funnels == 6 * len(built_corpus.source_names) + 1
     for s in built_corpus.source_names:
-        chain = [manifests[(a, s)]["counts"] for a in ("ingest", "dedup", "quality", "heldout_split", "tokenize")]
+        chain = [manifests[(a, s)]["counts"] for a in ("ingest", "dedup", "decontaminate", "quality", "heldout_split",
+                                                      "tokenize")]
         assert [c["tokens_out"] for c in chain[:-1]] == [c["tokens_in"] for c in chain[1:]], s
-        assert chain[3]["tokens_out"] == chain[4]["tokens_out"], s  # the train side's count = tokenize's exact count
+        assert chain[4]["tokens_out"] == chain[5]["tokens_out"], s  # the train side's count = tokenize's exact count
         split, tok = manifests[("heldout_split", s)], manifests[("tokenize", s)]
         assert split["reasons"]["heldout"]["records"] == split["counts"]["heldout_documents"] > 0, s
         # the held-out documents went to their own store, counted exactly the same way

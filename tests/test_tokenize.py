@@ -16,7 +16,7 @@ import pytest
 from corpusmix.core import indexed
 from corpusmix.core.indexed import IndexedFormatError, IndexedReader, IndexedWriter, read_index, token_dtype
 from corpusmix.core.spec import SpecError, load_spec
-from corpusmix.pipeline import run_stage
+from corpusmix.pipeline import build_all, run_stage
 from corpusmix.stages.tokenizer import PIECE_CHARS, load_tokenizer, pieces, split_is_exact
 
 from .conftest import CORPUS, GPT2, base_spec, copy_build, read_outputs, write_spec
@@ -34,13 +34,7 @@ def _build_to_quality(root, tokenizer: dict | None = None, sources=SOURCES, **ov
     if tokenizer:
         spec["tokenizer"] = tokenizer
     loaded = load_spec(write_spec(root / "spec.yaml", spec))
-    for n, _, _ in sources:
-        run_stage("ingest", loaded, n, **QUIET)
-        run_stage("dedup", loaded, n, **QUIET)
-    run_stage("cross_source_dedup", loaded, **QUIET)
-    for n, _, _ in sources:
-        run_stage("quality", loaded, n, **QUIET)
-        run_stage("heldout_split", loaded, n, **QUIET)
+    build_all(loaded, until="heldout_split", **QUIET)  # every stage tokenize reads but the tokenizer
     return loaded
 
 

@@ -38,7 +38,9 @@ def test_dagster_dev_shows_partitioned_ingest_and_cli_runs(make_spec, tmp_path):
             time.sleep(1)
         assert sorted(nodes, key=lambda n: n["assetKey"]["path"]) == [
             {"assetKey": {"path": ["cross_source_dedup"]}, "isPartitioned": False, "partitionKeys": []},
+            {"assetKey": {"path": ["decontaminate"]}, "isPartitioned": True, "partitionKeys": ["math", "web"]},
             {"assetKey": {"path": ["dedup"]}, "isPartitioned": True, "partitionKeys": ["math", "web"]},
+            {"assetKey": {"path": ["eval_index"]}, "isPartitioned": False, "partitionKeys": []},
             {"assetKey": {"path": ["heldout_split"]}, "isPartitioned": True, "partitionKeys": ["math", "web"]},
             {"assetKey": {"path": ["ingest"]}, "isPartitioned": True, "partitionKeys": ["math", "web"]},
             {"assetKey": {"path": ["mixed_shards"]}, "isPartitioned": False, "partitionKeys": []},

@@ -56,13 +56,14 @@ def run_build(spec_path: str | os.PathLike, sources: list[str] | None = None, ec
 
     Builds of one storage root run one at a time (a second waits, then skips what the first built).
     """
+    from corpusmix.core.manifest import check_owner
     from corpusmix.core.spec import load_spec
     from corpusmix.core.storage import build_lock, collect_stale
-
-    from corpusmix.core.manifest import check_owner
+    from corpusmix.stages.eval_index import check_eval_files
 
     loaded = load_spec(spec_path)  # fail on a bad spec before Dagster starts anything
     check_owner(loaded)  # and on a manifests folder another spec owns (a SpecError: exit 2, no run started)
+    check_eval_files(loaded)  # and on an unusable eval file, before any stage reads a byte
     chosen = sources or loaded.source_names
     unknown = sorted(set(chosen) - set(loaded.source_names))
     if unknown:

@@ -60,3 +60,21 @@ def word_hashes(data: bytes) -> tuple[np.ndarray, np.ndarray]:
         prefix = np.zeros(len(b) + 1, dtype=np.uint64)
         np.cumsum((b.astype(np.uint64) + _U(1)) * pw[: len(b)], dtype=np.uint64, out=prefix[1:])
         return mix64((prefix[ends] - prefix[starts]) * inv[starts]), starts
+
+
+NGRAM_MULT = np.uint64(0x9E3779B97F4A7C15)
+
+
+def ngram_hashes(words: np.ndarray, owner: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """64-bit hashes of every run of ``k`` consecutive (mixed) word hashes that belong to one
+    owner (document), and the index of each run's first word. A polynomial in the word hashes,
+    so order matters, as in a k-gram; dedup's shingles and decontamination's n-grams share it."""
+    m = len(words) - k + 1
+    if m <= 0:
+        return np.empty(0, np.uint64), np.empty(0, np.int64)
+    acc = np.zeros(m, np.uint64)
+    with np.errstate(over="ignore"):
+        for j in range(k):
+            acc = acc * NGRAM_MULT + words[j:j + m]
+    inside = np.flatnonzero(owner[:m] == owner[k - 1:])
+    return acc[inside], inside

@@ -25,7 +25,7 @@ from typing import Annotated, Any, Literal
 
 import orjson
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from corpusmix.core.globs import find_files
 
@@ -123,6 +123,42 @@ class SourceFilters(_Strict):
 class Checks(_Strict):
     drift_threshold: float = Field(0.05, gt=0, le=1, description="Warn when an acceptance rate moves more than this "
                                                                   "(absolute) since the previous materialization.")
+
+
+class EvalSet(_Strict):
+    """A benchmark whose items must not be trained on: from local files (nothing is downloaded),
+    or from a source's own records whose metadata fields have given values (e.g. GSM8K's test
+    split inside the math source: ``source: math, where: {split: test}``)."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_\-]{0,63}$")
+    paths: list[str] | None = Field(None, min_length=1, description="JSONL, Parquet or plain-text files (globs).")
+    format: Literal["auto", "jsonl", "parquet", "text"] = "auto"
+    source: str | None = Field(None, description="Take the items from this source's ingested records ...")
+    where: dict[str, str | int | float | bool] = Field({}, description="... whose metadata fields equal these.")
+    fields: list[str] = Field(["text"], min_length=1, description="Fields joined (newline) into an item's text, "
+                                                                 "e.g. [question, answer] or [context, question].")
+    id_field: str | None = "id"
+
+    @model_validator(mode="after")
+    def _one_origin(self) -> EvalSet:
+        if (self.paths is None) == (self.source is None):
+            raise ValueError(f"eval set {self.name!r} needs exactly one of 'paths' (files) or 'source' (a source's "
+                             "records, with 'where')")
+        return self
+
+
+class Decontamination(_Strict):
+    """Training documents that share a normalised word n-gram with an eval item (GPT-3's method)."""
+
+    ngram: int = Field(13, ge=8, le=50, description="Words per n-gram (after lowercasing and folding punctuation "
+                                                   "and whitespace).")
+    policy: Literal["drop_document", "remove_span"] = "drop_document"
+    span_margin: int = Field(200, ge=0, description="remove_span: characters cut on each side of a matched span.")
+    max_cuts: int = Field(10, ge=1, description="remove_span: a document cut more often than this is dropped.")
+    min_chars_left: int = Field(200, ge=0, description="remove_span: a document left shorter than this is dropped.")
+    max_items_per_ngram: int = Field(10, ge=1, description="An n-gram found in more eval items than this is too "
+                                                          "common to mean contamination, and is ignored.")
+    audit_samples: int = Field(5, ge=0, le=100)
 
 
 class Quality(_Strict):
@@ -247,6 +283,8 @@ class Spec(_Strict):
     ingest: Ingest = Ingest()
     dedup: Dedup = Dedup()
     quality: Quality = Quality()
+    eval_sets: list[EvalSet] = []
+    decontamination: Decontamination = Decontamination()
     sources: list[Source] = Field(min_length=1)
     tokenizer: Tokenizer
     mixture: Mixture
@@ -261,6 +299,17 @@ class Spec(_Strict):
                 raise ValueError(f"source name {s.name!r} is used twice; source names must be unique")
             seen.add(s.name)
         return sources
+
+    @model_validator(mode="after")
+    def _eval_sets_name_sources(self) -> Spec:
+        names = [s.name for s in self.sources]
+        for i, e in enumerate(self.eval_sets):
+            if e.source is not None and e.source not in names:
+                raise ValueError(f"eval_sets[{i}] ({e.name!r}) takes its items from source {e.source!r}, which the "
+                                 f"spec does not declare; the sources are {names}")
+        if len({e.name for e in self.eval_sets}) != len(self.eval_sets):
+            raise ValueError("two eval sets have the same name; eval set names must be unique")
+        return self
 
 
 @dataclass(frozen=True)

@@ -199,6 +199,13 @@ def semantic_issues(loaded: LoadedSpec, check_files: bool) -> list[SpecIssue]:
                         f"sources[{i}].paths[{j}]",
                         f"glob {pattern!r} matches no file (resolved to {loaded.resolve(pattern)})",
                         "paths are relative to the spec file's directory; correct the pattern or remove it"))
+    for i, e in enumerate(spec.eval_sets if check_files else []):
+        for j, pattern in enumerate(e.paths or []):
+            if not find_files(str(loaded.resolve(pattern))):
+                issues.append(SpecIssue(f"eval_sets[{i}].paths[{j}]", f"glob {pattern!r} matches no file "
+                                        f"(resolved to {loaded.resolve(pattern)})",
+                                        "paths are relative to the spec file's directory; nothing is downloaded: "
+                                        "put the eval set's files there"))
     for i, src in enumerate(spec.sources):
         for j, pattern in enumerate(src.paths):
             for what, root, example in _own_files_matched(loaded, pattern):

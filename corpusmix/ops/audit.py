@@ -28,6 +28,7 @@ VIEWS = {
     "quarantine": "ingest: records that were not documents, with reason and detail",
     "duplicates": "dedup: removed documents with their cluster and representative",
     "cross_source": "cross-source dedup: documents another source already holds",
+    "contamination": "decontaminate: every (document, eval item) match: first n-gram, offset, action",
     "rules": "quality: each source's rules as built, their parameters and thresholds",
     "rejections": "quality: documents failing rules, with every rule and every measured value (JSON)",
     "split": "held-out split: every kept document's side (train or heldout), rank, cluster, duplicate elsewhere",
@@ -49,6 +50,7 @@ RULES_SCHEMA = pa.schema([("source", pa.string()), ("rule", pa.string()), ("para
 # view -> (stage, output kind, schema of its table)
 TABLE_KINDS = {"quarantine": ("ingest", "quarantine", "quarantine"), "duplicates": ("dedup", "duplicates", "duplicates"),
                "cross_source": ("cross_source_dedup", "cross_source_duplicates", "duplicates"),
+               "contamination": ("decontaminate", "contamination", "contamination"),
                "rejections": ("quality", "rejections", "rejections"),
                "split": ("heldout_split", "heldout_split", "heldout_split"),
                "tokenized": ("tokenize", "token_documents", "tokenized_documents"),
@@ -190,6 +192,11 @@ _FINDINGS = {
                              f"true {r['true_jaccard']})"),
     "cross_source": ("source, kind, representative_doc_id", lambda r: f"{r['kind']} duplicate in another source",
                      lambda r: f"kept as {r['representative_doc_id']}"),
+    "contamination": ('source, eval_set, item_id, ngram, "offset", ngrams_matched, action',
+                      lambda r: f"contaminated by {r['eval_set']} item {r['item_id']}: "
+                                + ("dropped" if r["action"] == "dropped" else "matched span cut out"),
+                      lambda r: f"{r['ngrams_matched']} shared n-gram(s), the first at character {r['offset']}: "
+                                f"\"{r['ngram']}\""),
     "rejections": ('source, failed_rules, "values"', lambda r: "failed " + ", ".join(r["failed_rules"]),
                    lambda r: "; ".join(f["text"] for f in r["failed"])),
     "split": ("source, split, rank, cluster_id, duplicate_elsewhere",

@@ -20,7 +20,10 @@ from corpusmix.core.manifest import verify_manifest
 from corpusmix.core.spec import LoadedSpec
 from schemas.tables import (
     ARROW_SCHEMAS,
+    CONTAMINATION,
     DUPLICATES,
+    EVAL_ITEMS,
+    EVAL_NGRAMS,
     HELDOUT_DOCUMENTS,
     HELDOUT_SPLIT,
     INGEST_DOCUMENTS,
@@ -35,7 +38,8 @@ from schemas.tables import (
 _TABLE_SCHEMAS = {"quarantine": QUARANTINE, "duplicates": DUPLICATES, "cross_source_duplicates": DUPLICATES,
                   "rejections": REJECTIONS, "token_documents": TOKENIZED_DOCUMENTS,
                   "heldout_documents": HELDOUT_DOCUMENTS, "heldout_split": HELDOUT_SPLIT,
-                  "valid_documents": TOKENIZED_DOCUMENTS}
+                  "valid_documents": TOKENIZED_DOCUMENTS, "contamination": CONTAMINATION, "eval_items": EVAL_ITEMS,
+                  "eval_ngrams": EVAL_NGRAMS}
 _INDEXES = ("token_bin", "valid_bin", "shard_bin")
 
 

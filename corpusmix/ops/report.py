@@ -99,6 +99,17 @@ def build_report(loaded: LoadedSpec) -> str:
                   _row(["source", "estimated", "exact", "error"]), _row(["---"] * 4)]
         lines += [_row([p, f"{c['estimated_tokens']:,}", f"{c['exact_tokens']:,}",
                         f"{100 * (c['relative_error'] or 0):+.2f} %"]) for p, c in checks]
+    if loaded.spec.eval_sets:
+        from corpusmix.stages.decontaminate import contamination_summary
+
+        lines += ["", "## Contamination: training documents sharing an n-gram with an eval item", "",
+                  f"Policy `{loaded.spec.decontamination.policy}`, {loaded.spec.decontamination.ngram}-grams; every "
+                  "match is in `contamination.parquet` (`corpusmix audit SPEC sql`, view `contamination`).", "",
+                  _row(["source", "eval set", "documents dropped", "documents cut", "eval items found"]),
+                  _row(["---"] * 5)]
+        lines += [_row([r["source"], r["eval_set"], f"{r['documents_dropped']:,}", f"{r['documents_cut']:,}",
+                        f"{r['items_found']:,}"] if r["built"] else [r["source"], r["eval_set"], "not built", "", ""])
+                  for r in contamination_summary(loaded)]
     plan = ms.get(("mixture_plan", None))
     if plan:
         d = plan["details"]

@@ -208,7 +208,8 @@ def heldout_config(loaded: LoadedSpec, source_name: str) -> dict:
 def heldout_inputs(loaded: LoadedSpec, source_name: str) -> list[str]:
     """This source's quality version and the other sources' dedup versions (what the split reads),
     not the cross-source version: a cross-source setting that changes no survivor rebuilds nothing."""
-    versions = [require_manifest(loaded.manifest_root, "quality", source_name)[1]["version"]]
+    versions = [require_manifest(loaded.manifest_root, "quality", source_name)[1]["version"],
+                require_manifest(loaded.manifest_root, "eval_index", None)[1]["version"]]
     if loaded.source(source_name).heldout:
         versions += [require_manifest(loaded.manifest_root, "dedup", s)[1]["version"]
                      for s in loaded.source_names if s != source_name]
@@ -272,11 +273,33 @@ def build_heldout_split(ctx: StageRun) -> Built:
                      "target": {"documents": want.documents, "tokens": want.tokens, "capped": want.capped,
                                 "met": not short},
                      "heldout_document_share": h_docs / n_own if n_own else None,
-                     "heldout_token_share": h_tok / t_in if t_in else None}
+                     "heldout_token_share": h_tok / t_in if t_in else None,
+                     "eval_items_in_heldout": _eval_items_in(loaded, [ctx.staging / p["name"] for p in valid_parts])}
     if short:
         ctx.say(f"WARNING: held out {h_docs} documents / {h_tok:,} tokens, short of the target "
                 f"{want.documents} / {want.tokens:,}: not enough documents without a near-duplicate elsewhere")
     return built
+
+
+def _eval_items_in(loaded: LoadedSpec, parts: list[Path]) -> list[dict]:
+    """Eval items found in the held-out text (the held-out side is decontaminated with the rest,
+    so this checks that: expected empty, unless remove_span left a match's remnant)."""
+    if not loaded.spec.eval_sets:
+        return []
+    from corpusmix.stages.decontaminate import READ_ROWS, find_matches
+    from corpusmix.stages.eval_index import load_index
+
+    hashes, items, names, _ = load_index(loaded)
+    sets, item_ids = names.column("eval_set").to_pylist(), names.column("item_id").to_pylist()
+    found = []
+    for part in parts:
+        for batch in pq.ParquetFile(part).iter_batches(batch_size=READ_ROWS, columns=["doc_id", "text"]):
+            ids = batch.column("doc_id").to_pylist()
+            for d, matches in find_matches(batch.column("text").to_pylist(), loaded.spec.decontamination.ngram,
+                                           hashes, items).items():
+                found += [{"doc_id": ids[d], "eval_set": sets[m.item], "item_id": item_ids[m.item],
+                           "ngrams_matched": m.count} for m in matches]
+    return found
 
 
 def _outside_namer(others: list[tuple[str, Path, dict]], n_own: int, ids: list[str]):
@@ -313,5 +336,5 @@ def _split_table(source: str, ids: list[str], rank: np.ndarray, cl: Clusters, he
     return table
 
 
-STAGE = Stage(name=NAME, scope="source", upstream=("quality", "cross_source_dedup"), config=heldout_config,
+STAGE = Stage(name=NAME, scope="source", upstream=("quality", "cross_source_dedup", "eval_index"), config=heldout_config,
               inputs=heldout_inputs, build=build_heldout_split, module=__name__)

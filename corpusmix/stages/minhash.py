@@ -20,7 +20,7 @@ import unicodedata
 import numpy as np
 from datasketch import MinHash, MinHashLSH
 
-from corpusmix.core.hashing import mix64, word_hashes
+from corpusmix.core.hashing import NGRAM_MULT, mix64, ngram_hashes, word_hashes
 from corpusmix.core.spec import Dedup, Normalize
 
 SIG_BATCH_CELLS = 1 << 23     # permutations x shingles per vectorised step (32 MiB of uint32)
@@ -52,7 +52,7 @@ def normalize(text: str, cfg: Normalize) -> bytes:
     ``_UNICODE_PUNCT``; digits mean ASCII digits (after NFKC, which maps most
     other digit forms to ASCII).
     """
-    if cfg.unicode != "none":
+    if cfg.unicode != "none" and not text.isascii():  # ASCII is its own NFC/NFKC form: skip the call
         text = unicodedata.normalize(cfg.unicode, text)
     if cfg.lowercase:
         text = text.lower()
@@ -70,7 +70,6 @@ def exact_key(norm: bytes) -> bytes:
     return hashlib.blake2b(norm, digest_size=16).digest()
 
 
-_SHINGLE_MULT = np.uint64(0x9E3779B97F4A7C15)
 
 
 SHINGLE_GROUP_BYTES = 1 << 20  # text hashed per numpy pass: bounds the prefix-hash tables (~24 bytes/byte)
@@ -112,22 +111,14 @@ def _group_shingles(norms: list[bytes], k: int) -> tuple[np.ndarray, np.ndarray]
     doc_of = np.searchsorted(doc_start, starts, side="right") - 1
     words_per_doc = np.bincount(doc_of, minlength=n_docs)
     w = mix64(w)
-    m = len(w) - k + 1
-    hashes, owners = [np.empty(0, np.uint64)], [np.empty(0, np.int64)]
-    if m > 0:
-        acc = np.zeros(m, np.uint64)
-        with np.errstate(over="ignore"):
-            for j in range(k):  # a polynomial in the word hashes: order matters, as in a k-gram
-                acc = acc * _SHINGLE_MULT + w[j:j + m]
-        inside = doc_of[:m] == doc_of[k - 1:]
-        hashes.append(acc[inside])
-        owners.append(doc_of[:m][inside])
+    grams, first = ngram_hashes(w, doc_of, k)
+    hashes, owners = [grams], [doc_of[first]]
     first_word = np.cumsum(words_per_doc) - words_per_doc
     for d in np.flatnonzero((words_per_doc > 0) & (words_per_doc < k)):
         acc1 = np.zeros(1, np.uint64)
         with np.errstate(over="ignore"):
             for x in w[first_word[d]:first_word[d] + words_per_doc[d]]:
-                acc1 = acc1 * _SHINGLE_MULT + x
+                acc1 = acc1 * NGRAM_MULT + x
         hashes.append(acc1)
         owners.append(np.array([d]))
     h, o = np.concatenate(hashes), np.concatenate(owners)

@@ -1,6 +1,6 @@
 """Quality-filter stage: the source's rules on every surviving document of dedup.
 
-Reads the source's dedup parts, drops what the cross-source step found in a
+Reads the source's decontaminated dedup parts, drops what the cross-source step found in a
 higher-ranked source (reason ``cross_source_duplicate``), and evaluates every
 rule of the source (``quality_rules.resolve_rules``) on every other document.
 A document that fails any rule is rejected with all the rules it failed, the
@@ -214,7 +214,7 @@ def quality_config(loaded: LoadedSpec, source_name: str) -> dict:
 def quality_inputs(loaded: LoadedSpec, source_name: str) -> list[str]:
     """The dedup version and this source's own cross-source drop list, not the cross-source version:
     a change in another source that drops nothing here leaves this partition current."""
-    up = require_manifest(loaded.manifest_root, "dedup", source_name)[1]
+    up = require_manifest(loaded.manifest_root, "decontaminate", source_name)[1]
     return [up["version"], canonical_hash(sorted(cross_source_drops(loaded, source_name)))]
 
 
@@ -222,7 +222,7 @@ def build_quality(ctx: StageRun) -> Built:
     """One unit per dedup part on the executor; the outputs are the same bytes whatever the
     backend or the number of workers."""
     loaded, source = ctx.loaded, ctx.partition
-    up_path, up = ctx.upstream("dedup")
+    up_path, up = ctx.upstream("decontaminate")
     drops = cross_source_drops(loaded, source)
     rules, k = ctx.config["rules"], ctx.config["audit_samples"]
     parts = [str(loaded.storage_root / o["path"]) for o in up["outputs"] if o["kind"] == "documents"]
@@ -259,5 +259,5 @@ def build_quality(ctx: StageRun) -> Built:
     return built
 
 
-STAGE = Stage(name="quality", scope="source", upstream=("dedup", "cross_source_dedup"), config=quality_config,
+STAGE = Stage(name="quality", scope="source", upstream=("decontaminate", "cross_source_dedup"), config=quality_config,
               inputs=quality_inputs, build=build_quality, module=__name__)
