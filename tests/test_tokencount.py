@@ -12,7 +12,7 @@ from corpusmix.stages.tokencount import (
     coefficients,
     count_raw,
     count_tokens,
-    counting_for,
+    counter_for,
     features,
 )
 
@@ -31,25 +31,36 @@ def test_features_count_classes_words_digit_runs_and_lines_per_text():
     assert features(chunked)[:, FEATURES.index("letters")].tolist() == [2, 1]
 
 
-def test_exact_counting_is_the_tokenizers_own_length():
-    texts = pa.array(["Hello world", "数学 and code: x = 1", ""])
-    counting = counting_for(str(GPT2), "sha", None)
+def _loaded(make_spec, **overrides):
+    from corpusmix.core.spec import load_spec
+
+    from .conftest import CORPUS
+
+    return load_spec(make_spec([{"name": "math", "kind": "math", "paths": [str(CORPUS / "math" / "*.jsonl.gz")]}],
+                               **overrides))
+
+
+def test_exact_counting_is_the_tokenizers_own_length_with_the_encoder_tokenize_uses(make_spec):
+    long = "word " * 40_000 + "\n" + "x" * 70_000  # cut into pieces as tokenize cuts it
+    texts = pa.array(["Hello world", "数学 and code: x = 1", "", long])
+    counting, info = counter_for(_loaded(make_spec))
     tok = Tokenizer.from_file(str(GPT2))
-    assert counting.exact and counting.describe().startswith("exact")
-    assert count_tokens(texts, counting, str(GPT2)).tolist() == [len(tok.encode(t).ids) for t in texts.to_pylist()]
+    assert counting.exact and counting.describe().startswith("exact") and info.encoder == "tiktoken"
+    assert count_tokens(texts, counting, info).tolist() == [len(tok.encode(t).ids) for t in texts.to_pylist()]
     # quarantined records from raw bytes; one held by its head only is scaled to its size
-    raw = count_raw([(b"abc def", 7), (b"abc def", 70)], counting, str(GPT2))
+    raw = count_raw([(b"abc def", 7), (b"abc def", 70)], counting, info)
     assert raw[1] == 10 * raw[0]
 
 
-def test_the_estimate_is_labelled_and_interpolates_between_fitted_vocabulary_sizes():
+def test_the_estimate_is_labelled_and_interpolates_between_fitted_vocabulary_sizes(make_spec):
     small, large = sorted(TOKENS_PER_BYTE)
     mid = int(np.sqrt(small * large))
     c = coefficients(mid)
     for i in range(len(FEATURES)):  # halfway in log2 between the two fitted sizes
         assert abs(c[i] - (TOKENS_PER_BYTE[small][i] + TOKENS_PER_BYTE[large][i]) / 2) < 1e-9
     assert coefficients(small // 4) == TOKENS_PER_BYTE[small]  # outside: the nearest fitted size
-    counting = counting_for(None, None, mid)
+    counting, info = counter_for(_loaded(make_spec, tokenizer={"train": {"vocab_size": mid}}))
+    assert info is None
     assert not counting.exact and counting.as_dict()["method"] == "estimate"
     assert "estimate" in counting.describe() and f"{mid:,}" in counting.describe()
     n = count_tokens(pa.array(["The quick brown fox jumps over the lazy dog. " * 20]), counting, None)

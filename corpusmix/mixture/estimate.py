@@ -68,13 +68,10 @@ def _count_file(loaded: LoadedSpec, source_name: str, path: Path, encode_bytes: 
 
     from corpusmix.readers import read_unit
     from corpusmix.readers.common import FileReadResult
-    from corpusmix.stages.tokencount import count_tokens, counting_for
+    from corpusmix.stages.tokencount import count_tokens, counter_for
 
     source = loaded.source(source_name)
-    tok = loaded.spec.tokenizer.path
-    tok_path = str(loaded.resolve(tok)) if tok else None
-    train = loaded.spec.tokenizer.train
-    counting = counting_for(tok_path, None, train.vocab_size if train else None)  # as ingest counts
+    counting, info = counter_for(loaded)  # as ingest counts
     tokens, documents = 0.0, 0
     for batch in read_unit(file_format(source, path), [path], [path.name], source, loaded.spec.ingest,
                            FileReadResult()):
@@ -88,7 +85,7 @@ def _count_file(loaded: LoadedSpec, source_name: str, path: Path, encode_bytes: 
         picked = pa.array(range(0, len(texts), step), pa.int64())
         sample_bytes = int(pc.sum(sizes.take(picked)).as_py() or 0)
         if sample_bytes:
-            tokens += text_bytes * int(count_tokens(texts.take(picked), counting, tok_path).sum()) / sample_bytes
+            tokens += text_bytes * int(count_tokens(texts.take(picked), counting, info).sum()) / sample_bytes
     return tokens, documents
 
 

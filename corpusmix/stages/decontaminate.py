@@ -40,7 +40,8 @@ from corpusmix.core.spec import Decontamination, LoadedSpec
 from corpusmix.core.stage import Stage, StageRun, documents_built
 from corpusmix.stages.eval_index import NORMALIZE, load_index, text_ngrams
 from corpusmix.stages.minhash import normalize
-from corpusmix.stages.tokencount import TokenCounting, count_tokens
+from corpusmix.stages.tokencount import TokenCounting, count_tokens, counter_for
+from corpusmix.stages.tokenizer import TokenizerInfo
 from schemas.tables import ARROW_SCHEMAS, CONTAMINATION, INGEST_DOCUMENTS, validate_table
 
 NAME = "decontaminate"
@@ -156,7 +157,7 @@ class _Scan:
     n: int
     cfg: Decontamination
     counting: TokenCounting
-    tokenizer: str | None
+    tokenizer: TokenizerInfo | None
     part_bytes: int
     staging: str
 
@@ -252,12 +253,9 @@ def build_decontaminate(ctx: StageRun):
     _, _, item_table, _ = load_index(loaded)
     index_file = next(loaded.storage_root / o["path"] for o in idx["outputs"] if o["kind"] == "eval_ngrams")
     parts = [str(loaded.storage_root / o["path"]) for o in up["outputs"] if o["kind"] == "documents"]
-    tc = up["token_counting"]
-    counting = TokenCounting(tc["method"], tc.get("tokenizer_sha256"), tc.get("vocab_size"),
-                             tuple(tc["tokens_per_byte"]) if tc.get("tokens_per_byte") else None)
-    tok = loaded.spec.tokenizer.path
-    scan = _Scan(ctx.partition, str(index_file), cfg.ngram, cfg, counting, str(loaded.resolve(tok)) if tok else None,
-                 loaded.spec.ingest.part_bytes, str(ctx.staging))
+    counting, info = counter_for(loaded)  # as ingest counted (its key includes how)
+    scan = _Scan(ctx.partition, str(index_file), cfg.ngram, cfg, counting, info, loaded.spec.ingest.part_bytes,
+                 str(ctx.staging))
     names = (item_table.column("eval_set").to_pylist(), item_table.column("item_id").to_pylist())
     ctx.say(f"{up['counts']['documents_out']} documents in {len(parts)} part(s) against {idx['counts']['items']} "
             f"eval items ({idx['counts']['distinct_ngrams']:,} {cfg.ngram}-grams), policy {cfg.policy}")

@@ -35,7 +35,8 @@ from corpusmix.core.spec import Format, Ingest, LoadedSpec, Source, file_format
 from corpusmix.core.stage import Built, Stage, StageRun
 from corpusmix.core.storage import sha256_file
 from corpusmix.readers import BadRecord, FileReadResult, UnreadableFileError, read_unit
-from corpusmix.stages.tokencount import TokenCounting, count_raw, count_tokens, counting_for
+from corpusmix.stages.tokencount import TokenCounting, count_raw, count_tokens, counter_for
+from corpusmix.stages.tokenizer import TokenizerInfo
 from schemas.tables import ARROW_SCHEMAS, INGEST_DOCUMENTS, QUARANTINE, nul_mask, validate_table
 
 NAME = "ingest"
@@ -60,7 +61,7 @@ class Unit:
     cfg: Ingest
     staging: str
     counting: TokenCounting
-    tokenizer: str | None  # the tokenizer file that counts exactly, when there is one
+    tokenizer: TokenizerInfo | None  # the tokenizer that counts exactly, when there is one
 
 
 @dataclass
@@ -278,7 +279,7 @@ def ingest_config(loaded: LoadedSpec, source_name: str) -> dict:
     fields = {"name", "format", "text_field", "id_field", "metadata_fields", "on_unreadable"}
     return {"source": loaded.source(source_name).model_dump(mode="json", include=fields),
             "ingest": loaded.spec.ingest.model_dump(mode="json"),
-            "token_counting": _counting(loaded)[0].as_dict()}
+            "token_counting": counter_for(loaded)[0].as_dict()}
 
 
 def ingest_inputs(loaded: LoadedSpec, source_name: str) -> list[tuple[str, str]] | None:
@@ -299,14 +300,6 @@ def ingest_inputs(loaded: LoadedSpec, source_name: str) -> list[tuple[str, str]]
     return [(rel, sha256_file(f)) for f, rel in files]
 
 
-def _counting(loaded: LoadedSpec) -> tuple[TokenCounting, str | None]:
-    """How this build counts tokens before tokenize, and the tokenizer file that counts (if any)."""
-    tok = loaded.spec.tokenizer.path
-    path = str(loaded.resolve(tok)) if tok else None
-    train = loaded.spec.tokenizer.train
-    return counting_for(path, _file_sha(path) if path else None, train.vocab_size if train else None), path
-
-
 def plan_units(loaded: LoadedSpec, source: Source, staging: Path,
                files: list[tuple[Path, str]] | None = None) -> list[Unit]:
     """Cut a source's files (``source_files_rel``, found here unless given) into independent units,
@@ -320,7 +313,7 @@ def plan_units(loaded: LoadedSpec, source: Source, staging: Path,
         if text_group:
             units.append(Unit(len(units), Format.TEXT, [p for p, _ in text_group], [r for _, r in text_group],
                               source, loaded.spec.ingest, str(staging),
-                              *_counting(loaded)))
+                              *counter_for(loaded)))
             text_group, text_bytes = [], 0
 
     for f, rel in source_files_rel(loaded, source) if files is None else files:
@@ -333,7 +326,7 @@ def plan_units(loaded: LoadedSpec, source: Source, staging: Path,
         else:
             flush_text()
             units.append(Unit(len(units), fmt, [str(f)], [rel], source, loaded.spec.ingest, str(staging),
-                              *_counting(loaded)))
+                              *counter_for(loaded)))
     flush_text()
     return units
 
@@ -522,7 +515,7 @@ def _file_sha(path: str) -> str:
 
 
 def _built(loaded: LoadedSpec, source: Source, results: list[UnitResult]) -> Built:
-    counting, _ = _counting(loaded)
+    counting, _ = counter_for(loaded)
     inputs = [i for r in results for i in r.inputs]
     reasons: dict[str, list[int]] = {}
     for r in results:

@@ -39,7 +39,7 @@ from corpusmix.core.parquet_io import PARQUET_OPTS
 from corpusmix.core.spec import LoadedSpec
 from corpusmix.core.stage import Built, Stage, StageRun
 from corpusmix.core.storage import sha256_file
-from corpusmix.stages.tokenizer import PIECE_CHARS, TokenizerInfo, built_tokenizer, pieces
+from corpusmix.stages.tokenizer import PIECE_CHARS, TokenizerInfo, built_tokenizer
 from schemas.tables import ARROW_SCHEMAS, TOKENIZED_DOCUMENTS, validate_table
 
 PREFIX = "tokens"
@@ -53,20 +53,6 @@ DOCS_SCHEMA = ARROW_SCHEMAS["tokenized_documents"]
 PART_DOCS_SCHEMA = DOCS_SCHEMA.remove(DOCS_SCHEMA.get_field_index("sequence"))
 BATCH_CHARS = 1 << 20  # characters per encode call: enough pieces to keep every core busy
 READ_ROWS = 1024
-
-
-def _encode(info: TokenizerInfo, texts: list[str]) -> tuple[list, list[int]]:
-    """Ids of the pieces of ``texts``, and how many pieces each text has.
-
-    Both encoders release the GIL, so this runs on a helper thread while the
-    caller turns the previous batch into ids.
-    """
-    batch, n_pieces = [], []
-    for text in texts:
-        ps = pieces(text, PIECE_CHARS) if info.split_long_documents else [text]
-        batch += ps
-        n_pieces.append(len(ps))
-    return info.encode(batch), n_pieces
 
 
 def _to_tokens(info: TokenizerInfo, ids: list, n_pieces: list[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -108,7 +94,7 @@ def _encoded_batches(info: TokenizerInfo, part: Path) -> Iterator[tuple[pa.Table
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending = None
         for meta, texts in _batches(part):
-            encoded = pool.submit(_encode, info, texts)
+            encoded = pool.submit(info.encode_pieces, texts)
             if pending:
                 yield pending[0], *pending[1].result()
             pending = (meta, encoded)

@@ -83,6 +83,23 @@ class TokenizerInfo:
             return fast_bpe.checked_encode(str(self.path), self.load(), texts)
         return [e.ids for e in self.load().encode_batch_fast(texts, add_special_tokens=False)]
 
+    def encode_pieces(self, texts: list[str]) -> tuple[list, list[int]]:
+        """Ids of the pieces of ``texts`` (long documents cut where the tokenizer starts a new
+        token anyway, so no encoder call stalls on one), and how many pieces each text has."""
+        batch, n_pieces = [], []
+        for text in texts:
+            ps = pieces(text, PIECE_CHARS) if self.split_long_documents else [text]
+            batch += ps
+            n_pieces.append(len(ps))
+        return self.encode(batch), n_pieces
+
+    def count(self, texts: list[str]) -> np.ndarray:
+        """Tokens of each text (no EOS), exactly as tokenize will store them, with its encoder."""
+        ids, n_pieces = self.encode_pieces(texts)
+        lengths = np.fromiter(map(len, ids), np.int64, len(ids))
+        return np.bincount(np.repeat(np.arange(len(n_pieces)), n_pieces), weights=lengths,
+                           minlength=len(n_pieces)).astype(np.int64)
+
 
 def _cut(text: str, lo: int, hi: int) -> int | None:
     """A cut in ``text[lo:hi]`` where a regex pre-tokenizer starts a new token anyway.
