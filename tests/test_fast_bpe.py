@@ -11,7 +11,6 @@ import orjson
 import pytest
 
 from corpusmix.stages import fast_bpe
-from corpusmix.stages.tokenize import _encode
 from corpusmix.stages.tokenizer import choose_encoder, describe, load_tokenizer, train_bpe
 
 from .conftest import CORPUS, GPT2
@@ -112,9 +111,9 @@ def test_the_build_stops_when_the_spot_check_sees_a_difference(tmp_path):
     path = _the_tokenizer(tmp_path)
     info = dataclasses.replace(describe(path, "<|endoftext|>", "huggingface"), encoder="tiktoken")
     with pytest.raises(ValueError, match="tokenizer.encoder: huggingface"):
-        _encode(info, ["other words first"] * fast_bpe.SPOT_CHECK_EVERY + ["the end"] * 3)
+        info.encode_pieces(["other words first"] * fast_bpe.SPOT_CHECK_EVERY + ["the end"] * 3)
     # the spot check looks at one piece in SPOT_CHECK_EVERY: here the first, which agrees
-    ids, n_pieces = _encode(info, ["no t-h-e here"] + ["the"] * 5)
+    ids, n_pieces = info.encode_pieces(["no t-h-e here"] + ["the"] * 5)
     assert n_pieces == [1] * 6 and len(ids) == 6
 
 
