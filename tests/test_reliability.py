@@ -164,6 +164,10 @@ def test_bad_input_runs_through_the_whole_build_and_every_record_is_accounted_fo
         read = ingest["counts"]["records_read"]
         accounted = sum(con.execute(f"SELECT count(*) FROM {view} WHERE source = ?", [source]).fetchone()[0]
                         for view in ("quarantine", "duplicates", "cross_source", "rejections", "tokenized"))
+        accounted += con.execute("SELECT count(DISTINCT doc_id) FROM contamination WHERE source = ? AND action = "
+                                 "'dropped'", [source]).fetchone()[0]
+        accounted += con.execute("SELECT count(*) FROM split WHERE source = ? AND split = 'heldout'",
+                                 [source]).fetchone()[0]  # held out: evaluation text, in the valid store
         assert accounted == read, (source, accounted, read)  # each record in exactly one place
     bad = read_manifest(loaded.manifest_root / "ingest" / "bad.json")
     assert bad["skipped_files"] and bad["skipped_files"][0]["file"] == "truncated.jsonl.gz"
