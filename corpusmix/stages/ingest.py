@@ -35,7 +35,7 @@ from corpusmix.core.spec import Format, Ingest, LoadedSpec, Source, file_format
 from corpusmix.core.stage import Built, Stage, StageRun
 from corpusmix.core.storage import sha256_file
 from corpusmix.readers import BadRecord, FileReadResult, UnreadableFileError, read_unit
-from corpusmix.stages.tokencount import TokenCounting, count_raw, count_tokens, counter_for
+from corpusmix.stages.tokencount import TokenCounting, count_raw, count_tokens, counter_for, counting_of
 from corpusmix.stages.tokenizer import TokenizerInfo
 from schemas.tables import ARROW_SCHEMAS, INGEST_DOCUMENTS, QUARANTINE, nul_mask, validate_table
 
@@ -279,7 +279,7 @@ def ingest_config(loaded: LoadedSpec, source_name: str) -> dict:
     fields = {"name", "format", "text_field", "id_field", "metadata_fields", "on_unreadable"}
     return {"source": loaded.source(source_name).model_dump(mode="json", include=fields),
             "ingest": loaded.spec.ingest.model_dump(mode="json"),
-            "token_counting": counter_for(loaded)[0].as_dict()}
+            "token_counting": counting_of(loaded).as_dict()}
 
 
 def ingest_inputs(loaded: LoadedSpec, source_name: str) -> list[tuple[str, str]] | None:
@@ -515,7 +515,7 @@ def _file_sha(path: str) -> str:
 
 
 def _built(loaded: LoadedSpec, source: Source, results: list[UnitResult]) -> Built:
-    counting, _ = counter_for(loaded)
+    counting = counting_of(loaded)
     inputs = [i for r in results for i in r.inputs]
     reasons: dict[str, list[int]] = {}
     for r in results:

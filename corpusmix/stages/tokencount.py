@@ -34,6 +34,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyarrow as pa
 
+from corpusmix.core.storage import sha256_file
+
 if TYPE_CHECKING:
     from corpusmix.stages.tokenizer import TokenizerInfo
 
@@ -93,17 +95,34 @@ class TokenCounting:
         return {k: v for k, v in asdict(self).items() if v is not None} | {"description": self.describe()}
 
 
-def counter_for(loaded) -> tuple[TokenCounting, TokenizerInfo | None]:
-    """How a build counts tokens before tokenize, and the tokenizer that counts: with a tokenizer
-    file, exact with the encoder tokenize will use (tiktoken where it is checked to give the same
-    ids: 7x faster than the tokenizers library, which made exact counting cost a third of a build);
-    else the character-class estimate for the vocabulary size the build will train."""
+def counting_of(loaded) -> TokenCounting:
+    """How a build counts tokens before tokenize: exact with a tokenizer file, else the
+    character-class estimate for the vocabulary size the build will train. Cheap (the file's
+    checksum, cached): content keys and freshness checks ask for it on every build, no-op ones too."""
     tok = loaded.spec.tokenizer
     if tok.path:
         path = loaded.resolve(tok.path)
-        info = _tokenizer_info(str(path), path.stat().st_size, path.stat().st_mtime_ns, tok.eos_token, tok.encoder)
-        return TokenCounting("exact", info.sha256), info
-    return TokenCounting("estimate", None, tok.train.vocab_size, coefficients(tok.train.vocab_size)), None
+        return TokenCounting("exact", _sha256(str(path), path.stat().st_size, path.stat().st_mtime_ns))
+    return TokenCounting("estimate", None, tok.train.vocab_size, coefficients(tok.train.vocab_size))
+
+
+def counter_for(loaded) -> tuple[TokenCounting, TokenizerInfo | None]:
+    """``counting_of``, and the tokenizer that counts when it is exact: with the encoder tokenize
+    will use (tiktoken where it is checked to give the same ids: 7x faster than the tokenizers
+    library, which made exact counting cost a third of a build). Only a build that counts needs
+    the tokenizer loaded and its encoder probed."""
+    counting = counting_of(loaded)
+    if not counting.exact:
+        return counting, None
+    tok = loaded.spec.tokenizer
+    path = loaded.resolve(tok.path)
+    return counting, _tokenizer_info(str(path), path.stat().st_size, path.stat().st_mtime_ns, tok.eos_token,
+                                     tok.encoder)
+
+
+@functools.lru_cache(maxsize=4)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
+    return sha256_file(path)
 
 
 @functools.lru_cache(maxsize=4)
