@@ -38,7 +38,7 @@ from corpusmix.core.manifest import input_refs
 from corpusmix.core.parquet_io import PartWriter, write_parquet
 from corpusmix.core.spec import Decontamination, LoadedSpec
 from corpusmix.core.stage import Stage, StageRun, documents_built
-from corpusmix.stages.eval_index import NORMALIZE, load_index, text_ngrams
+from corpusmix.stages.eval_index import NORMALIZE, index_files, item_names, text_ngrams
 from corpusmix.stages.minhash import normalize
 from corpusmix.stages.tokencount import TokenCounting, count_tokens, counter_for
 from corpusmix.stages.tokenizer import TokenizerInfo
@@ -250,13 +250,12 @@ def build_decontaminate(ctx: StageRun):
     loaded, cfg = ctx.loaded, ctx.loaded.spec.decontamination
     up_path, up = ctx.upstream("dedup")
     idx_path, idx = ctx.upstream("eval_index")
-    _, _, item_table, _ = load_index(loaded)
-    index_file = next(loaded.storage_root / o["path"] for o in idx["outputs"] if o["kind"] == "eval_ngrams")
+    files = index_files(loaded, idx)  # the n-grams are read by each unit's process (``_index``), once
     parts = [str(loaded.storage_root / o["path"]) for o in up["outputs"] if o["kind"] == "documents"]
     counting, info = counter_for(loaded)  # as ingest counted (its key includes how)
-    scan = _Scan(ctx.partition, str(index_file), cfg.ngram, cfg, counting, info, loaded.spec.ingest.part_bytes,
+    scan = _Scan(ctx.partition, str(files["eval_ngrams"]), cfg.ngram, cfg, counting, info, loaded.spec.ingest.part_bytes,
                  str(ctx.staging))
-    names = (item_table.column("eval_set").to_pylist(), item_table.column("item_id").to_pylist())
+    names = item_names(files["eval_items"])
     ctx.say(f"{up['counts']['documents_out']} documents in {len(parts)} part(s) against {idx['counts']['items']} "
             f"eval items ({idx['counts']['distinct_ngrams']:,} {cfg.ngram}-grams), policy {cfg.policy}")
     total, doc_parts = _Tally(), []

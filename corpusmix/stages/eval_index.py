@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 
 from corpusmix.core.globs import find_files
 from corpusmix.core.hashing import mix64, ngram_hashes, word_hashes
-from corpusmix.core.manifest import require_manifest
+from corpusmix.core.manifest import output_ref, require_manifest
 from corpusmix.core.parquet_io import write_parquet
 from corpusmix.core.spec import EvalSet, LoadedSpec, Normalize, Source, Spec, SpecError, SpecIssue, file_format
 from corpusmix.core.stage import Built, Stage, StageRun
@@ -168,7 +168,8 @@ def eval_items(loaded: LoadedSpec) -> pa.Table:
     for i, e in enumerate(loaded.spec.eval_sets):
         items = _source_items(loaded, i, e) if e.source else _file_items(loaded, i, e)
         rows += [{"eval_set": e.name, "item_id": item_id, "text": text} for item_id, text in items]
-    return pa.Table.from_pylist(rows, schema=ARROW_SCHEMAS["eval_items"].remove(3))
+    schema = ARROW_SCHEMAS["eval_items"]
+    return pa.Table.from_pylist(rows, schema=schema.remove(schema.get_field_index("n_ngrams")))  # added by the index
 
 
 def check_eval_files(loaded: LoadedSpec) -> None:
@@ -249,8 +250,6 @@ def build_eval_index(ctx: StageRun) -> Built:
     validate_table(table, EVAL_NGRAMS)
     outs = [("eval_items", write_parquet(items, ctx.staging / ITEMS_FILE)),
             ("eval_ngrams", write_parquet(table, ctx.staging / NGRAMS_FILE))]
-    from corpusmix.core.manifest import output_ref
-
     per_set = {e.name: int(pc.sum(pc.equal(items.column("eval_set"), e.name)).as_py() or 0)
                for e in loaded.spec.eval_sets}
     return Built(inputs=_input_refs(loaded),
@@ -262,13 +261,22 @@ def build_eval_index(ctx: StageRun) -> Built:
                          f"({stats['too_common_ngrams']} too common, dropped)")
 
 
-def load_index(loaded: LoadedSpec) -> tuple[np.ndarray, np.ndarray, pa.Table, dict]:
-    """The published index: sorted hashes, their items, the items table, and the manifest."""
-    _, m = require_manifest(loaded.manifest_root, NAME, None)
-    out = {o["kind"]: loaded.storage_root / o["path"] for o in m["outputs"]}
-    ngrams = pq.read_table(out["eval_ngrams"])
-    return (ngrams.column("hash").to_numpy(), ngrams.column("item").to_numpy(),
-            pq.read_table(out["eval_items"], columns=["eval_set", "item_id"]), m)
+def index_files(loaded: LoadedSpec, manifest: dict) -> dict[str, Path]:
+    """The published index's files by kind (``eval_ngrams``, ``eval_items``)."""
+    return {o["kind"]: loaded.storage_root / o["path"] for o in manifest["outputs"]}
+
+
+def item_names(items_file: Path) -> tuple[list[str], list[str]]:
+    """Each item row's eval set and id (what a match is reported as), without the texts."""
+    t = pq.read_table(items_file, columns=["eval_set", "item_id"])
+    return t.column("eval_set").to_pylist(), t.column("item_id").to_pylist()
+
+
+def load_index(loaded: LoadedSpec) -> tuple[np.ndarray, np.ndarray, tuple[list[str], list[str]]]:
+    """The published index: sorted hashes, the item row of each, and the items' sets and ids."""
+    files = index_files(loaded, require_manifest(loaded.manifest_root, NAME, None)[1])
+    ngrams = pq.read_table(files["eval_ngrams"])
+    return ngrams.column("hash").to_numpy(), ngrams.column("item").to_numpy(), item_names(files["eval_items"])
 
 
 STAGE = Stage(name=NAME, scope="global", upstream=upstream, config=index_config, inputs=index_inputs,

@@ -289,8 +289,7 @@ def _eval_items_in(loaded: LoadedSpec, parts: list[Path]) -> list[dict]:
     from corpusmix.stages.decontaminate import READ_ROWS, find_matches
     from corpusmix.stages.eval_index import load_index
 
-    hashes, items, names, _ = load_index(loaded)
-    sets, item_ids = names.column("eval_set").to_pylist(), names.column("item_id").to_pylist()
+    hashes, items, (sets, item_ids) = load_index(loaded)
     found = []
     for part in parts:
         for batch in pq.ParquetFile(part).iter_batches(batch_size=READ_ROWS, columns=["doc_id", "text"]):
