@@ -2,7 +2,7 @@
 `execute_in_process` made them (before) against first-class runs of the code location (after).
 
 Usage:  python benchmarks/cli_build_time.py --before /tmp/before [--after .] [--repeats 3]
-                                            [--spec specs/shared-corpus.yaml]
+                                            [--spec specs/shared-corpus.yaml] [--lean]
 
 Make the "before" checkout with ``git worktree add /tmp/before <commit>`` (a commit without the
 change). Per repeat, each checkout builds the spec into fresh storage, manifests and Dagster
@@ -10,6 +10,11 @@ instance (`python -m workflows.cli build` run in the checkout, so its own code i
 as a whole command, interpreter start included; the order alternates between repeats. Prints each
 time, the medians and the ratio after / before (the issue's target: <= 1, not slower), and how many
 runs each build left in its instance and how many of them carry a code-location origin.
+
+``--spec`` is read in each checkout (its own version of the dev spec, which its code accepts).
+``--lean`` builds only the work both checkouts do: no eval sets, held-out splits off (where the
+checkout's code has them), to compare a change to the common stages apart from the stages added
+since the "before" commit.
 """
 
 from __future__ import annotations
@@ -32,9 +37,15 @@ COUNT_RUNS = ("from dagster import DagsterInstance\n"
               "len({r.tags['corpusmix/build'] for r in runs if 'corpusmix/build' in r.tags}))")
 
 
-def fresh_spec(spec_path: Path, tmp: Path) -> Path:
-    """The spec with storage and manifests under ``tmp`` and its input paths absolute."""
+def fresh_spec(spec_path: Path, tmp: Path, lean: bool = False) -> Path:
+    """The spec with storage and manifests under ``tmp`` and its input paths absolute (``lean``:
+    without eval sets and held-out splits, where the checkout's code knows them)."""
     spec = yaml.safe_load(spec_path.read_text())
+    if lean:
+        spec.pop("eval_sets", None)
+        if "heldout" in (spec_path.parents[1] / "corpusmix" / "core" / "spec.py").read_text():
+            for src in spec["sources"]:
+                src["heldout"] = False
     base = spec_path.resolve().parent
     spec["storage"] = {"root": str(tmp / "data"), "manifests": str(tmp / "manifests")}
     for src in spec["sources"]:
@@ -46,9 +57,9 @@ def fresh_spec(spec_path: Path, tmp: Path) -> Path:
     return path
 
 
-def build(checkout: Path, spec_path: Path) -> tuple[float, str]:
+def build(checkout: Path, spec_path: Path, lean: bool) -> tuple[float, str]:
     with tempfile.TemporaryDirectory() as tmp:
-        spec = fresh_spec(spec_path, Path(tmp))
+        spec = fresh_spec(checkout / spec_path, Path(tmp), lean)
         env = os.environ | {"DAGSTER_HOME": str(Path(tmp) / "dagster"), "PYTHONPATH": str(checkout)}
         t = time.perf_counter()
         r = subprocess.run([sys.executable, "-m", "workflows.cli", "build", str(spec)], cwd=checkout, env=env, check=False,
@@ -66,18 +77,19 @@ def main() -> None:
     ap.add_argument("--before", required=True, help="checkout of the code before the change")
     ap.add_argument("--after", default=str(REPO), help="checkout of the code after it (default: this one)")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--spec", default=str(REPO / "specs" / "shared-corpus.yaml"))
+    ap.add_argument("--spec", default="specs/shared-corpus.yaml", help="relative to each checkout")
+    ap.add_argument("--lean", action="store_true", help="no eval sets, held-out splits off")
     args = ap.parse_args()
     checkouts = {"before": Path(args.before).resolve(), "after": Path(args.after).resolve()}
     times: dict[str, list[float]] = {"before": [], "after": []}
     for i in range(args.repeats):
         for name in (("before", "after") if i % 2 == 0 else ("after", "before")):
-            took, runs = build(checkouts[name], Path(args.spec))
+            took, runs = build(checkouts[name], Path(args.spec), args.lean)
             times[name].append(took)
             print(f"repeat {i + 1} {name:6s} {took:7.2f} s  ({runs})", flush=True)
     b, a = statistics.median(times["before"]), statistics.median(times["after"])
     print(f"median of {args.repeats}: before {b:.2f} s, after {a:.2f} s, after/before {a / b:.3f} "
-          f"(spec {args.spec}; before {checkouts['before']}, after {checkouts['after']})")
+          f"(spec {args.spec}{' lean' if args.lean else ''}; before {checkouts['before']}, after {checkouts['after']})")
 
 
 if __name__ == "__main__":

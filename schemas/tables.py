@@ -57,6 +57,9 @@ INGEST_DOCUMENTS = pa_.DataFrameSchema(
         "n_tokens": pa_.Column(I64, pa_.Check.ge(0), nullable=False,
                                description="Tokens of text: exact with a tokenizer file, else an estimate "
                                            "(the manifest's token_counting says which)"),
+        "token_ref": pa_.Column(I64, pa_.Check.ge(0), nullable=True,
+                                description="Where ingest keeps this text's token ids: unit << 32 | row of "
+                                            "token-ids-<unit>.parquet (null without a tokenizer file)"),
         "metadata": pa_.Column(STR, nullable=True, description="The source's other fields, as a JSON object"),
         "file": pa_.Column(STR, nullable=False, description="Input file, relative to its source glob's base directory"),
         "record_no": pa_.Column(I64, pa_.Check.ge(1), nullable=False,
@@ -284,6 +287,19 @@ SCHEMAS: dict[str, pa_.DataFrameSchema] = {
                         EVAL_ITEMS, EVAL_NGRAMS, CONTAMINATION)
 }
 ARROW_SCHEMAS: dict[str, pa.Schema] = {name: arrow_schema(s) for name, s in SCHEMAS.items()}
+
+
+TOKEN_IDS_FILE = "token-ids-{unit:05d}.parquet"
+TOKEN_REF_UNIT_SHIFT = 32  # token_ref = unit << 32 | row
+
+
+def token_ids_schema(dtype: np.dtype) -> pa.Schema:
+    """ingest's token-id cache, ``token-ids-<unit>.parquet``: a row per kept document in the unit's
+    order (what ``token_ref`` points at), the digest of the text it encoded and its ids, no EOS.
+    A cache, not a table anyone audits: tokenize takes ids from it only where the digest proves the
+    text unchanged, so its outputs are the same bytes with or without it. Plain Arrow: the id type
+    follows the tokenizer's vocabulary."""
+    return pa.schema([("text_digest", pa.binary(16)), ("ids", pa.large_list(pa.from_numpy_dtype(dtype)))])
 
 
 def validate_table(table: pa.Table, schema: pa_.DataFrameSchema) -> None:

@@ -69,6 +69,25 @@ def test_matches_survive_case_punctuation_and_whitespace_but_not_a_changed_word(
     assert find_matches([changed], 13, hashes, owners) == {}
 
 
+def test_batch_punctuation_folding_gives_normalizes_words_on_real_text():
+    """The scan folds Unicode punctuation over a whole batch with numpy; the words must be exactly
+    those of the per-text regex (dedup's normaliser), on every real document and on each edge of
+    the folded ranges."""
+    from corpusmix.stages.eval_index import NORMALIZE
+    from corpusmix.stages.minhash import blank_unicode_punct, normalize
+
+    edges = "".join(chr(c) for c in (0xA0, 0xA1, 0xBF, 0xC0, 0xD7, 0xF7, 0x1FFF, 0x2000, 0x206F, 0x2070,
+                                     0x2FFF, 0x3000, 0x303F, 0x3040, 0xFF01))
+    texts = [r["text"] for name in ("wiki", "web", "dialogue")
+             for r in _records(sorted((CORPUS / name).glob("*.jsonl.gz"))[0])]
+    texts += [" ".join(f"a{ch}b" for ch in edges), edges, "plain ascii, no change."]
+    assert sum(not t.isascii() for t in texts) > 100
+    for t in texts:
+        batched = blank_unicode_punct(normalize(t, NORMALIZE, unicode_punct=False))
+        assert batched.split() == normalize(t, NORMALIZE).split()
+        assert len(batched) == len(normalize(t, NORMALIZE, unicode_punct=False))  # offsets kept
+
+
 def test_an_ngram_in_too_many_items_is_ignored():
     common = "please read the question below carefully and answer it with a single number only"
     items = pa.table({"text": [f"{common} item {i} " + " ".join(f"w{i}x{j}" for j in range(13)) for i in range(12)]})
@@ -114,6 +133,40 @@ def test_remove_span_cuts_the_match_with_its_margin_and_recounts_exact_tokens(tm
     assert h["long"]["item_id"] == "item-1" and docs[0]["text"][h["long"]["offset"]:].lower().startswith("a farmer")
     c = m["counts"]
     assert c["tokens_in"] - sum(r["tokens"] for r in m["reasons"].values()) == c["tokens_out"]
+
+
+def test_tokenize_encodes_a_cut_document_again_and_takes_the_rest_from_ingests_token_ids(tmp_path):
+    """ingest keeps the ids it counted with; a document decontamination cut no longer has that
+    text, so tokenize must encode it afresh (the digest check), and reuse only the untouched."""
+    from .conftest import base_spec, write_spec
+
+    item = _gsm8k_test()[0]
+    wiki = _records(sorted((CORPUS / "wiki").glob("*.jsonl.gz"))[0])[:3]
+    long = wiki[0]["text"][:3000] + "\n" + item["question"] + "\n" + wiki[0]["text"][3000:6000]
+    docs = [{"id": "cut", "text": long}, {"id": "clean-1", "text": wiki[1]["text"]},
+            {"id": "clean-2", "text": wiki[2]["text"]}]
+    src, ev = _jsonl(tmp_path / "docs.jsonl", docs), _jsonl(tmp_path / "eval.jsonl", [item])
+    spec = base_spec([{"name": "wiki", "kind": "prose", "paths": [str(src)], "filters": {"rules": []},
+                       "heldout": False}], tmp_path,
+                     eval_sets=[{"name": "gsm8k", "paths": [str(ev)], "fields": ["question", "answer"]}],
+                     decontamination={"policy": "remove_span"})
+    loaded = load_spec(write_spec(tmp_path / "spec.yaml", spec))
+    build_all(loaded, until="tokenize", **QUIET)
+    m, kept, _ = _decontaminated(loaded, "wiki")
+    assert m["counts"]["documents_cut"] == 1
+    cut = next(r["text"] for r in kept.to_pylist() if r["doc_id"] == "cut")
+    t = read_manifest(manifest_path(loaded.manifest_root, "tokenize", "wiki"))
+    assert t["details"]["ids_reused_documents"] == 2 and t["details"]["ids_encoded_documents"] == 1
+    from corpusmix.core.indexed import IndexedReader
+
+    bin_out = next(o for o in t["outputs"] if o["kind"] == "token_bin")
+    reader = IndexedReader((loaded.storage_root / bin_out["path"]).with_suffix(""))
+    order = read_outputs(t, loaded.storage_root, "token_documents").column("doc_id").to_pylist()
+    tok = Tokenizer.from_file(str(GPT2))
+    texts = {"cut": cut, "clean-1": wiki[1]["text"], "clean-2": wiki[2]["text"]}
+    for i, doc_id in enumerate(order):  # every stored sequence is its current text's ids, then EOS
+        assert reader[i][:-1].tolist() == tok.encode(texts[doc_id], add_special_tokens=False).ids
+    assert t["details"]["estimate_check"]["relative_error"] == 0
 
 
 def test_a_bad_eval_file_stops_validate_and_build_before_any_work(tmp_path):

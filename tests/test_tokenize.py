@@ -15,6 +15,7 @@ import pytest
 
 from corpusmix.core import indexed
 from corpusmix.core.indexed import IndexedFormatError, IndexedReader, IndexedWriter, read_index, token_dtype
+from corpusmix.core.manifest import manifest_path, read_manifest
 from corpusmix.core.spec import SpecError, load_spec
 from corpusmix.pipeline import build_all, run_stage
 from corpusmix.stages.tokenizer import PIECE_CHARS, load_tokenizer, pieces, split_is_exact
@@ -86,12 +87,15 @@ def test_counts_equal_a_direct_tokenizers_call_and_text_round_trips(gpt2_build):
         # ingest counted every document with the same tokenizer file: no error at all, web included
         # (one bytes-per-token ratio per source once overstated web by 28 %)
         assert check["method"] == "exact" and check["relative_error"] == 0
+        # and its ids were those ingest encoded to count them: no document encoded twice
+        assert m["details"]["ids_encoded_documents"] == 0
+        assert m["details"]["ids_reused_documents"] == c["documents_in"] + m["details"]["valid"]["documents_in"]
         assert m["details"]["dtype"] == "uint16" and reader.index.dtype == np.uint16
     assert split_docs > 10  # long documents really were cut before encoding, and still match
     assert {m["details"]["encoder"] for m in manifests.values()} == {"tiktoken"}  # the fast path ran
 
 
-def test_forcing_the_tokenizers_library_writes_the_same_token_stores(gpt2_build, tmp_path):
+def test_without_ingests_ids_the_tokenizers_library_writes_the_same_token_stores(gpt2_build, tmp_path):
     import shutil
 
     loaded, manifests = gpt2_build
@@ -100,11 +104,14 @@ def test_forcing_the_tokenizers_library_writes_the_same_token_stores(gpt2_build,
     spec["tokenizer"]["encoder"] = "huggingface"
     shutil.copytree(loaded.storage_root, tmp_path / "data")
     shutil.copytree(loaded.manifest_root, tmp_path / "manifests")
+    for cache in (tmp_path / "data" / "ingest").glob("*/*/token-ids-*.parquet"):
+        cache.unlink()  # ingest's ids (tiktoken's) gone: every document is encoded here, by the tokenizers library
     slow = load_spec(write_spec(tmp_path / "hf.yaml", spec))
     assert run_stage("tokenizer", slow, **QUIET)[0]["details"]["encoder"] == "huggingface"
     for name, _, _ in SOURCES:
         m = run_stage("tokenize", slow, name, **QUIET)[0]
         assert m["details"]["encoder"] == "huggingface" and m["version"] != manifests[name]["version"]
+        assert m["details"]["ids_reused_documents"] == 0 and manifests[name]["details"]["ids_encoded_documents"] == 0
         assert ({o["kind"]: o["sha256"] for o in m["outputs"]}
                 == {o["kind"]: o["sha256"] for o in manifests[name]["outputs"]})
 
@@ -161,6 +168,32 @@ def test_indexed_layout_byte_by_byte(tmp_path, monkeypatch):
     assert (tmp_path / "x.bin").read_bytes() == np.concatenate(docs).astype("<i4").tobytes()
     r = IndexedReader(tmp_path / "x")
     assert [r[i].tolist() for i in range(len(r))] == [d.tolist() for d in docs]
+
+
+def test_ingests_token_ids_are_a_cache_tokenize_writes_the_same_bytes_without(tmp_path):
+    """ingest keeps the ids it counted with (``token_ref`` points at them) and tokenize takes them
+    instead of encoding again; with ``ingest.token_id_cache: false`` there is no cache, every
+    document is encoded by tokenize, and the stores are the same bytes."""
+    tok = {"path": str(GPT2), "eos_token": "<|endoftext|>"}
+    stores = {}
+    for cache in (True, False):
+        (tmp_path / str(cache)).mkdir()
+        loaded = _build_to_quality(tmp_path / str(cache), tok, sources=[("math", "math", "math-0000-of-0002")],
+                                   ingest={"token_id_cache": cache})
+        ingest = read_manifest(manifest_path(loaded.manifest_root, "ingest", "math"))
+        files = [o for o in ingest["outputs"] if o["kind"] == "token_ids"]
+        refs = read_outputs(ingest, loaded.storage_root, "documents").column("token_ref")
+        if cache:
+            assert len(files) == 1 and sum(o["rows"] for o in files) == ingest["counts"]["documents_out"]
+            assert refs.null_count == 0
+        else:
+            assert files == [] and refs.null_count == len(refs)
+        run_stage("tokenizer", loaded, **QUIET)
+        m = run_stage("tokenize", loaded, "math", **QUIET)[0]
+        n = m["counts"]["documents_in"] + m["details"]["valid"]["documents_in"]
+        assert m["details"]["ids_reused_documents"] == (n if cache else 0)
+        stores[cache] = {o["kind"]: o["sha256"] for o in m["outputs"]}
+    assert stores[True] == stores[False]
 
 
 def test_dtype_follows_vocabulary_size():

@@ -81,12 +81,15 @@ def _build(loaded, chosen: list[str], echo) -> bool:
     from corpusmix.ops.freshness import everything_current, stale_sources
     from corpusmix.ops.report import write_report
     from corpusmix.pipeline import is_current, stage_modules, waves
+    from corpusmix.stages.tokencount import counter_for
 
     if set(chosen) == set(loaded.source_names) and everything_current(loaded):
         # nothing would run: answer without starting Dagster (a no-op rebuild costs the checks only)
         echo(f"up to date: every stage of {loaded.spec.name} has the content key it would compute now; no run started")
         return True
-    warm_up(loaded.spec.execution, stage_modules())  # the pool's workers import the stages while Dagster starts
+    info = counter_for(loaded)[1]  # the tokenizer ingest counts with, when exact: workers load it at start too
+    # the pool's workers import the stages (and load the tokenizer) while Dagster starts
+    warm_up(loaded.spec.execution, stage_modules(), [info.warm] if info else [])
     home = ensure_dagster_home()
     os.environ["CORPUSMIX_SPEC"] = str(loaded.path)
 

@@ -176,6 +176,7 @@ def open_executor(execution, units: int | None = None, shared: Path | None = Non
 
 _POOLS: dict[int, ProcessPoolExecutor] = {}
 _PRELOAD: list[str] = []  # modules a new pool's workers import as they start (``warm_up``)
+_WARM: list[Callable[[], object]] = []  # and calls they make then (filling per-process caches)
 
 
 def _pool(workers: int) -> ProcessPoolExecutor:
@@ -184,19 +185,21 @@ def _pool(workers: int) -> ProcessPoolExecutor:
     pool = _POOLS.get(workers)
     if pool is None or pool._broken:  # a worker that died (OOM, kill) breaks the pool for good: start anew
         pool = _POOLS[workers] = ProcessPoolExecutor(max_workers=workers, mp_context=_forkserver(),
-                                                     initializer=_preload, initargs=(tuple(_PRELOAD),))
+                                                     initializer=_preload, initargs=(tuple(_PRELOAD), tuple(_WARM)))
     return pool
 
 
-def warm_up(execution, modules: Iterable[str]) -> None:
+def warm_up(execution, modules: Iterable[str], calls: Iterable[Callable[[], object]] = ()) -> None:
     """Start the local pool's workers now and return at once: each imports ``modules`` (the
-    stages the caller will run, ~1 s) while the caller does its own start-up (``corpusmix build``:
+    stages the caller will run, ~1 s) and makes ``calls`` (picklable: e.g. loading the
+    tokenizer a stage encodes with) while the caller does its own start-up (``corpusmix build``:
     Dagster's imports and first run). The executor itself knows no stage."""
     if execution.backend == "processes" and execution.workers > 1:
         _PRELOAD[:] = sorted(set(_PRELOAD) | set(modules))
+        _WARM[:] = list(calls)
         pool = _pool(execution.workers)
         for _ in range(execution.workers):
-            pool.submit(_preload, tuple(_PRELOAD))
+            pool.submit(_preload, tuple(_PRELOAD), tuple(_WARM))
 
 
 def _forkserver():
@@ -207,10 +210,12 @@ def _forkserver():
     return ctx
 
 
-def _preload(modules: tuple[str, ...]) -> None:
-    """Pool initializer: import the modules a worker will need, once."""
+def _preload(modules: tuple[str, ...], calls: tuple[Callable[[], object], ...] = ()) -> None:
+    """Pool initializer: import the modules a worker will need and fill its caches, once."""
     for name in modules:
         importlib.import_module(name)
+    for call in calls:
+        call()
 
 
 @atexit.register

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import pyarrow as pa
@@ -57,3 +59,18 @@ def write_parquet(table: pa.Table, path: Path) -> dict:
     """Write one whole table with the shared options; returns its name, rows, sha256 and size."""
     pq.write_table(table, path, row_group_size=max(1, table.num_rows), **PARQUET_OPTS)
     return {"name": path.name, "rows": table.num_rows, "sha256": sha256_file(path), "bytes": path.stat().st_size}
+
+
+def link_part(src: Path, staging: Path, name: str) -> dict:
+    """An output part that is exactly an input part (a stage kept every row of it unchanged): a
+    hard link to it, not a rewrite (a copy across filesystems), recorded as ``PartWriter`` records
+    a part. Published files are never modified in place, so sharing the inode is safe."""
+    path = staging / name
+    try:
+        os.link(src, path)
+    except OSError:
+        shutil.copyfile(src, path)
+    counts = pq.read_table(path, columns=["n_bytes", "n_tokens"])
+    return {"name": name, "rows": counts.num_rows, "text_bytes": pc.sum(counts.column("n_bytes")).as_py() or 0,
+            "tokens": pc.sum(counts.column("n_tokens")).as_py() or 0, "sha256": sha256_file(path),
+            "bytes": path.stat().st_size}

@@ -73,6 +73,10 @@ class Ingest(_Strict):
     max_quarantined_fraction: float = Field(
         1.0, gt=0.0, le=1.0, description="A source's ingest fails when at least this fraction of its records is "
                                          "quarantined (1.0: only when every record is, e.g. a wrong text_field).")
+    token_id_cache: bool = Field(
+        True, description="With a tokenizer file, keep the ids ingest encodes to count tokens (token-ids-*.parquet, "
+                          "~2 bytes per token for a vocabulary under 65,536, 4 above) so tokenize does not encode "
+                          "the same text again; false saves that disk and tokenize encodes every document.")
 
 
 class Normalize(_Strict):

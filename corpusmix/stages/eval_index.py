@@ -38,7 +38,7 @@ from corpusmix.core.spec import EvalSet, LoadedSpec, Normalize, Source, Spec, Sp
 from corpusmix.core.stage import Built, Stage, StageRun
 from corpusmix.core.storage import sha256_file
 from corpusmix.readers import FileReadResult, UnreadableFileError, read_unit
-from corpusmix.stages.minhash import normalize
+from corpusmix.stages.minhash import blank_unicode_punct, normalize
 from schemas.tables import ARROW_SCHEMAS, EVAL_ITEMS, EVAL_NGRAMS, validate_table
 
 NAME = "eval_index"
@@ -63,7 +63,7 @@ class Grams:
 
 def text_ngrams(texts: list[str], n: int) -> Grams:
     """Every normalised word n-gram of every text, hashed a group of about GROUP_BYTES at a time."""
-    norms = [normalize(t, NORMALIZE) for t in texts]
+    norms = [normalize(t, NORMALIZE, unicode_punct=False) for t in texts]  # Unicode punctuation: per group
     words = np.zeros(len(norms), np.int64)
     parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     lo = 0
@@ -72,7 +72,8 @@ def text_ngrams(texts: list[str], n: int) -> Grams:
         while hi < len(norms) and (hi == lo or size + len(norms[hi]) <= GROUP_BYTES):
             size += len(norms[hi]) + 1
             hi += 1
-        w, starts = word_hashes(b" ".join(norms[lo:hi]))
+        group = b" ".join(norms[lo:hi])
+        w, starts = word_hashes(group if group.isascii() else blank_unicode_punct(group))
         lengths = np.fromiter((len(x) for x in norms[lo:hi]), np.int64, hi - lo)
         text_start = np.cumsum(lengths + 1) - (lengths + 1)
         owner = np.searchsorted(text_start, starts, side="right") - 1

@@ -57,7 +57,7 @@ import pyarrow.parquet as pq
 
 from corpusmix.core.executor import Executor
 from corpusmix.core.manifest import input_refs, output_ref, require_manifest
-from corpusmix.core.parquet_io import PartWriter, write_parquet
+from corpusmix.core.parquet_io import PartWriter, link_part, write_parquet
 from corpusmix.core.spec import Dedup, HeldOut, LoadedSpec
 from corpusmix.core.stage import Built, Stage, StageRun, documents_built
 from corpusmix.stages.dedup import SCRATCH, find_duplicates
@@ -171,6 +171,8 @@ def _write_part(staging: str, part_bytes: int, item: tuple[int, str, np.ndarray]
     """Worker: one quality part's documents into its train parts ``part-NNNNN-*`` and held-out
     parts ``heldout-NNNNN-*`` (names from the input part only, never the worker)."""
     index, path, held = item
+    if not held.any():  # nothing held out here (or the split is off): the part is its own train part
+        return [link_part(Path(path), Path(staging), f"part-{index:05d}-000.parquet")], []
     train = PartWriter(Path(staging), f"part-{index:05d}", DOCS_SCHEMA, part_bytes)
     valid = PartWriter(Path(staging), f"heldout-{index:05d}", DOCS_SCHEMA, part_bytes)
     pos = 0

@@ -29,20 +29,32 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from corpusmix.core.globs import glob_base
+from corpusmix.core.hashing import text_digests
 from corpusmix.core.manifest import manifest_path, read_manifest
 from corpusmix.core.parquet_io import PARQUET_OPTS, PartWriter
 from corpusmix.core.spec import Format, Ingest, LoadedSpec, Source, file_format
 from corpusmix.core.stage import Built, Stage, StageRun
 from corpusmix.core.storage import sha256_file
 from corpusmix.readers import BadRecord, FileReadResult, UnreadableFileError, read_unit
-from corpusmix.stages.tokencount import TokenCounting, count_raw, count_tokens, counter_for, counting_of
+from corpusmix.stages.tokencount import TokenCounting, count_raw, count_tokens, counter_for, counting_of, token_id_lists
 from corpusmix.stages.tokenizer import TokenizerInfo
-from schemas.tables import ARROW_SCHEMAS, INGEST_DOCUMENTS, QUARANTINE, nul_mask, validate_table
+from schemas.tables import (
+    ARROW_SCHEMAS,
+    INGEST_DOCUMENTS,
+    QUARANTINE,
+    TOKEN_IDS_FILE,
+    TOKEN_REF_UNIT_SHIFT,
+    nul_mask,
+    token_ids_schema,
+    validate_table,
+)
 
 NAME = "ingest"
 DOCS_SCHEMA = ARROW_SCHEMAS["ingest_documents"]
 QUAR_SCHEMA = ARROW_SCHEMAS["quarantine"]
 TEXT_UNIT_BYTES = 32 << 20
+# the token-id cache: ids are near-random 16/32-bit values, so zstd's fastest level is enough
+CACHE_OPTS = dict(compression="zstd", compression_level=1, write_statistics=False)
 
 
 class IngestError(Exception):
@@ -82,6 +94,7 @@ class UnitResult:
     blank_lines: int = 0
     extra_quarantine: dict | None = None
     id_hashes: bytes = b""  # 64-bit hashes of the kept ids, for the cross-unit duplicate check
+    cache: dict | None = None  # the unit's token-id cache file (with a tokenizer file)
     warnings: list[str] = field(default_factory=list)
 
 
@@ -98,10 +111,13 @@ def _snippet(raw: bytes | str, chars: int) -> str:
     return s[:chars]
 
 
-def _screen(cand: pa.Table, unit: Unit, seen_ids: set[str]) -> tuple[pa.Table, list[tuple[int, str, str, str | None, str, int]]]:
+def _screen(cand: pa.Table, unit: Unit, seen_ids: set[str],
+            first_row: int) -> tuple[pa.Table, pa.Table | None, list[tuple[int, str, str, str | None, str, int]]]:
     """Split candidates into kept rows and quarantined rows (one reason each, first in order).
 
-    Returns the kept table (ingest_documents columns) and rows for quarantine:
+    Returns the kept table (ingest_documents columns), its rows of the token-id cache (with a
+    tokenizer file: the ids that counted the tokens, kept for tokenize; ``first_row`` is the
+    unit's cache row of the first kept document), and rows for quarantine:
     (record_no, reason, detail, doc_id, snippet, n_bytes, n_tokens).
     """
     src, cfg = unit.source, unit.cfg
@@ -142,12 +158,21 @@ def _screen(cand: pa.Table, unit: Unit, seen_ids: set[str]) -> tuple[pa.Table, l
     kept_ids = ids.filter(keep)
     files = kept_ids if unit.fmt is Format.TEXT else pa.array([unit.rels[0]] * n_keep, pa.string())
     kept_text = text.filter(keep)
+    cache = refs = None
+    if unit.counting.exact and unit.cfg.token_id_cache:
+        ids = token_id_lists(kept_text, unit.tokenizer)
+        n_tokens = ids.value_lengths().cast(pa.int64())
+        cache = pa.Table.from_arrays([text_digests(kept_text), ids], schema=token_ids_schema(unit.tokenizer.dtype))
+        refs = pa.array((unit.index << TOKEN_REF_UNIT_SHIFT) + np.arange(first_row, first_row + n_keep, dtype=np.int64))
+    else:
+        n_tokens = pa.array(count_tokens(kept_text, unit.counting, unit.tokenizer), pa.int64())
     kept = pa.Table.from_arrays([
         kept_ids,
         pa.array([src.name] * n_keep, pa.string()),
         kept_text,
         n_bytes.filter(keep),
-        pa.array(count_tokens(kept_text, unit.counting, unit.tokenizer), pa.int64()),
+        n_tokens,
+        refs if refs is not None else pa.nulls(n_keep, pa.int64()),
         cand.column("metadata").filter(keep),
         files,
         cand.column("record_no").filter(keep),
@@ -165,7 +190,7 @@ def _screen(cand: pa.Table, unit: Unit, seen_ids: set[str]) -> tuple[pa.Table, l
     tokens_bad = count_tokens(pa.array(texts_bad, pa.large_string()), unit.counting, unit.tokenizer)
     bad = [(nos[i].as_py(), reasons[i], details[reasons[i]], id_list[i], _snippet(t, cfg.snippet_chars),
             n_bytes[i].as_py(), int(n)) for i, t, n in zip(rejected, texts_bad, tokens_bad)]
-    return kept, bad
+    return kept, cache, bad
 
 
 def _quarantine_table(source: str, rows: list[tuple]) -> pa.Table:
@@ -209,6 +234,7 @@ def ingest_unit(unit: Unit) -> UnitResult:
     info = FileReadResult()
     res = UnitResult(index=unit.index, inputs=[])
     docs = PartWriter(staging, f"part-{unit.index:05d}", DOCS_SCHEMA, cfg.part_bytes)
+    cache = None  # the token-id cache: one file per unit, ``token_ref`` points into it
     qrows: list[tuple] = []
     seen: set[str] = set()
     paths = [Path(p) for p in unit.paths]
@@ -219,11 +245,14 @@ def ingest_unit(unit: Unit) -> UnitResult:
             res.scaled_records += sum(1 for b in batch.bad if b.size is not None and b.size > len(b.raw))
             if batch.candidates.num_rows == 0:
                 continue
-            kept, bad = _screen(batch.candidates, unit, seen)
+            kept, cached, bad = _screen(batch.candidates, unit, seen, res.docs_out)
             for row in bad:
                 qrows.append(row + ((file_label or row[3] or ""),))
             validate_table(kept, INGEST_DOCUMENTS)
             docs.write(kept)
+            if cached is not None and cached.num_rows:
+                cache = cache or pq.ParquetWriter(staging / TOKEN_IDS_FILE.format(unit=unit.index), cached.schema, **CACHE_OPTS)
+                cache.write_table(cached, row_group_size=cached.num_rows)
             res.docs_out += kept.num_rows
             res.bytes_out += pc.sum(kept.column("n_bytes")).as_py() or 0
             res.tokens_out += pc.sum(kept.column("n_tokens")).as_py() or 0
@@ -232,6 +261,10 @@ def ingest_unit(unit: Unit) -> UnitResult:
             raise
         res.skipped = {"file": e.path, "error": e.detail, "records_kept": res.docs_out}
     res.parts = docs.close()
+    if cache is not None:
+        cache.close()
+        path = staging / TOKEN_IDS_FILE.format(unit=unit.index)
+        res.cache = {"name": path.name, "rows": res.docs_out, "sha256": sha256_file(path), "bytes": path.stat().st_size}
     res.id_hashes = np.fromiter((_id_hash(i) for i in seen), dtype=np.uint64, count=len(seen)).tobytes()
     if res.skipped is not None:
         _mark_truncated(staging, res.parts)
@@ -535,9 +568,9 @@ def _built(loaded: LoadedSpec, source: Source, results: list[UnitResult]) -> Bui
         for p in r.parts:
             outputs.append({"path": p["name"], "kind": "documents", "sha256": p["sha256"], "bytes": p["bytes"],
                             "rows": p["rows"], "tokens": p["tokens"]})
-        for q in (r.quarantine, r.extra_quarantine):
+        for kind, q in (("quarantine", r.quarantine), ("quarantine", r.extra_quarantine), ("token_ids", r.cache)):
             if q:
-                outputs.append({"path": q["name"], "kind": "quarantine", "sha256": q["sha256"], "bytes": q["bytes"],
+                outputs.append({"path": q["name"], "kind": kind, "sha256": q["sha256"], "bytes": q["bytes"],
                                 "rows": q["rows"], "tokens": 0})
     rate = tokens_out / tokens_in if tokens_in else None
     return Built(

@@ -45,12 +45,13 @@ def _byte_table(punctuation: bool, zero_digits: bool) -> bytes:
     return bytes(table)
 
 
-def normalize(text: str, cfg: Normalize) -> bytes:
+def normalize(text: str, cfg: Normalize, unicode_punct: bool = True) -> bytes:
     """The UTF-8 bytes dedup compares; the order matters (NFKC can create punctuation).
 
     Punctuation means ASCII punctuation and symbols plus the Unicode ranges in
     ``_UNICODE_PUNCT``; digits mean ASCII digits (after NFKC, which maps most
-    other digit forms to ASCII).
+    other digit forms to ASCII). ``unicode_punct=False`` leaves the Unicode
+    ranges to the caller (``blank_unicode_punct`` over a whole batch at once).
     """
     if cfg.unicode != "none" and not text.isascii():  # ASCII is its own NFC/NFKC form: skip the call
         text = unicodedata.normalize(cfg.unicode, text)
@@ -59,11 +60,35 @@ def normalize(text: str, cfg: Normalize) -> bytes:
     data = text.encode("utf-8")
     if cfg.punctuation or cfg.digits == "zero":
         data = data.translate(_byte_table(cfg.punctuation, cfg.digits == "zero"))
-        if cfg.punctuation and not data.isascii():
+        if cfg.punctuation and unicode_punct and not data.isascii():
             data = _UNICODE_PUNCT.sub(b" ", data)
     if cfg.whitespace:
         data = b" ".join(data.split())
     return data
+
+
+def blank_unicode_punct(data: bytes) -> bytes:
+    """``data`` (UTF-8) with each character ``_UNICODE_PUNCT`` matches turned into as many spaces
+    as it has bytes: the same words as ``normalize``'s regex (one space per character), with the
+    byte offsets kept. Found with numpy over a whole batch: a lead byte 0xC2/0xC3/0xE2/0xE3 is
+    never a continuation byte in valid UTF-8, so candidates need no left-to-right scan, and only
+    they are looked at further (the regex, per text, was a quarter of decontamination's scan)."""
+    b = np.frombuffer(data + b"\0\0", np.uint8)
+    top = b & 0xFE
+    lead = np.flatnonzero((top == 0xC2) | (top == 0xE2))
+    if len(lead) == 0:
+        return data
+    c0, c1, c2 = b[lead], b[lead + 1], b[lead + 2]
+    two = ((c0 == 0xC2) & (c1 >= 0xA1) & (c1 <= 0xBF)) | ((c0 == 0xC3) & ((c1 == 0x97) | (c1 == 0xB7)))
+    three = (c2 >= 0x80) & ((((c0 == 0xE2) | (c0 == 0xE3)) & (c1 == 0x80) & (c2 <= 0xBF))
+                            | ((c0 == 0xE2) & (c1 == 0x81) & (c2 <= 0xAF)))
+    if not (two.any() or three.any()):
+        return data
+    out = b[:-2].copy()
+    for width, starts in ((2, lead[two]), (3, lead[three])):
+        for k in range(width):
+            out[starts + k] = 0x20
+    return out.tobytes()
 
 
 def exact_key(norm: bytes) -> bytes:

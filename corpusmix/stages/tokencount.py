@@ -140,6 +140,13 @@ def count_tokens(texts: pa.Array | pa.ChunkedArray, counting: TokenCounting, inf
     return np.rint(features(texts) @ np.asarray(counting.tokens_per_byte)).astype(np.int64)
 
 
+def token_id_lists(texts: pa.Array | pa.ChunkedArray, info: TokenizerInfo) -> pa.LargeListArray:
+    """Each text's ids (no EOS) as one Arrow list per text, exactly as tokenize stores them."""
+    flat, lengths = info.encode_documents([v or "" for v in texts.to_pylist()])
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    return pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(flat))
+
+
 def features(texts: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """Per text, FEATURES (an n x 9 int64 array), read off Arrow's buffers without Python
     strings: one cumulative count per feature over the data buffer."""

@@ -3,16 +3,20 @@
 The held-out split's train documents become ``tokens.bin/.idx`` (what the mixture reads); its
 held-out documents become ``valid.bin/.idx`` beside them, the same way (evaluation only).
 Each input part is one unit of work for the spec's executor
-(``_tokenize_part``): it reads the part in batches of about ``BATCH_CHARS``
-characters, cuts long documents into pieces where the tokenizer starts a new
-token anyway (``tokenizer.pieces``; whole documents if the tokenizer fails the
-cut probe), and encodes each batch on every core: with tiktoken where
-``fast_bpe`` finds it gives the same ids (about 7x faster), else with the
-tokenizers library's ``encode_batch_fast``. The driver appends the units' results in
-part order: each document's ids, then EOS, become one sequence of
-``tokens.bin``/``tokens.idx`` (``indexed``), and ``documents.parquet`` maps
-doc_id to its sequence index and token count, in the same order. So the files
-are the same bytes whichever backend and however many workers ran the units.
+(``_tokenize_part``): it reads the part in batches of about ``BATCH_BYTES``
+of text. A document's ids come from ingest's token-id cache (``token_ref``)
+when the digest of its text proves it is the text ingest encoded to count its
+tokens; the rest (decontamination's cuts, or every document when ingest only
+estimated) are encoded here: long documents cut into pieces where the
+tokenizer starts a new token anyway (``tokenizer.pieces``; whole documents if
+the tokenizer fails the cut probe), each batch on every core, with tiktoken
+where ``fast_bpe`` finds it gives the same ids (about 7x faster), else with
+the tokenizers library's ``encode_batch_fast``. Either way the ids are the
+same. The driver appends the units' results in part order: each document's
+ids, then EOS, become one sequence of ``tokens.bin``/``tokens.idx``
+(``indexed``), and ``documents.parquet`` maps doc_id to its sequence index
+and token count, in the same order. So the files are the same bytes whichever
+backend and however many workers ran the units, with or without the cache.
 
 Token counts here are exact. The manifest compares them with the counts the
 earlier stages reported (``estimate_check``): zero difference when ingest
@@ -23,7 +27,6 @@ that every earlier token-weighted number carries.
 from __future__ import annotations
 
 import functools
-import itertools
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -31,16 +34,19 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from corpusmix.core.hashing import text_digests
 from corpusmix.core.indexed import IndexedWriter
 from corpusmix.core.manifest import input_refs, output_ref, require_manifest
 from corpusmix.core.parquet_io import PARQUET_OPTS
 from corpusmix.core.spec import LoadedSpec
 from corpusmix.core.stage import Built, Stage, StageRun
 from corpusmix.core.storage import sha256_file
+from corpusmix.stages.tokencount import token_id_lists
 from corpusmix.stages.tokenizer import PIECE_CHARS, TokenizerInfo, built_tokenizer
-from schemas.tables import ARROW_SCHEMAS, TOKENIZED_DOCUMENTS, validate_table
+from schemas.tables import ARROW_SCHEMAS, TOKEN_REF_UNIT_SHIFT, TOKENIZED_DOCUMENTS, token_ids_schema, validate_table
 
 PREFIX = "tokens"
 DOCS_FILE = "documents.parquet"
@@ -51,55 +57,97 @@ VALID_KINDS = ("valid_bin", "valid_index", "valid_documents")
 DOCS_SCHEMA = ARROW_SCHEMAS["tokenized_documents"]
 # documents.parquet without ``sequence``, which only the driver knows
 PART_DOCS_SCHEMA = DOCS_SCHEMA.remove(DOCS_SCHEMA.get_field_index("sequence"))
-BATCH_CHARS = 1 << 20  # characters per encode call: enough pieces to keep every core busy
+BATCH_BYTES = 1 << 20  # text per encode call: enough pieces to keep every core busy
 READ_ROWS = 1024
 
 
-def _to_tokens(info: TokenizerInfo, ids: list, n_pieces: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    """The ids of each text's pieces, then EOS, concatenated; and tokens per text. The pieces'
-    ids are arrays (tiktoken) or lists (tokenizers): one concatenate copies either."""
-    piece_lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
-    doc = np.repeat(np.arange(len(n_pieces)), n_pieces)
-    lengths = np.bincount(doc, weights=piece_lengths, minlength=len(n_pieces)).astype(np.int64) + 1
-    eos = np.array([info.eos_id], info.dtype)
-    sequence, it = [], iter(ids)
-    for k in n_pieces:
-        sequence += itertools.islice(it, k)
-        sequence.append(eos)
-    tokens = np.concatenate(sequence, dtype=info.dtype, casting="unsafe") if sequence else np.empty(0, info.dtype)
-    return tokens, lengths
+def _to_tokens(info: TokenizerInfo, ids: pa.LargeListArray) -> tuple[np.ndarray, np.ndarray]:
+    """Each document's ids, then EOS, concatenated; and tokens per document (EOS included)."""
+    flat = ids.flatten().to_numpy(zero_copy_only=False).astype(info.dtype, copy=False)
+    ends = ids.offsets.to_numpy()[1:] - ids.offsets[0].as_py()
+    return np.insert(flat, ends, info.eos_id), ids.value_lengths().to_numpy(zero_copy_only=False).astype(np.int64) + 1
 
 
-def _batches(part: Path) -> Iterator[tuple[pa.Table, list[str]]]:
-    """(doc_id, n_bytes) and texts of one part, in batches of about BATCH_CHARS characters."""
-    meta, texts, chars = [], [], 0
-    for rb in pq.ParquetFile(part).iter_batches(batch_size=READ_ROWS, columns=["doc_id", "text", "n_bytes"]):
-        new = rb.column("text").to_pylist()
-        meta.append(rb.select(["doc_id", "n_bytes"]))
-        texts += new
-        chars += sum(map(len, new))
-        if chars >= BATCH_CHARS:
-            yield pa.Table.from_batches(meta), texts
-            meta, texts, chars = [], [], 0
-    if texts:
-        yield pa.Table.from_batches(meta), texts
+def _batches(part: Path) -> Iterator[tuple[pa.Table, pa.ChunkedArray]]:
+    """(doc_id, n_bytes, token_ref) and texts of one part, in batches of about BATCH_BYTES of text."""
+    meta, texts, size = [], [], 0
+    for rb in pq.ParquetFile(part).iter_batches(batch_size=READ_ROWS, columns=["doc_id", "text", "n_bytes", "token_ref"]):
+        meta.append(rb.select(["doc_id", "n_bytes", "token_ref"]))
+        texts.append(rb.column("text"))
+        size += pc.sum(rb.column("n_bytes")).as_py() or 0
+        if size >= BATCH_BYTES:
+            yield pa.Table.from_batches(meta), pa.chunked_array(texts)
+            meta, texts, size = [], [], 0
+    if meta:
+        yield pa.Table.from_batches(meta), pa.chunked_array(texts)
 
 
-def _encoded_batches(info: TokenizerInfo, part: Path) -> Iterator[tuple[pa.Table, list, list[int]]]:
-    """(columns, ids per piece, pieces per document) of each batch of ``part``, in order.
+class _IdCache:
+    """The rows of ingest's token-id cache that one part's documents point at (``token_ref``).
 
-    Batch k+1 encodes on a helper thread (all cores, GIL released) while the
-    caller turns batch k into ids: the Python work overlaps the encoder.
+    Only the cache's row groups holding those rows are read, so memory follows the part, not the
+    source. A document takes its ids from here only when the digest of its text equals the one the
+    cache encoded (decontamination's cuts change a text; a stale or missing cache just misses), so
+    the stores are the same bytes with or without the cache."""
+
+    def __init__(self, files: dict[int, Path], refs: np.ndarray, dtype: np.dtype):
+        self.refs, tables = np.empty(0, np.int64), []
+        for unit in np.unique(refs[refs >= 0] >> TOKEN_REF_UNIT_SHIFT):
+            if int(unit) not in files:
+                continue
+            rows = refs[(refs >> TOKEN_REF_UNIT_SHIFT) == unit] & ((1 << TOKEN_REF_UNIT_SHIFT) - 1)
+            pf = pq.ParquetFile(files[int(unit)])
+            sizes = [pf.metadata.row_group(i).num_rows for i in range(pf.num_row_groups)]
+            starts = np.concatenate([[0], np.cumsum(sizes)])
+            groups = np.unique(np.searchsorted(starts, rows, side="right") - 1)
+            groups = groups[(groups >= 0) & (groups < len(sizes))]
+            if not len(groups):
+                continue
+            tables.append(pf.read_row_groups([int(g) for g in groups]))
+            self.refs = np.concatenate([self.refs] + [(int(unit) << TOKEN_REF_UNIT_SHIFT) + np.arange(starts[g], starts[g + 1])
+                                                      for g in groups])
+        self.table = pa.concat_tables(tables) if tables else token_ids_schema(dtype).empty_table()
+        if (np.diff(self.refs) < 0).any():  # units in increasing order already, unless a part mixes them
+            order = np.argsort(self.refs, kind="stable")
+            self.refs, self.table = self.refs[order], self.table.take(order)
+
+    def lookup(self, refs: np.ndarray, texts: pa.ChunkedArray) -> tuple[np.ndarray, pa.LargeListArray]:
+        """Which documents the cache holds with unchanged text, and their ids (in document order)."""
+        pos = np.minimum(np.searchsorted(self.refs, refs), max(len(self.refs) - 1, 0))
+        hit = np.zeros(len(refs), bool)
+        if len(self.refs):
+            hit = (refs >= 0) & (self.refs[pos] == refs)
+        if hit.any():
+            digests = self.table.column("text_digest").take(pos[hit])
+            same = pc.equal(digests, text_digests(texts.filter(pa.array(hit)))).to_numpy(zero_copy_only=False)
+            hit[np.flatnonzero(hit)[~same]] = False
+        return hit, self.table.column("ids").take(pos[hit]).combine_chunks()
+
+
+def _ids_batches(info: TokenizerInfo, cache: _IdCache, part: Path) -> Iterator[tuple[pa.Table, pa.LargeListArray, int]]:
+    """(columns, each document's ids, how many came from the cache) of each batch of ``part``, in order.
+
+    What the cache lacks encodes on a helper thread (all cores, GIL released) for batch k+1 while the
+    caller turns batch k into a store's ids: the Python work overlaps the encoder.
     """
+    def merged(meta, hit, cached, missing):
+        if missing is None:
+            return meta, cached, int(hit.sum())
+        encoded = missing.result()
+        both = pa.concat_arrays([cached.cast(encoded.type), encoded])
+        return meta, both.take(np.where(hit, np.cumsum(hit) - 1, hit.sum() + np.cumsum(~hit) - 1)), int(hit.sum())
+
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending = None
         for meta, texts in _batches(part):
-            encoded = pool.submit(info.encode_pieces, texts)
+            refs = pc.fill_null(meta.column("token_ref"), -1).to_numpy()
+            hit, cached = cache.lookup(refs, texts)
+            missing = None if hit.all() else pool.submit(token_id_lists, texts.filter(pa.array(~hit)), info)
             if pending:
-                yield pending[0], *pending[1].result()
-            pending = (meta, encoded)
+                yield merged(*pending)
+            pending = (meta, hit, cached, missing)
         if pending:
-            yield pending[0], *pending[1].result()
+            yield merged(*pending)
 
 
 @dataclass(frozen=True)
@@ -111,23 +159,28 @@ class _TokenizedPart:
     documents_in: int
     bytes_in: int
     empty: tuple[int, int]  # documents and bytes that encode to no token at all (dropped)
+    reused: int  # documents whose ids came from ingest's token-id cache
 
 
-def _tokenize_part(info: TokenizerInfo, part: Path) -> _TokenizedPart:
-    """Worker: tokenize one quality part (the tokenizer is loaded once per process, from ``info.path``).
+def _tokenize_part(info: TokenizerInfo, cache_files: dict[int, Path], part: Path) -> _TokenizedPart:
+    """Worker: tokenize one part (the tokenizer is loaded once per process, from ``info.path``).
 
     The result holds the part's ids (about ``ingest.part_bytes`` of text at 2
     or 4 bytes per token): that bounds each result waiting for the driver, and
-    a worker's memory at twice that (while concatenating) plus two batches'
-    texts and encodings.
+    a worker's memory at about three times that (the cache's rows, the ids, their
+    concatenation) plus two batches' texts and encodings.
     """
+    refs = pc.fill_null(pq.read_table(part, columns=["token_ref"]).column(0), -1).to_numpy()
+    cache = _IdCache(cache_files, refs, info.dtype)
     tokens, docs = [np.empty(0, info.dtype)], [PART_DOCS_SCHEMA.empty_table()]
-    documents_in = bytes_in = empty_docs = empty_bytes = 0
-    for meta, piece_ids, n_pieces in _encoded_batches(info, part):
-        ids, lengths = _to_tokens(info, piece_ids, n_pieces)
+    documents_in = bytes_in = empty_docs = empty_bytes = reused = 0
+    for meta, doc_ids, n_reused in _ids_batches(info, cache, part):
+        ids, lengths = _to_tokens(info, doc_ids)
+        meta = meta.select(["doc_id", "n_bytes"])
         sizes = meta.column("n_bytes").to_numpy()
         documents_in += len(sizes)
         bytes_in += int(sizes.sum())
+        reused += n_reused
         keep = lengths > 1
         if not keep.all():  # only EOS: the tokenizer's normalizer erased the text
             empty_docs += int((~keep).sum())
@@ -138,7 +191,18 @@ def _tokenize_part(info: TokenizerInfo, part: Path) -> _TokenizedPart:
         tokens.append(ids)
         docs.append(meta.add_column(1, "n_tokens", pa.array(lengths)))
     return _TokenizedPart(np.concatenate(tokens), pa.concat_tables(docs), documents_in, bytes_in,
-                          (empty_docs, empty_bytes))
+                          (empty_docs, empty_bytes), reused)
+
+
+def _cache_files(loaded: LoadedSpec, source_name: str, info: TokenizerInfo) -> dict[int, Path]:
+    """ingest's token-id cache files by unit, when ingest encoded with this very tokenizer file (a
+    file since deleted is a miss: its documents are encoded here)."""
+    ingest = require_manifest(loaded.manifest_root, "ingest", source_name)[1]
+    if ingest["token_counting"].get("tokenizer_sha256") != info.sha256:
+        return {}
+    files = {int(o["path"].rsplit("-", 1)[1].split(".")[0]): loaded.storage_root / o["path"]
+             for o in ingest["outputs"] if o["kind"] == "token_ids"}
+    return {unit: path for unit, path in files.items() if path.is_file()}
 
 
 def tokenize_config(loaded: LoadedSpec, source_name: str) -> dict:
@@ -160,18 +224,19 @@ class _Store:
     bytes_out: int = 0
     text_tokens: int = 0
     tokens_stored: int = 0
+    reused: int = 0  # documents whose ids came from ingest's token-id cache
     empty: tuple[int, int] = (0, 0)  # documents and bytes that encode to no token at all (dropped)
 
 
-def _write_store(ctx: StageRun, info: TokenizerInfo, executor, parts: list[Path], prefix: str, docs_file: str,
-                 kinds: tuple[str, str, str]) -> _Store:
+def _write_store(ctx: StageRun, info: TokenizerInfo, cache_files: dict[int, Path], executor, parts: list[Path],
+                 prefix: str, docs_file: str, kinds: tuple[str, str, str]) -> _Store:
     """Tokenize ``parts`` into ``<prefix>.bin/.idx`` and ``docs_file``: one unit per part, appended
     in part order, so the files are independent of the backend. ``kinds`` name the three outputs."""
     st = _Store(outputs=[])
     empty = [0, 0]
     writer = IndexedWriter(ctx.staging / prefix, info.dtype)
     docs = pq.ParquetWriter(ctx.staging / docs_file, DOCS_SCHEMA, **PARQUET_OPTS)
-    for i, res in enumerate(executor.map(functools.partial(_tokenize_part, info), parts), 1):
+    for i, res in enumerate(executor.map(functools.partial(_tokenize_part, info, cache_files), parts), 1):
         lengths = res.docs.column("n_tokens").to_numpy()
         sequences = pa.array(np.arange(writer.sequences, writer.sequences + len(lengths)))
         table = res.docs.add_column(1, "sequence", sequences)
@@ -183,6 +248,7 @@ def _write_store(ctx: StageRun, info: TokenizerInfo, executor, parts: list[Path]
         empty[0] += res.empty[0]
         empty[1] += res.empty[1]
         st.documents_out += len(lengths)
+        st.reused += res.reused
         st.bytes_out += res.bytes_in - res.empty[1]
         st.text_tokens += len(res.tokens) - len(lengths)
         ctx.say(f"{'' if prefix == PREFIX else 'held-out '}part {i}/{len(parts)}, {st.documents_in} documents, "
@@ -227,9 +293,10 @@ def build_tokenize(ctx: StageRun) -> Built:
     ctx.say(f"{up['counts']['documents_out']} train documents, {up['counts']['bytes_out'] / 1e6:.1f} MB, and "
             f"{up['counts'].get('heldout_documents', 0)} held-out with {info.path.name} (vocab {info.vocab_size}, "
             f"{info.dtype.name}, EOS {info.eos_id}, encoder {info.encoder})")
+    cache_files = _cache_files(loaded, ctx.partition, info)
     with ctx.executor(len(parts) + len(valid_parts), multithreaded_units=True) as executor:
-        train = _write_store(ctx, info, executor, parts, PREFIX, DOCS_FILE, TRAIN_KINDS)
-        valid = _write_store(ctx, info, executor, valid_parts, VALID_PREFIX, VALID_DOCS_FILE, VALID_KINDS)
+        train = _write_store(ctx, info, cache_files, executor, parts, PREFIX, DOCS_FILE, TRAIN_KINDS)
+        valid = _write_store(ctx, info, cache_files, executor, valid_parts, VALID_PREFIX, VALID_DOCS_FILE, VALID_KINDS)
     n_in, n_out, text_tokens = train.documents_in, train.documents_out, train.text_tokens
     counted = up["counts"]["tokens_out"]  # what the earlier stages counted for exactly these documents
     check = _estimate_check(up, counted, text_tokens)
@@ -251,6 +318,9 @@ def build_tokenize(ctx: StageRun) -> Built:
                  "mean_tokens_per_document": round(train.tokens_stored / n_out, 2) if n_out else None,
                  "bytes_per_token": round(train.bytes_out / text_tokens, 4) if text_tokens else None,
                  "estimate_check": check,
+                 # ids taken from ingest's token-id cache (text proven unchanged by its digest), not encoded again
+                 "ids_reused_documents": train.reused + valid.reused,
+                 "ids_encoded_documents": train.documents_in + valid.documents_in - train.reused - valid.reused,
                  # the held-out store: never in the mixed shards, read by evaluation only
                  "valid": {"documents_in": valid.documents_in, "documents": valid.documents_out,
                            "text_tokens": valid.text_tokens, "tokens_stored": valid.tokens_stored,
