@@ -11,6 +11,7 @@ $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet --no-deps mosaicml-streaming==0.13.0  # see pyproject.toml's test extra
 	touch $@
 
 run: $(BIN)/.installed  ## harvest the demo corpus from this Python and build it through Dagster

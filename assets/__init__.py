@@ -4,6 +4,7 @@ module here holds only how it shows in the UI (``StageAsset``); stage logic live
 from .decontaminate import DECONTAMINATE, EVAL_INDEX
 from .dedup import CROSS_SOURCE_DEDUP, DEDUP
 from .factory import StageAsset
+from .handoff import MDS_SHARDS, MEGATRON_BLENDS
 from .heldout import HELDOUT_SPLIT
 from .ingest import INGEST
 from .mixture import MIXED_SHARDS, MIXTURE_PLAN
@@ -15,6 +16,7 @@ WIRING: dict[str, StageAsset] = {
     "eval_index": EVAL_INDEX, "decontaminate": DECONTAMINATE,
     "heldout_split": HELDOUT_SPLIT,
     "tokenizer": TOKENIZER, "tokenize": TOKENIZE, "mixture_plan": MIXTURE_PLAN, "mixed_shards": MIXED_SHARDS,
+    "megatron_blends": MEGATRON_BLENDS, "mds_shards": MDS_SHARDS,
 }
 
 

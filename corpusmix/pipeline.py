@@ -8,6 +8,8 @@ own module and listing it here; its position must come after every stage it
 reads (checked at import).
 
     raw files ─► ingest ─► dedup ─► decontaminate ─► quality ─► heldout_split ─► tokenize ─► mixture_plan ─► mixed_shards
+                                                                                          ├─► megatron_blends
+                                                                                          └─► mds_shards
                   │          └─► cross_source_dedup ─┘ (drop list)                ▲   (train; held-out: valid)
                   └─► eval_index (eval sets: files, or a source's records)        │
                                                                   tokenizer ──────┘ (from a file, or trained on quality)
@@ -23,6 +25,7 @@ from corpusmix.core.executor import Executor
 from corpusmix.core.manifest import owning_manifests
 from corpusmix.core.spec import LoadedSpec, Spec
 from corpusmix.core.stage import Stage
+from corpusmix.handoff import mds_shards, megatron_blends
 from corpusmix.mixture import plan, shards
 from corpusmix.stages import (
     cross_source_dedup,
@@ -48,6 +51,8 @@ STAGES: tuple[Stage, ...] = (
     tokenize.STAGE,
     plan.STAGE,
     shards.STAGE,
+    megatron_blends.STAGE,
+    mds_shards.STAGE,
 )
 REGISTRY: dict[str, Stage] = {s.name: s for s in STAGES}
 

@@ -72,7 +72,8 @@ def test_every_run_of_a_cli_build_is_a_run_of_the_code_location_with_the_build_t
     assert list(printed) == ["math ingest + dedup", "dialogue ingest + dedup",
                              "cross_source_dedup + eval_index + tokenizer",
                              "math decontaminate + quality + heldout_split + tokenize",
-                             "dialogue decontaminate + quality + heldout_split + tokenize", "mixture_plan + mixed_shards"]
+                             "dialogue decontaminate + quality + heldout_split + tokenize",
+                             "mixture_plan + mixed_shards + megatron_blends + mds_shards"]
     with _instance(home) as instance:
         runs = instance.get_runs()
         assert {r.run_id for r in runs} == set(printed.values())  # the build's runs and nothing else

@@ -43,6 +43,8 @@ def test_dagster_dev_shows_partitioned_ingest_and_cli_runs(make_spec, tmp_path):
             {"assetKey": {"path": ["eval_index"]}, "isPartitioned": False, "partitionKeys": []},
             {"assetKey": {"path": ["heldout_split"]}, "isPartitioned": True, "partitionKeys": ["math", "web"]},
             {"assetKey": {"path": ["ingest"]}, "isPartitioned": True, "partitionKeys": ["math", "web"]},
+            {"assetKey": {"path": ["mds_shards"]}, "isPartitioned": False, "partitionKeys": []},
+            {"assetKey": {"path": ["megatron_blends"]}, "isPartitioned": False, "partitionKeys": []},
             {"assetKey": {"path": ["mixed_shards"]}, "isPartitioned": False, "partitionKeys": []},
             {"assetKey": {"path": ["mixture_plan"]}, "isPartitioned": False, "partitionKeys": []},
             {"assetKey": {"path": ["quality"]}, "isPartitioned": True, "partitionKeys": ["math", "web"]},

@@ -292,6 +292,12 @@ def input_refs(loaded, upstream_path: Path, upstream: dict, kinds: tuple[str, ..
             for o in upstream["outputs"] if o["kind"] in kinds]
 
 
+def staged_ref(staging: Path, path: str, kind: str, rows: int = 0, tokens: int = 0) -> dict:
+    """A manifest ``outputs`` entry for a file the stage wrote at ``staging / path`` (its checksum read back)."""
+    return {"path": path, "kind": kind, "sha256": sha256_file(staging / path), "bytes": (staging / path).stat().st_size,
+            "rows": rows, "tokens": tokens}
+
+
 def output_ref(out: dict, kind: str, tokens: int = 0) -> dict:
     """A manifest ``outputs`` entry for a file written by ``write_parquet`` or the like (path relative
     to the version directory: the stage runner adds where that is)."""

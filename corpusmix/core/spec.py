@@ -276,6 +276,27 @@ class Output(_Strict):
     shard_tokens: int = 1 << 27
 
 
+class MegatronHandoff(_Strict):
+    """The plan as Megatron runs it (stage ``megatron_blends``): blends over the train stores."""
+
+    global_batch_size: int = Field(256, ge=1, description="Samples per iteration of the Megatron run: phase "
+                                                          "transitions are given in its iterations.")
+    sub_phases: int = Field(8, ge=1, le=256, description="Constant blends per phase whose shares move (a linear "
+                                                        "transition or schedule); the error left is reported.")
+
+
+class MdsHandoff(_Strict):
+    """The plan as MosaicML streaming runs it (stage ``mds_shards``): packed samples per phase and source."""
+
+    enabled: bool = Field(False, description="Write MDS shards (one copy of the budget's tokens on disk).")
+    shard_bytes: int = Field(1 << 26, ge=1 << 16, description="Bytes per .mds shard file before a new one starts.")
+
+
+class Handoff(_Strict):
+    megatron: MegatronHandoff = MegatronHandoff()
+    mds: MdsHandoff = MdsHandoff()
+
+
 class Spec(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_\-.]{1,64}$")
     # who answers for this corpus: shown as every asset's owners in the Dagster catalog
@@ -293,6 +314,7 @@ class Spec(_Strict):
     tokenizer: Tokenizer
     mixture: Mixture
     output: Output = Output()
+    handoff: Handoff = Handoff()
 
     @field_validator("sources")
     @classmethod

@@ -10,6 +10,8 @@ source under the cap, A_i / max_epochs - n_i.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import orjson
 
@@ -17,7 +19,7 @@ from corpusmix.core.manifest import manifest_path, output_ref, read_manifest, re
 from corpusmix.core.spec import LoadedSpec
 from corpusmix.core.stage import Built, Stage, StageRun
 from corpusmix.core.storage import sha256_file
-from corpusmix.mixture.schedules import Availability, PlanError, build_schedule, capped_scale, cumulative
+from corpusmix.mixture.schedules import CELLS, Availability, PlanError, build_schedule, capped_scale, cumulative
 
 NAME = "mixture_plan"
 PLAN_FILE = "plan.json"
@@ -136,6 +138,56 @@ def build_plan(ctx: StageRun) -> Built:
         token_counting={"method": avail.method},
         details={k: plan[k] for k in ("per_source", "phases", "renormalized", "availability")},
         summary="\n  " + render_plan(plan).replace("\n", "\n  "))
+
+
+@dataclass(frozen=True)
+class Slice:
+    """A stretch of a phase over which a trainer holds one constant blend."""
+
+    phase: int
+    name: str  # the phase's
+    part: int  # 0-based, of ``parts`` equal stretches of the phase
+    parts: int
+    start: float  # stream positions, tokens
+    end: float
+    quotas: dict[str, float]  # the plan's tokens per source inside the slice (its integral, not a resample)
+    drift: dict[str, float]  # most tokens by which the plan's cumulative departs from the constant blend inside
+
+
+def slices(plan: dict, sub_phases: int, align: float = 1.0) -> list[Slice]:
+    """The plan's phases cut into constant blends: ``sub_phases`` equal slices of a phase whose shares
+    move (linear transition, linear or temperature schedule), one slice of a phase whose shares hold;
+    every edge moved to the nearest multiple of ``align`` tokens (a trainer's iteration), a slice
+    left empty by that dropped.
+
+    Read from the plan's grid only (the cumulative targets at CELLS points per phase, interpolated
+    between them for a moved edge), so nothing here can drift from the plan: a slice's quotas are
+    differences of the plan's own integral, so whatever the slices, they add up to the plan's
+    cumulative at every edge. ``drift`` is what a constant blend cannot follow (for linear shares
+    changing by d over a slice of L tokens, about d * L / 8)."""
+    x = np.asarray(plan["grid"]["x"])
+    cum = np.stack([np.asarray(plan["grid"]["cumulative"][s]) for s in plan["sources"]], axis=1)
+
+    def at(pos: float) -> np.ndarray:
+        return np.array([np.interp(pos, x, cum[:, i]) for i in range(cum.shape[1])])
+
+    out = []
+    for p, ph in enumerate(plan["phases"]):
+        a, b = p * CELLS, (p + 1) * CELLS
+        rate = np.diff(cum[a:b + 1], axis=0) / np.diff(x[a:b + 1])[:, None]
+        k = sub_phases if bool((np.ptp(rate, axis=0) > 1e-9).any()) else 1
+        edges = [min(round(x[a + round(j * CELLS / k)] / align) * align, x[-1]) for j in range(k + 1)]
+        for j, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])):
+            if hi <= lo:
+                continue
+            c_lo, c_hi = at(lo), at(hi)
+            inside = (x > lo) & (x < hi)
+            straight = c_lo + ((x[inside] - lo) / (hi - lo))[:, None] * (c_hi - c_lo)
+            drift = np.abs(cum[inside] - straight).max(axis=0) if inside.any() else np.zeros(len(c_lo))
+            out.append(Slice(p, ph["name"], j, k, float(lo), float(hi),
+                             {s: float(c_hi[i] - c_lo[i]) for i, s in enumerate(plan["sources"])},
+                             {s: float(drift[i]) for i, s in enumerate(plan["sources"])}))
+    return out
 
 
 def load_plan(loaded: LoadedSpec) -> tuple[dict, dict]:
