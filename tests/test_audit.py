@@ -137,7 +137,11 @@ def test_sql_over_the_tables_agrees_with_the_manifests(built):
         m = read_manifest(manifest_path(built.manifest_root, "quality", s))
         n = con.execute("SELECT count(*) FROM rejections WHERE source = ?", [s]).fetchone()[0]
         assert n == m["counts"]["rejected"]
-    assert con.execute("SELECT count(*) FROM manifests").fetchone()[0] == len(built.source_names) * 6 + 5
+    from corpusmix.pipeline import STAGES
+
+    per_source = sum(st.per_source for st in STAGES)
+    assert con.execute("SELECT count(*) FROM manifests").fetchone()[0] == (
+        len(built.source_names) * per_source + len(STAGES) - per_source)  # one per stage and partition
     total = con.execute("SELECT sum(n_tokens) FROM lineage").fetchone()[0]
     assert total == built.spec.mixture.total_tokens + 1
 

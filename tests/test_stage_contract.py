@@ -157,7 +157,7 @@ def test_editing_the_report_rebuilds_nothing_and_a_quality_rule_rebuilds_from_qu
 
     build()
     first, runs = _versions(loaded.manifest_root), _runs()
-    assert len(first) == 2 * 6 + 5 and runs > 0  # six stages per source, five global ones
+    assert len(first) == 2 * 6 + 7 and runs > 0  # six stages per source, seven global ones
 
     report = code / "corpusmix" / "ops" / "report.py"
     report.write_text(report.read_text().replace('"""What a build produced, for people:',

@@ -193,7 +193,7 @@ def build_blends(ctx: StageRun) -> Built:
 
     def write(name: str, body: bytes, kind: str) -> None:
         (ctx.staging / name).write_bytes(body)
-        outputs.append(staged_ref(ctx.staging, name, kind))
+        outputs.append(staged_ref(ctx.staging, name, kind, rows=1 if name.endswith(".json") else 0))
 
     for name, r in zip(names, table["slices"]):
         per_split = {"train": _args(r["weights"], train),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -45,9 +46,17 @@ _INDEXES = ("token_bin", "valid_bin", "shard_bin")
 
 def row_count(path: Path) -> int:
     """Rows an output holds: Parquet rows, token-store sequences, a tokenizer's vocabulary size,
-    a plan's sources, or 1 for any other JSON record (a shard manifest)."""
+    a plan's sources, an MDS dataset's or shard's samples, a streams config's streams, an array's
+    rows, none for a text for people (README, a data-args line), or 1 for any other JSON record
+    (a shard manifest, a blend)."""
     if path.suffix in (".bin", ".idx"):
         return len(read_index(path.with_suffix("")))
+    if path.suffix in (".md", ".txt"):
+        return 0
+    if path.suffix == ".mds":
+        return int(np.fromfile(path, "<u4", count=1)[0])
+    if path.suffix == ".npy":
+        return int(np.load(path, mmap_mode="r").shape[0])
     if path.name == "tokenizer.json":
         from corpusmix.stages.tokenizer import load_tokenizer
 
@@ -56,7 +65,13 @@ def row_count(path: Path) -> int:
         import orjson
 
         data = orjson.loads(path.read_bytes())
-        return len(data["sources"]) if path.name == "plan.json" else 1
+        if path.name == "plan.json":
+            return len(data["sources"])
+        if isinstance(data, dict) and "shards" in data:  # an MDS index
+            return sum(shard["samples"] for shard in data["shards"])
+        if isinstance(data, dict) and isinstance(data.get("streams"), list):
+            return len(data["streams"])
+        return 1
     return pq.ParquetFile(path).metadata.num_rows
 
 
