@@ -15,7 +15,7 @@ import pytest
 
 from corpusmix.core.manifest import manifest_path, read_manifest
 from corpusmix.core.spec import SpecError, load_spec
-from corpusmix.pipeline import build_all
+from corpusmix.pipeline import build_all, run_stage
 from corpusmix.stages.heldout_split import Clusters, Target, choose, target
 from corpusmix.stages.minhash import jaccard, normalize, shingle_hashes
 from corpusmix.stages.tokenizer import load_tokenizer
@@ -208,6 +208,49 @@ def test_megatron_core_reads_the_heldout_store_and_it_never_enters_training(plan
         assert plan["details"]["per_source"][s]["available"] == m["counts"]["tokens_stored"]  # train tokens only
         train_store, _ = _store(loaded, m)
         assert m["counts"]["tokens_stored"] == int(train_store.index.sizes.sum())
+
+
+def test_other_sources_signatures_come_from_dedup_and_give_the_same_split(tmp_path):
+    """With near dedup on, dedup publishes its survivors' signatures and exact keys, and each source's
+    split reads the other sources' from there instead of hashing their text again: the split is the
+    same bytes as one that hashes everything (the published files removed), near-duplicates planted
+    across the two sources included."""
+    import shutil
+
+    web = [r for r in _records(CORPUS / "web" / "web-0000-of-0003.jsonl.gz")[:150]]
+    math = _records(MATH)[:300]
+    a = [{"id": f"a-{i}", "text": r["text"]} for i, r in enumerate(web)]
+    a += [{"id": f"a-copy-{i}", "text": _edited(f"{r['question']} {r['answer']}")} for i, r in enumerate(math[:40])]
+    b = [{"id": f"b-{i}", "text": f"{r['question']} {r['answer']}"} for i, r in enumerate(math)]
+    files = {}
+    for name, rows in (("a", a), ("b", b)):
+        files[name] = tmp_path / f"{name}.jsonl"
+        files[name].write_text("".join(json.dumps(r) + "\n" for r in rows))
+    spec = base_spec([{"name": n, "kind": "web", "paths": [str(f)], "filters": {"rules": []},
+                       "heldout": {"fraction": 0.2, "min_documents": 1}} for n, f in files.items()], tmp_path / "one")
+    (tmp_path / "one").mkdir()
+    loaded = load_spec(write_spec(tmp_path / "one" / "spec.yaml", spec))
+    said: list[str] = []
+    build_all(loaded, until="heldout_split", progress=said.append)
+    assert any("heldout_split: pass 1" in line and "dedup's signatures" in line for line in said)
+    first = {s: read_manifest(manifest_path(loaded.manifest_root, "heldout_split", s)) for s in ("a", "b")}
+    assert first["a"]["counts"]["documents_with_duplicate_elsewhere"] >= 30  # the copies reach into b
+    # the same storage without the published hashes: the split hashes every text itself
+    shutil.copytree(tmp_path / "one", tmp_path / "two")
+    spec["storage"] = {"root": str(tmp_path / "two" / "data"), "manifests": str(tmp_path / "two" / "manifests")}
+    again = load_spec(write_spec(tmp_path / "two" / "spec.yaml", spec))
+    removed = [f.unlink() for f in (again.storage_root / "dedup").rglob("minhash-*.npy")]
+    assert removed
+    for s in ("a", "b"):
+        manifest_path(again.manifest_root, "heldout_split", s).unlink()
+    said.clear()
+    for s in ("a", "b"):
+        run_stage("heldout_split", again, s, progress=said.append)
+    assert not any("dedup's signatures" in line for line in said)
+    for s in ("a", "b"):
+        second = read_manifest(manifest_path(again.manifest_root, "heldout_split", s))
+        assert ([(o["path"], o["sha256"]) for o in second["outputs"]]
+                == [(o["path"], o["sha256"]) for o in first[s]["outputs"]])
 
 
 def test_choose_takes_whole_clusters_in_rank_order():

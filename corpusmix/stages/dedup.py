@@ -42,9 +42,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from corpusmix.core.executor import Executor
+from corpusmix.core.manifest import output_ref
 from corpusmix.core.parquet_io import PartWriter, write_parquet
 from corpusmix.core.spec import Dedup, LoadedSpec
 from corpusmix.core.stage import Built, Stage, StageRun, documents_built
+from corpusmix.core.storage import sha256_file
 from corpusmix.stages.minhash import (
     EMPTY_SIG,
     band_keys,
@@ -161,18 +163,41 @@ def _pass1_unit(cfg: Dedup, perms: np.ndarray,
     return (pa.concat_arrays(ids) if ids else pa.array([], pa.string())), sizes, tokens, keys
 
 
+def _pass1_known(item: tuple[Path, Path]) -> tuple[pa.Array, np.ndarray, np.ndarray, np.ndarray]:
+    """Pass 1 over a part whose signatures and exact keys dedup published (``Hashed``): only its
+    ids, sizes and tokens are read."""
+    part, keys_path = item
+    t = pq.read_table(part, columns=["doc_id", "n_bytes", "n_tokens"])
+    return (t.column("doc_id").combine_chunks().cast(pa.string()), t.column("n_bytes").to_numpy(),
+            t.column("n_tokens").to_numpy(), np.load(keys_path))
+
+
+@dataclass(frozen=True)
+class Hashed:
+    """A part's MinHash signatures and exact keys as dedup published them beside its survivors
+    (row-aligned with the part): another stage's pass 1 over the part reads them, not the text."""
+
+    signatures: Path
+    keys: Path
+
+
 def _pass1(parts: list[Path], cfg: Dedup, perms: np.ndarray, executor: Executor, scratch: Path,
-           progress: Callable[[str], None]) -> _Index:
+           progress: Callable[[str], None], hashed: dict[int, Hashed] | None = None) -> _Index:
     scratch.mkdir(parents=True, exist_ok=True)
-    sig_files = [scratch / f"signatures-{i:05d}.npy" for i in range(len(parts))]
+    hashed = hashed or {}
+    sig_files = [hashed[i].signatures if i in hashed else scratch / f"signatures-{i:05d}.npy" for i in range(len(parts))]
+    todo = [i for i in range(len(parts)) if i not in hashed]
+    results = dict(zip(todo, executor.map(functools.partial(_pass1_unit, cfg, perms),
+                                          [(parts[i], sig_files[i]) for i in todo])))
+    results |= {i: _pass1_known((parts[i], h.keys)) for i, h in hashed.items()}
     ids, sizes, tokens, keys = [], [], [], []
-    for i, (part_ids, part_sizes, part_tokens, part_keys) in enumerate(
-            executor.map(functools.partial(_pass1_unit, cfg, perms), zip(parts, sig_files))):
+    for i, (part_ids, part_sizes, part_tokens, part_keys) in ((i, results[i]) for i in range(len(parts))):
         ids.append(part_ids)
         sizes.append(part_sizes)
         tokens.append(part_tokens)
         keys.append(part_keys)
-        progress(f"pass 1: part {i + 1}/{len(parts)}: {len(part_sizes)} documents hashed")
+        progress(f"pass 1: part {i + 1}/{len(parts)}: {len(part_sizes)} documents "
+                 + ("(dedup's signatures)" if i in hashed else "hashed"))
     if not parts:
         return empty_index()
     counts = np.array([len(s) for s in sizes], np.int64)
@@ -253,18 +278,19 @@ class DedupResult:
 
 
 def find_duplicates(parts: list[Path], cfg: Dedup, progress: Callable[[str], None], executor: Executor,
-                    scratch: Path) -> tuple[_Index, DedupResult]:
+                    scratch: Path, hashed: dict[int, Hashed] | None = None) -> tuple[_Index, DedupResult]:
     """Passes 1 and 2: which documents are duplicates of which survivor.
 
     Per-part work (hashing, banding, fetching texts to verify) runs on ``executor``;
-    ``scratch`` holds the signature files on storage every worker sees. The driver
+    ``scratch`` holds the signature files on storage every worker sees; ``hashed`` names parts
+    (by position) whose signatures and keys dedup already published, with the same settings. The driver
     keeps ~24 bytes per document (exact key, size) plus the id; memory beyond that
     grows with the duplicates, not the documents: exact groups come from one
     ``np.unique`` over the keys, and only documents that take part in a duplicate
     relation enter the union-find bookkeeping.
     """
     perms = permutations(cfg.near.num_perm, cfg.near.seed)
-    idx = _pass1(parts, cfg, perms, executor, scratch, progress)
+    idx = _pass1(parts, cfg, perms, executor, scratch, progress, hashed)
     n = idx.n
     uf = UnionFind(n)
     touched: set[int] = set()
@@ -351,9 +377,12 @@ def audit_pairs(parts: list[Path], idx: _Index, res: DedupResult, k: int, execut
     return out
 
 
-def _write_kept_unit(staging: Path, part_bytes: int, item: tuple[int, Path, np.ndarray]) -> list[dict]:
-    """One part's survivors, written as its own output part(s) ``part-NNNNN-*.parquet``."""
-    i, part, removed = item
+def _write_kept_unit(staging: Path, part_bytes: int,
+                     item: tuple[int, Path, np.ndarray, Path | None, np.ndarray]) -> tuple[list[dict], list[dict]]:
+    """One part's survivors, written as its own output part(s) ``part-NNNNN-*.parquet``; beside a single
+    output part, its survivors' signatures (``minhash-<part>.npy``, when near dedup hashed them) and exact
+    keys (``exactkey-<part>.npy``), row-aligned, for the held-out split's pass 1 (``Hashed``)."""
+    i, part, removed, sig_path, keys = item
     writer = PartWriter(staging, f"part-{i:05d}", DOCS_SCHEMA, part_bytes)
     pos = 0
     for batch in _batches(part, None):
@@ -362,15 +391,28 @@ def _write_kept_unit(staging: Path, part_bytes: int, item: tuple[int, Path, np.n
         validate_table(kept, INGEST_DOCUMENTS)
         writer.write(kept)
         pos += table.num_rows
-    return writer.close()
+    out = writer.close()
+    hashes = []
+    if len(out) == 1 and sig_path is not None:
+        keep = ~np.isin(np.arange(pos), removed)
+        stem = out[0]["name"].removesuffix(".parquet")
+        for name, rows in ((f"minhash-{stem}.npy", np.load(sig_path, mmap_mode="r")[keep]),
+                           (f"exactkey-{stem}.npy", keys[keep])):
+            np.save(staging / name, np.ascontiguousarray(rows))
+            hashes.append({"name": name, "rows": int(keep.sum()), "sha256": sha256_file(staging / name),
+                           "bytes": (staging / name).stat().st_size})
+    return out, hashes
 
 
 def _write_kept(parts: list[Path], idx: _Index, res: DedupResult, staging: Path, part_bytes: int,
-                executor: Executor) -> list[dict]:
+                executor: Executor, near: bool) -> tuple[list[dict], list[dict]]:
+    """Every part's survivors, and the hashes published beside them (see ``_write_kept_unit``)."""
     removed = np.fromiter(res.removed, np.int64, len(res.removed))
-    items = [(i, part, removed[(removed >= idx.offsets[i]) & (removed < idx.offsets[i + 1])] - idx.offsets[i])
+    items = [(i, part, removed[(removed >= idx.offsets[i]) & (removed < idx.offsets[i + 1])] - idx.offsets[i],
+              idx.sig_files[i] if near else None, idx.keys[idx.offsets[i]:idx.offsets[i + 1]])
              for i, part in enumerate(parts)]
-    return [p for out in executor.map(functools.partial(_write_kept_unit, staging, part_bytes), items) for p in out]
+    results = list(executor.map(functools.partial(_write_kept_unit, staging, part_bytes), items))
+    return [p for out, _ in results for p in out], [h for _, hashes in results for h in hashes]
 
 
 def dedup_config(loaded: LoadedSpec, source_name: str) -> dict:
@@ -385,7 +427,8 @@ def build_dedup(ctx: StageRun) -> Built:
     ctx.say(f"{up['counts']['documents_out']} documents in {len(parts)} part(s)")
     with ctx.executor(len(parts)) as executor:
         idx, res = find_duplicates(parts, cfg, ctx.say, executor, ctx.staging / SCRATCH)
-        doc_parts = _write_kept(parts, idx, res, ctx.staging, loaded.spec.ingest.part_bytes, executor)
+        doc_parts, hashes = _write_kept(parts, idx, res, ctx.staging, loaded.spec.ingest.part_bytes, executor,
+                                        cfg.near.enabled)
         audit = audit_pairs(parts, idx, res, cfg.audit_pairs, executor)
     shutil.rmtree(ctx.staging / SCRATCH)
     dup_out = write_parquet(duplicates_table(idx, res, lambda p: ctx.partition), ctx.staging / "duplicates.parquet")
@@ -406,6 +449,7 @@ def build_dedup(ctx: StageRun) -> Built:
     built.counts |= {"removed_exact": by_kind["exact_duplicate"][0], "removed_near": by_kind["near_duplicate"][0],
                      "candidate_pairs": res.candidate_pairs, "accepted_pairs": res.verified_pairs,
                      "rejected_pairs": res.rejected_pairs}
+    built.outputs += [output_ref(h, "minhash" if h["name"].startswith("minhash-") else "exact_keys") for h in hashes]
     built.reasons = {k: {"records": n, "bytes": b, "tokens": t} for k, (n, b, t) in by_kind.items() if n}
     built.details = {"cluster_sizes": {str(k): v for k, v in sorted(res.cluster_sizes.items())},
                      "audit_pairs": audit}

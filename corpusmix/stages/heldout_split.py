@@ -37,8 +37,10 @@ Outputs: the train documents (kind ``documents``, quality's schema: tokenize's t
 the held-out documents (kind ``heldout_documents``, tokenize's ``valid`` store) and
 ``split.parquet`` (``heldout_split`` schema: every document's side, rank, cluster and the
 duplicate that kept it in train). The funnel is additive: documents in - ``heldout`` = train
-documents out (tokens likewise). Cost: MinHash over the whole corpus once per source
-partition (the signatures are not cached between partitions).
+documents out (tokens likewise). Cost: MinHash of this source's documents; the other sources'
+signatures and exact keys are those dedup published beside its survivors (``_published``), so
+a partition reads them instead of hashing the whole corpus again (a dedup without near
+matching publishes none: then they are hashed here).
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ from corpusmix.core.manifest import input_refs, output_ref, require_manifest
 from corpusmix.core.parquet_io import PartWriter, link_part, write_parquet
 from corpusmix.core.spec import Dedup, HeldOut, LoadedSpec
 from corpusmix.core.stage import Built, Stage, StageRun, documents_built
-from corpusmix.stages.dedup import SCRATCH, find_duplicates
+from corpusmix.stages.dedup import SCRATCH, Hashed, find_duplicates
 from schemas.tables import ARROW_SCHEMAS, HELDOUT_DOCUMENTS, HELDOUT_SPLIT, QUALITY_DOCUMENTS, validate_table
 
 NAME = "heldout_split"
@@ -237,7 +239,7 @@ def build_heldout_split(ctx: StageRun) -> Built:
     with ctx.executor(len(parts) + len(other_parts)) as executor:
         if active:
             idx, res = find_duplicates(parts + other_parts, near_settings(loaded.spec.dedup), ctx.say, executor,
-                                       ctx.staging / SCRATCH)
+                                       ctx.staging / SCRATCH, _published(loaded, others, len(parts)))
             shutil.rmtree(ctx.staging / SCRATCH)
             ids = idx.ids.to_pylist()
             sizes, tokens = idx.sizes, idx.tokens
@@ -281,6 +283,22 @@ def build_heldout_split(ctx: StageRun) -> Built:
         ctx.say(f"WARNING: held out {h_docs} documents / {h_tok:,} tokens, short of the target "
                 f"{want.documents} / {want.tokens:,}: not enough documents without a near-duplicate elsewhere")
     return built
+
+
+def _published(loaded: LoadedSpec, others: list[tuple[str, Path, dict]], first: int) -> dict[int, Hashed]:
+    """The other sources' dedup survivors whose MinHash signatures and exact keys dedup published (same
+    settings: ``near_settings`` is dedup's), by their position in the split's part list (from ``first``):
+    their pass 1 reads those instead of hashing the text again, once per source partition."""
+    hashed, pos = {}, first
+    for _, _, m in others:
+        files = {o["path"].rsplit("/", 1)[-1]: loaded.storage_root / o["path"] for o in m["outputs"]}
+        for o in (o for o in m["outputs"] if o["kind"] == "documents"):
+            stem = o["path"].rsplit("/", 1)[-1].removesuffix(".parquet")
+            sig, keys = files.get(f"minhash-{stem}.npy"), files.get(f"exactkey-{stem}.npy")
+            if sig is not None and keys is not None and sig.is_file() and keys.is_file():  # else: hash the text
+                hashed[pos] = Hashed(sig, keys)
+            pos += 1
+    return hashed
 
 
 def _eval_items_in(loaded: LoadedSpec, parts: list[Path]) -> list[dict]:
