@@ -80,10 +80,11 @@ def _stores(ctx: StageRun) -> tuple[dict[str, Store], dict[str, Store], list[dic
     return train, valid, sums, refs
 
 
-def _weights(quotas: dict[str, float], among: list[str]) -> dict[str, float]:
-    """Shares of the quotas over ``among``; a source with nothing in the slice (its quota a rounding
-    residue of the plan's integral) is left out, or Megatron would build it a dataset."""
-    kept = {s: quotas[s] for s in among if quotas[s] > 1e-9 * max(1.0, sum(quotas.values()))}
+def _weights(quotas: dict[str, float], among: list[str], least: float) -> dict[str, float]:
+    """Shares of the quotas over ``among``; a source with less than ``least`` tokens in the slice
+    (half a sample: e.g. the few tokens of a phase's tail that an edge moved onto a whole iteration
+    brings in) is left out, or Megatron would build it a dataset to draw a sample or none from."""
+    kept = {s: quotas[s] for s in among if quotas[s] >= least}
     total = sum(kept.values())
     return {s: q / total for s, q in kept.items()} if total > 0 else {}
 
@@ -102,7 +103,7 @@ def blend_table(plan: dict, train: dict[str, Store], seq_len: int, batch: int, s
     for sl in slices(plan, sub_phases, align=tokens_per_iter):  # edges on whole iterations
         first, last = round(sl.start / tokens_per_iter), round(sl.end / tokens_per_iter)
         n = (last - first) * batch
-        w = _weights(sl.quotas, plan["sources"])
+        w = _weights(sl.quotas, plan["sources"], seq_len / 2)
         for s, ws in w.items():  # megatron-core's _get_size_per_split_per_dataset, without and with surplus
             drawn[s] += math.ceil(n * ws)
             built[s] += math.ceil(math.ceil(n * ws) * (1 + SURPLUS))
@@ -197,7 +198,8 @@ def build_blends(ctx: StageRun) -> Built:
 
     for name, r in zip(names, table["slices"]):
         per_split = {"train": _args(r["weights"], train),
-                     "valid": _args(_weights(r["quotas"], [s for s in plan["sources"] if s in valid]), valid),
+                     "valid": _args(_weights(r["quotas"], [s for s in plan["sources"] if s in valid],
+                                             loaded.spec.mixture.seq_len / 2), valid),
                      "test": []}
         write(f"{name}.json", orjson.dumps(per_split, option=orjson.OPT_INDENT_2), "per_split_data_args")
         write(f"{name}.txt", (" ".join(per_split["train"]) + "\n").encode(), "data_args")
