@@ -1,0 +1,90 @@
+"""Mixing laws on RegMix's published proxy runs (issue 21, the fitting half): fit on the 512 runs of
+a 1M-parameter model, predict the 256 test mixtures at 1M and at 60M parameters.
+
+Criteria decided before the run (issue 21): log-linear Spearman rho >= 0.95 on Pile-CC at 60M;
+per-domain fits aggregated beat one fit to the averaged loss (rho on the mean loss at 60M).
+Reported for log-linear, ridge and LightGBM: rho on Pile-CC at 1M and 60M; rho on the mean of
+the evaluated domains (13 in these files) per-domain-then-average vs one fit on the mean; the
+regret of the top-1 pick among the 256 test mixtures at 60M (its measured Pile-CC loss minus the
+best measured); a swarm-size curve (rho on Pile-CC at 60M fitting on 17 ... 512 runs, --subsets
+random subsets each, mean +- sd); fit times.
+
+    python benchmarks/mixing_laws.py [--subsets 5] [--data ../shared/mixing-laws/regmix]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import spearmanr
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from corpusmix.mixing.laws import REGRESSORS, fit_per_target, predict_targets  # noqa: E402
+from corpusmix.mixing.runs import read_runs  # noqa: E402
+
+TARGET = "pile_cc"
+SIZES = (17, 34, 64, 128, 256, 512)
+
+
+def rho(a: np.ndarray, b: np.ndarray) -> float:
+    return float(spearmanr(a, b)[0])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--subsets", type=int, default=5)
+    ap.add_argument("--data", default=str(REPO.parent / "shared" / "mixing-laws" / "regmix"))
+    args = ap.parse_args()
+    d = Path(args.data)
+    train = read_runs(d / "train_mixture_1m.csv", d / "train_pile_loss_1m.csv")
+    test1 = read_runs(d / "test_mixture_1m.csv", d / "test_pile_loss_1m.csv")
+    test60 = read_runs(d / "test_mixture_60m.csv", d / "test_pile_loss_60m.csv")
+    k = train.targets.index(TARGET)
+    print(f"runs: {len(train.index)} train (1M), {len(test1.index)} test at 1M and 60M; {len(train.domains)} training "
+          f"domains, {len(train.targets)} evaluated domains")
+    verdict = {}
+    for kind in REGRESSORS:
+        t = time.perf_counter()
+        models = fit_per_target(kind, train.mixtures, train.losses)
+        fit_s = time.perf_counter() - t
+        p1, p60 = predict_targets(models, test1.mixtures), predict_targets(models, test60.mixtures)
+        single = fit_per_target(kind, train.mixtures, train.losses.mean(axis=1, keepdims=True))
+        mean60 = test60.losses.mean(axis=1)
+        per_domain, one_fit = rho(p60.mean(axis=1), mean60), rho(predict_targets(single, test60.mixtures)[:, 0], mean60)
+        pick = int(np.argmin(p60[:, k]))
+        regret = float(test60.losses[pick, k] - test60.losses[:, k].min())
+        r60 = rho(p60[:, k], test60.losses[:, k])
+        verdict[kind] = (r60, per_domain, one_fit)
+        print(f"{kind:11s} fit {fit_s:6.2f} s ({len(train.targets)} targets)  Pile-CC rho 1M "
+              f"{rho(p1[:, k], test1.losses[:, k]):.3f}  60M {r60:.3f}  | mean of {len(train.targets)} at 60M: "
+              f"per-domain {per_domain:.3f} vs one fit {one_fit:.3f}  | top-1 regret at 60M {regret:.4f} "
+              f"(pick loss {test60.losses[pick, k]:.4f}, best {test60.losses[:, k].min():.4f})", flush=True)
+    print(f"swarm-size curve: Pile-CC rho at 60M, {args.subsets} random subsets per size (mean +- sd)")
+    rng = np.random.default_rng(0)
+    for kind in REGRESSORS:
+        cells = []
+        for n in SIZES:
+            values = []
+            for s in range(args.subsets if n < len(train.index) else 1):
+                rows = np.sort(rng.choice(len(train.index), n, replace=False))
+                part = train.subset(rows)
+                model = fit_per_target(kind, part.mixtures, part.losses[:, [k]], seed=s)
+                values.append(rho(predict_targets(model, test60.mixtures)[:, 0], test60.losses[:, k]))
+            sd = statistics.stdev(values) if len(values) > 1 else 0.0
+            cells.append(f"{n}: {statistics.mean(values):.3f} +- {sd:.3f}")
+        print(f"  {kind:11s} " + "  ".join(cells), flush=True)
+    r60, per_domain, one_fit = verdict["log_linear"]
+    print(f"criteria: log-linear Pile-CC rho at 60M {r60:.3f} >= 0.95: {'MET' if r60 >= 0.95 else 'NOT MET'}; "
+          "per-domain aggregation beats one fit on the mean at 60M: "
+          + ", ".join(f"{kind} {'yes' if v[1] > v[2] else 'NO'} ({v[1]:.3f} vs {v[2]:.3f})" for kind, v in verdict.items()))
+
+
+if __name__ == "__main__":
+    main()
