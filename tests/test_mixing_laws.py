@@ -89,3 +89,78 @@ def test_per_domain_laws_rank_regmixs_60m_mixtures(regmix):
                                                        train.losses.mean(axis=1, keepdims=True)),
                                         test.mixtures)[:, 0], mean)[0]
     assert per_domain > one_fit + 0.2
+
+
+# ----------------------------------------------------------------------------- proposing
+
+def _laws(n_targets: int = 3, seed: int = 0):
+    """Log-linear laws of 5 domains, fitted on synthetic runs that follow known laws."""
+    rng = np.random.default_rng(seed)
+    x = rng.dirichlet(np.full(5, 0.7), 300)
+    t = rng.normal(0, 1, (n_targets, 5))
+    y = np.exp(0.5) + np.exp(x @ t.T) + rng.normal(0, 0.003, (300, n_targets))
+    return fit_per_target("log_linear", x, y), x, y
+
+
+def _objective(laws, x, w):
+    return predict_targets(laws, np.atleast_2d(x)) @ (w / w.sum())
+
+
+def test_the_convex_proposal_is_the_laws_optimum_under_the_caps_and_agrees_with_scipy():
+    from scipy.optimize import minimize
+
+    from corpusmix.mixing.propose import convex
+
+    laws, _, _ = _laws()
+    w, prior = np.array([1.0, 2.0, 1.0]), np.array([0.3, 0.25, 0.2, 0.15, 0.1])
+    caps = np.array([0.5, 0.5, 0.12, 0.5, 0.5])
+    for kl in (0.0, 0.05):
+        p = convex(laws, w, prior, caps, kl=kl)
+        assert np.isclose(p.weights.sum(), 1.0) and (p.weights >= 0).all() and (p.weights <= caps + 1e-9).all()
+        t = np.stack([law.t for law in laws])
+
+        def f(x):
+            kl_term = np.sum(np.where(x > 0, x * np.log(np.maximum(x, 1e-300) / prior), 0))
+            return w @ np.exp(t @ x) / w.sum() + kl * kl_term
+
+        ref = minimize(f, prior, method="SLSQP", bounds=[(0, c) for c in caps], options={"ftol": 1e-14, "maxiter": 500},
+                       constraints=[{"type": "eq", "fun": lambda x: x.sum() - 1}])
+        assert abs(f(p.weights) - ref.fun) <= 1e-6 * abs(ref.fun)  # the same optimum as an independent solver
+        assert f(p.weights) <= ref.fun + 1e-9
+    p0 = convex(laws, w, prior, caps)
+    at_cap = np.isclose(p0.weights, caps, atol=1e-7)
+    assert p0.binding_caps == [int(j) for j in np.flatnonzero(at_cap)]  # the caps it reports are the ones it meets
+    rng = np.random.default_rng(1)
+    cloud = rng.dirichlet(np.ones(5), 20_000)
+    cloud = cloud[(cloud <= caps).all(axis=1)]
+    assert _objective(laws, p0.weights, w)[0] <= _objective(laws, cloud, w).min() + 1e-9  # nothing feasible beats it
+
+
+def test_the_kl_weight_moves_the_proposal_from_the_laws_optimum_to_the_prior():
+    from corpusmix.mixing.propose import convex
+
+    laws, _, _ = _laws()
+    w, prior = np.ones(3), np.array([0.3, 0.25, 0.2, 0.15, 0.1])
+    steps = [convex(laws, w, prior, kl=kl).weights for kl in (0.0, 0.01, 0.1, 1.0, 1e4)]
+    distances = [np.abs(x - prior).sum() for x in steps]
+    assert distances == sorted(distances, reverse=True) and distances[-1] < 1e-3 < distances[0]
+    scores = [_objective(laws, x, w)[0] for x in steps]
+    assert scores == sorted(scores)  # each step trusts the law less, and it predicts worse
+
+
+def test_simulate_and_best_observed_and_the_baselines_under_the_caps():
+    from corpusmix.mixing.propose import baselines, best_observed, convex, simulate
+
+    laws, x, y = _laws()
+    w, prior = np.ones(3), np.array([0.3, 0.25, 0.2, 0.15, 0.1])
+    caps = np.array([0.4, 0.4, 0.1, 0.4, 0.4])
+    sim = simulate(laws, w, prior, caps, samples=20_000, top_k=50, seed=0)
+    assert (sim.weights <= caps + 1e-9).all() and np.isclose(sim.weights.sum(), 1.0)
+    assert sim.weights.tobytes() == simulate(laws, w, prior, caps, samples=20_000, top_k=50, seed=0).weights.tobytes()
+    opt = convex(laws, w, prior, caps)
+    assert _objective(laws, opt.weights, w) <= _objective(laws, sim.weights, w) + 1e-9  # the optimum beats sampling
+    for name, b in baselines(prior, caps).items():
+        assert (b <= caps + 1e-9).all() and np.isclose(b.sum(), 1.0), name
+        assert _objective(laws, opt.weights, w) <= _objective(laws, b, w) + 1e-9, name
+    obs = best_observed(x, y, w)
+    assert np.allclose(obs.weights, x[np.argmin(y @ (w / w.sum()))])

@@ -1,0 +1,124 @@
+"""Proposing a mixture from fitted laws: convex with a KL pull to a prior, RegMix's simulate-and-average,
+and the best run observed; every proposal scored against the baselines.
+
+* ``convex``: minimise sum_k w_k exp(t_k . x) + lambda KL(x || prior) over the simplex with
+  per-domain caps (the repetition limit: available tokens x max_epochs / budget). With log-linear
+  laws (``laws.LogLinear``; exp(c_k) is a constant here) the objective is convex, so the solver's
+  answer is the optimum: cvxpy with Clarabel (exponential cone). lambda = 0 is the law's own
+  optimum, a large lambda the prior: how far to trust the law.
+* ``simulate``: RegMix's way: ``samples`` mixtures drawn from a Dirichlet around the prior, the
+  caps applied, each scored by the laws; the mean of the ``top_k`` best. Any regressor.
+* ``best_observed``: the swarm's run with the lowest measured objective.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from corpusmix.mixing.laws import predict_targets
+
+
+class ProposalError(ValueError):
+    """Constraints no mixture can meet (the message says which and the fix)."""
+
+
+@dataclass(frozen=True)
+class Proposal:
+    method: str
+    weights: np.ndarray  # over the training domains, summing to 1
+    binding_caps: list[int]  # domains at their cap
+
+
+def _check(prior: np.ndarray, caps: np.ndarray | None) -> np.ndarray:
+    caps = np.ones(len(prior)) if caps is None else np.asarray(caps, np.float64)
+    if caps.sum() < 1 - 1e-12:
+        raise ProposalError(f"the caps add up to {caps.sum():.4f} < 1: no mixture fits under them; raise "
+                            "mixture.max_epochs, lower the budget, or add data")
+    return caps
+
+
+def _binding(x: np.ndarray, caps: np.ndarray) -> list[int]:
+    return [int(j) for j in np.flatnonzero((caps < 1) & (x >= caps - 1e-7))]
+
+
+def convex(laws: list, objective: np.ndarray, prior: np.ndarray, caps: np.ndarray | None = None,
+           kl: float = 0.0) -> Proposal:
+    """The mixture minimising the weighted log-linear laws plus ``kl`` x KL(x || prior), under ``caps``."""
+    import cvxpy as cp
+
+    caps = _check(prior, caps)
+    t = np.stack([law.t for law in laws])  # targets x domains
+    w = np.asarray(objective, np.float64) / np.sum(objective)
+    x = cp.Variable(len(prior))
+    cost = w @ cp.exp(t @ x)
+    if kl > 0:
+        cost = cost + kl * cp.sum(cp.rel_entr(x, np.asarray(prior, np.float64)))
+    problem = cp.Problem(cp.Minimize(cost), [x >= 0, cp.sum(x) == 1, x <= caps])
+    problem.solve(solver=cp.CLARABEL, tol_gap_abs=1e-10, tol_gap_rel=1e-10, tol_feas=1e-10)
+    if problem.status not in ("optimal", "optimal_inaccurate") or x.value is None:
+        raise ProposalError(f"the convex proposer found no mixture ({problem.status})")
+    out = np.clip(np.asarray(x.value, np.float64), 0.0, caps)
+    out = out / out.sum()
+    return Proposal(f"convex (KL weight {kl:g})", out, _binding(out, caps))
+
+
+def simulate(models: list, objective: np.ndarray, prior: np.ndarray, caps: np.ndarray | None = None,
+             samples: int = 100_000, top_k: int = 100, strength: float = 1.0, seed: int = 0) -> Proposal:
+    """RegMix's proposal: Dirichlet(strength x prior x n_domains) samples scored by the laws, the
+    ``top_k`` best averaged; samples over a cap are rescaled into the caps (mass moved to the rest)."""
+    caps = _check(prior, caps)
+    rng = np.random.default_rng(seed)
+    alpha = np.maximum(np.asarray(prior, np.float64) * len(prior) * strength, 1e-3)
+    x = rng.dirichlet(alpha, samples)
+    for _ in range(50):  # water-filling into the caps
+        over = x > caps
+        if not over.any():
+            break
+        excess = np.where(over, x - caps, 0.0).sum(axis=1, keepdims=True)
+        x = np.minimum(x, caps)
+        room = np.where(x < caps, caps - x, 0.0)
+        x = x + excess * room / np.maximum(room.sum(axis=1, keepdims=True), 1e-300)
+    scores = predict_targets(models, x) @ (np.asarray(objective, np.float64) / np.sum(objective))
+    best = np.argsort(scores, kind="stable")[:top_k]
+    out = x[best].mean(axis=0)
+    return Proposal(f"simulate (top {top_k} of {samples:,})", out / out.sum(), _binding(out, caps))
+
+
+def best_observed(mixtures: np.ndarray, losses: np.ndarray, objective: np.ndarray,
+                  caps: np.ndarray | None = None) -> Proposal:
+    """The run whose measured objective is lowest (among those within the caps)."""
+    caps = _check(mixtures[0], caps)
+    measured = losses @ (np.asarray(objective, np.float64) / np.sum(objective))
+    ok = (mixtures <= caps + 1e-9).all(axis=1)
+    if not ok.any():
+        raise ProposalError("no observed run is within the caps")
+    i = int(np.flatnonzero(ok)[np.argmin(measured[ok])])
+    return Proposal(f"best observed (run {i})", mixtures[i].copy(), _binding(mixtures[i], caps))
+
+
+def baselines(prior: np.ndarray, caps: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """natural (the prior), uniform, temperature 0.5 (prior^2, renormalised), UniMax (uniform, each
+    domain capped, the rest shared), each held under the caps."""
+    from corpusmix.mixture.schedules import unimax
+
+    caps = _check(prior, caps)
+    n = len(prior)
+    sizes = np.asarray(prior, np.float64)
+    out = {"natural": sizes / sizes.sum(), "uniform": np.full(n, 1.0 / n),
+           "temperature 0.5": sizes ** 2 / np.sum(sizes ** 2),
+           "unimax": unimax(np.minimum(caps, 1.0), 1.0, 1.0)}
+    return {k: _into_caps(v, caps) for k, v in out.items()}
+
+
+def _into_caps(x: np.ndarray, caps: np.ndarray) -> np.ndarray:
+    for _ in range(100):
+        over = x > caps + 1e-15
+        if not over.any():
+            return x
+        excess = float((x - caps)[over].sum())
+        x = np.minimum(x, caps)
+        room = np.where(x < caps, caps - x, 0.0)
+        x = x + excess * room / room.sum()
+    return x
