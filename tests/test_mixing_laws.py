@@ -164,3 +164,21 @@ def test_simulate_and_best_observed_and_the_baselines_under_the_caps():
         assert _objective(laws, opt.weights, w) <= _objective(laws, b, w) + 1e-9, name
     obs = best_observed(x, y, w)
     assert np.allclose(obs.weights, x[np.argmin(y @ (w / w.sum()))])
+
+
+def test_the_swarm_spreads_around_the_tempered_prior_within_the_caps_and_is_seeded():
+    from corpusmix.mixing.propose import swarm
+
+    prior = np.array([0.6, 0.25, 0.1, 0.04, 0.01])
+    caps = np.array([0.5, 0.5, 0.5, 0.5, 0.2])
+    runs = swarm(prior, 256, seed=7, caps=caps)
+    assert runs.shape == (256, 5) and np.allclose(runs.sum(axis=1), 1.0)
+    assert (runs <= caps + 1e-12).all() and ((runs == 0) | (runs >= 1e-3 - 1e-12)).all()
+    assert runs.tobytes() == swarm(prior, 256, seed=7, caps=caps).tobytes()
+    assert runs.tobytes() != swarm(prior, 256, seed=8, caps=caps).tobytes()
+    tempered = prior ** 0.5 / np.sum(prior ** 0.5)
+    assert runs[:, 4].mean() > prior[4] * 2  # the smallest domain is tried far above its natural share
+    assert np.abs(runs.mean(axis=0) - tempered).max() < 0.08
+    distance = np.abs(runs - tempered).sum(axis=1)  # concentrations spread: near and far mixtures alike
+    assert distance.min() < 0.2 and distance.max() > 1.0
+    assert (runs == 0).any()  # some runs leave domains out entirely

@@ -1,5 +1,6 @@
 """Proposing a mixture from fitted laws: convex with a KL pull to a prior, RegMix's simulate-and-average,
-and the best run observed; every proposal scored against the baselines.
+and the best run observed; every proposal scored against the baselines. And the swarm of candidate
+mixtures the proxy runs train on (``swarm``).
 
 * ``convex``: minimise sum_k w_k exp(t_k . x) + lambda KL(x || prior) over the simplex with
   per-domain caps (the repetition limit: available tokens x max_epochs / budget). With log-linear
@@ -71,15 +72,7 @@ def simulate(models: list, objective: np.ndarray, prior: np.ndarray, caps: np.nd
     caps = _check(prior, caps)
     rng = np.random.default_rng(seed)
     alpha = np.maximum(np.asarray(prior, np.float64) * len(prior) * strength, 1e-3)
-    x = rng.dirichlet(alpha, samples)
-    for _ in range(50):  # water-filling into the caps
-        over = x > caps
-        if not over.any():
-            break
-        excess = np.where(over, x - caps, 0.0).sum(axis=1, keepdims=True)
-        x = np.minimum(x, caps)
-        room = np.where(x < caps, caps - x, 0.0)
-        x = x + excess * room / np.maximum(room.sum(axis=1, keepdims=True), 1e-300)
+    x = into_caps(rng.dirichlet(alpha, samples), caps)
     scores = predict_targets(models, x) @ (np.asarray(objective, np.float64) / np.sum(objective))
     best = np.argsort(scores, kind="stable")[:top_k]
     out = x[best].mean(axis=0)
@@ -109,16 +102,42 @@ def baselines(prior: np.ndarray, caps: np.ndarray | None = None) -> dict[str, np
     out = {"natural": sizes / sizes.sum(), "uniform": np.full(n, 1.0 / n),
            "temperature 0.5": sizes ** 2 / np.sum(sizes ** 2),
            "unimax": unimax(np.minimum(caps, 1.0), 1.0, 1.0)}
-    return {k: _into_caps(v, caps) for k, v in out.items()}
+    return {k: into_caps(v[None, :], caps)[0] for k, v in out.items()}
 
 
-def _into_caps(x: np.ndarray, caps: np.ndarray) -> np.ndarray:
-    for _ in range(100):
+def into_caps(x: np.ndarray, caps: np.ndarray) -> np.ndarray:
+    """Mixtures (rows) held under per-domain caps: what is over a cap moves to the other domains below
+    their caps, in proportion to their weights (a domain left out stays out), or to their room where
+    all of those are empty; repeated until none is over (the caps must add up to at least 1)."""
+    x = np.array(x, np.float64)
+    for _ in range(2 * len(caps) + 2):  # each pass fills at least one more domain to its cap
         over = x > caps + 1e-15
         if not over.any():
-            return x
-        excess = float((x - caps)[over].sum())
+            break
+        excess = np.where(over, x - caps, 0.0).sum(axis=1, keepdims=True)
         x = np.minimum(x, caps)
-        room = np.where(x < caps, caps - x, 0.0)
-        x = x + excess * room / room.sum()
+        below = x < caps
+        share = np.where(below, x, 0.0)
+        empty = share.sum(axis=1) <= 0
+        share[empty] = np.where(below[empty], caps - x[empty], 0.0)
+        x = x + excess * share / np.maximum(share.sum(axis=1, keepdims=True), 1e-300)
     return x
+
+
+def swarm(prior: np.ndarray, runs: int, seed: int, caps: np.ndarray | None = None, temperature: float = 0.5,
+          strengths: tuple[float, float] = (0.1, 5.0), min_weight: float = 1e-3) -> np.ndarray:
+    """Candidate mixtures for proxy runs (runs x domains): Dirichlet draws around the tempered prior
+    (prior^temperature, renormalised: small domains get tried), each with its own concentration,
+    log-uniform over ``strengths`` x the number of domains (low: sparse, far from the prior; high:
+    close to it), weights under ``min_weight`` dropped, held under ``caps``; the same seed, the same
+    swarm."""
+    caps = _check(prior, caps)
+    base = np.asarray(prior, np.float64) ** temperature
+    base = base / base.sum()
+    rng = np.random.default_rng(seed)
+    strength = np.exp(rng.uniform(np.log(strengths[0]), np.log(strengths[1]), runs)) * len(base)
+    x = np.stack([rng.dirichlet(np.maximum(base * s, 1e-6)) for s in strength])
+    x = np.where(x < min_weight, 0.0, x)
+    empty = x.sum(axis=1) == 0
+    x[empty] = base
+    return into_caps(x / x.sum(axis=1, keepdims=True), caps)
