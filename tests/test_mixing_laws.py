@@ -182,3 +182,15 @@ def test_the_swarm_spreads_around_the_tempered_prior_within_the_caps_and_is_seed
     distance = np.abs(runs - tempered).sum(axis=1)  # concentrations spread: near and far mixtures alike
     assert distance.min() < 0.2 and distance.max() > 1.0
     assert (runs == 0).any()  # some runs leave domains out entirely
+
+
+def test_cross_validation_tells_a_law_that_holds_from_noise():
+    from corpusmix.mixing.laws import cross_validated
+
+    _, x, y = _laws()
+    good = cross_validated("log_linear", x, y, folds=5, seed=0)
+    assert good["objective"] > 0.99 and min(good["per_target"]) > 0.98
+    noise = np.random.default_rng(5).normal(5.0, 0.1, y.shape)  # losses that do not depend on the mixture
+    bad = cross_validated("ridge", x, noise, folds=5, seed=0)
+    assert abs(bad["objective"]) < 0.25
+    assert cross_validated("ridge", x, y, folds=5, seed=0) == cross_validated("ridge", x, y, folds=5, seed=0)
