@@ -100,6 +100,38 @@ def _cmd_plan(args) -> int:
     return 1 if error else 0
 
 
+def _cmd_propose(args) -> int:
+    import numpy as np
+    import orjson
+
+    from corpusmix.mixing.propose import ProposalError, render, report
+    from corpusmix.mixing.runs import RunsError, read_runs
+
+    try:
+        runs = read_runs(args.mixtures, args.losses, **({"mixture_prefix": args.mixture_prefix}
+                                                        if args.mixture_prefix else {}))
+        prior = caps = None
+        if args.spec:
+            from corpusmix.mixture.plan import availability
+
+            loaded = load_spec(args.spec)
+            missing = [d for d in runs.domains if d not in loaded.source_names]
+            if missing:
+                print(f"{args.mixtures}: domains {missing} are not sources of {args.spec} "
+                      f"({loaded.source_names}); name the mixture columns after the sources", file=sys.stderr)
+                return 2
+            avail = availability(loaded, raw_estimate=True)
+            tokens = np.array([avail.tokens[d] for d in runs.domains], np.float64)
+            mix = loaded.spec.mixture
+            prior, caps = tokens / tokens.sum(), np.minimum(tokens * mix.max_epochs / mix.total_tokens, 1.0)
+        rep = report(runs, args.target, args.regressor, prior, caps, kl=args.kl, seed=args.seed)
+    except (RunsError, ProposalError, SpecError) as e:
+        print(f"cannot propose: {e}", file=sys.stderr)
+        return 2
+    print(orjson.dumps(rep, option=orjson.OPT_INDENT_2).decode() if args.json else render(rep))
+    return 0
+
+
 def _load_built(spec: str):
     """The spec of a build to read (its source globs need not match any more), or None after
     printing why it cannot be read."""
@@ -290,6 +322,23 @@ def make_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
     w.add_argument("-h", "--help", action=_SqlHelp, help="show this help, the views and their columns, and exit")
     w.add_argument("query")
     p.set_defaults(fn=_cmd_audit)
+    p = sub.add_parser("propose", help="fit mixing laws to proxy runs and propose a mixture, against the "
+                                       "baselines; builds nothing", formatter_class=RAW,
+                       epilog="examples:\n  corpusmix propose ../shared/mixing-laws/regmix/train_mixture_1m.csv "
+                              "../shared/mixing-laws/regmix/train_pile_loss_1m.csv --target pile_cc\n"
+                              "  corpusmix propose runs.parquet losses.parquet --spec specs/shared-corpus.yaml "
+                              "--mixture-prefix w_ --json")
+    p.add_argument("mixtures", help="CSV/Parquet: index and one weight column per domain")
+    p.add_argument("losses", help="CSV/Parquet: index and one loss column per evaluated domain")
+    p.add_argument("--spec", help="take the prior (natural token shares) and the repetition caps from this spec")
+    p.add_argument("--target", action="append", help="a target domain of the objective (repeat; default: all)")
+    p.add_argument("--regressor", default="log_linear", choices=["log_linear", "ridge", "lightgbm"])
+    p.add_argument("--kl", type=float, default=0.1,
+                   help="the convex proposer's pull to the prior (0: the law's optimum)")
+    p.add_argument("--mixture-prefix", help="prefix of the weight columns (default RegMix's train_the_pile_)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=_cmd_propose)
     p = sub.add_parser("report", help="a markdown report of the build (funnels, estimate check, plan, mixture)",
                        formatter_class=RAW, epilog=examples(f"corpusmix report {spec} > REPORT.md"))
     p.add_argument("spec")

@@ -194,3 +194,62 @@ def test_cross_validation_tells_a_law_that_holds_from_noise():
     bad = cross_validated("ridge", x, noise, folds=5, seed=0)
     assert abs(bad["objective"]) < 0.25
     assert cross_validated("ridge", x, y, folds=5, seed=0) == cross_validated("ridge", x, y, folds=5, seed=0)
+
+
+def test_corpusmix_propose_prints_the_evidence_and_names_bad_input(capsys, make_spec):
+    import json
+
+    from corpusmix.cli import main
+
+    files = [str(REGMIX / "train_mixture_1m.csv"), str(REGMIX / "train_pile_loss_1m.csv")]
+    assert main(["propose", *files, "--target", "pile_cc", "--regressor", "ridge", "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    objectives = [r["objective"] for r in rep["proposals"]]
+    assert objectives == sorted(objectives) and rep["targets"] == ["pile_cc"]
+    assert {r["method"].split(" (")[0] for r in rep["proposals"]} >= {
+        "simulate", "best observed", "baseline: natural", "baseline: uniform", "baseline: unimax"}
+    assert "convex" not in " ".join(r["method"] for r in rep["proposals"])  # only a log-linear law has its form
+    assert 0.5 < rep["cross_validated"]["objective"] < 1.0
+    assert main(["propose", *files, "--target", "pile_cc"]) == 0
+    text = capsys.readouterr().out
+    assert "cross-validated Spearman rho" in text and "convex (KL weight 0.1)" in text
+    assert main(["propose", *files, "--target", "no_such_domain"]) == 2
+    assert "no loss column for target(s) ['no_such_domain']" in capsys.readouterr().err
+    spec = make_spec([{"name": "web", "kind": "web", "paths": [str(REGMIX / "README.md")]}])
+    assert main(["propose", *files, "--spec", str(spec), "--target", "pile_cc"]) == 2
+    assert "are not sources of" in capsys.readouterr().err
+
+
+def test_corpusmix_propose_takes_the_prior_and_the_caps_from_a_spec(capsys, make_spec, tmp_path):
+    """Runs over the spec's own sources: the prior is their natural token shares and the caps the
+    repetition limit (available x max_epochs / budget), so no proposal exceeds what a source holds."""
+    import json
+
+    from corpusmix.cli import main
+    from corpusmix.core.spec import load_spec
+    from corpusmix.mixture.plan import availability
+
+    from .conftest import CORPUS
+
+    sources = [{"name": n, "kind": k, "paths": [str(CORPUS / n / f"{n}-0000-of-000{c}.jsonl.gz")]}
+               for n, k, c in (("web", "web", 3), ("math", "math", 2), ("dialogue", "dialogue", 2))]
+    spec = make_spec(sources, mixture={"total_tokens": 2_000_000, "seq_len": 512, "max_epochs": 2,
+                                       "schedule": {"type": "static", "weights": {"web": 1, "math": 1, "dialogue": 1}}})
+    rng = np.random.default_rng(0)
+    x = rng.dirichlet(np.ones(3), 80)
+    y = 3.0 + np.exp(x @ np.array([-1.0, 0.5, 0.2])) + rng.normal(0, 0.002, 80)
+    (tmp_path / "mix.csv").write_text("index,w_web,w_math,w_dialogue\n"
+                                      + "".join(f"{i},{a},{b},{c}\n" for i, (a, b, c) in enumerate(x)))
+    (tmp_path / "loss.csv").write_text("index,metric/the_pile_held_val_loss\n"
+                                       + "".join(f"{i},{v}\n" for i, v in enumerate(y)))
+    assert main(["propose", str(tmp_path / "mix.csv"), str(tmp_path / "loss.csv"), "--spec", str(spec),
+                 "--mixture-prefix", "w_", "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    tokens = availability(load_spec(spec), raw_estimate=True).tokens
+    total = sum(tokens[s] for s in ("web", "math", "dialogue"))
+    assert rep["prior"] == pytest.approx({s: tokens[s] / total for s in ("web", "math", "dialogue")})
+    assert rep["caps"] == pytest.approx({s: min(tokens[s] * 2 / 2_000_000, 1.0) for s in ("web", "math", "dialogue")})
+    for r in rep["proposals"]:
+        assert all(r["weights"][s] <= rep["caps"][s] + 1e-9 for s in rep["caps"]), r["method"]
+    best = rep["proposals"][0]
+    assert best["weights"]["web"] == pytest.approx(rep["caps"]["web"], abs=1e-6) and "web" in best["binding_caps"]

@@ -141,3 +141,55 @@ def swarm(prior: np.ndarray, runs: int, seed: int, caps: np.ndarray | None = Non
     empty = x.sum(axis=1) == 0
     x[empty] = base
     return into_caps(x / x.sum(axis=1, keepdims=True), caps)
+
+
+def report(runs, targets: list[str] | None = None, regressor: str = "log_linear", prior: np.ndarray | None = None,
+           caps: np.ndarray | None = None, kl: float = 0.1, samples: int = 100_000, top_k: int = 100,
+           seed: int = 0) -> dict:
+    """Every proposal and baseline for ``runs`` (``runs.Runs``) with its predicted objective (the mean
+    of the ``targets``' losses, all targets by default) and per-target losses, the caps that bind,
+    and the laws' cross-validated quality: the evidence ``corpusmix propose`` prints."""
+    from corpusmix.mixing.laws import cross_validated, fit_per_target
+
+    names = targets or runs.targets
+    missing = [t for t in names if t not in runs.targets]
+    if missing:
+        raise ProposalError(f"no loss column for target(s) {missing}; the runs evaluate {runs.targets}")
+    cols = [runs.targets.index(t) for t in names]
+    losses, objective = runs.losses[:, cols], np.ones(len(cols))
+    prior = runs.mixtures.mean(axis=0) if prior is None else np.asarray(prior, np.float64)
+    caps = _check(prior, caps)
+    models = fit_per_target(regressor, runs.mixtures, losses, seed=seed)
+    within = bool((runs.mixtures <= caps + 1e-9).all(axis=1).any())  # else the best run is shown over the caps
+    observed = best_observed(runs.mixtures, losses, objective, caps if within else None)
+    if not within:
+        observed = Proposal(observed.method + ", over the caps", observed.weights, [])
+    found = [simulate(models, objective, prior, caps, samples=samples, top_k=top_k, seed=seed), observed]
+    if regressor == "log_linear":  # the convex proposer needs the law's form
+        found = [convex(models, objective, prior, caps, kl=0.0), convex(models, objective, prior, caps, kl=kl)] + found
+    rows = [(p.method, p.weights, p.binding_caps) for p in found]
+    rows += [(f"baseline: {name}", x, _binding(x, caps)) for name, x in baselines(prior, caps).items()]
+    out = []
+    for method, x, binding in rows:
+        per_target = predict_targets(models, x[None])[0]
+        out.append({"method": method, "objective": float(per_target.mean()),
+                    "losses": dict(zip(names, map(float, per_target))),
+                    "weights": dict(zip(runs.domains, map(float, x))),
+                    "binding_caps": [runs.domains[j] for j in binding]})
+    return {"regressor": regressor, "targets": names, "runs": len(runs.index), "domains": runs.domains,
+            "prior": dict(zip(runs.domains, map(float, prior))), "caps": dict(zip(runs.domains, map(float, caps))),
+            "cross_validated": cross_validated(regressor, runs.mixtures, losses, folds=5, seed=seed),
+            "proposals": sorted(out, key=lambda r: r["objective"])}
+
+
+def render(rep: dict) -> str:
+    """The report as text: the fit's quality, then one line per proposal, best predicted first."""
+    cv = rep["cross_validated"]
+    lines = [f"{rep['regressor']} laws for {len(rep['targets'])} target(s) fitted on {rep['runs']} runs; "
+             f"5-fold cross-validated Spearman rho of the objective {cv['objective']:.3f}",
+             "", f"{'proposal':42} {'predicted':>9}  weights (largest first)  caps binding"]
+    for r in rep["proposals"]:
+        top = sorted(r["weights"].items(), key=lambda kv: -kv[1])[:5]
+        lines.append(f"{r['method']:42} {r['objective']:9.4f}  " + ", ".join(f"{d} {w:.3f}" for d, w in top)
+                     + (f"  [{', '.join(r['binding_caps'])}]" if r["binding_caps"] else ""))
+    return "\n".join(lines)
