@@ -26,7 +26,7 @@ import orjson
 
 from corpusmix import __version__
 from corpusmix.core.spec import LoadedSpec, SpecError, SpecIssue
-from corpusmix.core.storage import atomic_write_bytes, create_exclusive, sha256_file
+from corpusmix.core.storage import atomic_write_bytes, create_exclusive, file_record, sha256_file
 from schemas.manifest import validate_manifest
 
 _VOLATILE = ("started_at", "finished_at", "elapsed_s", "timing", "content_hash")
@@ -294,8 +294,7 @@ def input_refs(loaded, upstream_path: Path, upstream: dict, kinds: tuple[str, ..
 
 def staged_ref(staging: Path, path: str, kind: str, rows: int = 0, tokens: int = 0) -> dict:
     """A manifest ``outputs`` entry for a file the stage wrote at ``staging / path`` (its checksum read back)."""
-    return {"path": path, "kind": kind, "sha256": sha256_file(staging / path), "bytes": (staging / path).stat().st_size,
-            "rows": rows, "tokens": tokens}
+    return output_ref(file_record(staging / path, rows) | {"name": path}, kind, tokens)
 
 
 def output_ref(out: dict, kind: str, tokens: int = 0) -> dict:

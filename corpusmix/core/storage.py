@@ -28,6 +28,12 @@ def sha256_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+def file_record(path: Path, rows: int) -> dict:
+    """What a stage records of a file it wrote: name, rows, sha256 (read back) and size."""
+    path = Path(path)
+    return {"name": path.name, "rows": rows, "sha256": sha256_file(path), "bytes": path.stat().st_size}
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:

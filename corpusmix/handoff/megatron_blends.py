@@ -74,9 +74,8 @@ def _stores(ctx: StageRun) -> tuple[dict[str, Store], dict[str, Store], list[dic
         if m["counts"].get("valid_documents"):
             valid[s] = Store(outs["valid_bin"]["path"][: -len(".bin")], m["counts"]["valid_tokens_stored"],
                              m["counts"]["valid_documents"])
-        sums += [{"path": outs[k]["path"], "sha256": outs[k]["sha256"], "bytes": outs[k]["bytes"]}
-                 for k in ("token_bin", "token_index", "valid_bin", "valid_index")
-                 if k in outs and (k.startswith("token") or s in valid)]
+        kinds = ("token_bin", "token_index") + (("valid_bin", "valid_index") if s in valid else ())
+        sums += [{"path": outs[k]["path"], "sha256": outs[k]["sha256"], "bytes": outs[k]["bytes"]} for k in kinds]
     return train, valid, sums, refs
 
 

@@ -46,7 +46,7 @@ from corpusmix.core.manifest import output_ref
 from corpusmix.core.parquet_io import PartWriter, write_parquet
 from corpusmix.core.spec import Dedup, LoadedSpec
 from corpusmix.core.stage import Built, Stage, StageRun, documents_built
-from corpusmix.core.storage import sha256_file
+from corpusmix.core.storage import file_record
 from corpusmix.stages.minhash import (
     EMPTY_SIG,
     band_keys,
@@ -399,8 +399,7 @@ def _write_kept_unit(staging: Path, part_bytes: int,
         for name, rows in ((f"minhash-{stem}.npy", np.load(sig_path, mmap_mode="r")[keep]),
                            (f"exactkey-{stem}.npy", keys[keep])):
             np.save(staging / name, np.ascontiguousarray(rows))
-            hashes.append({"name": name, "rows": int(keep.sum()), "sha256": sha256_file(staging / name),
-                           "bytes": (staging / name).stat().st_size})
+            hashes.append(file_record(staging / name, int(keep.sum())))
     return out, hashes
 
 

@@ -34,7 +34,7 @@ from corpusmix.core.manifest import manifest_path, read_manifest
 from corpusmix.core.parquet_io import PARQUET_OPTS, PartWriter
 from corpusmix.core.spec import Format, Ingest, LoadedSpec, Source, file_format
 from corpusmix.core.stage import Built, Stage, StageRun
-from corpusmix.core.storage import sha256_file
+from corpusmix.core.storage import file_record, sha256_file
 from corpusmix.readers import BadRecord, FileReadResult, UnreadableFileError, read_unit
 from corpusmix.stages.tokencount import TokenCounting, count_raw, count_tokens, counter_for, counting_of, token_id_lists
 from corpusmix.stages.tokenizer import TokenizerInfo
@@ -263,8 +263,7 @@ def ingest_unit(unit: Unit) -> UnitResult:
     res.parts = docs.close()
     if cache is not None:
         cache.close()
-        path = staging / TOKEN_IDS_FILE.format(unit=unit.index)
-        res.cache = {"name": path.name, "rows": res.docs_out, "sha256": sha256_file(path), "bytes": path.stat().st_size}
+        res.cache = file_record(staging / TOKEN_IDS_FILE.format(unit=unit.index), res.docs_out)
     res.id_hashes = np.fromiter((_id_hash(i) for i in seen), dtype=np.uint64, count=len(seen)).tobytes()
     if res.skipped is not None:
         _mark_truncated(staging, res.parts)

@@ -106,10 +106,8 @@ class _IdCache:
             tables.append(pf.read_row_groups([int(g) for g in groups]))
             self.refs = np.concatenate([self.refs] + [(int(unit) << TOKEN_REF_UNIT_SHIFT) + np.arange(starts[g], starts[g + 1])
                                                       for g in groups])
+        # sorted as built: units in increasing order (np.unique), each unit's row groups in order
         self.table = pa.concat_tables(tables) if tables else token_ids_schema(dtype).empty_table()
-        if (np.diff(self.refs) < 0).any():  # units in increasing order already, unless a part mixes them
-            order = np.argsort(self.refs, kind="stable")
-            self.refs, self.table = self.refs[order], self.table.take(order)
 
     def lookup(self, refs: np.ndarray, texts: pa.ChunkedArray) -> tuple[np.ndarray, pa.LargeListArray]:
         """Which documents the cache holds with unchanged text, and their ids (in document order)."""

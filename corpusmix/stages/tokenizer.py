@@ -104,15 +104,19 @@ class TokenizerInfo:
         """Every text's ids (no EOS), concatenated in ``dtype``, and each text's token count: the
         pieces of a long text joined back, so these are exactly the ids tokenize stores."""
         ids, n_pieces = self.encode_pieces(texts)
-        piece_lengths = np.fromiter(map(len, ids), np.int64, len(ids))
-        lengths = np.bincount(np.repeat(np.arange(len(n_pieces)), n_pieces), weights=piece_lengths,
-                              minlength=len(n_pieces)).astype(np.int64)
         flat = np.concatenate(ids, dtype=self.dtype, casting="unsafe") if ids else np.empty(0, self.dtype)
-        return flat, lengths
+        return flat, _per_text(ids, n_pieces)
 
     def count(self, texts: list[str]) -> np.ndarray:
         """Tokens of each text (no EOS), exactly as tokenize will store them, with its encoder."""
-        return self.encode_documents(texts)[1]
+        return _per_text(*self.encode_pieces(texts))
+
+
+def _per_text(ids: list, n_pieces: list[int]) -> np.ndarray:
+    """Tokens per text from its pieces' ids (``n_pieces`` pieces each, in order)."""
+    piece_lengths = np.fromiter(map(len, ids), np.int64, len(ids))
+    return np.bincount(np.repeat(np.arange(len(n_pieces)), n_pieces), weights=piece_lengths,
+                       minlength=len(n_pieces)).astype(np.int64)
 
 
 def _cut(text: str, lo: int, hi: int) -> int | None:
