@@ -7,11 +7,16 @@ Reported for log-linear, ridge and LightGBM: rho on Pile-CC at 1M and 60M; rho o
 the evaluated domains (13 in these files) per-domain-then-average vs one fit on the mean; the
 regret of the top-1 pick among the 256 test mixtures at 60M (its measured Pile-CC loss minus the
 best measured); a swarm-size curve (rho on Pile-CC at 60M fitting on 17 ... 512 runs, --subsets
-random subsets each, mean +- sd); fit times; and the proposals (convex with a KL weight from 0 to
+random subsets each, mean +- sd, seeded); paired bootstrap standard errors of the differences
+(per-domain minus one fit; LightGBM minus log-linear); fit times; and the proposals (convex with a KL weight from 0 to
 100, RegMix's simulate-and-average top-100 of 100,000, the best observed run, the baselines) for
 Pile-CC, with their predicted loss and the caps that bind.
 
     python benchmarks/mixing_laws.py [--subsets 5] [--data ../shared/mixing-laws/regmix]
+
+Seeds: the log-linear fits' 8 starts from seed 0; the swarm-size subsets from numpy seed 0 (subset
+s also seeds its fit); the bootstrap from seed 0. Results of the committed run:
+benchmarks/results/mixing_laws.txt.
 """
 
 from __future__ import annotations
@@ -37,6 +42,18 @@ SIZES = (17, 34, 64, 128, 256, 512)
 
 def rho(a: np.ndarray, b: np.ndarray) -> float:
     return float(spearmanr(a, b)[0])
+
+
+def paired(measured: np.ndarray, first: np.ndarray, second: np.ndarray, resamples: int = 1000,
+           seed: int = 0) -> tuple[float, float]:
+    """rho(first) - rho(second) against the same measured losses, and its standard error from a
+    paired bootstrap over the test mixtures (both predictions resampled together)."""
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for _ in range(resamples):
+        i = rng.integers(0, len(measured), len(measured))
+        diffs.append(rho(first[i], measured[i]) - rho(second[i], measured[i]))
+    return rho(first, measured) - rho(second, measured), float(np.std(diffs, ddof=1))
 
 
 def propose_section(train, k: int) -> None:
@@ -88,7 +105,7 @@ def main() -> None:
     k = train.targets.index(TARGET)
     print(f"runs: {len(train.index)} train (1M), {len(test1.index)} test at 1M and 60M; {len(train.domains)} training "
           f"domains, {len(train.targets)} evaluated domains")
-    verdict = {}
+    verdict, pile_cc = {}, {}
     for kind in REGRESSORS:
         t = time.perf_counter()
         models = fit_per_target(kind, train.mixtures, train.losses)
@@ -102,10 +119,15 @@ def main() -> None:
         regret = float(test60.losses[pick, k] - test60.losses[:, k].min())
         r60 = rho(p60[:, k], test60.losses[:, k])
         verdict[kind] = (r60, per_domain, one_fit)
+        gain, se = paired(mean60, p60.mean(axis=1), predict_targets(single, test60.mixtures)[:, 0])
+        pile_cc[kind] = p60[:, k]
         print(f"{kind:11s} fit {fit_s:6.2f} s ({len(train.targets)} targets)  Pile-CC rho 1M "
               f"{rho(p1[:, k], test1.losses[:, k]):.3f}  60M {r60:.3f}  | mean of {len(train.targets)} at 60M: "
               f"per-domain {per_domain:.3f} vs one fit {one_fit:.3f}  | top-1 regret at 60M {regret:.4f} "
-              f"(pick loss {test60.losses[pick, k]:.4f}, best {test60.losses[:, k].min():.4f})", flush=True)
+              f"(pick loss {test60.losses[pick, k]:.4f}, best {test60.losses[:, k].min():.4f})  | per-domain minus "
+              f"one fit {gain:+.3f} +- {se:.3f} (paired bootstrap SE, 1000 resamples, seed 0)", flush=True)
+    d, se = paired(test60.losses[:, k], pile_cc["lightgbm"], pile_cc["log_linear"])
+    print(f"Pile-CC rho at 60M, LightGBM minus log-linear: {d:+.3f} +- {se:.3f} (paired bootstrap SE)", flush=True)
     print(f"swarm-size curve: Pile-CC rho at 60M, {args.subsets} random subsets per size (mean +- sd)")
     rng = np.random.default_rng(0)
     for kind in REGRESSORS:
