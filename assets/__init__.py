@@ -7,6 +7,7 @@ from .factory import StageAsset
 from .handoff import MDS_SHARDS, MEGATRON_BLENDS
 from .heldout import HELDOUT_SPLIT
 from .ingest import INGEST
+from .mixing import MIXING_FIT, MIXING_PROPOSAL, SWARM_DESIGN
 from .mixture import MIXED_SHARDS, MIXTURE_PLAN
 from .quality import QUALITY
 from .tokenize import TOKENIZE, TOKENIZER
@@ -17,6 +18,7 @@ WIRING: dict[str, StageAsset] = {
     "heldout_split": HELDOUT_SPLIT,
     "tokenizer": TOKENIZER, "tokenize": TOKENIZE, "mixture_plan": MIXTURE_PLAN, "mixed_shards": MIXED_SHARDS,
     "megatron_blends": MEGATRON_BLENDS, "mds_shards": MDS_SHARDS,
+    "swarm_design": SWARM_DESIGN, "mixing_fit": MIXING_FIT, "mixing_proposal": MIXING_PROPOSAL,
 }
 
 

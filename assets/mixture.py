@@ -13,7 +13,7 @@ from dagster import (
 )
 
 from corpusmix.core.spec import LoadedSpec
-from corpusmix.mixture.plan import load_plan
+from corpusmix.mixture.plan import describe_origin, load_plan
 from corpusmix.mixture.shards import check_on_target
 from corpusmix.ops.checks import epoch_cap_problems
 from corpusmix.ops.report import build_report, schedule_svg, svg_markdown
@@ -40,6 +40,8 @@ def _plan_metadata(loaded: LoadedSpec, manifest: dict, path: Path) -> dict:
         "schedule": MetadataValue.md(svg_markdown(schedule_svg(plan), "mixture schedule")),
         "budget": count(manifest["counts"]["budget"]), "samples": count(manifest["counts"]["samples"]),
         "availability": d["availability"], "renormalized": d["renormalized"],
+        "weights_origin": text_table(["weights", "origin"], [[o["field"], describe_origin(o).split(": ", 1)[1]]
+                                                              for o in d["weights_origin"]]),
         "per_source": per_source, "phase_quotas": quotas, "version": manifest["version"],
         "manifest": MetadataValue.path(str(path))}
 

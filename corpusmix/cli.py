@@ -101,7 +101,6 @@ def _cmd_plan(args) -> int:
 
 
 def _cmd_propose(args) -> int:
-    import numpy as np
     import orjson
 
     from corpusmix.mixing.propose import ProposalError, render, report
@@ -112,18 +111,13 @@ def _cmd_propose(args) -> int:
                                                         if args.mixture_prefix else {}))
         prior = caps = None
         if args.spec:
+            from corpusmix.mixing.design import prior_and_caps
+            from corpusmix.mixing.runs import over_sources
             from corpusmix.mixture.plan import availability
 
             loaded = load_spec(args.spec)
-            missing = [d for d in runs.domains if d not in loaded.source_names]
-            if missing:
-                print(f"{args.mixtures}: domains {missing} are not sources of {args.spec} "
-                      f"({loaded.source_names}); name the mixture columns after the sources", file=sys.stderr)
-                return 2
-            avail = availability(loaded, raw_estimate=True)
-            tokens = np.array([avail.tokens[d] for d in runs.domains], np.float64)
-            mix = loaded.spec.mixture
-            prior, caps = tokens / tokens.sum(), np.minimum(tokens * mix.max_epochs / mix.total_tokens, 1.0)
+            runs = over_sources(runs, loaded.source_names, {}, args.mixtures)
+            prior, caps = prior_and_caps(loaded, availability(loaded, raw_estimate=True))
         rep = report(runs, args.target, args.regressor, prior, caps, kl=args.kl, seed=args.seed)
     except (RunsError, ProposalError, SpecError) as e:
         print(f"cannot propose: {e}", file=sys.stderr)

@@ -8,11 +8,12 @@ own module and listing it here; its position must come after every stage it
 reads (checked at import).
 
     raw files ─► ingest ─► dedup ─► decontaminate ─► quality ─► heldout_split ─► tokenize ─► mixture_plan ─► mixed_shards
-                                                                                          ├─► megatron_blends
-                                                                                          └─► mds_shards
-                  │          └─► cross_source_dedup ─┘ (drop list)                ▲   (train; held-out: valid)
-                  └─► eval_index (eval sets: files, or a source's records)        │
-                                                                  tokenizer ──────┘ (from a file, or trained on quality)
+                                                                                     │         ▲     ├─► megatron_blends
+                                                                                     │         │     └─► mds_shards
+                  │          └─► cross_source_dedup ─┘ (drop list)                ▲  │  mixing_proposal (when named)
+                  └─► eval_index (eval sets: files, or a source's records)        │  │         ▲
+                                                                  tokenizer ──────┘  └► swarm_design ─► mixing_fit
+                                                     (from a file, or trained on quality)     (proxy-run tables)
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from corpusmix.core.manifest import owning_manifests
 from corpusmix.core.spec import LoadedSpec, Spec
 from corpusmix.core.stage import Stage
 from corpusmix.handoff import mds_shards, megatron_blends
+from corpusmix.mixing import design, fit, proposal
 from corpusmix.mixture import plan, shards
 from corpusmix.stages import (
     cross_source_dedup,
@@ -49,6 +51,9 @@ STAGES: tuple[Stage, ...] = (
     heldout_split.STAGE,
     tokenizer.STAGE,
     tokenize.STAGE,
+    design.STAGE,
+    fit.STAGE,
+    proposal.STAGE,
     plan.STAGE,
     shards.STAGE,
     megatron_blends.STAGE,

@@ -73,7 +73,7 @@ def test_every_run_of_a_cli_build_is_a_run_of_the_code_location_with_the_build_t
                              "cross_source_dedup + eval_index + tokenizer",
                              "math decontaminate + quality + heldout_split + tokenize",
                              "dialogue decontaminate + quality + heldout_split + tokenize",
-                             "mixture_plan + mixed_shards + megatron_blends + mds_shards"]
+                             "swarm_design + mixing_fit + mixing_proposal + mixture_plan + mixed_shards + megatron_blends + mds_shards"]
     with _instance(home) as instance:
         runs = instance.get_runs()
         assert {r.run_id for r in runs} == set(printed.values())  # the build's runs and nothing else

@@ -76,7 +76,7 @@ def test_cli_build_records_runs_in_the_instance(make_spec, tmp_path, monkeypatch
                  "cross_source_dedup + eval_index + tokenizer: ok",
                  "math decontaminate + quality + heldout_split + tokenize: ok",
                  "dialogue decontaminate + quality + heldout_split + tokenize: ok",
-                 "mixture_plan + mixed_shards + megatron_blends + mds_shards: ok"):
+                 "swarm_design + mixing_fit + mixing_proposal + mixture_plan + mixed_shards + megatron_blends + mds_shards: ok"):
         assert line in r.stdout, r.stdout
     assert "telemetry" in (home / "dagster.yaml").read_text()
     report = r.stdout.split("report: ")[1].split()[0]
@@ -94,7 +94,7 @@ def test_cli_build_records_runs_in_the_instance(make_spec, tmp_path, monkeypatch
         assert sorted(run.job_name for run in instance.get_runs()) == [
             "cross_source_dedup_eval_index_tokenizer_job", "decontaminate_quality_heldout_split_tokenize_job",
             "decontaminate_quality_heldout_split_tokenize_job", "ingest_dedup_job", "ingest_dedup_job",
-            "mixture_plan_mixed_shards_megatron_blends_mds_shards_job"]
+            "swarm_design_mixing_fit_mixing_proposal_mixture_plan_mixed_shards_megatron_blends_mds_shards_job"]
         for stage in ("ingest", "dedup", "quality", "tokenize"):
             assert instance.get_materialized_partitions(AssetKey(stage)) == {"math", "dialogue"}
         assert instance.get_latest_materialization_event(AssetKey("cross_source_dedup")) is not None
@@ -138,7 +138,7 @@ def test_build_with_a_trained_tokenizer_runs_quality_before_the_tokenizer(make_s
                      "math decontaminate + quality + heldout_split", "dialogue decontaminate + quality + heldout_split",
                      "tokenizer", "math tokenize",
                      "dialogue tokenize",
-                     "mixture_plan + mixed_shards + megatron_blends + mds_shards"]
+                     "swarm_design + mixing_fit + mixing_proposal + mixture_plan + mixed_shards + megatron_blends + mds_shards"]
     with DagsterInstance.get() as instance:
         assert instance.get_materialized_partitions(AssetKey("tokenize")) == {"math", "dialogue"}
         tok = instance.get_latest_materialization_event(AssetKey("tokenizer")).asset_materialization.metadata

@@ -57,7 +57,7 @@ def test_no_op_and_one_changed_source(make_spec, tmp_path):
     text = "\n".join(third)
     for line in ("math ingest + dedup: ok", "cross_source_dedup + eval_index + tokenizer: ok",
                  "math decontaminate + quality + heldout_split + tokenize: ok",
-                 "mixture_plan + mixed_shards + megatron_blends + mds_shards: ok",
+                 "swarm_design + mixing_fit + mixing_proposal + mixture_plan + mixed_shards + megatron_blends + mds_shards: ok",
                  "dialogue ingest + dedup: up to date (no run)",
                  # dialogue's held-out split reads math's dedup survivors (a near-duplicate there would keep a
                  # dialogue document in train), so its run starts; it moves nothing, and tokenize stays current

@@ -79,7 +79,7 @@ def test_build_records_its_runs_in_a_postgres_instance(postgres, make_spec, tmp_
         runs = instance.get_runs(RunsFilter(statuses=[DagsterRunStatus.SUCCESS]))
         # per source: ingest_dedup_job, decontaminate_quality_heldout_split_tokenize_job; once:
         # cross_source_dedup_eval_index_tokenizer_job,
-        # mixture_plan_mixed_shards_megatron_blends_mds_shards_job
+        # swarm_design_mixing_fit_mixing_proposal_mixture_plan_mixed_shards_megatron_blends_mds_shards_job
         assert len(runs) == 2 * 2 + 2
         for stage in ("ingest", "dedup", "quality", "tokenize"):
             assert instance.get_materialized_partitions(AssetKey(stage)) == {"math", "dialogue"}

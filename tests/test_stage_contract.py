@@ -39,11 +39,13 @@ def test_waves_run_every_stage_once_after_its_inputs(make_spec):
     trained = load_spec(make_spec(sources, name="trained.yaml", tokenizer={"train": {"vocab_size": 512}})).spec
     for spec, expected in ((from_file, [("ingest", "dedup"), ("cross_source_dedup", "eval_index", "tokenizer"),
                                         ("decontaminate", "quality", "heldout_split", "tokenize"),
-                                        ("mixture_plan", "mixed_shards", "megatron_blends", "mds_shards")]),
+                                        ("swarm_design", "mixing_fit", "mixing_proposal", "mixture_plan", "mixed_shards", "megatron_blends",
+                                         "mds_shards")]),
                            (trained, [("ingest", "dedup"), ("cross_source_dedup", "eval_index"),
                                       ("decontaminate", "quality", "heldout_split"),
                                       ("tokenizer",),
-                                      ("tokenize",), ("mixture_plan", "mixed_shards", "megatron_blends", "mds_shards")])):
+                                      ("tokenize",), ("swarm_design", "mixing_fit", "mixing_proposal", "mixture_plan", "mixed_shards", "megatron_blends",
+                                         "mds_shards")])):
         got = waves(spec)
         assert [w.stages for w in got] == expected
         seen: set[str] = set()
@@ -173,8 +175,8 @@ def test_editing_the_report_rebuilds_nothing_and_a_quality_rule_rebuilds_from_qu
     build()
     after = _versions(loaded.manifest_root)
     changed = sorted({asset for key, v in after.items() if first[key] != v for asset in [key[0]]})
-    assert changed == ["heldout_split", "mds_shards", "megatron_blends", "mixed_shards", "mixture_plan", "quality",
-                       "tokenize"]  # not decontaminate
+    assert changed == ["heldout_split", "mds_shards", "megatron_blends", "mixed_shards", "mixing_fit", "mixing_proposal",
+                       "mixture_plan", "quality", "swarm_design", "tokenize"]  # not decontaminate
     assert all(after[("quality", s)] != first[("quality", s)] for s in ("math", "web"))
 
 

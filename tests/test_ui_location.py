@@ -46,8 +46,11 @@ def test_dagster_dev_shows_partitioned_ingest_and_cli_runs(make_spec, tmp_path):
             {"assetKey": {"path": ["mds_shards"]}, "isPartitioned": False, "partitionKeys": []},
             {"assetKey": {"path": ["megatron_blends"]}, "isPartitioned": False, "partitionKeys": []},
             {"assetKey": {"path": ["mixed_shards"]}, "isPartitioned": False, "partitionKeys": []},
+            {"assetKey": {"path": ["mixing_fit"]}, "isPartitioned": False, "partitionKeys": []},
+            {"assetKey": {"path": ["mixing_proposal"]}, "isPartitioned": False, "partitionKeys": []},
             {"assetKey": {"path": ["mixture_plan"]}, "isPartitioned": False, "partitionKeys": []},
             {"assetKey": {"path": ["quality"]}, "isPartitioned": True, "partitionKeys": ["math", "web"]},
+            {"assetKey": {"path": ["swarm_design"]}, "isPartitioned": False, "partitionKeys": []},
             {"assetKey": {"path": ["tokenize"]}, "isPartitioned": True, "partitionKeys": ["math", "web"]},
             {"assetKey": {"path": ["tokenizer"]}, "isPartitioned": False, "partitionKeys": []}]
         mats = _graphql(port, '{ assetOrError(assetKey: {path: ["ingest"]}) { ... on Asset { assetMaterializations '

@@ -292,6 +292,12 @@ def input_refs(loaded, upstream_path: Path, upstream: dict, kinds: tuple[str, ..
             for o in upstream["outputs"] if o["kind"] in kinds]
 
 
+def manifest_refs(loaded, upstream: list[tuple[Path, dict]]) -> list[dict]:
+    """Upstream manifests a stage read as a whole (not one file of theirs), as its ``inputs``."""
+    return [{"path": str(p.relative_to(loaded.manifest_root)), "sha256": m["content_hash"], "bytes": 0,
+             "upstream_manifest": str(p.relative_to(loaded.manifest_root))} for p, m in upstream]
+
+
 def staged_ref(staging: Path, path: str, kind: str, rows: int = 0, tokens: int = 0) -> dict:
     """A manifest ``outputs`` entry for a file the stage wrote at ``staging / path`` (its checksum read back)."""
     return output_ref(file_record(staging / path, rows) | {"name": path}, kind, tokens)

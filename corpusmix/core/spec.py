@@ -240,8 +240,14 @@ class Baseline(_Strict):
     temperature: float = Field(1.0, gt=0, description="For 'temperature': weights n_i^(1/T) over source sizes.")
 
 
-# Hand-tuned token shares per source, or a baseline by name ("unimax") or with parameters.
-Weights = dict[str, float] | Literal["equal", "tokens", "documents", "temperature", "unimax"] | Baseline
+class ProposalRef(_Strict):
+    """Weights a mixing law proposed (stage ``mixing_proposal``): one of ``mixing.proposals`` by name."""
+
+    proposal: str
+
+
+# Hand-tuned token shares per source, a baseline by name ("unimax") or with parameters, or a proposal.
+Weights = dict[str, float] | Literal["equal", "tokens", "documents", "temperature", "unimax"] | Baseline | ProposalRef
 
 
 class Phase(_Strict):
@@ -292,6 +298,58 @@ class MdsHandoff(_Strict):
     shard_bytes: int = Field(1 << 26, ge=1 << 16, description="Bytes per .mds shard file before a new one starts.")
 
 
+class ProxyRuns(_Strict):
+    """Results of proxy runs to fit mixing laws on: a table of mixtures and a table of losses (CSV or
+    Parquet) joined on their ``index`` column. The defaults read RegMix's published layout."""
+
+    mixtures: str = Field(description="Mixture weights per run: ``index`` and ``<mixture_prefix><domain>`` columns.")
+    losses: str = Field(description="Losses per run: ``index`` and ``<loss_prefix><target><loss_suffix>`` columns.")
+    mixture_prefix: str = "train_the_pile_"
+    loss_prefix: str = "metric/the_pile_"
+    loss_suffix: str = "_val_loss"
+    domains: dict[str, str] = Field({}, description="Table domain -> source, where the table names a training "
+                                                    "domain otherwise; every training domain must be a source.")
+
+
+class SwarmDesign(_Strict):
+    """Candidate mixtures for proxy runs (stage ``swarm_design``), around the natural token shares."""
+
+    runs: int | None = Field(None, ge=2, le=100_000, description="How many (default: 4 x the number of sources).")
+    temperature: float = Field(0.5, gt=0, le=1, description="The prior is the natural shares ** temperature, "
+                                                            "renormalised: small sources get tried.")
+    strengths: tuple[float, float] = Field((0.1, 5.0), description="Dirichlet concentration per run, log-uniform "
+                                                                   "over this range x the number of sources.")
+    min_weight: float = Field(1e-3, ge=0, lt=0.5, description="Smaller weights are set to 0 (sparse mixtures).")
+
+
+class ProposalMethod(_Strict):
+    """One proposal of stage ``mixing_proposal``, named so a schedule's weights can use it."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_\-.]{1,64}$")
+    method: Literal["convex", "simulate", "best_observed"] = "convex"
+    kl: float = Field(0.1, ge=0, description="convex: weight of KL(x || natural shares), how far to trust the law.")
+    samples: int = Field(100_000, ge=100, le=10_000_000, description="simulate: Dirichlet samples scored.")
+    top_k: int = Field(100, ge=1, description="simulate: the best this many are averaged.")
+
+
+def _default_proposals() -> list[ProposalMethod]:
+    return [ProposalMethod(name=m, method=m) for m in ("convex", "simulate", "best_observed")]
+
+
+class Mixing(_Strict):
+    """Choosing the mixture from evidence: the swarm of proxy mixtures, mixing laws fitted per target on
+    proxy results (``runs``), and proposals under the repetition caps (see ``corpusmix.mixing``)."""
+
+    seed: int = Field(0, description="Seeds the swarm, the fits' starts, the folds and the samplers.")
+    swarm: SwarmDesign = SwarmDesign()
+    runs: ProxyRuns | None = None
+    regressor: Literal["log_linear", "ridge", "lightgbm"] = "log_linear"
+    objective: dict[str, float] = Field({}, description="Target -> weight of its loss in the objective (empty: "
+                                                        "every target of the runs, equally).")
+    cv_folds: int = Field(5, ge=2, le=100, description="Folds of the cross-validated quality the fit reports.")
+    proposals: list[ProposalMethod] = Field(default_factory=_default_proposals)
+
+
 class Handoff(_Strict):
     megatron: MegatronHandoff = MegatronHandoff()
     mds: MdsHandoff = MdsHandoff()
@@ -315,6 +373,7 @@ class Spec(_Strict):
     mixture: Mixture
     output: Output = Output()
     handoff: Handoff = Handoff()
+    mixing: Mixing = Mixing()
 
     @field_validator("sources")
     @classmethod
@@ -404,6 +463,20 @@ class LoadedSpec:
 
     def spec_hash(self) -> str:
         return canonical_hash(self.spec.model_dump(mode="json"))
+
+
+def schedule_weights(schedule: Schedule) -> list[tuple[tuple, Weights]]:
+    """Every weights entry of a schedule with its path in the spec (the phases' in order)."""
+    base = ("mixture", "schedule")
+    found = [(base + (f,), getattr(schedule, f)) for f in ("weights", "start_weights", "end_weights")
+             if getattr(schedule, f) is not None]
+    return found + [(base + ("phases", i, "weights"), ph.weights) for i, ph in enumerate(schedule.phases or [])]
+
+
+def named_proposals(spec: Spec) -> list[str]:
+    """The proposals the mixture's schedule uses, in order of first use."""
+    names = [w.proposal for _, w in schedule_weights(spec.mixture.schedule) if isinstance(w, ProposalRef)]
+    return list(dict.fromkeys(names))
 
 
 def with_execution(loaded: LoadedSpec, overrides: dict) -> LoadedSpec:

@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from corpusmix.core.globs import find_files, glob_regex
-from corpusmix.core.spec import LoadedSpec, Schedule, Spec, SpecIssue
+from corpusmix.core.spec import LoadedSpec, ProposalRef, Schedule, Spec, SpecIssue, schedule_weights
 
 # ---------------------------------------------------------------------------
 # YAML line numbers: map a field path to the line it sits on.
@@ -124,7 +124,7 @@ def structural_issues(err: ValidationError, index: dict[tuple, int]) -> list[Spe
 # Meaning: cross-field checks that need the whole spec and the file system.
 
 def _weight_issues(weights, loc: tuple, names: list[str]) -> list[SpecIssue]:
-    if not isinstance(weights, dict):  # a baseline: computed from the data, nothing to check here
+    if not isinstance(weights, dict):  # a baseline or a proposal: computed, checked elsewhere
         return []
     issues = []
     for src, w in weights.items():
@@ -280,12 +280,54 @@ def semantic_issues(loaded: LoadedSpec, check_files: bool) -> list[SpecIssue]:
         issues.append(SpecIssue("dedup.near.bands", f"bands * rows = {near.bands * near.rows} > num_perm = "
                                 f"{near.num_perm}", "lower bands or rows, or raise num_perm"))
     issues += _schedule_issues(spec.mixture.schedule, names)
+    issues += _mixing_issues(loaded, check_files)
     if spec.automation.rebuild_cron is not None and not _valid_cron(spec.automation.rebuild_cron):
         issues.append(SpecIssue("automation.rebuild_cron", f"{spec.automation.rebuild_cron!r} is not a cron expression",
                                 "use five fields: minute hour day-of-month month day-of-week, e.g. '0 3 * * *'"))
     if spec.mixture.total_tokens > 0 and 0 < spec.mixture.seq_len and spec.mixture.total_tokens < spec.mixture.seq_len:
         issues.append(SpecIssue("mixture.total_tokens", f"budget {spec.mixture.total_tokens} is shorter than one "
                                 f"sequence of seq_len {spec.mixture.seq_len}", "raise total_tokens or lower seq_len"))
+    return issues
+
+
+def _mixing_issues(loaded: LoadedSpec, check_files: bool) -> list[SpecIssue]:
+    """Proposals named by the schedule exist and can be made; the proxy-run tables exist."""
+    spec = loaded.spec
+    mixing = spec.mixing
+    declared = [p.name for p in mixing.proposals]
+    issues = []
+    for i, p in enumerate(mixing.proposals):
+        if p.name in declared[:i]:
+            issues.append(SpecIssue(f"mixing.proposals[{i}].name", f"proposal name {p.name!r} is used twice",
+                                    "give every proposal its own name"))
+        if p.method == "convex" and mixing.regressor != "log_linear":
+            issues.append(SpecIssue(f"mixing.proposals[{i}].method", f"the convex proposer needs log-linear laws, "
+                                    f"not {mixing.regressor}", "use method: simulate with this regressor, or "
+                                    "mixing.regressor: log_linear"))
+    lo, hi = mixing.swarm.strengths
+    if not 0 < lo <= hi:
+        issues.append(SpecIssue("mixing.swarm.strengths", f"({lo}, {hi}) is not a range of positive strengths",
+                                "give (low, high) with 0 < low <= high, e.g. [0.1, 5.0]"))
+    for loc, w in schedule_weights(spec.mixture.schedule):
+        if not isinstance(w, ProposalRef):
+            continue
+        if w.proposal not in declared:
+            near = difflib.get_close_matches(w.proposal, declared, n=1, cutoff=0.5)
+            issues.append(SpecIssue(_fmt_path(loc + ("proposal",)), f"no proposal {w.proposal!r} in mixing.proposals",
+                                    f"did you mean {near[0]!r}?" if near else
+                                    f"the proposals are {declared}; declare it there (name, method)"))
+        if mixing.runs is None:
+            issues.append(SpecIssue(_fmt_path(loc + ("proposal",)), f"proposal {w.proposal!r} needs proxy-run "
+                                    "results to fit laws on, and mixing.runs is not set",
+                                    "set mixing.runs.mixtures and mixing.runs.losses to the proxy runs' tables "
+                                    "(CSV or Parquet), or use weights or a baseline"))
+    if mixing.runs is not None and check_files:
+        for field_ in ("mixtures", "losses"):
+            path = loaded.resolve(getattr(mixing.runs, field_))
+            if not path.is_file():
+                issues.append(SpecIssue(f"mixing.runs.{field_}", f"file {getattr(mixing.runs, field_)!r} does not "
+                                        f"exist (resolved to {path})", "paths are relative to the spec file's "
+                                        "directory; point it at a CSV or Parquet table of proxy runs"))
     return issues
 
 

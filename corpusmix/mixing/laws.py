@@ -57,6 +57,13 @@ class LogLinear:
     def predict(self, x: np.ndarray) -> np.ndarray:
         return self._curve(np.concatenate([[self.c], self.t]), x)
 
+    def params(self) -> dict:
+        return {"c": self.c, "t": self.t.tolist()}
+
+    @classmethod
+    def from_params(cls, p: dict) -> LogLinear:
+        return cls(c=float(p["c"]), t=np.asarray(p["t"], np.float64))
+
 
 @dataclass
 class Ridge:
@@ -80,6 +87,15 @@ class Ridge:
     def predict(self, x: np.ndarray) -> np.ndarray:
         return self.intercept + ((x - self.mean) / self.scale) @ self.coef
 
+    def params(self) -> dict:
+        return {"alpha": self.alpha, "coef": self.coef.tolist(), "mean": self.mean.tolist(),
+                "scale": self.scale.tolist(), "intercept": self.intercept}
+
+    @classmethod
+    def from_params(cls, p: dict) -> Ridge:
+        return cls(alpha=p["alpha"], coef=np.asarray(p["coef"]), mean=np.asarray(p["mean"]),
+                   scale=np.asarray(p["scale"]), intercept=float(p["intercept"]))
+
 
 @dataclass
 class LightGBM:
@@ -100,6 +116,15 @@ class LightGBM:
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         return np.asarray(self.model.predict(x), np.float64)
+
+    def params(self) -> dict:
+        return {"model": self.model.model_to_string()}  # LightGBM's own text format, trees included
+
+    @classmethod
+    def from_params(cls, p: dict) -> LightGBM:
+        import lightgbm
+
+        return cls(model=lightgbm.Booster(model_str=p["model"]))
 
 
 REGRESSORS = {"log_linear": LogLinear, "ridge": Ridge, "lightgbm": LightGBM}
@@ -125,22 +150,34 @@ def predict_objective(models: list, x: np.ndarray, weights: np.ndarray | None = 
     return pred @ (w / w.sum())
 
 
-def cross_validated(kind: str, x: np.ndarray, losses: np.ndarray, objective: np.ndarray | None = None,
-                    folds: int = 5, seed: int = 0) -> dict:
-    """How well the laws rank runs they were not fitted on: out-of-fold predictions over ``folds``
-    seeded folds of the runs, then Spearman's rho of predicted vs measured, per target and for the
-    objective (the per-target predictions aggregated, as ``predict_objective`` does). This is the
-    quality a proposal reports beside its prediction."""
-    from scipy.stats import spearmanr
+def from_params(kind: str, params: list[dict]) -> list:
+    """The per-target regressors ``[m.params() for m in models]`` describes, ready to predict."""
+    return [REGRESSORS[kind].from_params(p) for p in params]
 
-    n = len(x)
-    fold = np.random.default_rng(seed).permutation(n) % folds
+
+def out_of_fold(kind: str, x: np.ndarray, losses: np.ndarray, folds: int = 5, seed: int = 0) -> np.ndarray:
+    """Each run's losses predicted by laws fitted without it (``folds`` seeded folds of the runs):
+    what the laws say of mixtures they have not seen, run by run (runs x targets)."""
+    fold = np.random.default_rng(seed).permutation(len(x)) % folds
     pred = np.empty_like(losses, dtype=np.float64)
     for f in range(folds):
         test = fold == f
         pred[test] = predict_targets(fit_per_target(kind, x[~test], losses[~test], seed=seed), x[test])
+    return pred
+
+
+def cross_validated(kind: str, x: np.ndarray, losses: np.ndarray, objective: np.ndarray | None = None,
+                    folds: int = 5, seed: int = 0, predicted: np.ndarray | None = None) -> dict:
+    """How well the laws rank runs they were not fitted on: Spearman's rho of the out-of-fold
+    predictions (``predicted``, else computed) against the measured losses, per target and for the
+    objective (the per-target predictions aggregated, as ``predict_objective`` does), and the
+    objective's mean absolute error. This is the quality a proposal reports beside its prediction."""
+    from scipy.stats import spearmanr
+
+    pred = out_of_fold(kind, x, losses, folds, seed) if predicted is None else predicted
     w = np.full(losses.shape[1], 1.0 / losses.shape[1]) if objective is None else np.asarray(objective, np.float64)
     w = w / w.sum()
-    return {"folds": folds, "runs": n,
+    return {"folds": folds, "runs": len(x),
             "per_target": [float(spearmanr(pred[:, k], losses[:, k])[0]) for k in range(losses.shape[1])],
-            "objective": float(spearmanr(pred @ w, losses @ w)[0])}
+            "objective": float(spearmanr(pred @ w, losses @ w)[0]),
+            "objective_mae": float(np.abs(pred @ w - losses @ w).mean())}

@@ -143,6 +143,30 @@ def swarm(prior: np.ndarray, runs: int, seed: int, caps: np.ndarray | None = Non
     return into_caps(x / x.sum(axis=1, keepdims=True), caps)
 
 
+def propose(method: str, models: list, objective: np.ndarray, prior: np.ndarray, caps: np.ndarray,
+            mixtures: np.ndarray, losses: np.ndarray, kl: float = 0.1, samples: int = 100_000, top_k: int = 100,
+            seed: int = 0) -> Proposal:
+    """One proposal by its method's name: ``convex`` (log-linear laws only), ``simulate`` or
+    ``best_observed`` (the best run within the caps)."""
+    if method == "convex":
+        return convex(models, objective, prior, caps, kl=kl)
+    if method == "simulate":
+        return simulate(models, objective, prior, caps, samples=samples, top_k=top_k, seed=seed)
+    if method == "best_observed":
+        return best_observed(mixtures, losses, objective, caps)
+    raise ValueError(f"no proposal method {method!r}")
+
+
+def scored(models: list, objective: np.ndarray, x: np.ndarray, domains: list[str], targets: list[str],
+           caps: np.ndarray) -> dict:
+    """A mixture as the evidence shows it: predicted objective and per-target losses, weights, the caps
+    it sits at."""
+    per_target = predict_targets(models, x[None])[0]
+    w = np.asarray(objective, np.float64) / np.sum(objective)
+    return {"objective": float(per_target @ w), "losses": dict(zip(targets, map(float, per_target))),
+            "weights": dict(zip(domains, map(float, x))), "binding_caps": [domains[j] for j in _binding(x, caps)]}
+
+
 def report(runs, targets: list[str] | None = None, regressor: str = "log_linear", prior: np.ndarray | None = None,
            caps: np.ndarray | None = None, kl: float = 0.1, samples: int = 100_000, top_k: int = 100,
            seed: int = 0) -> dict:
@@ -167,15 +191,9 @@ def report(runs, targets: list[str] | None = None, regressor: str = "log_linear"
     found = [simulate(models, objective, prior, caps, samples=samples, top_k=top_k, seed=seed), observed]
     if regressor == "log_linear":  # the convex proposer needs the law's form
         found = [convex(models, objective, prior, caps, kl=0.0), convex(models, objective, prior, caps, kl=kl)] + found
-    rows = [(p.method, p.weights, p.binding_caps) for p in found]
-    rows += [(f"baseline: {name}", x, _binding(x, caps)) for name, x in baselines(prior, caps).items()]
-    out = []
-    for method, x, binding in rows:
-        per_target = predict_targets(models, x[None])[0]
-        out.append({"method": method, "objective": float(per_target.mean()),
-                    "losses": dict(zip(names, map(float, per_target))),
-                    "weights": dict(zip(runs.domains, map(float, x))),
-                    "binding_caps": [runs.domains[j] for j in binding]})
+    rows = [(p.method, p.weights) for p in found]
+    rows += [(f"baseline: {name}", x) for name, x in baselines(prior, caps).items()]
+    out = [{"method": method} | scored(models, objective, x, runs.domains, names, caps) for method, x in rows]
     return {"regressor": regressor, "targets": names, "runs": len(runs.index), "domains": runs.domains,
             "prior": dict(zip(runs.domains, map(float, prior))), "caps": dict(zip(runs.domains, map(float, caps))),
             "cross_validated": cross_validated(regressor, runs.mixtures, losses, folds=5, seed=seed),

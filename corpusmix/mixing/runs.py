@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+# our own layout (the swarm_design stage's table; proxy runs write losses as val_loss_<source>)
+OURS = {"mixture_prefix": "train_", "loss_prefix": "val_loss_", "loss_suffix": ""}
 REGMIX = {"mixture_prefix": "train_the_pile_", "loss_prefix": "metric/the_pile_", "loss_suffix": "_val_loss"}
 
 
@@ -65,5 +67,25 @@ def read_runs(mixtures: str | Path, losses: str | Path, mixture_prefix: str = RE
     if (x < 0).any() or not np.allclose(x.sum(axis=1), 1.0, atol=1e-2):
         raise RunsError(f"{mix_path}: mixture weights must be >= 0 and sum to 1 per run")
     return Runs(joined["index"].to_numpy(), [c[len(mixture_prefix):] for c in dom_cols],
-                [c[len(loss_prefix):-len(loss_suffix)] for c in tgt_cols], x / x.sum(axis=1, keepdims=True),
+                [c[len(loss_prefix):len(c) - len(loss_suffix)] for c in tgt_cols], x / x.sum(axis=1, keepdims=True),
                 joined[tgt_cols].to_numpy(np.float64))
+
+
+def over_sources(runs: Runs, sources: list[str], rename: dict[str, str], where: str) -> Runs:
+    """The runs with their training domains renamed (``rename``: table domain -> source) and put in
+    the spec's source order. Every domain must be a source and every source must be trained on by some
+    run: a law cannot say what a source it never saw does, nor place a domain the build cannot supply."""
+    names = [rename.get(d, d) for d in runs.domains]
+    unknown = [f"{d} (as {n})" if n != d else d for d, n in zip(runs.domains, names) if n not in sources]
+    if unknown:
+        raise RunsError(f"{where}: training domains {unknown} are not sources of the spec ({sources}); map them "
+                        "with mixing.runs.domains (table domain: source), or drop those runs' columns")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise RunsError(f"{where}: several table domains map to source(s) {twice}; map each to its own source")
+    unseen = [s for s in sources if s not in names or not runs.mixtures[:, names.index(s)].any()]
+    if unseen:
+        raise RunsError(f"{where}: no run trains on source(s) {unseen}, so no law can say what they do; add runs "
+                        "that include them (the swarm_design asset proposes mixtures that do)")
+    order = [names.index(s) for s in sources]
+    return Runs(runs.index, list(sources), runs.targets, runs.mixtures[:, order], runs.losses)

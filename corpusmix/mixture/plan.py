@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import orjson
 
-from corpusmix.core.manifest import manifest_path, output_ref, read_manifest, require_manifest
-from corpusmix.core.spec import LoadedSpec
+from corpusmix.core.manifest import manifest_path, manifest_refs, output_ref, read_manifest, require_manifest
+from corpusmix.core.spec import LoadedSpec, ProposalRef, Spec, named_proposals, schedule_weights
 from corpusmix.core.stage import Built, Stage, StageRun
 from corpusmix.core.storage import sha256_file
 from corpusmix.mixture.schedules import CELLS, Availability, PlanError, build_schedule, capped_scale, cumulative
@@ -25,10 +25,68 @@ NAME = "mixture_plan"
 PLAN_FILE = "plan.json"
 
 
+PROPOSAL_STAGE = "mixing_proposal"
+
+
+def published_proposals(loaded: LoadedSpec) -> tuple[dict, str] | None:
+    """The mixtures ``mixing_proposal`` published (its proposals.json) and its version, or None when
+    the spec names no proposal; a PlanError naming the stage to build when it names one that is not
+    published. Read as data, so the plan's code does not depend on how proposals are made."""
+    if not named_proposals(loaded.spec):
+        return None
+    path = manifest_path(loaded.manifest_root, PROPOSAL_STAGE, None)
+    if not path.is_file():
+        raise PlanError(f"the schedule names proposal(s) {named_proposals(loaded.spec)} and no {PROPOSAL_STAGE} "
+                        f"manifest is at {path}: materialize {PROPOSAL_STAGE} first (it needs mixing.runs)")
+    m = read_manifest(path)
+    out = [o for o in m["outputs"] if o["kind"] == "proposals"]
+    if not out:
+        raise PlanError(f"{PROPOSAL_STAGE} ({path}) published no proposals: "
+                        f"{m['details'].get('summary', 'no laws were fitted')}; set mixing.runs and build it again")
+    return orjson.loads((loaded.storage_root / out[0]["path"]).read_bytes()), m["version"]
+
+
+def weights_origin(loaded: LoadedSpec, published: tuple[dict, str] | None) -> list[dict]:
+    """Where each weights entry of the schedule came from: typed by hand, a baseline, or a proposal
+    (with the laws behind it and its predicted objective against the natural mixture)."""
+    out = []
+    for loc, w in schedule_weights(loaded.spec.mixture.schedule):
+        field = ".".join(str(k) if not isinstance(k, int) else f"[{k}]" for k in loc).replace(".[", "[")
+        if isinstance(w, ProposalRef):
+            result, version = published
+            p, fit = result["proposals"][w.proposal], result["fit"]
+            out.append({"field": field, "origin": "proposal", "proposal": w.proposal, "method": p["description"],
+                        "mixing_proposal_version": version, "mixing_fit_version": fit["version"],
+                        "regressor": fit["regressor"], "runs": fit["runs"], "cv_objective_rho": fit["cv_objective_rho"],
+                        "predicted_objective": p["objective"],
+                        "natural_predicted_objective": result["baselines"]["natural"]["objective"],
+                        "binding_caps": p["binding_caps"],
+                        "weights": {s: p["weights"][s] for s in loaded.source_names}})
+        elif isinstance(w, dict):
+            out.append({"field": field, "origin": "hand-tuned weights"})
+        else:
+            name = w if isinstance(w, str) else w.baseline
+            out.append({"field": field, "origin": f"baseline {name}"})
+    return out
+
+
+def describe_origin(o: dict) -> str:
+    """One line: which weights, and where they came from."""
+    if o["origin"] != "proposal":
+        return f"{o['field']}: {o['origin']}"
+    return (f"{o['field']}: proposal {o['proposal']!r} ({o['method']}) of mixing_proposal "
+            f"{o['mixing_proposal_version']}: {o['regressor']} laws on {o['runs']} proxy runs (mixing_fit "
+            f"{o['mixing_fit_version']}, cross-validated rho {o['cv_objective_rho']:.3f}); predicted objective "
+            f"{o['predicted_objective']:.4f} vs {o['natural_predicted_objective']:.4f} for the natural mixture"
+            + (f"; at its cap: {', '.join(o['binding_caps'])}" if o["binding_caps"] else "")
+            + "\n      weights " + ", ".join(f"{s} {w:.4f}" for s, w in o["weights"].items()))
+
+
 def make_plan(loaded: LoadedSpec, avail: Availability) -> dict:
     """The plan as JSON-ready data; raises PlanError (carrying the plan) for a source over the cap."""
     mix = loaded.spec.mixture
-    schedule = build_schedule(loaded, avail)
+    published = published_proposals(loaded)
+    schedule = build_schedule(loaded, avail, published[0]["proposals"] if published else None)
     sources = schedule.sources
     n = np.array([avail.tokens[s] for s in sources], dtype=np.float64)
     caps = n * mix.max_epochs
@@ -61,6 +119,7 @@ def make_plan(loaded: LoadedSpec, avail: Availability) -> dict:
                     "quotas": {s: float(cum[edges[p + 1], i] - cum[edges[p], i]) for i, s in enumerate(sources)}}
                    for p, name in enumerate(schedule.phase_names)],
         "grid": {"x": grid.tolist(), "cumulative": {s: cum[:, i].tolist() for i, s in enumerate(sources)}},
+        "weights_origin": weights_origin(loaded, published),
     }
     if avail.notes:  # only a plan made before a build: the published plan's bytes do not change
         plan["estimated_from_raw_files"] = dict(avail.notes)
@@ -124,6 +183,7 @@ def build_plan(ctx: StageRun) -> Built:
     """The plan on exact counts, as plan.json."""
     loaded = ctx.loaded
     ups = [ctx.upstream("tokenize", s) for s in loaded.source_names]
+    ups += [ctx.upstream(PROPOSAL_STAGE)] if PROPOSAL_STAGE in ctx.stage.deps(loaded.spec) else []
     avail = availability(loaded, exact_only=True)
     plan = make_plan(loaded, avail)
     body = orjson.dumps(plan, option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2)
@@ -131,12 +191,11 @@ def build_plan(ctx: StageRun) -> Built:
     out = {"name": PLAN_FILE, "rows": len(plan["sources"]), "sha256": sha256_file(ctx.staging / PLAN_FILE),
            "bytes": len(body)}
     return Built(
-        inputs=[{"path": str(p.relative_to(loaded.manifest_root)), "sha256": m["content_hash"], "bytes": 0,
-                 "upstream_manifest": str(p.relative_to(loaded.manifest_root))} for p, m in ups],
+        inputs=manifest_refs(loaded, ups),
         outputs=[output_ref(out, "plan")],
         counts={"budget": plan["budget"], "samples": plan["samples"], "available_tokens": sum(avail.tokens.values())},
         token_counting={"method": avail.method},
-        details={k: plan[k] for k in ("per_source", "phases", "renormalized", "availability")},
+        details={k: plan[k] for k in ("per_source", "phases", "renormalized", "availability", "weights_origin")},
         summary="\n  " + render_plan(plan).replace("\n", "\n  "))
 
 
@@ -214,6 +273,7 @@ def render_plan(plan: dict) -> str:
              f"max_epochs {plan['max_epochs']:g}; availability {plan['availability']}"
              + ("; shares renormalised under the cap" if plan["renormalized"] else ""),
              *_estimate_lines(plan),
+             "", "weights:", *(f"  {describe_origin(o)}" for o in plan["weights_origin"]),
              "",
              f"{'source':12} {'share':>7} {'allocated':>14} {'available':>14} {'epochs':>7} {'over cap':>8} "
              f"{'synthetic needed':>17}"]
@@ -228,5 +288,10 @@ def render_plan(plan: dict) -> str:
     return "\n".join(lines)
 
 
-STAGE = Stage(name=NAME, scope="global", upstream=("tokenize",), config=plan_config, build=build_plan,
+def plan_upstream(spec: Spec) -> tuple[str, ...]:
+    """tokenize's counts, and the published proposals when the schedule names one."""
+    return ("tokenize",) + ((PROPOSAL_STAGE,) if named_proposals(spec) else ())
+
+
+STAGE = Stage(name=NAME, scope="global", upstream=plan_upstream, config=plan_config, build=build_plan,
               module=__name__)

@@ -19,7 +19,9 @@ Schedules:
   T moving linearly from ``t_start`` to ``t_end``; base from ``weights`` (default
   equal). Low T concentrates on high-quality sources; high T flattens.
 
-Baselines, usable wherever weights are expected, are computed once over the budget
+A proposal (``weights: {proposal: NAME}``), usable wherever weights are expected, is the weights the
+``mixing_proposal`` stage published under that name (laws fitted on proxy runs; see
+``corpusmix.mixing``). Baselines, usable wherever weights are expected, are computed once over the budget
 from each source's available tokens n_i and documents d_i: ``equal``; ``tokens``
 (n_i); ``documents`` (d_i); ``temperature`` (n_i^(1/T), the smoothing of mT5 and
 XLM-R); ``unimax`` (Chung et al. 2023: the budget split uniformly across sources,
@@ -42,7 +44,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from corpusmix.core.spec import Baseline, LoadedSpec
+from corpusmix.core.spec import Baseline, LoadedSpec, ProposalRef
 
 CELLS = 256
 GAUSS = 8
@@ -80,11 +82,17 @@ def unimax(sizes: np.ndarray, budget: float, max_epochs: float) -> np.ndarray:
 
 
 def resolve_weights(weights, sources: list[str], avail: Availability, budget: float,
-                    max_epochs: float) -> np.ndarray:
-    """Shares (summing to 1) of hand-tuned weights or a baseline, in ``sources`` order."""
+                    max_epochs: float, proposals: dict[str, dict] | None = None) -> np.ndarray:
+    """Shares (summing to 1) of hand-tuned weights, a baseline, or a proposal (``proposals``: the
+    published ``mixing_proposal`` results by name), in ``sources`` order."""
     if isinstance(weights, str):
         weights = Baseline(baseline=weights)
-    if isinstance(weights, dict):
+    if isinstance(weights, ProposalRef):
+        if proposals is None or weights.proposal not in proposals:
+            raise PlanError(f"no proposal {weights.proposal!r} among the published ones "
+                            f"({sorted(proposals or {})}): materialize mixing_proposal first")
+        w = np.array([float(proposals[weights.proposal]["weights"].get(s, 0.0)) for s in sources])
+    elif isinstance(weights, dict):
         w = np.array([float(weights.get(s, 0.0)) for s in sources])
     else:
         n = np.array([avail.tokens[s] for s in sources], dtype=np.float64)
@@ -130,14 +138,14 @@ class Schedule:
         return s
 
 
-def build_schedule(loaded: LoadedSpec, avail: Availability) -> Schedule:
+def build_schedule(loaded: LoadedSpec, avail: Availability, proposals: dict[str, dict] | None = None) -> Schedule:
     mix = loaded.spec.mixture
     sched = mix.schedule
     sources = loaded.source_names
     B = float(mix.total_tokens)
 
     def shares(w) -> np.ndarray:
-        return resolve_weights(w, sources, avail, B, mix.max_epochs)
+        return resolve_weights(w, sources, avail, B, mix.max_epochs, proposals)
 
     quality = np.array([loaded.source(s).quality for s in sources])
     if sched.type == "static":

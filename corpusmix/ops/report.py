@@ -1,4 +1,5 @@
-"""What a build produced, for people: the mixture schedule as a picture, and a markdown report.
+"""What a build produced, for people: the mixture schedule and the mixing laws' predictions as
+pictures, and a markdown report.
 
 ``schedule_svg`` draws each source's share of the mixture against tokens seen (the
 plan's integral, differentiated per cell), with the phase boundaries; it is plain
@@ -54,6 +55,38 @@ def schedule_svg(plan: dict, width: int = 720, height: int = 300) -> str:
                      f'<text x="{left + w + 28}" y="{top + 14 * i + 9}">{s}</text>')
     parts.append(f'<text x="{left + w / 2:.1f}" y="{height - 6}" text-anchor="middle">tokens seen '
                  f'(share of the mixture on the vertical axis)</text></svg>')
+    return "".join(parts)
+
+
+def scatter_svg(observed: np.ndarray, predicted: np.ndarray, title: str, marks: dict[str, float] | None = None,
+                size: int = 360) -> str:
+    """Predicted against observed, one dot per proxy run, the diagonal where they agree; ``marks``
+    (label -> predicted value) are drawn as horizontal lines: where a proposal is expected to land."""
+    pad, top = 56, 30
+    w = size - pad - 16
+    values = np.concatenate([observed, predicted, list((marks or {}).values())])
+    lo, hi = float(values.min()), float(values.max())
+    span = (hi - lo) or 1.0
+    lo, hi = lo - 0.05 * span, hi + 0.05 * span
+    px = lambda v: pad + w * (v - lo) / (hi - lo)  # noqa: E731
+    py = lambda v: top + w * (1 - (v - lo) / (hi - lo))  # noqa: E731
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{size}" height="{size + 14}" font-family="sans-serif" '
+             f'font-size="11"><rect width="100%" height="100%" fill="white"/>',
+             f'<text x="{size / 2:.1f}" y="16" text-anchor="middle">{title}</text>',
+             f'<rect x="{pad}" y="{top}" width="{w}" height="{w}" fill="none" stroke="#333"/>',
+             f'<line x1="{px(lo):.1f}" y1="{py(lo):.1f}" x2="{px(hi):.1f}" y2="{py(hi):.1f}" stroke="#999" '
+             f'stroke-dasharray="4 3"/>']
+    for v in (lo, (lo + hi) / 2, hi):
+        parts.append(f'<text x="{px(v):.1f}" y="{top + w + 14}" text-anchor="middle">{v:.3f}</text>')
+        parts.append(f'<text x="{pad - 4}" y="{py(v) + 4:.1f}" text-anchor="end">{v:.3f}</text>')
+    for i, (label, v) in enumerate((marks or {}).items()):
+        color = PALETTE[(i + 1) % len(PALETTE)]
+        parts.append(f'<line x1="{pad}" y1="{py(v):.1f}" x2="{pad + w}" y2="{py(v):.1f}" stroke="{color}"/>'
+                     f'<text x="{pad + 4}" y="{py(v) - 3:.1f}" fill="{color}">{label}</text>')
+    parts += [f'<circle cx="{px(a):.1f}" cy="{py(b):.1f}" r="3" fill="{PALETTE[0]}" fill-opacity="0.7"/>'
+              for a, b in zip(observed, predicted)]
+    parts.append(f'<text x="{pad + w / 2:.1f}" y="{size + 10}" text-anchor="middle">observed (measured)'
+                 f'; vertical: predicted</text></svg>')
     return "".join(parts)
 
 
