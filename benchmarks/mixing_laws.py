@@ -8,7 +8,7 @@ the evaluated domains (13 in these files) per-domain-then-average vs one fit on 
 regret of the top-1 pick among the 256 test mixtures at 60M (its measured Pile-CC loss minus the
 best measured); a swarm-size curve (rho on Pile-CC at 60M fitting on 17 ... 512 runs, --subsets
 random subsets each, mean +- sd, seeded); paired bootstrap standard errors of the differences
-(per-domain minus one fit; LightGBM minus log-linear); fit times; and the proposals (convex with a KL weight from 0 to
+(per-domain minus one fit; LightGBM minus log-linear); fit times; the time of what the mixing_fit and mixing_proposal stages compute; and the proposals (convex with a KL weight from 0 to
 100, RegMix's simulate-and-average top-100 of 100,000, the best observed run, the baselines) for
 Pile-CC, with their predicted loss and the caps that bind.
 
@@ -93,6 +93,40 @@ def propose_section(train, k: int) -> None:
               f"{[train.domains[j] for j in binding]}  max over cap {over:+.1e}  {secs:.3f} s")
 
 
+def stage_time_section(train, repeats: int = 3) -> None:
+    """What mixing_fit and mixing_proposal compute, timed on all of RegMix's runs and targets: the
+    log-linear laws, their out-of-fold predictions and cross-validated rho, then the three proposal
+    methods and the baselines (the prior is the mean training mixture, caps 3 x the prior)."""
+    from corpusmix.mixing.laws import cross_validated, out_of_fold
+    from corpusmix.mixing.propose import baselines, propose, scored
+
+    objective = np.full(len(train.targets), 1.0 / len(train.targets))
+    prior = train.mixtures.mean(axis=0)
+    caps = np.minimum(3 * prior, 1.0)
+    times = {"fit": [], "cross-validation": [], "proposals": []}
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        models = fit_per_target("log_linear", train.mixtures, train.losses)
+        t1 = time.perf_counter()
+        oof = out_of_fold("log_linear", train.mixtures, train.losses, 5, 0)
+        cross_validated("log_linear", train.mixtures, train.losses, objective, 5, 0, predicted=oof)
+        t2 = time.perf_counter()
+        for method in ("convex", "simulate", "best_observed"):  # no run is within these caps: best of all runs
+            limit = np.ones_like(caps) if method == "best_observed" else caps
+            made = propose(method, models, objective, prior, limit, train.mixtures, train.losses)
+            scored(models, objective, made.weights, train.domains, train.targets, caps)
+        for x in baselines(prior, caps).values():
+            scored(models, objective, x, train.domains, train.targets, caps)
+        t3 = time.perf_counter()
+        for key, value in zip(times, (t1 - t0, t2 - t1, t3 - t2)):
+            times[key].append(value)
+    total = [sum(v) for v in zip(*times.values())]
+    print(f"mixing_fit + mixing_proposal work on {len(train.index)} runs x {len(train.targets)} targets (log-linear, "
+          f"5-fold cross-validation, convex + simulate + best observed, 5 baselines): median {statistics.median(total):.2f} s "
+          f"of {repeats} (" + ", ".join(f"{k} {statistics.median(v):.2f} s" for k, v in times.items()) + ")",
+          flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--subsets", type=int, default=5)
@@ -143,6 +177,7 @@ def main() -> None:
             cells.append(f"{n}: {statistics.mean(values):.3f} +- {sd:.3f}")
         print(f"  {kind:11s} " + "  ".join(cells), flush=True)
     propose_section(train, k)
+    stage_time_section(train)
     r60, per_domain, one_fit = verdict["log_linear"]
     print(f"criteria: log-linear Pile-CC rho at 60M {r60:.3f} >= 0.95: {'MET' if r60 >= 0.95 else 'NOT MET'}; "
           "per-domain aggregation beats one fit on the mean at 60M: "

@@ -37,6 +37,13 @@ class LogLinear:
     def _curve(theta: np.ndarray, x: np.ndarray) -> np.ndarray:
         return np.exp(theta[0]) + np.exp(np.clip(x @ theta[1:], -EXP_CAP, EXP_CAP))
 
+    @staticmethod
+    def _jacobian_at(theta: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """d curve / d theta, exact: finite differences would cost one more curve per parameter."""
+        z = x @ theta[1:]
+        e = np.where(np.abs(z) < EXP_CAP, np.exp(np.clip(z, -EXP_CAP, EXP_CAP)), 0.0)  # flat where clipped
+        return np.column_stack([np.full(len(x), np.exp(theta[0])), e[:, None] * x])
+
     def fit(self, x: np.ndarray, y: np.ndarray) -> LogLinear:
         from scipy.optimize import least_squares
 
@@ -47,8 +54,9 @@ class LogLinear:
             # an irreducible part below the smallest loss, the rest reducible; t spread around flat
             c0 = np.log(floor * (0.5 + 0.5 * rng.random()))
             t0 = np.log(max(float(y.mean()) - np.exp(c0), 1e-6)) + rng.normal(0.0, 1.0 if k else 0.0, x.shape[1])
-            res = least_squares(lambda th: self._curve(th, x) - y, np.concatenate([[c0], t0]), loss="huber",
-                                f_scale=self.huber, method="trf", max_nfev=2000)
+            res = least_squares(lambda th: self._curve(th, x) - y, np.concatenate([[c0], t0]),
+                                jac=lambda th: self._jacobian_at(th, x), loss="huber", f_scale=self.huber,
+                                method="trf", max_nfev=2000)
             if best is None or res.cost < best.cost:
                 best = res
         self.c, self.t = float(best.x[0]), best.x[1:].copy()

@@ -86,7 +86,8 @@ def best_observed(mixtures: np.ndarray, losses: np.ndarray, objective: np.ndarra
     measured = losses @ (np.asarray(objective, np.float64) / np.sum(objective))
     ok = (mixtures <= caps + 1e-9).all(axis=1)
     if not ok.any():
-        raise ProposalError("no observed run is within the caps")
+        raise ProposalError("no observed run is within the caps (a source's weight at most its available tokens x "
+                            "max_epochs / budget): add runs within them, or propose another way than best_observed")
     i = int(np.flatnonzero(ok)[np.argmin(measured[ok])])
     return Proposal(f"best observed (run {i})", mixtures[i].copy(), _binding(mixtures[i], caps))
 
