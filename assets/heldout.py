@@ -20,12 +20,14 @@ def _heldout_metadata(loaded: LoadedSpec, manifest: dict, path: Path) -> dict:
         "declared": MetadataValue.json(d["declared"] or {"heldout": False}),
         "clusters_moved_whole": c["clusters_moved_whole"],
         "documents_with_duplicate_elsewhere": c["documents_with_duplicate_elsewhere"],
-    }
+    } | ({"eval_set": d["eval_set"], "ngram_links": c["ngram_links"],
+          "candidates_sharing_ngram_in_train": c["candidates_sharing_ngram_in_train"]} if d.get("eval_set") else {})
 
 
 HELDOUT_SPLIT = StageAsset(
     description="Seeded split of the source's kept documents into train and held-out (sources[].heldout: a "
                 "fraction or a token budget, with a minimum). Near-duplicate clusters (dedup's MinHash) never "
                 "straddle it: a cluster reaching another source stays in train. Held-out text is tokenized into "
-                "its own valid store and never enters the mixed shards.",
+                "its own valid store and never enters the mixed shards. When the split is an eval set, no held-out "
+                "document shares an n-gram with a train document either (links.parquet says which stayed, and why).",
     metadata=_heldout_metadata, table="heldout_split")

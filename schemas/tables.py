@@ -141,8 +141,9 @@ HELDOUT_SPLIT = pa_.DataFrameSchema(
         "cluster_size": pa_.Column(I64, pa_.Check.ge(1), nullable=False,
                                    description="Documents of its cluster in this source (1: no near-duplicate here)"),
         "duplicate_elsewhere": pa_.Column(STR, nullable=True,
-                                          description="A near-duplicate in another source (source:doc_id): its "
-                                                      "cluster can never be held out, so it stays in train"),
+                                          description="A near-duplicate in another source (source:doc_id), or, when "
+                                                      "the split is an eval set, a train document sharing an n-gram "
+                                                      "with it (heldout_links): its cluster stays in train"),
         "n_bytes": pa_.Column(I64, pa_.Check.ge(1), nullable=False),
         "n_tokens": pa_.Column(I64, pa_.Check.ge(0), nullable=False),
     },
@@ -275,6 +276,23 @@ CONTAMINATION = pa_.DataFrameSchema(
 )
 
 
+HELDOUT_LINKS = pa_.DataFrameSchema(
+    {
+        "source": pa_.Column(STR, nullable=False),
+        "doc_id": pa_.Column(STR, nullable=False, description="A held-out candidate, kept in train by this link"),
+        "other": pa_.Column(STR, nullable=False, description="The document it shares an n-gram with (source:doc_id)"),
+        "ngram": pa_.Column(STR, nullable=False, description="The first shared n-gram, normalised"),
+        "offset": pa_.Column(I64, pa_.Check.ge(-1), nullable=False,
+                             description="Character offset of that n-gram in the other document (-1: not mappable)"),
+        "ngrams_matched": pa_.Column(I64, pa_.Check.ge(1), nullable=False,
+                                     description="How many of the other document's n-grams the candidate holds"),
+    },
+    strict=True, ordered=True, name="heldout_links",
+    description="Why held-out candidates of a source whose split is an eval set stayed in train: an n-gram shared "
+                "with a document that stays in train",
+)
+
+
 def arrow_schema(schema: pa_.DataFrameSchema) -> pa.Schema:
     """The Arrow schema a stage writes, derived from the pandera schema (the one source of truth).
     Fields stay nullable in Arrow, as pyarrow makes them; pandera checks the nulls."""
@@ -284,7 +302,7 @@ def arrow_schema(schema: pa_.DataFrameSchema) -> pa.Schema:
 SCHEMAS: dict[str, pa_.DataFrameSchema] = {
     s.name: s for s in (INGEST_DOCUMENTS, QUARANTINE, DUPLICATES, QUALITY_DOCUMENTS, REJECTIONS,
                         TOKENIZED_DOCUMENTS, QUALITY_AUDIT, LINEAGE, CANDIDATES, HELDOUT_DOCUMENTS, HELDOUT_SPLIT,
-                        EVAL_ITEMS, EVAL_NGRAMS, CONTAMINATION)
+                        EVAL_ITEMS, EVAL_NGRAMS, CONTAMINATION, HELDOUT_LINKS)
 }
 ARROW_SCHEMAS: dict[str, pa.Schema] = {name: arrow_schema(s) for name, s in SCHEMAS.items()}
 

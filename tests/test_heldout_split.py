@@ -291,3 +291,81 @@ def test_heldout_defaults_and_opting_out(make_spec):
                                   {"name": "web", "kind": "web", "paths": [str(MATH)], "heldout": False}]))
     assert loaded.source("math").heldout.target == ("fraction", 0.01)
     assert loaded.source("math").heldout.min_documents == 20 and loaded.source("web").heldout is None
+
+
+def _excerpt(text: str, words: int = 40) -> str:
+    """Words from the middle of a text, in capitals with its punctuation changed: a quotation."""
+    w = text.split()
+    mid = max(0, len(w) // 2 - words // 2)
+    return " ".join(w[mid:mid + words]).upper().replace(",", " ;")
+
+
+def test_a_split_that_is_an_eval_set_shares_no_ngram_with_train(tmp_path):
+    """wiki's held-out split declared as an eval set. Excerpts (40 words, case and punctuation changed)
+    of its first held-out documents are planted inside web documents and inside a wiki document
+    ranked last: those candidates stay in train, named with the document that holds the excerpt,
+    and links.parquet gives the shared n-gram and its offset there; the split still meets its target
+    with other documents; and, recounted here from the texts, no held-out document shares a 13-gram
+    with any train document of either source."""
+    from corpusmix.stages.eval_index import NORMALIZE, text_ngrams
+
+    wiki = _records(CORPUS / "wiki" / "wiki-0000-of-0003.jsonl.gz")[:300]
+    web = _records(CORPUS / "web" / "web-0000-of-0003.jsonl.gz")[:300]
+    sources = [{"name": "wiki", "kind": "prose", "paths": [str(tmp_path / "wiki.jsonl")],
+                "heldout": {"fraction": 0.1, "min_documents": 1}},
+               {"name": "web", "kind": "web", "paths": [str(tmp_path / "web.jsonl")]}]
+
+    def build(name: str, eval_sets: list[dict]):
+        for src, rows in (("wiki", wiki), ("web", web)):
+            (tmp_path / f"{src}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        (tmp_path / name).mkdir()
+        loaded = load_spec(write_spec(tmp_path / name / "spec.yaml",
+                                      base_spec(sources, tmp_path / name, eval_sets=eval_sets)))
+        build_all(loaded, until="heldout_split", **QUIET)
+        return loaded
+
+    first = build("plain", [])
+    _, split = _split(first, "wiki")
+    held = split[split["split"] == "heldout"].sort_values("rank").index.tolist()
+    last = split.sort_values("rank").index[-1]
+    by_id = {r["id"]: r for r in wiki}
+    web_hosts = {h: web[i]["id"] for i, h in enumerate(held[:3])}
+    for h, host in web_hosts.items():
+        r = next(r for r in web if r["id"] == host)
+        r["text"] += "\n" + _excerpt(by_id[h]["text"]) + "\n"
+    by_id[last]["text"] += "\n" + _excerpt(by_id[held[3]]["text"]) + "\n"
+
+    loaded = build("eval", [{"name": "wiki-heldout", "source": "wiki", "heldout": True}])
+    m, split = _split(loaded, "wiki")
+    for h, host in web_hosts.items():
+        assert split.loc[h, "split"] == "train" and split.loc[h, "duplicate_elsewhere"] == f"web:{host}"
+    assert split.loc[held[3], "split"] == "train" and split.loc[held[3], "duplicate_elsewhere"] == f"wiki:{last}"
+    want = m["details"]["target"]["documents"]
+    assert m["details"]["target"]["met"] and m["counts"]["heldout_documents"] == want > 4
+    links = read_outputs(m, loaded.storage_root, "heldout_links").to_pandas()
+    texts = {f"web:{r['id']}": r["text"] for r in web} | {f"wiki:{r['id']}": r["text"] for r in wiki}
+    for h, other in [*((h, f"web:{host}") for h, host in web_hosts.items()), (held[3], f"wiki:{last}")]:
+        row = links[(links["doc_id"] == h) & (links["other"] == other)].iloc[0]
+        assert row["ngrams_matched"] >= 20 and row["offset"] >= 0
+        shown = normalize(texts[other][row["offset"]:], NORMALIZE).split()[:13]
+        assert b" ".join(shown).decode() == row["ngram"]  # the n-gram, found where the offset says
+    heldout_texts = list(_texts(loaded, "wiki", "heldout_documents").values())
+    train_texts = list(_texts(loaded, "wiki", "documents").values()) + list(_texts(loaded, "web", "documents").values())
+    assert len(heldout_texts) == want
+    shared = set(text_ngrams(heldout_texts, 13).hashes.tolist()) & set(text_ngrams(train_texts, 13).hashes.tolist())
+    assert not shared
+
+
+@pytest.mark.parametrize("eval_set,fragment", [
+    ({"name": "h", "source": "math", "heldout": True, "where": {"split": "test"}}, "give 'source' and no 'where'"),
+    ({"name": "h", "paths": ["x.jsonl"], "heldout": True}, "give 'source' and no 'where'"),
+])
+def test_a_heldout_eval_set_is_checked(make_spec, eval_set, fragment):
+    with pytest.raises(SpecError, match=fragment):
+        load_spec(make_spec([{"name": "math", "kind": "math", "paths": [str(MATH)]}], eval_sets=[eval_set]))
+
+
+def test_a_heldout_eval_set_needs_the_source_to_have_a_split(make_spec):
+    with pytest.raises(SpecError, match=r"source 'math'.s held-out split, and that source has none"):
+        load_spec(make_spec([{"name": "math", "kind": "math", "paths": [str(MATH)], "heldout": False}],
+                            eval_sets=[{"name": "h", "source": "math", "heldout": True}]))

@@ -131,14 +131,17 @@ class Checks(_Strict):
 
 class EvalSet(_Strict):
     """A benchmark whose items must not be trained on: from local files (nothing is downloaded),
-    or from a source's own records whose metadata fields have given values (e.g. GSM8K's test
-    split inside the math source: ``source: math, where: {split: test}``)."""
+    from a source's own records whose metadata fields have given values (e.g. GSM8K's test
+    split inside the math source: ``source: math, where: {split: test}``), or a source's own
+    held-out split (``source: wiki, heldout: true``: the split then holds out only documents
+    that share no n-gram with any document left in train, in any source; see heldout_split)."""
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_\-]{0,63}$")
     paths: list[str] | None = Field(None, min_length=1, description="JSONL, Parquet or plain-text files (globs).")
     format: Literal["auto", "jsonl", "parquet", "text"] = "auto"
     source: str | None = Field(None, description="Take the items from this source's ingested records ...")
     where: dict[str, str | int | float | bool] = Field({}, description="... whose metadata fields equal these.")
+    heldout: bool = Field(False, description="The items are the source's held-out documents (no paths, no where).")
     fields: list[str] = Field(["text"], min_length=1, description="Fields joined (newline) into an item's text, "
                                                                  "e.g. [question, answer] or [context, question].")
     id_field: str | None = "id"
@@ -147,8 +150,16 @@ class EvalSet(_Strict):
     def _one_origin(self) -> EvalSet:
         if (self.paths is None) == (self.source is None):
             raise ValueError(f"eval set {self.name!r} needs exactly one of 'paths' (files) or 'source' (a source's "
-                             "records, with 'where')")
+                             "records, with 'where', or its held-out split, with 'heldout: true')")
+        if self.heldout and (self.source is None or self.where):
+            raise ValueError(f"eval set {self.name!r}: 'heldout: true' takes the items from a source's held-out split: "
+                             "give 'source' and no 'where'")
         return self
+
+    @property
+    def from_records(self) -> bool:
+        """Items read from a source's ingested records (not files, not its held-out split)."""
+        return self.source is not None and not self.heldout
 
 
 class Decontamination(_Strict):
@@ -394,7 +405,15 @@ class Spec(_Strict):
                                  f"spec does not declare; the sources are {names}")
         if len({e.name for e in self.eval_sets}) != len(self.eval_sets):
             raise ValueError("two eval sets have the same name; eval set names must be unique")
+        for i, e in enumerate(self.eval_sets):
+            if e.heldout and next(s for s in self.sources if s.name == e.source).heldout is None:
+                raise ValueError(f"eval_sets[{i}] ({e.name!r}) is source {e.source!r}'s held-out split, and that source "
+                                 "has none (heldout: false); give it a held-out split, or drop the eval set")
         return self
+
+    def heldout_eval_set(self, source: str) -> EvalSet | None:
+        """The eval set made of this source's held-out split, if the spec declares one."""
+        return next((e for e in self.eval_sets if e.heldout and e.source == source), None)
 
 
 @dataclass(frozen=True)

@@ -53,6 +53,7 @@ TABLE_KINDS = {"quarantine": ("ingest", "quarantine", "quarantine"), "duplicates
                "contamination": ("decontaminate", "contamination", "contamination"),
                "rejections": ("quality", "rejections", "rejections"),
                "split": ("heldout_split", "heldout_split", "heldout_split"),
+               "heldout_links": ("heldout_split", "heldout_links", "heldout_links"),
                "tokenized": ("tokenize", "token_documents", "tokenized_documents"),
                "lineage": ("mixed_shards", "lineage", "lineage")}
 

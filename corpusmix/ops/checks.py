@@ -26,6 +26,7 @@ from schemas.tables import (
     EVAL_ITEMS,
     EVAL_NGRAMS,
     HELDOUT_DOCUMENTS,
+    HELDOUT_LINKS,
     HELDOUT_SPLIT,
     INGEST_DOCUMENTS,
     QUALITY_DOCUMENTS,
@@ -40,7 +41,7 @@ _TABLE_SCHEMAS = {"quarantine": QUARANTINE, "duplicates": DUPLICATES, "cross_sou
                   "rejections": REJECTIONS, "token_documents": TOKENIZED_DOCUMENTS,
                   "heldout_documents": HELDOUT_DOCUMENTS, "heldout_split": HELDOUT_SPLIT,
                   "valid_documents": TOKENIZED_DOCUMENTS, "contamination": CONTAMINATION, "eval_items": EVAL_ITEMS,
-                  "eval_ngrams": EVAL_NGRAMS}
+                  "eval_ngrams": EVAL_NGRAMS, "heldout_links": HELDOUT_LINKS}
 _INDEXES = ("token_bin", "valid_bin", "shard_bin")
 
 

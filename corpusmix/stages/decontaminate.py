@@ -117,6 +117,14 @@ def find_matches(texts: list[str], n: int, hashes: np.ndarray, items: np.ndarray
     return out
 
 
+def located(text: str, spans: list[tuple[int, int]] | None, matches: list[Match], n: int) -> list[dict]:
+    """Where each match is in ``text``: its first n-gram (normalised), that n-gram's character offset
+    (-1 when ``spans``, from ``word_spans``, could not map words to characters), how many n-grams."""
+    words = normalize(text, NORMALIZE).split()
+    return [{"ngram": b" ".join(words[m.first_word:m.first_word + n]).decode(),
+             "offset": spans[m.first_word][0] if spans else -1, "ngrams_matched": m.count} for m in matches]
+
+
 def word_spans(text: str) -> list[tuple[int, int]] | None:
     """Character (start, end) of each normalised word in ``text``, or None when normalisation
     does not map characters to whole words (the caller then does not guess)."""
@@ -222,12 +230,10 @@ def _scan_part(scan: _Scan, item_names: tuple[list[str], list[str]], unit: tuple
                 tally.charge(f"contaminated: {sets[matches[0].item]}", 1, size, tokens)
             else:
                 new_text[d] = cut
-            words = normalize(text, NORMALIZE).split()
             doc_id = table["doc_id"][d].as_py()
             tally.hits += [{"source": scan.source, "doc_id": doc_id, "eval_set": sets[m.item], "item_id": ids[m.item],
-                            "ngram": b" ".join(words[m.first_word:m.first_word + scan.n]).decode(),
-                            "offset": spans[m.first_word][0] if spans else -1, "ngrams_matched": m.count,
-                            "action": "span_removed" if cut is not None else "dropped"} for m in matches]
+                            **where, "action": "span_removed" if cut is not None else "dropped"}
+                           for m, where in zip(matches, located(text, spans, matches, scan.n))]
         if new_text:
             table = _with_cuts(table, new_text, scan, tally)
         kept = table.filter(pa.array(keep))
@@ -325,7 +331,7 @@ def contamination_summary(loaded: LoadedSpec) -> list[dict]:
     for source in loaded.source_names:
         p = manifest_path(loaded.manifest_root, NAME, source)
         per_set = read_manifest(p)["details"]["contamination"] if p.is_file() else {}
-        for e in loaded.spec.eval_sets:
+        for e in (e for e in loaded.spec.eval_sets if not e.heldout):  # a held-out split: the split's own table
             r = per_set.get(e.name, {"documents_dropped": 0, "documents_cut": 0, "items_found": 0})
             rows.append({"source": source, "eval_set": e.name, "built": p.is_file(), **r})
     return rows

@@ -167,6 +167,8 @@ def eval_items(loaded: LoadedSpec) -> pa.Table:
     """Every item of every eval set, in spec order then file/record order (the index's row ids)."""
     rows = []
     for i, e in enumerate(loaded.spec.eval_sets):
+        if e.heldout:  # its items are decided by the held-out split, which keeps them out of train itself
+            continue
         items = _source_items(loaded, i, e) if e.source else _file_items(loaded, i, e)
         rows += [{"eval_set": e.name, "item_id": item_id, "text": text} for item_id, text in items]
     schema = ARROW_SCHEMAS["eval_items"]
@@ -212,7 +214,7 @@ def index_inputs(loaded: LoadedSpec, partition: None) -> list:
     ingest versions of the sources items are taken from."""
     out = []
     for e in loaded.spec.eval_sets:
-        if e.source:
+        if e.from_records:
             out.append((f"ingest/{e.source}", require_manifest(loaded.manifest_root, "ingest", e.source)[1]["version"]))
         out += [(f"{e.name}/{p.name}", _sha(str(p))) for p in eval_files(loaded, e)]
     return out
@@ -224,7 +226,7 @@ def _input_refs(loaded: LoadedSpec) -> list[dict]:
 
     refs = []
     for e in loaded.spec.eval_sets:
-        if e.source:
+        if e.from_records:
             refs += input_refs(loaded, *require_manifest(loaded.manifest_root, "ingest", e.source))
         refs += [{"path": f"{e.name}/{p.name}", "sha256": _sha(str(p)), "bytes": p.stat().st_size,
                   "upstream_manifest": None} for p in eval_files(loaded, e)]
@@ -238,7 +240,7 @@ def _sha(path: str) -> str:
 
 def upstream(spec: Spec) -> tuple[str, ...]:
     """Ingest, when an eval set is taken from a source's records; else nothing (files only)."""
-    return ("ingest",) if any(e.source for e in spec.eval_sets) else ()
+    return ("ingest",) if any(e.from_records for e in spec.eval_sets) else ()
 
 
 def build_eval_index(ctx: StageRun) -> Built:
@@ -252,7 +254,7 @@ def build_eval_index(ctx: StageRun) -> Built:
     outs = [("eval_items", write_parquet(items, ctx.staging / ITEMS_FILE)),
             ("eval_ngrams", write_parquet(table, ctx.staging / NGRAMS_FILE))]
     per_set = {e.name: int(pc.sum(pc.equal(items.column("eval_set"), e.name)).as_py() or 0)
-               for e in loaded.spec.eval_sets}
+               for e in loaded.spec.eval_sets if not e.heldout}
     return Built(inputs=_input_refs(loaded),
                  outputs=[output_ref(o, kind) for kind, o in outs],
                  counts={"items": items.num_rows, **stats, "index_bytes": table.nbytes},

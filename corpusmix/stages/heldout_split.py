@@ -33,6 +33,14 @@ Design: one partition per source, and no coordination between partitions.
   min_documents). Never more than half of the source's documents (a tiny source keeps a
   train side; the manifest says ``capped``).
 
+**When the split is an eval set** (``eval_sets: [{source: S, heldout: true}]``), a held-out
+document must also share no normalised word n-gram (decontamination's: ``decontamination.ngram``,
+folded as its scan folds) with any document that stays in train, in any source: candidates
+sharing one stay in train (``duplicate_elsewhere`` names the document, ``links.parquet`` the
+n-gram and its offset), candidates sharing one with each other join one cluster, and an n-gram in
+more than ``decontamination.max_items_per_ngram`` candidates is too common to count (as in
+decontamination). Documents are kept, never dropped: the split picks others (``ngram_clean``).
+
 Outputs: the train documents (kind ``documents``, quality's schema: tokenize's train store),
 the held-out documents (kind ``heldout_documents``, tokenize's ``valid`` store) and
 ``split.parquet`` (``heldout_split`` schema: every document's side, rank, cluster and the
@@ -63,7 +71,14 @@ from corpusmix.core.parquet_io import PartWriter, link_part, write_parquet
 from corpusmix.core.spec import Dedup, HeldOut, LoadedSpec
 from corpusmix.core.stage import Built, Stage, StageRun, documents_built
 from corpusmix.stages.dedup import SCRATCH, Hashed, find_duplicates
-from schemas.tables import ARROW_SCHEMAS, HELDOUT_DOCUMENTS, HELDOUT_SPLIT, QUALITY_DOCUMENTS, validate_table
+from schemas.tables import (
+    ARROW_SCHEMAS,
+    HELDOUT_DOCUMENTS,
+    HELDOUT_LINKS,
+    HELDOUT_SPLIT,
+    QUALITY_DOCUMENTS,
+    validate_table,
+)
 
 NAME = "heldout_split"
 DOCS_SCHEMA = ARROW_SCHEMAS["quality_documents"]
@@ -169,6 +184,118 @@ def choose(order: np.ndarray, cl: Clusters, tokens: np.ndarray, want: Target) ->
     return held, passed
 
 
+def merged(cl: Clusters, pairs: list[tuple[int, int]], outside: dict[int, int]) -> Clusters:
+    """The clusters with more links: ``pairs`` of own documents joined into one cluster, and each own
+    document of ``outside`` tied to a document (position) that stays in train."""
+    root, members, out = cl.root.copy(), {r: list(m) for r, m in cl.members.items()}, dict(cl.outside)
+    for a, b in pairs:
+        ra, rb = int(root[a]), int(root[b])
+        if ra == rb:
+            continue
+        r = min(ra, rb)
+        group = members.pop(ra, [ra]) + members.pop(rb, [rb])
+        members[r] = group
+        root[group] = r
+        tied = [out.pop(x) for x in (ra, rb) if x in out]
+        if tied:
+            out[r] = min(tied)
+    for p, who in sorted(outside.items()):
+        r = int(root[p])
+        members.setdefault(r, [r])
+        out.setdefault(r, who)
+    return Clusters(root, members, out)
+
+
+@dataclass(frozen=True)
+class _LinkScan:
+    index_path: str  # the candidates' n-gram index: sorted hashes and the candidate of each (.npz)
+    n: int
+
+
+def _links_in_part(scan: _LinkScan, unit: tuple[int, str, np.ndarray | None]) -> list[tuple]:
+    """Worker: the documents of one part that share an n-gram with a candidate, as (candidate,
+    position, where) rows; ``skip`` marks rows that are candidates themselves (their links are the
+    index's own)."""
+    from corpusmix.stages.decontaminate import READ_ROWS, find_matches, located, word_spans
+
+    base, path, skip = unit
+    index = np.load(scan.index_path)
+    out, row = [], 0
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=READ_ROWS, columns=["text"]):
+        texts = batch.column("text").to_pylist()
+        for d, matches in find_matches(texts, scan.n, index["hashes"], index["items"]).items():
+            if skip is None or not skip[row + d]:
+                out += [(m.item, base + row + d, where)
+                        for m, where in zip(matches, located(texts[d], word_spans(texts[d]), matches, scan.n))]
+        row += batch.num_rows
+    return out
+
+
+def _texts_at(parts: list[Path], offsets: list[int], positions: np.ndarray) -> list[str]:
+    """The texts of own documents at ``positions`` (sorted), read part by part."""
+    texts = []
+    for i, path in enumerate(parts):
+        rows = positions[(positions >= offsets[i]) & (positions < offsets[i + 1])] - offsets[i]
+        if len(rows):
+            texts += pq.read_table(path, columns=["text"]).column("text").take(pa.array(rows)).to_pylist()
+    return texts
+
+
+def _candidates(order: np.ndarray, cl: Clusters, k: int) -> np.ndarray:
+    """The first ``k`` documents in rank order with every member of their clusters (sorted positions):
+    a cluster is held out whole, so each of its members must be checked."""
+    roots = set(cl.root[order[:k]].tolist())
+    return np.flatnonzero(np.isin(cl.root, list(roots)))
+
+
+def ngram_clean(ctx: StageRun, parts: list[Path], offsets: list[int], other_parts: list[Path], order: np.ndarray,
+                cl: Clusters, tokens: np.ndarray, want: Target,
+                executor: Executor) -> tuple[np.ndarray, int, Clusters, list[tuple], int]:
+    """The split of a source whose held-out documents are an eval set: besides near-duplicates, a
+    candidate sharing a normalised n-gram (decontamination's) with any document that stays in train,
+    in this source or another, stays in train, and candidates sharing one go to the same side. Only
+    candidates are indexed (the first documents in rank order, doubled until the target is met),
+    so memory follows the held-out size, not the source's; every other document is scanned once
+    per round. An n-gram in more than ``max_items_per_ngram`` candidates is too common to count."""
+    from corpusmix.stages.eval_index import build_index
+
+    d = ctx.loaded.spec.decontamination
+    n_own = len(cl.root)
+    other_rows = [pq.ParquetFile(p).metadata.num_rows for p in other_parts]
+    other_offsets = np.cumsum([n_own, *other_rows]).tolist()
+    need = max(want.documents, int(np.searchsorted(np.cumsum(tokens[order]), want.tokens)) + 1)
+    k = min(n_own, 2 * need + 32)
+    scratch = ctx.staging / SCRATCH
+    scratch.mkdir(exist_ok=True)
+    while True:
+        cand = _candidates(order, cl, k)
+        index, _ = build_index(pa.table({"text": _texts_at(parts, offsets, cand)}), d.ngram, d.max_items_per_ngram)
+        hashes, items = index.column("hash").to_numpy(), index.column("item").to_numpy()
+        np.savez(scratch / "candidates.npz", hashes=hashes, items=items)
+        is_cand = np.zeros(n_own, bool)
+        is_cand[cand] = True
+        units = [(offsets[i], str(p), is_cand[offsets[i]:offsets[i + 1]]) for i, p in enumerate(parts)]
+        units += [(other_offsets[j], str(p), None) for j, p in enumerate(other_parts)]
+        hits = [h for rows in executor.map(functools.partial(_links_in_part, _LinkScan(
+            str(scratch / "candidates.npz"), d.ngram)), units) for h in rows]
+        starts = np.flatnonzero(np.r_[True, hashes[1:] != hashes[:-1]])
+        pairs = [(int(cand[items[a]]), int(cand[b])) for a, z in zip(starts, [*starts[1:], len(hashes)])
+                 for b in items[a + 1:z]]
+        tied: dict[int, int] = {}
+        for item, pos, _ in sorted(hits, key=lambda h: (h[0], h[1])):
+            tied.setdefault(int(cand[item]), pos)
+        linked = merged(cl, pairs, tied)
+        held, passed = choose(order[np.isin(order, cand)], linked, tokens, want)
+        short = held.sum() < want.documents or tokens[held].sum() < want.tokens
+        ctx.say(f"{len(cand)} held-out candidate(s) checked for shared {d.ngram}-grams: {len(tied)} share one with "
+                f"a document staying in train, {len(pairs)} link(s) among them" + (", widening" if short and
+                                                                                    len(cand) < n_own else ""))
+        if not short or len(cand) >= n_own:
+            shutil.rmtree(scratch)
+            return held, passed, linked, [(int(cand[i]), pos, where) for i, pos, where in hits], len(cand)
+        k = min(n_own, 2 * k)
+
+
 def _write_part(staging: str, part_bytes: int, item: tuple[int, str, np.ndarray]) -> tuple[list[dict], list[dict]]:
     """Worker: one quality part's documents into its train parts ``part-NNNNN-*`` and held-out
     parts ``heldout-NNNNN-*`` (names from the input part only, never the worker)."""
@@ -206,7 +333,15 @@ def heldout_config(loaded: LoadedSpec, source_name: str) -> dict:
     return {"source": source_name, "heldout": decl.model_dump(mode="json") if decl else False,
             "target": list(decl.target) if decl else None,
             "near": near_settings(loaded.spec.dedup).model_dump(mode="json") if decl else None,
-            "others": [s for s in loaded.source_names if s != source_name] if decl else []}
+            "others": [s for s in loaded.source_names if s != source_name] if decl else [],
+            "eval_set": _eval_config(loaded, source_name) if decl else None}
+
+
+def _eval_config(loaded: LoadedSpec, source_name: str) -> dict | None:
+    """When the split is an eval set: its name and the n-gram rule that keeps it out of train."""
+    e = loaded.spec.heldout_eval_set(source_name)
+    d = loaded.spec.decontamination
+    return {"name": e.name, "ngram": d.ngram, "max_items_per_ngram": d.max_items_per_ngram} if e else None
 
 
 def heldout_inputs(loaded: LoadedSpec, source_name: str) -> list[str]:
@@ -232,6 +367,7 @@ def build_heldout_split(ctx: StageRun) -> Built:
     other_parts = [loaded.storage_root / o["path"] for _, _, m in others for o in m["outputs"]
                    if o["kind"] == "documents"]
     want = target(decl, n_own)
+    eval_set = loaded.spec.heldout_eval_set(source) if decl else None
     ctx.say(f"{n_own} documents; held-out target {want.documents} documents"
             + (f", {want.tokens:,} tokens" if want.tokens else "") + (" (capped at half)" if want.capped else "")
             + (f"; near-duplicates checked against {len(others)} other source(s)' dedup survivors" if decl else ""))
@@ -253,16 +389,30 @@ def build_heldout_split(ctx: StageRun) -> Built:
             removed, pairs = {}, (0, 0)
         rank = ranks(decl.seed if decl else 0, source, ids[:n_own])
         cl = clusters(n_own, removed)
-        held, passed = choose(np.argsort(rank, kind="stable"), cl, tokens[:n_own], want)
+        order = np.argsort(rank, kind="stable")
+        links: list[tuple] = []
+        checked = 0
+        if active and eval_set:
+            held, passed, cl, links, checked = ngram_clean(ctx, parts, offsets, other_parts, order, cl, tokens[:n_own], want,
+                                                  executor)
+        else:
+            held, passed = choose(order, cl, tokens[:n_own], want)
         train_parts, valid_parts = _split_parts(parts, offsets, held, ctx.staging, loaded.spec.ingest.part_bytes,
                                                 executor)
-    split = _split_table(source, ids, rank, cl, held, sizes, tokens, n_own, _outside_namer(others, n_own, ids))
+    name_of = _outside_namer(source, others, n_own, ids)
+    split = _split_table(source, ids, rank, cl, held, sizes, tokens, n_own, name_of)
     validate_table(split, HELDOUT_SPLIT)
     split_out = write_parquet(split, ctx.staging / "split.parquet")
+    tables = [("heldout_split", split_out)]
+    if eval_set:
+        link_table = pa.Table.from_pylist([{"source": source, "doc_id": ids[c], "other": name_of(p), **where}
+                                           for c, p, where in links], schema=ARROW_SCHEMAS["heldout_links"])
+        validate_table(link_table, HELDOUT_LINKS)
+        tables.append(("heldout_links", write_parquet(link_table, ctx.staging / "links.parquet")))
     h_docs, h_bytes, h_tok = int(held.sum()), int(sizes[:n_own][held].sum()), int(tokens[:n_own][held].sum())
     b_in, t_in = int(sizes[:n_own].sum()), int(tokens[:n_own].sum())
     built = documents_built(
-        ctx, (up_path, up), train_parts, [("heldout_split", split_out)], docs=(n_own, n_own - h_docs),
+        ctx, (up_path, up), train_parts, tables, docs=(n_own, n_own - h_docs),
         text_bytes=(b_in, b_in - h_bytes), tokens=(t_in, t_in - h_tok),
         summary=f"{h_docs} document(s), {h_tok:,} tokens held out; {n_own - h_docs} to train")
     built.outputs += [output_ref(p, "heldout_documents", p["tokens"]) for p in valid_parts]
@@ -273,10 +423,14 @@ def build_heldout_split(ctx: StageRun) -> Built:
                      "clusters_moved_whole": sum(1 for r, m in cl.members.items() if held[r] and len(m) > 1),
                      "documents_with_duplicate_elsewhere": int(sum(len(cl.members[r]) for r in cl.outside)),
                      "candidates_passed_over": passed, "candidate_pairs": pairs[0], "accepted_pairs": pairs[1]}
+    if eval_set:
+        built.counts |= {"ngram_candidates": checked, "ngram_links": len(links),
+                         "candidates_sharing_ngram_in_train": len({c for c, _, _ in links})}
     built.details = {"declared": decl.model_dump(mode="json") if decl else False,
                      "target": {"documents": want.documents, "tokens": want.tokens, "capped": want.capped,
                                 "met": not short},
                      "heldout_document_share": h_docs / n_own if n_own else None,
+                     "eval_set": eval_set.name if eval_set else None,
                      "heldout_token_share": h_tok / t_in if t_in else None,
                      "eval_items_in_heldout": _eval_items_in(loaded, [ctx.staging / p["name"] for p in valid_parts])}
     if short:
@@ -321,9 +475,9 @@ def _eval_items_in(loaded: LoadedSpec, parts: list[Path]) -> list[dict]:
     return found
 
 
-def _outside_namer(others: list[tuple[str, Path, dict]], n_own: int, ids: list[str]):
-    """``source:doc_id`` of a position past this source's documents (others' parts follow in spec order)."""
-    bounds, names, pos = [], [], n_own
+def _outside_namer(source: str, others: list[tuple[str, Path, dict]], n_own: int, ids: list[str]):
+    """``source:doc_id`` of a position: this source's documents first, then the others' parts in spec order."""
+    bounds, names, pos = [n_own], [source], n_own
     for name, _, m in others:
         pos += sum(o["rows"] for o in m["outputs"] if o["kind"] == "documents")
         bounds.append(pos)
