@@ -85,7 +85,10 @@ def test_cli_build_records_runs_in_the_instance(make_spec, tmp_path, monkeypatch
     assert v.returncode == 0, v.stderr  # per-source and global manifests all check out
     p = subprocess.run([sys.executable, "-m", "corpusmix.cli", "plan", str(spec)], capture_output=True, text=True)
     assert p.returncode == 0 and "availability exact (tokenize)" in p.stdout, p.stderr
-    assert [line.split()[0] for line in p.stdout.splitlines()[3:5]] == ["math", "dialogue"]
+    lines = p.stdout.splitlines()
+    assert "mixture.schedule.weights: hand-tuned weights" in p.stdout  # where the weights came from
+    table = next(i for i, line in enumerate(lines) if line.startswith("source "))
+    assert [line.split()[0] for line in lines[table + 1:table + 3]] == ["math", "dialogue"]
     j = subprocess.run([sys.executable, "-m", "corpusmix.cli", "plan", "--json", str(spec)], capture_output=True,
                        text=True)
     plan = json.loads(j.stdout)
