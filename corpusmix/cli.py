@@ -126,6 +126,29 @@ def _cmd_propose(args) -> int:
     return 0
 
 
+def _cmd_train_proxy(args) -> int:
+    try:
+        import torch  # noqa: F401 - the proxy trainer's one dependency beyond the build's
+    except ImportError:
+        print("the proxy trainer needs PyTorch: pip install 'corpusmix[proxies]' (or torch)", file=sys.stderr)
+        return 2
+    from corpusmix.proxies.train import CheckpointError, TrainConfig, heldout_stores, shards_dir, train_proxy
+
+    loaded = _load_built(args.spec)
+    if loaded is None:
+        return 2
+    cfg = TrainConfig(preset=args.preset, seq_len=args.seq_len, batch=args.batch, steps=args.steps, lr=args.lr,
+                      seed=args.seed, eval_tokens=args.eval_tokens, threads=args.threads, device=args.device)
+    out = Path(args.out) if args.out else loaded.storage_root / "proxy_train" / f"{cfg.preset}-seed{cfg.seed}"
+    try:
+        result = train_proxy(shards_dir(loaded), heldout_stores(loaded), out, cfg, progress=print)
+    except (FileNotFoundError, CheckpointError, ValueError) as e:
+        print(f"cannot train: {e}", file=sys.stderr)
+        return 2
+    print(f"result: {out / 'train.json'} ({result['elapsed_s']:.1f} s)")
+    return 0
+
+
 def _load_built(spec: str):
     """The spec of a build to read (its source globs need not match any more), or None after
     printing why it cannot be read."""
@@ -333,6 +356,24 @@ def make_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=_cmd_propose)
+    p = sub.add_parser("train-proxy", help="train a small proxy model on the built mixed shards; held-out loss per "
+                                           "source", formatter_class=RAW,
+                       epilog=examples(f"corpusmix train-proxy {spec} --preset tiny --steps 200",
+                                       f"corpusmix train-proxy {spec} --preset small --seq-len 512 --seed 1"))
+    p.add_argument("spec")
+    p.add_argument("--preset", default="tiny", choices=["tiny", "small", "base", "large"],
+                   help="model size: 0.44M, 1.8M, 7.4M, 19M parameters without embeddings")
+    p.add_argument("--seq-len", type=int, default=256)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--steps", type=int, help="default: every sample of the shards once")
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eval-tokens", type=int, default=16_384, help="held-out tokens evaluated per source")
+    p.add_argument("--threads", type=int, default=2, help="CPU threads (fixed: part of what makes a run repeatable)")
+    p.add_argument("--device", default="cpu", help="cpu, or cuda where present")
+    p.add_argument("--out", help="run directory (checkpoint, train.json); default <storage>/proxy_train/<preset>-seed<N>; "
+                                 "a run started again there resumes from its checkpoint")
+    p.set_defaults(fn=_cmd_train_proxy)
     p = sub.add_parser("report", help="a markdown report of the build (funnels, estimate check, plan, mixture)",
                        formatter_class=RAW, epilog=examples(f"corpusmix report {spec} > REPORT.md"))
     p.add_argument("spec")
