@@ -149,6 +149,54 @@ def _cmd_train_proxy(args) -> int:
     return 0
 
 
+def _cmd_proxies(args) -> int:
+    """Train a proxy per swarm mixture (resumable), after printing what it will cost."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        print("proxy runs need PyTorch: pip install 'corpusmix[proxies]' (or torch)", file=sys.stderr)
+        return 2
+    import pyarrow.parquet as pq
+
+    from corpusmix.core.manifest import require_manifest
+    from corpusmix.proxies.runs import collect, run_dir, run_proxy, step_seconds
+    from corpusmix.proxies.train import RESULT, TrainConfig
+
+    loaded = _load_built(args.spec)
+    if loaded is None:
+        return 2
+    try:
+        design = require_manifest(loaded.manifest_root, "swarm_design", None)[1]
+    except FileNotFoundError as e:
+        print(f"{e} (corpusmix build {args.spec})", file=sys.stderr)
+        return 2
+    swarm = pq.read_table(loaded.storage_root / design["outputs"][0]["path"]).to_pylist()[: args.runs]
+    budget = min(args.budget, loaded.spec.mixture.total_tokens)
+    steps = budget // args.seq_len // args.batch
+    cfg = TrainConfig(preset=args.preset, seq_len=args.seq_len, batch=args.batch, steps=steps, seed=args.seed,
+                      eval_tokens=args.eval_tokens, threads=args.threads, device=args.device)
+    names = [f"swarm-{int(r['index']):04d}" for r in swarm]
+    weights = [{s: r[f"train_{s}"] for s in loaded.source_names} for r in swarm]
+    todo = [i for i, n in enumerate(names) if not (run_dir(loaded, n) / "train" / RESULT).is_file()]
+    print(f"{len(swarm)} proxy runs of {budget:,} tokens ({steps} steps of {args.batch} x {args.seq_len}, "
+          f"{cfg.preset}), {len(swarm) - len(todo)} already done")
+    if todo:
+        per_step, eval_s = step_seconds(loaded, names[todo[0]], weights[todo[0]], budget, cfg)
+        print(f"estimate: {per_step:.2f} s a step and {eval_s:.1f} s of evaluation a run (measured on the first run "
+              f"to do) -> about {(per_step * steps + eval_s) * len(todo) / 60:.1f} min for the {len(todo)} run(s)")
+    if args.estimate:
+        return 0
+    for i in todo:
+        print(f"run {names[i]}: " + ", ".join(f"{s} {w:.3f}" for s, w in weights[i].items()))
+        run_proxy(loaded, names[i], weights[i], budget, cfg, progress=print)
+        collect(loaded)  # the tables grow as runs finish
+    mixtures, losses, n = collect(loaded)
+    print(f"{n} finished run(s): {mixtures} and {losses}; fit laws on them with\n"
+          f"mixing:\n  runs: {{mixtures: {mixtures}, losses: {losses}, mixture_prefix: train_, "
+          f"loss_prefix: val_loss_, loss_suffix: \"\"}}")
+    return 0
+
+
 def _load_built(spec: str):
     """The spec of a build to read (its source globs need not match any more), or None after
     printing why it cannot be read."""
@@ -374,6 +422,22 @@ def make_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
     p.add_argument("--out", help="run directory (checkpoint, train.json); default <storage>/proxy_train/<preset>-seed<N>; "
                                  "a run started again there resumes from its checkpoint")
     p.set_defaults(fn=_cmd_train_proxy)
+    p = sub.add_parser("proxies", help="train a proxy on each swarm mixture (swarm_design), resumably; the runs "
+                                       "tables for mixing.runs", formatter_class=RAW,
+                       epilog=examples(f"corpusmix proxies {spec} --estimate",
+                                       f"corpusmix proxies {spec} --budget 262144 --runs 24"))
+    p.add_argument("spec")
+    p.add_argument("--budget", type=int, default=1 << 18, help="tokens per proxy run (at most the spec's budget)")
+    p.add_argument("--runs", type=int, help="the first N mixtures of the swarm (default: all)")
+    p.add_argument("--preset", default="tiny", choices=["tiny", "small", "base", "large"])
+    p.add_argument("--seq-len", type=int, default=256)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eval-tokens", type=int, default=16_384)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--estimate", action="store_true", help="print the measured time estimate and stop")
+    p.set_defaults(fn=_cmd_proxies)
     p = sub.add_parser("report", help="a markdown report of the build (funnels, estimate check, plan, mixture)",
                        formatter_class=RAW, epilog=examples(f"corpusmix report {spec} > REPORT.md"))
     p.add_argument("spec")

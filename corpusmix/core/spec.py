@@ -287,6 +287,10 @@ class Mixture(_Strict):
     on_over_cap: Literal["error", "cap_and_renormalize"] = "error"
     seed: int = 0
     schedule: Schedule
+    subsample: float = Field(1.0, gt=0, le=1, description="Mix from a seeded subset of each source's documents "
+                                                          "holding about this share of its train tokens: a proxy "
+                                                          "run at budget b standing for a target budget B sets b/B, "
+                                                          "so each source repeats as often as in the target run.")
 
 
 class Output(_Strict):

@@ -281,6 +281,10 @@ def semantic_issues(loaded: LoadedSpec, check_files: bool) -> list[SpecIssue]:
                                 f"{near.num_perm}", "lower bands or rows, or raise num_perm"))
     issues += _schedule_issues(spec.mixture.schedule, names)
     issues += _mixing_issues(loaded, check_files)
+    if spec.mixture.subsample < 1 and spec.handoff.mds.enabled:
+        issues.append(SpecIssue("mixture.subsample", f"{spec.mixture.subsample:g} draws from a subset of each source, "
+                                "and the MDS hand-off (handoff.mds.enabled) writes whole stores' samples",
+                                "hand off a spec with subsample 1, or set handoff.mds.enabled: false"))
     if spec.automation.rebuild_cron is not None and not _valid_cron(spec.automation.rebuild_cron):
         issues.append(SpecIssue("automation.rebuild_cron", f"{spec.automation.rebuild_cron!r} is not a cron expression",
                                 "use five fields: minute hour day-of-month month day-of-week, e.g. '0 3 * * *'"))

@@ -184,6 +184,10 @@ def blends_config(loaded: LoadedSpec, partition: None) -> dict:
 
 def build_blends(ctx: StageRun) -> Built:
     loaded, cfg = ctx.loaded, ctx.loaded.spec.handoff.megatron
+    if loaded.spec.mixture.subsample < 1:
+        raise BlendError(f"mixture.subsample is {loaded.spec.mixture.subsample:g} (a proxy run's subset of each "
+                         "source), and Megatron reads whole stores, so its blends would not repeat sources as the "
+                         "plan does; fix: hand off a spec with subsample 1")
     plan, plan_m = load_plan(loaded)
     train, valid, sums, refs = _stores(ctx)
     table = blend_table(plan, train, loaded.spec.mixture.seq_len, cfg.global_batch_size, cfg.sub_phases,

@@ -10,6 +10,7 @@ source under the cap, A_i / max_epochs - n_i.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,6 +27,33 @@ PLAN_FILE = "plan.json"
 
 
 PROPOSAL_STAGE = "mixing_proposal"
+SUBSET_STREAM = 1 << 40  # the subset's permutation stream: apart from every epoch's (epochs are small numbers)
+
+
+def source_key(name: str) -> int:
+    """A source's seed material: its name hashed, so seeds do not depend on the source's position."""
+    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "little")
+
+
+def source_subset(seed: int, source: str, sizes: np.ndarray, fraction: float) -> np.ndarray:
+    """The documents (sorted indices) a mixture may draw from a source under ``mixture.subsample``:
+    the first of a seeded permutation whose tokens reach ``fraction`` of the source's, at least one;
+    every document at 1. The same seed, source and store give the same subset in the plan and the shards."""
+    n = len(sizes)
+    if fraction >= 1 or n == 0:
+        return np.arange(n)
+    perm = np.random.default_rng([seed, source_key(source), SUBSET_STREAM]).permutation(n)
+    k = int(np.searchsorted(np.cumsum(sizes[perm]), fraction * float(sizes.sum()), side="left")) + 1
+    return np.sort(perm[:min(k, n)])
+
+
+def store_sizes(loaded: LoadedSpec, source: str, manifest: dict) -> np.ndarray:
+    """Tokens (EOS included) of each document of a source's train store, from its index."""
+    from corpusmix.core.indexed import IndexedReader
+
+    out = {o["kind"]: o for o in manifest["outputs"]}
+    return np.asarray(IndexedReader((loaded.storage_root / out["token_bin"]["path"]).with_suffix("")).index.sizes,
+                      np.int64)
 
 
 def published_proposals(loaded: LoadedSpec) -> tuple[dict, str] | None:
@@ -149,6 +177,7 @@ def availability(loaded: LoadedSpec, exact_only: bool = False, raw_estimate: boo
     order = per_source_stages()  # the latest stage first; before tokenize, exact only with a tokenizer file
     latest = order[: order.index("tokenize") + 1][::-1]
     tokens, documents, methods, notes = {}, {}, set(), {}
+    sub = loaded.spec.mixture.subsample
     for s in loaded.source_names:
         for stage in latest[:1] if exact_only else latest:
             path = manifest_path(loaded.manifest_root, stage, s)
@@ -157,6 +186,12 @@ def availability(loaded: LoadedSpec, exact_only: bool = False, raw_estimate: boo
                 c = m["counts"]
                 tokens[s] = c["tokens_stored"] if stage == "tokenize" else c["tokens_out"] + c["documents_out"]
                 documents[s] = c["documents_out"]
+                if sub < 1 and stage == "tokenize":  # exactly the documents the shards will draw from
+                    sizes = store_sizes(loaded, s, m)
+                    docs = source_subset(loaded.spec.mixture.seed, s, sizes, sub)
+                    tokens[s], documents[s] = int(sizes[docs].sum()), len(docs)
+                elif sub < 1:
+                    tokens[s], documents[s] = round(tokens[s] * sub), round(documents[s] * sub)
                 exact = stage == "tokenize" or m["token_counting"].get("method") == "exact"
                 methods.add(f"{'exact' if exact else 'estimated'} ({stage})")
                 break
@@ -165,7 +200,7 @@ def availability(loaded: LoadedSpec, exact_only: bool = False, raw_estimate: boo
                 from corpusmix.mixture.estimate import raw_estimate as estimate
 
                 e = estimate(loaded, s)
-                tokens[s], documents[s], notes[s] = e.tokens, e.documents, e.describe()
+                tokens[s], documents[s], notes[s] = round(e.tokens * sub), round(e.documents * sub), e.describe()
                 methods.add(RAW_METHOD)
                 continue
             need = "tokenize" if exact_only else "at least ingest"

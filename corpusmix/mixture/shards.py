@@ -46,7 +46,7 @@ from corpusmix.core.parquet_io import PARQUET_OPTS
 from corpusmix.core.spec import LoadedSpec
 from corpusmix.core.stage import Built, Stage, StageRun
 from corpusmix.core.storage import sha256_file
-from corpusmix.mixture.plan import load_plan
+from corpusmix.mixture.plan import load_plan, source_key, source_subset
 from corpusmix.stages.tokenizer import built_tokenizer
 from schemas.tables import ARROW_SCHEMAS
 
@@ -55,13 +55,9 @@ DRAW_BLOCK = 4096  # documents drawn from a source's permutation at a time
 LINEAGE_SCHEMA = ARROW_SCHEMAS["lineage"]
 
 
-def _source_key(name: str) -> int:
-    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "little")
-
-
 def epoch_permutation(seed: int, source: str, epoch: int, n: int) -> np.ndarray:
     """The order a source's documents are read in during one epoch."""
-    return np.random.default_rng([seed, _source_key(source), epoch]).permutation(n)
+    return np.random.default_rng([seed, source_key(source), epoch]).permutation(n)
 
 
 def inverse_target(x: np.ndarray, cum: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -87,6 +83,7 @@ class _Cursor:
     name: str
     seed: int
     sizes: np.ndarray       # tokens per document (EOS included)
+    docs: np.ndarray        # the documents it may draw (all, or mixture.subsample's subset)
     x: np.ndarray
     cum: np.ndarray
     epoch: int = 0
@@ -99,7 +96,7 @@ class _Cursor:
         if self.perm is None or self.pos >= len(self.perm):
             if self.perm is not None:
                 self.epoch += 1
-            self.perm, self.pos = epoch_permutation(self.seed, self.name, self.epoch, len(self.sizes)), 0
+            self.perm, self.pos = self.docs[epoch_permutation(self.seed, self.name, self.epoch, len(self.docs))], 0
         seq = self.perm[self.pos:self.pos + DRAW_BLOCK]
         self.pos += len(seq)
         size = self.sizes[seq]
@@ -111,7 +108,7 @@ class _Cursor:
     def next_due(self) -> float:
         """The due position of the next document not yet taken (inf: none will ever be due)."""
         if self.pending is None:
-            if len(self.sizes) == 0:
+            if len(self.docs) == 0:
                 return float("inf")
             self._draw()
         return float(self.pending[3][0])
@@ -121,7 +118,7 @@ class _Cursor:
         parts = []
         while True:
             if self.pending is None:
-                if len(self.sizes) == 0:
+                if len(self.docs) == 0:
                     break
                 self._draw()
             seq, ep, size, due = self.pending
@@ -318,8 +315,9 @@ class _ShardWriter:
 
 
 def shards_config(loaded: LoadedSpec, partition: None) -> dict:
-    """The shard size; the plan, tokenizer and token stores come in as upstream versions."""
-    return {"shard_tokens": loaded.spec.output.shard_tokens}
+    """The shard size and the subsample; the plan, tokenizer and token stores come in as upstream versions."""
+    return {"shard_tokens": loaded.spec.output.shard_tokens} | (
+        {"subsample": loaded.spec.mixture.subsample} if loaded.spec.mixture.subsample < 1 else {})
 
 
 def build_shards(ctx: StageRun) -> Built:
@@ -330,17 +328,19 @@ def build_shards(ctx: StageRun) -> Built:
     sources, ups = _open_sources(loaded)
     if [s.name for s in sources] != plan["sources"]:
         raise ValueError(f"the plan's sources {plan['sources']} differ from the spec's; rematerialize mixture_plan")
+    sub = loaded.spec.mixture.subsample
+    docs = {s.name: source_subset(plan["seed"], s.name, s.sizes, sub) for s in sources}
     for s in sources:
-        if plan["per_source"][s.name]["available"] != int(s.sizes.sum()):
+        if plan["per_source"][s.name]["available"] != int(s.sizes[docs[s.name]].sum()):
             raise ValueError(f"{s.name}: the plan counts {plan['per_source'][s.name]['available']} tokens, the token "
-                             f"store {int(s.sizes.sum())}; rematerialize mixture_plan")
+                             f"store {int(s.sizes[docs[s.name]].sum())}; rematerialize mixture_plan")
     shard_tokens = loaded.spec.output.shard_tokens
     total = plan["budget"] + 1  # the last sample's last target
     x = np.array(plan["grid"]["x"])
     # phase edges in whole tokens; the extra final token belongs to the last phase
     bounds = np.array([float(round(ph["start"])) for ph in plan["phases"]] + [np.inf])
     names = [ph["name"] for ph in plan["phases"]]
-    cursors = [_Cursor(s.name, plan["seed"], s.sizes, x, np.array(plan["grid"]["cumulative"][s.name]))
+    cursors = [_Cursor(s.name, plan["seed"], s.sizes, docs[s.name], x, np.array(plan["grid"]["cumulative"][s.name]))
                for s in sources]
     # per phase, the sources with no quota there: none of their documents may be placed inside it
     zero_quota = [np.array([ph["quotas"][s.name] <= 0 for s in sources]) for ph in plan["phases"]]
