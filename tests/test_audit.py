@@ -108,7 +108,8 @@ def test_help_has_examples_and_sql_help_lists_every_view_with_its_columns():
         assert f" {view} {audit.VIEWS[view]} {', '.join(columns)} " in flat, view
     assert "examples:" in r.stdout and "FROM rejections" in r.stdout
     commands = [["init"], ["validate"], ["verify"], ["plan"], ["audit"], ["audit", "s", "why"],
-                ["audit", "s", "where"], ["audit", "s", "diff"], ["report"], ["stages"]]
+                ["audit", "s", "where"], ["audit", "s", "diff"], ["report"], ["stages"], ["propose"], ["train-proxy"],
+                ["proxies"]]
     for cmd in commands + [["build"], ["demo"]]:
         r = subprocess.run([sys.executable, "-m", "workflows.cli", *cmd, "--help"], capture_output=True, text=True)
         assert r.returncode == 0 and "\nexamples:\n" in r.stdout and "\n  corpusmix " in r.stdout, (cmd, r.stdout)

@@ -32,6 +32,7 @@ VIEWS = {
     "rules": "quality: each source's rules as built, their parameters and thresholds",
     "rejections": "quality: documents failing rules, with every rule and every measured value (JSON)",
     "split": "held-out split: every kept document's side (train or heldout), rank, cluster, duplicate elsewhere",
+    "heldout_links": "held-out split as an eval set: candidates kept in train by an n-gram shared with another document",
     "tokenized": "tokenize: kept documents, sequence index and token count",
     "lineage": "mixed shards: token ranges (stream offset, shard, phase, source, doc_id, epoch, offset)",
 }
