@@ -46,6 +46,8 @@ class StageAsset:
     check_specs: Callable[[str], list[AssetCheckSpec]] = lambda name: []
     check_results: Callable[[LoadedSpec, dict], list[AssetCheckResult]] = lambda loaded, manifest: []
     asset_checks: Callable[[AssetsDefinition], list] = field(default=lambda asset_def: [])
+    # what the materialization does in the instance besides its events (swarm_design: adds the proxy partitions)
+    after: Callable[[AssetExecutionContext, LoadedSpec, dict], None] | None = None
 
 
 def stage_asset(stage: Stage, wiring: StageAsset, spec: Spec, partitions: PartitionsDefinition,
@@ -81,6 +83,8 @@ def stage_asset(stage: Stage, wiring: StageAsset, spec: Spec, partitions: Partit
             manifest, path = run_stage(stage.name, loaded, partition, progress=progress)
         # the runner hands back the manifest untouched when the partition was current: nothing was built
         reused = {"reused": manifest == previous}
+        if wiring.after is not None:
+            wiring.after(context, loaded, manifest)
         funnel = stage_metadata(manifest, path) if wiring.rates else {}
         if wiring.rates and stage.per_source:  # the page shows one partition: give it every source's line
             funnel["all_sources"] = sources_summary(loaded, stage.name)

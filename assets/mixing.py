@@ -37,10 +37,17 @@ def _swarm_metadata(loaded: LoadedSpec, manifest: dict, path: Path) -> dict:
             "version": manifest["version"], "manifest": MetadataValue.path(str(path))}
 
 
+def _add_proxy_partitions(context, loaded: LoadedSpec, manifest: dict) -> None:
+    from .proxies import add_swarm_partitions
+
+    add_swarm_partitions(context, loaded, manifest)
+
+
 SWARM_DESIGN = StageAsset(
     description="Candidate mixtures for proxy runs: Dirichlet draws around the tempered natural token shares, "
-                "sparse and spread, each held under the repetition caps of the target budget (swarm.parquet).",
-    group="mixing", kinds=frozenset({"parquet"}), metadata=_swarm_metadata, rates=False)
+                "sparse and spread, each held under the repetition caps of the target budget (swarm.parquet); "
+                "each becomes a partition of proxy_run.",
+    group="mixing", kinds=frozenset({"parquet"}), metadata=_swarm_metadata, rates=False, after=_add_proxy_partitions)
 
 
 def _fit_metadata(loaded: LoadedSpec, manifest: dict, path: Path) -> dict:

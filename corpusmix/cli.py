@@ -156,30 +156,25 @@ def _cmd_proxies(args) -> int:
     except ImportError:
         print("proxy runs need PyTorch: pip install 'corpusmix[proxies]' (or torch)", file=sys.stderr)
         return 2
-    import pyarrow.parquet as pq
-
-    from corpusmix.core.manifest import require_manifest
-    from corpusmix.proxies.runs import collect, run_dir, run_proxy, step_seconds
-    from corpusmix.proxies.train import RESULT, TrainConfig
+    from corpusmix.proxies.runs import collect, run_dir, run_proxy, step_seconds, swarm_runs, train_config
+    from corpusmix.proxies.train import RESULT
 
     loaded = _load_built(args.spec)
     if loaded is None:
         return 2
     try:
-        design = require_manifest(loaded.manifest_root, "swarm_design", None)[1]
+        runs = swarm_runs(loaded)[: args.runs]
     except FileNotFoundError as e:
         print(f"{e} (corpusmix build {args.spec})", file=sys.stderr)
         return 2
-    swarm = pq.read_table(loaded.storage_root / design["outputs"][0]["path"]).to_pylist()[: args.runs]
-    budget = min(args.budget, loaded.spec.mixture.total_tokens)
-    steps = budget // args.seq_len // args.batch
-    cfg = TrainConfig(preset=args.preset, seq_len=args.seq_len, batch=args.batch, steps=steps, seed=args.seed,
-                      eval_tokens=args.eval_tokens, threads=args.threads, device=args.device)
-    names = [f"swarm-{int(r['index']):04d}" for r in swarm]
-    weights = [{s: r[f"train_{s}"] for s in loaded.source_names} for r in swarm]
+    cfg, budget = train_config(loaded, budget=args.budget, preset=args.preset, seq_len=args.seq_len,
+                               batch=args.batch, seed=args.seed, eval_tokens=args.eval_tokens, threads=args.threads,
+                               device=args.device)
+    steps = cfg.steps
+    names, weights = [n for n, _ in runs], [w for _, w in runs]
     todo = [i for i, n in enumerate(names) if not (run_dir(loaded, n) / "train" / RESULT).is_file()]
-    print(f"{len(swarm)} proxy runs of {budget:,} tokens ({steps} steps of {args.batch} x {args.seq_len}, "
-          f"{cfg.preset}), {len(swarm) - len(todo)} already done")
+    print(f"{len(runs)} proxy runs of {budget:,} tokens ({steps} steps of {cfg.batch} x {cfg.seq_len}, "
+          f"{cfg.preset}), {len(runs) - len(todo)} already done")
     if todo:
         per_step, eval_s = step_seconds(loaded, names[todo[0]], weights[todo[0]], budget, cfg)
         print(f"estimate: {per_step:.2f} s a step and {eval_s:.1f} s of evaluation a run (measured on the first run "
@@ -427,15 +422,16 @@ def make_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
                        epilog=examples(f"corpusmix proxies {spec} --estimate",
                                        f"corpusmix proxies {spec} --budget 262144 --runs 24"))
     p.add_argument("spec")
-    p.add_argument("--budget", type=int, default=1 << 18, help="tokens per proxy run (at most the spec's budget)")
+    p.add_argument("--budget", type=int, help="tokens per proxy run (at most the spec's budget); the options "
+                                              "below default to the spec's mixing.proxy")
     p.add_argument("--runs", type=int, help="the first N mixtures of the swarm (default: all)")
-    p.add_argument("--preset", default="tiny", choices=["tiny", "small", "base", "large"])
-    p.add_argument("--seq-len", type=int, default=256)
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--eval-tokens", type=int, default=16_384)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--preset", choices=["tiny", "small", "base", "large"])
+    p.add_argument("--seq-len", type=int)
+    p.add_argument("--batch", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--eval-tokens", type=int)
+    p.add_argument("--threads", type=int)
+    p.add_argument("--device")
     p.add_argument("--estimate", action="store_true", help="print the measured time estimate and stop")
     p.set_defaults(fn=_cmd_proxies)
     p = sub.add_parser("report", help="a markdown report of the build (funnels, estimate check, plan, mixture)",

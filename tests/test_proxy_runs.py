@@ -78,3 +78,29 @@ def test_corpusmix_proxies_trains_the_swarm_into_the_runs_tables(built_corpus, t
     assert again.returncode == 0 and "0 already done" not in again.stdout and "2 already done" in again.stdout
     assert "estimate:" not in again.stdout  # nothing left to run
     assert {p: p.read_bytes() for p in before} == before
+
+
+def test_proxy_runs_are_dagster_assets_partitioned_by_the_swarm(built_corpus, tmp_path):
+    """Materializing swarm_design adds one proxy_run partition per mixture; materializing a partition
+    trains that mixture's proxy (mixing.proxy's settings) and shows its held-out losses and curve."""
+    from dagster import AssetKey, DagsterInstance, materialize
+
+    from workflows.definitions import build_definitions
+
+    proxy = {"budget": 4096, "seq_len": 32, "batch": 4, "eval_tokens": 256}
+    loaded = copy_build(built_corpus, tmp_path, mixing={"proxy": proxy})
+    defs = build_definitions(loaded.path)
+    with DagsterInstance.ephemeral() as instance:
+        assert materialize([defs.resolve_assets_def("swarm_design")], instance=instance).success
+        keys = instance.get_dynamic_partitions("proxy_runs")
+        assert keys == [f"swarm-{i:04d}" for i in range(4 * len(loaded.source_names))]
+        result = materialize([defs.resolve_assets_def("proxy_run")], partition_key="swarm-0002", instance=instance)
+        assert result.success
+        md = instance.get_latest_materialization_event(AssetKey("proxy_run")).asset_materialization.metadata
+        rows = {r.data["source"]: r.data for r in md["heldout_loss"].records}
+        assert set(rows) == set(loaded.source_names) and all(float(r["nats per token"]) > 0 for r in rows.values())
+        assert md["curve"].value.startswith("![training loss](data:image/svg+xml;base64,")
+        assert md["steps"].value == 4096 // 32 // 4 and md["runs_tables"].value.startswith("1 finished run(s)")
+        # a second swarm_design materialization adds nothing twice
+        assert materialize([defs.resolve_assets_def("swarm_design")], instance=instance).success
+        assert instance.get_dynamic_partitions("proxy_runs") == keys

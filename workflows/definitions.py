@@ -13,6 +13,7 @@ from dagster import Definitions, StaticPartitionsDefinition, define_asset_job
 
 from assets import wiring
 from assets.factory import stage_asset
+from assets.proxies import PROXY_PARTITIONS, proxy_run_asset
 from corpusmix.core.spec import load_spec
 from corpusmix.pipeline import STAGES, waves
 
@@ -41,10 +42,13 @@ def build_definitions(spec_path: str | os.PathLike) -> Definitions:
                                           else f"Once, over every source: {' then '.join(w.stages)}.")
                                          + f" Step {i} of `corpusmix build`.")
             for i, w in enumerate(waves(loaded.spec), 1)]
+    proxy = proxy_run_asset(loaded.spec, assets["swarm_design"], assets["tokenize"])
+    jobs.append(define_asset_job("proxy_runs_job", selection=[proxy], partitions_def=PROXY_PARTITIONS,
+                                 description="One proxy run per partition (a swarm mixture): not part of a build."))
     source_job = jobs[0]  # the first wave reads the raw files: what a changed source needs first
     schedule = build_rebuild_schedule(str(loaded.path), source_job, loaded)
     return Definitions(
-        assets=list(assets.values()),
+        assets=[*assets.values(), proxy],
         asset_checks=checks,
         jobs=jobs,
         sensors=[build_source_sensor(str(loaded.path), source_job, loaded), build_automation_sensor(loaded)],

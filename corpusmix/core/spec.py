@@ -351,6 +351,21 @@ def _default_proposals() -> list[ProposalMethod]:
     return [ProposalMethod(name=m, method=m) for m in ("convex", "simulate", "best_observed")]
 
 
+class ProxySettings(_Strict):
+    """How proxy runs train (``corpusmix proxies``, the ``proxy_run`` asset): a small model per mixture."""
+
+    budget: int = Field(1 << 18, ge=1024, description="Tokens per proxy run (at most mixture.total_tokens); each "
+                                                      "source subsampled by budget / total_tokens.")
+    preset: Literal["tiny", "small", "base", "large"] = "tiny"
+    seq_len: int = Field(256, ge=8, le=8192)
+    batch: int = Field(8, ge=1)
+    lr: float = Field(3e-3, gt=0)
+    seed: int = 0
+    eval_tokens: int = Field(16_384, ge=64, description="Held-out tokens evaluated per source, the same for every run.")
+    threads: int = Field(2, ge=1, description="CPU threads: fixed, as part of what makes a run repeatable.")
+    device: str = Field("cpu", description="cpu, or cuda where present.")
+
+
 class Mixing(_Strict):
     """Choosing the mixture from evidence: the swarm of proxy mixtures, mixing laws fitted per target on
     proxy results (``runs``), and proposals under the repetition caps (see ``corpusmix.mixing``)."""
@@ -363,6 +378,7 @@ class Mixing(_Strict):
                                                         "every target of the runs, equally).")
     cv_folds: int = Field(5, ge=2, le=100, description="Folds of the cross-validated quality the fit reports.")
     proposals: list[ProposalMethod] = Field(default_factory=_default_proposals)
+    proxy: ProxySettings = ProxySettings()
 
 
 class Handoff(_Strict):

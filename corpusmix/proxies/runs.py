@@ -38,6 +38,30 @@ PROXY_DIR = "proxy_runs"
 READS = ("tokenizer", "tokenize")  # the upstream manifests a run's plan and shards read
 
 
+def run_name(index: int) -> str:
+    """A swarm member's run (and Dagster partition) name."""
+    return f"swarm-{index:04d}"
+
+
+def swarm_runs(loaded: LoadedSpec) -> list[tuple[str, dict[str, float]]]:
+    """(run name, weights) of every mixture of the published swarm design, in its order."""
+    from corpusmix.core.manifest import require_manifest
+
+    design = require_manifest(loaded.manifest_root, "swarm_design", None)[1]
+    rows = pq.read_table(loaded.storage_root / design["outputs"][0]["path"]).to_pylist()
+    return [(run_name(int(r["index"])), {s: r[f"{OURS['mixture_prefix']}{s}"] for s in loaded.source_names})
+            for r in rows]
+
+
+def train_config(loaded: LoadedSpec, **overrides) -> tuple[TrainConfig, int]:
+    """The spec's proxy settings (``mixing.proxy``, with ``overrides`` not None) as a training
+    configuration for one pass over the proxy budget, and that budget."""
+    p = loaded.spec.mixing.proxy.model_dump() | {k: v for k, v in overrides.items() if v is not None}
+    budget = min(p.pop("budget"), loaded.spec.mixture.total_tokens)
+    steps = budget // p["seq_len"] // p["batch"]
+    return TrainConfig(steps=steps, **p), budget
+
+
 def run_dir(loaded: LoadedSpec, run: str) -> Path:
     return loaded.storage_root / PROXY_DIR / run
 
