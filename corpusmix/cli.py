@@ -126,19 +126,26 @@ def _cmd_propose(args) -> int:
     return 0
 
 
-def _cmd_train_proxy(args) -> int:
+def _proxy_spec(spec: str):
+    """The built spec a proxy command reads, or None after saying why not (PyTorch missing, a bad spec)."""
     try:
         import torch  # noqa: F401 - the proxy trainer's one dependency beyond the build's
     except ImportError:
         print("the proxy trainer needs PyTorch: pip install 'corpusmix[proxies]' (or torch)", file=sys.stderr)
-        return 2
-    from corpusmix.proxies.train import CheckpointError, TrainConfig, heldout_stores, shards_dir, train_proxy
+        return None
+    return _load_built(spec)
 
-    loaded = _load_built(args.spec)
+
+def _cmd_train_proxy(args) -> int:
+    loaded = _proxy_spec(args.spec)
     if loaded is None:
         return 2
-    cfg = TrainConfig(preset=args.preset, seq_len=args.seq_len, batch=args.batch, steps=args.steps, lr=args.lr,
-                      seed=args.seed, eval_tokens=args.eval_tokens, threads=args.threads, device=args.device)
+    from corpusmix.proxies.runs import train_config
+    from corpusmix.proxies.train import CheckpointError, TrainConfig, heldout_stores, shards_dir, train_proxy
+
+    cfg, _ = train_config(loaded, preset=args.preset, seq_len=args.seq_len, batch=args.batch, lr=args.lr,
+                          seed=args.seed, eval_tokens=args.eval_tokens, threads=args.threads, device=args.device)
+    cfg = TrainConfig(**{**cfg.__dict__, "steps": args.steps})  # the whole shards unless told
     out = Path(args.out) if args.out else loaded.storage_root / "proxy_train" / f"{cfg.preset}-seed{cfg.seed}"
     try:
         result = train_proxy(shards_dir(loaded), heldout_stores(loaded), out, cfg, progress=print)
@@ -151,17 +158,12 @@ def _cmd_train_proxy(args) -> int:
 
 def _cmd_proxies(args) -> int:
     """Train a proxy per swarm mixture (resumable), after printing what it will cost."""
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        print("proxy runs need PyTorch: pip install 'corpusmix[proxies]' (or torch)", file=sys.stderr)
+    loaded = _proxy_spec(args.spec)
+    if loaded is None:
         return 2
     from corpusmix.proxies.runs import collect, run_dir, run_proxy, step_seconds, swarm_runs, train_config
     from corpusmix.proxies.train import RESULT
 
-    loaded = _load_built(args.spec)
-    if loaded is None:
-        return 2
     try:
         runs = swarm_runs(loaded)[: args.runs]
     except FileNotFoundError as e:
@@ -404,16 +406,17 @@ def make_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
                        epilog=examples(f"corpusmix train-proxy {spec} --preset tiny --steps 200",
                                        f"corpusmix train-proxy {spec} --preset small --seq-len 512 --seed 1"))
     p.add_argument("spec")
-    p.add_argument("--preset", default="tiny", choices=["tiny", "small", "base", "large"],
-                   help="model size: 0.44M, 1.8M, 7.4M, 19M parameters without embeddings")
-    p.add_argument("--seq-len", type=int, default=256)
-    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--preset", choices=["tiny", "small", "base", "large"],
+                   help="model size: 0.44M, 1.8M, 7.4M, 19M parameters without embeddings (these options default "
+                        "to the spec's mixing.proxy)")
+    p.add_argument("--seq-len", type=int)
+    p.add_argument("--batch", type=int)
     p.add_argument("--steps", type=int, help="default: every sample of the shards once")
-    p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--eval-tokens", type=int, default=16_384, help="held-out tokens evaluated per source")
-    p.add_argument("--threads", type=int, default=2, help="CPU threads (fixed: part of what makes a run repeatable)")
-    p.add_argument("--device", default="cpu", help="cpu, or cuda where present")
+    p.add_argument("--lr", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--eval-tokens", type=int, help="held-out tokens evaluated per source")
+    p.add_argument("--threads", type=int, help="CPU threads (fixed: part of what makes a run repeatable)")
+    p.add_argument("--device", help="cpu, or cuda where present")
     p.add_argument("--out", help="run directory (checkpoint, train.json); default <storage>/proxy_train/<preset>-seed<N>; "
                                  "a run started again there resumes from its checkpoint")
     p.set_defaults(fn=_cmd_train_proxy)
