@@ -170,8 +170,8 @@ def _cmd_proxies(args) -> int:
         print(f"{e} (corpusmix build {args.spec})", file=sys.stderr)
         return 2
     cfg, budget = train_config(loaded, budget=args.budget, preset=args.preset, seq_len=args.seq_len,
-                               batch=args.batch, seed=args.seed, eval_tokens=args.eval_tokens, threads=args.threads,
-                               device=args.device)
+                               batch=args.batch, lr=args.lr, seed=args.seed, eval_tokens=args.eval_tokens,
+                               threads=args.threads, device=args.device)
     steps = cfg.steps
     names, weights = [n for n, _ in runs], [w for _, w in runs]
     todo = [i for i, n in enumerate(names) if not (run_dir(loaded, n) / "train" / RESULT).is_file()]
@@ -310,6 +310,20 @@ class _SqlHelp(argparse.Action):
         parser.exit()
 
 
+def _proxy_options(p) -> None:
+    """The proxy model's options, each defaulting to the spec's mixing.proxy."""
+    p.add_argument("--preset", choices=["tiny", "small", "base", "large"],
+                   help="model size: 0.44M, 1.8M, 7.4M, 19M parameters without embeddings (these options default "
+                        "to the spec's mixing.proxy)")
+    p.add_argument("--seq-len", type=int)
+    p.add_argument("--batch", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--eval-tokens", type=int, help="held-out tokens evaluated per source")
+    p.add_argument("--threads", type=int, help="CPU threads (fixed: part of what makes a run repeatable)")
+    p.add_argument("--device", help="cpu, or cuda where present")
+
+
 def make_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
     spec = "specs/shared-corpus.yaml"
     parser = argparse.ArgumentParser(
@@ -406,17 +420,8 @@ def make_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
                        epilog=examples(f"corpusmix train-proxy {spec} --preset tiny --steps 200",
                                        f"corpusmix train-proxy {spec} --preset small --seq-len 512 --seed 1"))
     p.add_argument("spec")
-    p.add_argument("--preset", choices=["tiny", "small", "base", "large"],
-                   help="model size: 0.44M, 1.8M, 7.4M, 19M parameters without embeddings (these options default "
-                        "to the spec's mixing.proxy)")
-    p.add_argument("--seq-len", type=int)
-    p.add_argument("--batch", type=int)
+    _proxy_options(p)
     p.add_argument("--steps", type=int, help="default: every sample of the shards once")
-    p.add_argument("--lr", type=float)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--eval-tokens", type=int, help="held-out tokens evaluated per source")
-    p.add_argument("--threads", type=int, help="CPU threads (fixed: part of what makes a run repeatable)")
-    p.add_argument("--device", help="cpu, or cuda where present")
     p.add_argument("--out", help="run directory (checkpoint, train.json); default <storage>/proxy_train/<preset>-seed<N>; "
                                  "a run started again there resumes from its checkpoint")
     p.set_defaults(fn=_cmd_train_proxy)
@@ -425,16 +430,9 @@ def make_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
                        epilog=examples(f"corpusmix proxies {spec} --estimate",
                                        f"corpusmix proxies {spec} --budget 262144 --runs 24"))
     p.add_argument("spec")
-    p.add_argument("--budget", type=int, help="tokens per proxy run (at most the spec's budget); the options "
-                                              "below default to the spec's mixing.proxy")
+    p.add_argument("--budget", type=int, help="tokens per proxy run (at most the spec's budget)")
     p.add_argument("--runs", type=int, help="the first N mixtures of the swarm (default: all)")
-    p.add_argument("--preset", choices=["tiny", "small", "base", "large"])
-    p.add_argument("--seq-len", type=int)
-    p.add_argument("--batch", type=int)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--eval-tokens", type=int)
-    p.add_argument("--threads", type=int)
-    p.add_argument("--device")
+    _proxy_options(p)
     p.add_argument("--estimate", action="store_true", help="print the measured time estimate and stop")
     p.set_defaults(fn=_cmd_proxies)
     p = sub.add_parser("report", help="a markdown report of the build (funnels, estimate check, plan, mixture)",
