@@ -7,7 +7,7 @@ import orjson
 import pyarrow.parquet as pq
 from dagster import MetadataValue
 
-from corpusmix.core.manifest import manifest_path, read_manifest
+from corpusmix.core.manifest import manifest_path, output_files, read_manifest
 from corpusmix.core.spec import LoadedSpec
 from corpusmix.ops.report import scatter_svg, svg_markdown
 
@@ -17,13 +17,9 @@ from .metadata import pct, text_table
 SHOWN_RUNS = 200  # rows of the swarm shown in the UI; the table holds them all
 
 
-def _outputs(loaded: LoadedSpec, manifest: dict) -> dict[str, Path]:
-    return {o["kind"]: loaded.storage_root / o["path"] for o in manifest["outputs"]}
-
-
 def _swarm_metadata(loaded: LoadedSpec, manifest: dict, path: Path) -> dict:
     d = manifest["details"]
-    table = pq.read_table(_outputs(loaded, manifest)["swarm"]).to_pylist()
+    table = pq.read_table(output_files(loaded, manifest)["swarm"]).to_pylist()
     sources = list(loaded.source_names)
     runs = text_table(["run", *sources], [[r["index"], *(pct(r[f"train_{s}"]) for s in sources)]
                                           for r in table[:SHOWN_RUNS]])
@@ -33,7 +29,7 @@ def _swarm_metadata(loaded: LoadedSpec, manifest: dict, path: Path) -> dict:
     return {"spread": spread, "runs": manifest["counts"]["runs"],
             "mixtures" if len(table) <= SHOWN_RUNS else f"mixtures_first_{SHOWN_RUNS}": runs,
             "sources_per_run": f"{d['mean_sources_per_run']:.2f}",
-            "swarm_table": MetadataValue.path(str(_outputs(loaded, manifest)["swarm"])),
+            "swarm_table": MetadataValue.path(str(output_files(loaded, manifest)["swarm"])),
             "version": manifest["version"], "manifest": MetadataValue.path(str(path))}
 
 
@@ -56,7 +52,7 @@ def _fit_metadata(loaded: LoadedSpec, manifest: dict, path: Path) -> dict:
     if not d["fitted"]:
         return {"fitted": False} | meta
     cv = d["cross_validated"]
-    runs = pq.read_table(_outputs(loaded, manifest)["runs"], columns=["objective", "predicted_out_of_fold"])
+    runs = pq.read_table(output_files(loaded, manifest)["runs"], columns=["objective", "predicted_out_of_fold"])
     picture = scatter_svg(runs["objective"].to_numpy(), runs["predicted_out_of_fold"].to_numpy(),
                           f"objective of {manifest['counts']['runs']} proxy runs, out of fold: rho {cv['objective']:.3f}")
     return {"predicted_vs_observed": MetadataValue.md(svg_markdown(picture, "predicted vs observed")),
@@ -77,7 +73,7 @@ def _proposal_metadata(loaded: LoadedSpec, manifest: dict, path: Path) -> dict:
     meta = {"version": manifest["version"], "manifest": MetadataValue.path(str(path))}
     if not manifest["details"]["proposed"]:
         return {"proposed": False} | meta
-    out = _outputs(loaded, manifest)
+    out = output_files(loaded, manifest)
     result = orjson.loads(out["proposals"].read_bytes())
     natural = result["baselines"]["natural"]["objective"]
     rows = sorted([(f"proposal {n} ({r['description']})", r) for n, r in result["proposals"].items()]
@@ -87,7 +83,7 @@ def _proposal_metadata(loaded: LoadedSpec, manifest: dict, path: Path) -> dict:
                          ", ".join(f"{s} {pct(w)}" for s, w in r["weights"].items()),
                          ", ".join(r["binding_caps"]) or "-"] for label, r in rows])
     fit = read_manifest(manifest_path(loaded.manifest_root, "mixing_fit", None))
-    runs = pq.read_table(_outputs(loaded, fit)["runs"], columns=["objective", "predicted_out_of_fold"])
+    runs = pq.read_table(output_files(loaded, fit)["runs"], columns=["objective", "predicted_out_of_fold"])
     marks = {f"{n} (predicted)": r["objective"] for n, r in result["proposals"].items()} | {"natural": natural}
     picture = scatter_svg(runs["objective"].to_numpy(), runs["predicted_out_of_fold"].to_numpy(),
                           "proxy runs and where the proposals are predicted to land", marks)

@@ -292,6 +292,11 @@ def input_refs(loaded, upstream_path: Path, upstream: dict, kinds: tuple[str, ..
             for o in upstream["outputs"] if o["kind"] in kinds]
 
 
+def output_files(loaded, manifest: dict) -> dict[str, Path]:
+    """A manifest's output files by kind (the last of a kind with several), as paths under the storage root."""
+    return {o["kind"]: loaded.storage_root / o["path"] for o in manifest["outputs"]}
+
+
 def manifest_refs(loaded, upstream: list[tuple[Path, dict]]) -> list[dict]:
     """Upstream manifests a stage read as a whole (not one file of theirs), as its ``inputs``."""
     return [{"path": str(p.relative_to(loaded.manifest_root)), "sha256": m["content_hash"], "bytes": 0,

@@ -20,7 +20,7 @@ import numpy as np
 import orjson
 import pyarrow.parquet as pq
 
-from corpusmix.core.manifest import manifest_refs, staged_ref
+from corpusmix.core.manifest import manifest_refs, output_files, staged_ref
 from corpusmix.core.spec import LoadedSpec
 from corpusmix.core.stage import Built, Stage, StageRun
 from corpusmix.mixing.design import prior_and_caps
@@ -76,7 +76,7 @@ def build_proposal(ctx: StageRun) -> Built:
                                           "`mixing.runs` to proxy-run results).\n")
         return Built(inputs=manifest_refs(loaded, ups), outputs=[staged_ref(ctx.staging, README, "readme")],
                      counts={"proposals": 0}, details={"proposed": False}, summary="no laws to propose from")
-    outs = {o["kind"]: loaded.storage_root / o["path"] for o in fit["outputs"]}
+    outs = output_files(loaded, fit)
     laws = orjson.loads(outs["laws"].read_bytes())
     if laws["domains"] != loaded.source_names:
         raise ValueError(f"the laws of {outs['laws']} are over {laws['domains']}, not the spec's sources "

@@ -34,11 +34,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from corpusmix.core.manifest import input_refs
+from corpusmix.core.manifest import input_refs, output_files
 from corpusmix.core.parquet_io import PartWriter, link_part, write_parquet
 from corpusmix.core.spec import Decontamination, LoadedSpec
 from corpusmix.core.stage import Stage, StageRun, documents_built
-from corpusmix.stages.eval_index import NORMALIZE, index_files, item_names, text_ngrams
+from corpusmix.stages.eval_index import NORMALIZE, item_names, text_ngrams
 from corpusmix.stages.minhash import normalize
 from corpusmix.stages.tokencount import TokenCounting, count_tokens, counter_for
 from corpusmix.stages.tokenizer import TokenizerInfo
@@ -268,7 +268,7 @@ def build_decontaminate(ctx: StageRun):
     loaded, cfg = ctx.loaded, ctx.loaded.spec.decontamination
     up_path, up = ctx.upstream("dedup")
     idx_path, idx = ctx.upstream("eval_index")
-    files = index_files(loaded, idx)  # the n-grams are read by each unit's process (``_index``), once
+    files = output_files(loaded, idx)  # the n-grams are read by each unit's process (``_index``), once
     parts = [str(loaded.storage_root / o["path"]) for o in up["outputs"] if o["kind"] == "documents"]
     counting, info = counter_for(loaded)  # as ingest counted (its key includes how)
     scan = _Scan(ctx.partition, str(files["eval_ngrams"]), cfg.ngram, cfg, counting, info, loaded.spec.ingest.part_bytes,

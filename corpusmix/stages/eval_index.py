@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 
 from corpusmix.core.globs import find_files
 from corpusmix.core.hashing import mix64, ngram_hashes, word_hashes
-from corpusmix.core.manifest import output_ref, require_manifest
+from corpusmix.core.manifest import output_files, output_ref, require_manifest
 from corpusmix.core.parquet_io import write_parquet
 from corpusmix.core.spec import EvalSet, LoadedSpec, Normalize, Source, Spec, SpecError, SpecIssue, file_format
 from corpusmix.core.stage import Built, Stage, StageRun
@@ -264,11 +264,6 @@ def build_eval_index(ctx: StageRun) -> Built:
                          f"({stats['too_common_ngrams']} too common, dropped)")
 
 
-def index_files(loaded: LoadedSpec, manifest: dict) -> dict[str, Path]:
-    """The published index's files by kind (``eval_ngrams``, ``eval_items``)."""
-    return {o["kind"]: loaded.storage_root / o["path"] for o in manifest["outputs"]}
-
-
 def item_names(items_file: Path) -> tuple[list[str], list[str]]:
     """Each item row's eval set and id (what a match is reported as), without the texts."""
     t = pq.read_table(items_file, columns=["eval_set", "item_id"])
@@ -277,7 +272,7 @@ def item_names(items_file: Path) -> tuple[list[str], list[str]]:
 
 def load_index(loaded: LoadedSpec) -> tuple[np.ndarray, np.ndarray, tuple[list[str], list[str]]]:
     """The published index: sorted hashes, the item row of each, and the items' sets and ids."""
-    files = index_files(loaded, require_manifest(loaded.manifest_root, NAME, None)[1])
+    files = output_files(loaded, require_manifest(loaded.manifest_root, NAME, None)[1])
     ngrams = pq.read_table(files["eval_ngrams"])
     return ngrams.column("hash").to_numpy(), ngrams.column("item").to_numpy(), item_names(files["eval_items"])
 

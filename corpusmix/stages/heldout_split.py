@@ -248,8 +248,8 @@ def _candidates(order: np.ndarray, cl: Clusters, k: int) -> np.ndarray:
     return np.flatnonzero(np.isin(cl.root, list(roots)))
 
 
-def ngram_clean(ctx: StageRun, parts: list[Path], offsets: list[int], other_parts: list[Path], order: np.ndarray,
-                cl: Clusters, tokens: np.ndarray, want: Target,
+def ngram_clean(ctx: StageRun, parts: list[Path], offsets: list[int], other_parts: list[tuple[Path, int]],
+                order: np.ndarray, cl: Clusters, tokens: np.ndarray, want: Target,
                 executor: Executor) -> tuple[np.ndarray, int, Clusters, list[tuple], int]:
     """The split of a source whose held-out documents are an eval set: besides near-duplicates, a
     candidate sharing a normalised n-gram (decontamination's) with any document that stays in train,
@@ -261,8 +261,7 @@ def ngram_clean(ctx: StageRun, parts: list[Path], offsets: list[int], other_part
 
     d = ctx.loaded.spec.decontamination
     n_own = len(cl.root)
-    other_rows = [pq.ParquetFile(p).metadata.num_rows for p in other_parts]
-    other_offsets = np.cumsum([n_own, *other_rows]).tolist()
+    other_offsets = np.cumsum([n_own, *(rows for _, rows in other_parts)]).tolist()
     need = max(want.documents, int(np.searchsorted(np.cumsum(tokens[order]), want.tokens)) + 1)
     k = min(n_own, 2 * need + 32)
     scratch = ctx.staging / SCRATCH
@@ -275,7 +274,7 @@ def ngram_clean(ctx: StageRun, parts: list[Path], offsets: list[int], other_part
         is_cand = np.zeros(n_own, bool)
         is_cand[cand] = True
         units = [(offsets[i], str(p), is_cand[offsets[i]:offsets[i + 1]]) for i, p in enumerate(parts)]
-        units += [(other_offsets[j], str(p), None) for j, p in enumerate(other_parts)]
+        units += [(other_offsets[j], str(p), None) for j, (p, _) in enumerate(other_parts)]
         hits = [h for rows in executor.map(functools.partial(_links_in_part, _LinkScan(
             str(scratch / "candidates.npz"), d.ngram)), units) for h in rows]
         starts = np.flatnonzero(np.r_[True, hashes[1:] != hashes[:-1]])
@@ -393,8 +392,9 @@ def build_heldout_split(ctx: StageRun) -> Built:
         links: list[tuple] = []
         checked = 0
         if active and eval_set:
-            held, passed, cl, links, checked = ngram_clean(ctx, parts, offsets, other_parts, order, cl, tokens[:n_own], want,
-                                                  executor)
+            other_rows = [o["rows"] for _, _, m in others for o in m["outputs"] if o["kind"] == "documents"]
+            held, passed, cl, links, checked = ngram_clean(ctx, parts, offsets, list(zip(other_parts, other_rows)),
+                                                           order, cl, tokens[:n_own], want, executor)
         else:
             held, passed = choose(order, cl, tokens[:n_own], want)
         train_parts, valid_parts = _split_parts(parts, offsets, held, ctx.staging, loaded.spec.ingest.part_bytes,
