@@ -504,6 +504,14 @@ class LoadedSpec:
         return canonical_hash(self.spec.model_dump(mode="json"))
 
 
+def field_path(loc: tuple) -> str:
+    """A field's path as a spec author writes it: ``mixture.schedule.phases[1].weights``."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
 def schedule_weights(schedule: Schedule) -> list[tuple[tuple, Weights]]:
     """Every weights entry of a schedule with its path in the spec (the phases' in order)."""
     base = ("mixture", "schedule")

@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from corpusmix.core.globs import find_files, glob_regex
-from corpusmix.core.spec import LoadedSpec, ProposalRef, Schedule, Spec, SpecIssue, schedule_weights
+from corpusmix.core.spec import LoadedSpec, ProposalRef, Schedule, Spec, SpecIssue, field_path, schedule_weights
 
 # ---------------------------------------------------------------------------
 # YAML line numbers: map a field path to the line it sits on.
@@ -48,13 +48,6 @@ def line_for(index: dict[tuple, int], loc: tuple) -> int | None:
             return index[loc]
         loc = loc[:-1]
     return index.get(())
-
-
-def _fmt_path(loc: tuple) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
 
 
 def _model_at(loc: tuple) -> type[BaseModel] | None:
@@ -101,7 +94,7 @@ def structural_issues(err: ValidationError, index: dict[tuple, int]) -> list[Spe
     issues = []
     for e in err.errors():
         loc = tuple(e["loc"])
-        path = _fmt_path(loc)
+        path = field_path(loc)
         line = line_for(index, loc)
         if e["type"] == "extra_forbidden":
             key = loc[-1]
@@ -131,14 +124,14 @@ def _weight_issues(weights, loc: tuple, names: list[str]) -> list[SpecIssue]:
         if src not in names:
             near = difflib.get_close_matches(src, names, n=1, cutoff=0.5)
             hint = f"did you mean {near[0]!r}?" if near else f"sources are: {', '.join(names)}"
-            issues.append(SpecIssue(_fmt_path(loc + (src,)), f"weight names unknown source {src!r}", hint))
+            issues.append(SpecIssue(field_path(loc + (src,)), f"weight names unknown source {src!r}", hint))
         if not math.isfinite(w) or w < 0:
-            issues.append(SpecIssue(_fmt_path(loc + (src,)), f"weight {w!r} is negative or not finite",
+            issues.append(SpecIssue(field_path(loc + (src,)), f"weight {w!r} is negative or not finite",
                                     "weights are token shares: use a number >= 0"))
     if weights and all(w == 0 for w in weights.values()):
-        issues.append(SpecIssue(_fmt_path(loc), "all weights are zero", "give at least one source a positive weight"))
+        issues.append(SpecIssue(field_path(loc), "all weights are zero", "give at least one source a positive weight"))
     if not weights:
-        issues.append(SpecIssue(_fmt_path(loc), "no weights given", "map at least one source name to a positive weight"))
+        issues.append(SpecIssue(field_path(loc), "no weights given", "map at least one source name to a positive weight"))
     return issues
 
 
@@ -317,11 +310,11 @@ def _mixing_issues(loaded: LoadedSpec, check_files: bool) -> list[SpecIssue]:
             continue
         if w.proposal not in declared:
             near = difflib.get_close_matches(w.proposal, declared, n=1, cutoff=0.5)
-            issues.append(SpecIssue(_fmt_path(loc + ("proposal",)), f"no proposal {w.proposal!r} in mixing.proposals",
+            issues.append(SpecIssue(field_path(loc + ("proposal",)), f"no proposal {w.proposal!r} in mixing.proposals",
                                     f"did you mean {near[0]!r}?" if near else
                                     f"the proposals are {declared}; declare it there (name, method)"))
         if mixing.runs is None:
-            issues.append(SpecIssue(_fmt_path(loc + ("proposal",)), f"proposal {w.proposal!r} needs proxy-run "
+            issues.append(SpecIssue(field_path(loc + ("proposal",)), f"proposal {w.proposal!r} needs proxy-run "
                                     "results to fit laws on, and mixing.runs is not set",
                                     "set mixing.runs.mixtures and mixing.runs.losses to the proxy runs' tables "
                                     "(CSV or Parquet), or use weights or a baseline"))
@@ -376,19 +369,19 @@ def _schedule_issues(sched: Schedule, names: list[str]) -> list[SpecIssue]:
             loc = base + ("phases", i)
             issues += _weight_issues(ph.weights, loc + ("weights",), names)
             if not (prev < ph.end <= 1.0):
-                issues.append(SpecIssue(_fmt_path(loc + ("end",)),
+                issues.append(SpecIssue(field_path(loc + ("end",)),
                                         f"phase boundary {ph.end} does not increase from {prev} (or exceeds 1)",
                                         "phase ends are fractions of total_tokens, strictly increasing, "
                                         "the last one 1.0"))
             prev = max(prev, ph.end)
         if sched.phases[-1].end != 1.0:
-            issues.append(SpecIssue(_fmt_path(base + ("phases", len(sched.phases) - 1, "end")),
+            issues.append(SpecIssue(field_path(base + ("phases", len(sched.phases) - 1, "end")),
                                     f"the last phase ends at {sched.phases[-1].end}, not 1.0",
                                     "end the last phase at 1.0 so the schedule covers the whole budget"))
         seen = [ph.name for ph in sched.phases]
         for i, name in enumerate(seen):
             if name in seen[:i]:
-                issues.append(SpecIssue(_fmt_path(base + ("phases", i, "name")), f"phase name {name!r} is used twice",
+                issues.append(SpecIssue(field_path(base + ("phases", i, "name")), f"phase name {name!r} is used twice",
                                         "give every phase its own name"))
     return issues
 

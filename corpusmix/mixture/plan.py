@@ -17,7 +17,7 @@ import numpy as np
 import orjson
 
 from corpusmix.core.manifest import manifest_path, manifest_refs, output_ref, read_manifest, require_manifest
-from corpusmix.core.spec import LoadedSpec, ProposalRef, Spec, named_proposals, schedule_weights
+from corpusmix.core.spec import LoadedSpec, ProposalRef, Spec, field_path, named_proposals, schedule_weights
 from corpusmix.core.stage import Built, Stage, StageRun
 from corpusmix.core.storage import sha256_file
 from corpusmix.mixture.schedules import CELLS, Availability, PlanError, build_schedule, capped_scale, cumulative
@@ -79,7 +79,7 @@ def weights_origin(loaded: LoadedSpec, published: tuple[dict, str] | None) -> li
     (with the laws behind it and its predicted objective against the natural mixture)."""
     out = []
     for loc, w in schedule_weights(loaded.spec.mixture.schedule):
-        field = ".".join(str(k) if not isinstance(k, int) else f"[{k}]" for k in loc).replace(".[", "[")
+        field = field_path(loc)
         if isinstance(w, ProposalRef):
             result, version = published
             p, fit = result["proposals"][w.proposal], result["fit"]

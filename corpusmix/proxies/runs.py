@@ -103,13 +103,20 @@ def proxy_spec(loaded: LoadedSpec, run: str, weights: dict[str, float], budget: 
 def run_proxy(loaded: LoadedSpec, run: str, weights: dict[str, float], budget: int, cfg: TrainConfig,
               progress: Callable[[str], None] = print) -> dict:
     """Build one run's shards (or find them current) and train its proxy (or resume it)."""
+    shards = proxy_shards(loaded, run, weights, budget, cfg.seq_len, progress)
+    return train_proxy(shards, heldout_stores(loaded), run_dir(loaded, run) / "train", cfg, progress)
+
+
+def proxy_shards(loaded: LoadedSpec, run: str, weights: dict[str, float], budget: int, seq_len: int,
+                 progress: Callable[[str], None]) -> Path:
+    """The run's plan and mixed shards, built by the ordinary stages (found current when built before)."""
     from corpusmix.pipeline import run_stage
     from corpusmix.proxies.train import shards_dir
 
-    proxy = proxy_spec(loaded, run, weights, budget, cfg.seq_len)
+    proxy = proxy_spec(loaded, run, weights, budget, seq_len)
     for stage in ("mixture_plan", "mixed_shards"):
         run_stage(stage, proxy, progress=progress)
-    return train_proxy(shards_dir(proxy), heldout_stores(loaded), run_dir(loaded, run) / "train", cfg, progress)
+    return shards_dir(proxy)
 
 
 def step_seconds(loaded: LoadedSpec, run: str, weights: dict[str, float], budget: int,
@@ -118,16 +125,11 @@ def step_seconds(loaded: LoadedSpec, run: str, weights: dict[str, float], budget
     steps and the evaluation timed in a scratch directory (removed): what a swarm's estimate rests on."""
     import time
 
-    from corpusmix.pipeline import run_stage
-    from corpusmix.proxies.train import shards_dir
-
-    proxy = proxy_spec(loaded, run, weights, budget, cfg.seq_len)
-    for stage in ("mixture_plan", "mixed_shards"):
-        run_stage(stage, proxy, progress=lambda m: None)
+    shards = proxy_shards(loaded, run, weights, budget, cfg.seq_len, lambda m: None)
     probe = TrainConfig(**{**cfg.__dict__, "steps": min(cfg.steps or 3, 3), "checkpoint_every": 10 ** 9})
     scratch = run_dir(loaded, run) / "probe"
     t = time.perf_counter()
-    result = train_proxy(shards_dir(proxy), heldout_stores(loaded), scratch, probe, lambda m: None)
+    result = train_proxy(shards, heldout_stores(loaded), scratch, probe, lambda m: None)
     total = time.perf_counter() - t
     shutil.rmtree(scratch)
     return result["elapsed_s"] / probe.steps, total - result["elapsed_s"]
