@@ -12,8 +12,8 @@ time, the medians and the ratio after / before (the issue's target: <= 1, not sl
 runs each build left in its instance and how many of them carry a code-location origin.
 
 ``--spec`` is read in each checkout (its own version of the dev spec, which its code accepts).
-``--lean`` builds only the work both checkouts do: no eval sets, held-out splits off (where the
-checkout's code has them), to compare a change to the common stages apart from the stages added
+``--lean`` builds only the work both checkouts do: no eval sets, held-out splits and MDS shards off
+(where the checkout's code has them), to compare a change to the common stages apart from the stages added
 since the "before" commit.
 """
 
@@ -46,6 +46,8 @@ def fresh_spec(spec_path: Path, tmp: Path, lean: bool = False) -> Path:
         if "heldout" in (spec_path.parents[1] / "corpusmix" / "core" / "spec.py").read_text():
             for src in spec["sources"]:
                 src["heldout"] = False
+        if spec.get("handoff", {}).get("mds"):
+            spec["handoff"]["mds"]["enabled"] = False  # MosaicML's shards: a second copy of the mix, off by default
     base = spec_path.resolve().parent
     spec["storage"] = {"root": str(tmp / "data"), "manifests": str(tmp / "manifests")}
     for src in spec["sources"]:
@@ -78,7 +80,7 @@ def main() -> None:
     ap.add_argument("--after", default=str(REPO), help="checkout of the code after it (default: this one)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--spec", default="specs/shared-corpus.yaml", help="relative to each checkout")
-    ap.add_argument("--lean", action="store_true", help="no eval sets, held-out splits off")
+    ap.add_argument("--lean", action="store_true", help="no eval sets, held-out splits and MDS shards off")
     args = ap.parse_args()
     checkouts = {"before": Path(args.before).resolve(), "after": Path(args.after).resolve()}
     times: dict[str, list[float]] = {"before": [], "after": []}

@@ -81,14 +81,14 @@ def test_a_docstring_or_comment_does_not_change_a_digest_and_code_does(tmp_path,
 
     def digest(source: str) -> str:
         mod.write_text(source)
-        for f in (contract._parsed, contract._code, contract.import_closure, contract.code_digest):
+        for f in (contract._scanned, contract.import_closure, contract.code_digest):
             f.cache_clear()
         return contract.code_digest("corpusmix.stages.probe")
 
     base = digest('"""Doc."""\n\ndef f(x):\n    """Why."""\n    return x + 1\n')
     assert digest('"""Another doc."""\n# a comment\n\ndef f(x):\n    """Other words."""\n    return x + 1\n') == base
     assert digest('"""Doc."""\n\ndef f(x):\n    return x + 2\n') != base
-    for f in (contract._parsed, contract._code, contract.import_closure, contract.code_digest):
+    for f in (contract._scanned, contract.import_closure, contract.code_digest):
         f.cache_clear()
 
 

@@ -167,7 +167,7 @@ def test_after_a_build_the_ui_shows_what_a_user_needs(make_spec, tmp_path):
             _shot(page, "ui-ingest-materialized.png", focus=_value(page, "reused"))
             shots.append("ui-ingest-materialized.png")
             page.goto(f"{base}/assets/ingest?view=checks", wait_until="networkidle")
-            page.get_by_text("outputs_match_manifest").first.wait_for(timeout=WAIT)
+            page.get_by_text("outputs_valid").first.wait_for(timeout=WAIT)
             _shot(page, "ui-ingest-checks.png")
             shots.append("ui-ingest-checks.png")
 

@@ -290,11 +290,27 @@ def _module_file(name: str) -> Path | None:
     return None
 
 
-def _imports(name: str, tree: ast.Module, is_package: bool) -> set[str]:
-    """Engine modules a module imports, anywhere in it (function-level imports run too)."""
+def _statements(tree: ast.AST) -> Iterator[ast.AST]:
+    """Every statement, nested ones included, without descending into expressions: imports and
+    docstrings are statements, and skipping the expressions makes a module's scan ~5x cheaper."""
+    todo = [tree]
+    while todo:
+        node = todo.pop()
+        yield node
+        for block in ("body", "orelse", "finalbody", "handlers", "cases"):
+            todo.extend(getattr(node, block, ()))
+
+
+@functools.lru_cache(maxsize=None)
+def _scanned(name: str) -> tuple[frozenset[str], str]:
+    """A module's engine imports (anywhere in it: function-level imports run too) and its code as
+    normalised source, docstrings and comments gone; parsed once per module, though most modules
+    are in several stages' closures."""
+    path = _module_file(name)
+    tree = ast.parse(path.read_text(), str(path))
     found = set()
-    package = name if is_package else name.rpartition(".")[0]
-    for node in ast.walk(tree):
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    for node in _statements(tree):
         if isinstance(node, ast.Import):
             found.update(a.name for a in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -303,13 +319,12 @@ def _imports(name: str, tree: ast.Module, is_package: bool) -> set[str]:
                 base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
             for a in node.names:  # ``from pkg import module`` names the module, not the package
                 found.add(f"{base}.{a.name}" if _module_file(f"{base}.{a.name}") else base)
-    return {m for m in found if _module_file(m) is not None}
-
-
-@functools.lru_cache(maxsize=None)
-def _parsed(name: str) -> tuple[ast.Module, bool]:
-    path = _module_file(name)
-    return ast.parse(path.read_text(), str(path)), path.name == "__init__.py"
+        elif isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+                    and isinstance(body[0].value.value, str):
+                node.body = body[1:] or [ast.Pass()]
+    return frozenset(m for m in found if _module_file(m) is not None), ast.unparse(tree)
 
 
 @functools.lru_cache(maxsize=None)
@@ -321,23 +336,8 @@ def import_closure(module: str) -> tuple[str, ...]:
         if name in seen or name in INFRASTRUCTURE:
             continue
         seen.add(name)
-        tree, is_package = _parsed(name)
-        todo.extend(_imports(name, tree, is_package))
+        todo.extend(_scanned(name)[0])
     return tuple(sorted(seen))
-
-
-@functools.lru_cache(maxsize=None)
-def _code(name: str) -> str:
-    """A module's code as normalised source, docstrings and comments gone (once per module: most
-    modules are in several stages' closures)."""
-    tree = ast.parse(ast.unparse(_parsed(name)[0]))  # a copy to edit
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
-            body = node.body
-            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
-                    and isinstance(body[0].value.value, str):
-                node.body = body[1:] or [ast.Pass()]
-    return ast.unparse(tree)
 
 
 @functools.lru_cache(maxsize=None)
@@ -345,7 +345,7 @@ def code_digest(module: str) -> str:
     """12 hex digits over the code (without docstrings) of ``import_closure(module)``."""
     h = hashlib.sha256()
     for name in import_closure(module):
-        h.update(name.encode() + b"\0" + _code(name).encode() + b"\0")
+        h.update(name.encode() + b"\0" + _scanned(name)[1].encode() + b"\0")
     return h.hexdigest()[:12]
 
 

@@ -116,16 +116,17 @@ def _describe(e: Exception) -> str:
     return text.splitlines()[0] if text else type(e).__name__
 
 
-def drift(previous: dict | None, current: dict, threshold: float) -> dict[str, float]:
-    """Acceptance rates that moved by more than ``threshold`` (absolute) since ``previous``."""
+def rate_changes(previous: dict | None, current: dict) -> dict[str, float]:
+    """How much each acceptance rate moved since ``previous`` (signed; empty without one)."""
     if previous is None:
         return {}
-    out = {}
-    for rate in ("document_acceptance", "token_acceptance"):
-        a, b = previous["rates"].get(rate), current["rates"].get(rate)
-        if a is not None and b is not None and abs(b - a) > threshold:
-            out[rate] = round(b - a, 6)
-    return out
+    return {r: current["rates"][r] - previous["rates"][r] for r in ("document_acceptance", "token_acceptance")
+            if current["rates"].get(r) is not None and previous["rates"].get(r) is not None}
+
+
+def drift(previous: dict | None, current: dict, threshold: float) -> dict[str, float]:
+    """Acceptance rates that moved by more than ``threshold`` (absolute) since ``previous``."""
+    return {r: round(c, 6) for r, c in rate_changes(previous, current).items() if abs(c) > threshold}
 
 
 def epoch_cap_problems(plan: dict) -> list[str]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
 import pyarrow as pa
@@ -32,7 +33,9 @@ from corpusmix.core.manifest import manifest_path
 from corpusmix.core.spec import LoadedSpec, load_spec
 from corpusmix.core.storage import atomic_write_bytes
 from corpusmix.mixing.runs import OURS
-from corpusmix.proxies.train import RESULT, TrainConfig, heldout_stores, train_proxy
+
+if TYPE_CHECKING:  # torch is imported by the functions that train, not here: the build's swarm_design
+    from corpusmix.proxies.train import TrainConfig  # hook and the Dagster definitions import this module
 
 PROXY_DIR = "proxy_runs"
 READS = ("tokenizer", "tokenize")  # the upstream manifests a run's plan and shards read
@@ -56,6 +59,8 @@ def swarm_runs(loaded: LoadedSpec) -> list[tuple[str, dict[str, float]]]:
 def train_config(loaded: LoadedSpec, **overrides) -> tuple[TrainConfig, int]:
     """The spec's proxy settings (``mixing.proxy``, with ``overrides`` not None) as a training
     configuration for one pass over the proxy budget, and that budget."""
+    from corpusmix.proxies.train import TrainConfig
+
     p = loaded.spec.mixing.proxy.model_dump() | {k: v for k, v in overrides.items() if v is not None}
     budget = min(p.pop("budget"), loaded.spec.mixture.total_tokens)
     steps = budget // p["seq_len"] // p["batch"]
@@ -103,6 +108,8 @@ def proxy_spec(loaded: LoadedSpec, run: str, weights: dict[str, float], budget: 
 def run_proxy(loaded: LoadedSpec, run: str, weights: dict[str, float], budget: int, cfg: TrainConfig,
               progress: Callable[[str], None] = print) -> dict:
     """Build one run's shards (or find them current) and train its proxy (or resume it)."""
+    from corpusmix.proxies.train import heldout_stores, train_proxy
+
     shards = proxy_shards(loaded, run, weights, budget, cfg.seq_len, progress)
     return train_proxy(shards, heldout_stores(loaded), run_dir(loaded, run) / "train", cfg, progress)
 
@@ -125,6 +132,8 @@ def step_seconds(loaded: LoadedSpec, run: str, weights: dict[str, float], budget
     steps and the evaluation timed in a scratch directory (removed): what a swarm's estimate rests on."""
     import time
 
+    from corpusmix.proxies.train import TrainConfig, heldout_stores, train_proxy
+
     shards = proxy_shards(loaded, run, weights, budget, cfg.seq_len, lambda m: None)
     probe = TrainConfig(**{**cfg.__dict__, "steps": min(cfg.steps or 3, 3), "checkpoint_every": 10 ** 9})
     scratch = run_dir(loaded, run) / "probe"
@@ -137,6 +146,8 @@ def step_seconds(loaded: LoadedSpec, run: str, weights: dict[str, float], budget
 
 def collect(loaded: LoadedSpec) -> tuple[Path, Path, int]:
     """Every finished run's mixture and held-out losses as the two runs tables (rewritten atomically)."""
+    from corpusmix.proxies.train import RESULT
+
     root = loaded.storage_root / PROXY_DIR
     mix_rows, loss_rows = [], []
     for result_file in sorted(root.glob(f"*/train/{RESULT}")):

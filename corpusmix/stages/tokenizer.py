@@ -175,15 +175,23 @@ def split_is_exact(tok, max_chars: int = 16) -> bool:
 
 def choose_encoder(path: Path, requested: str) -> tuple[str, str]:
     """The encoder the tokenize stage uses, and why: tiktoken only where ``fast_bpe`` finds it
-    gives the ids of the tokenizers library (a file it cannot check falls back, it never fails)."""
+    gives the ids of the tokenizers library (a file it cannot check falls back, it never fails).
+    Decided once per tokenizer content in a process (~0.3 s of checks and probes): a build asks
+    at its start, to warm its workers, and again in the tokenizer stage, of a copy of the file."""
     if requested == "huggingface":
         return "huggingface", "tokenizer.encoder: huggingface in the spec"
-    why = fast_bpe.incompatibility(orjson.loads(path.read_bytes()))
-    if why is None:
-        why = fast_bpe.probe_mismatch(str(path), load_tokenizer(str(path)))
-    if why is None:
-        return "tiktoken", "byte-level BPE with GPT-2 split; same ids as tokenizers on every probe"
-    return "huggingface", f"tiktoken not used: {why}"
+    data = path.read_bytes()
+    key = hashlib.sha256(data).hexdigest()
+    if key not in _CHOSEN:
+        why = fast_bpe.incompatibility(orjson.loads(data))
+        if why is None:
+            why = fast_bpe.probe_mismatch(str(path), load_tokenizer(str(path)))
+        _CHOSEN[key] = ("tiktoken", "byte-level BPE with GPT-2 split; same ids as tokenizers on every probe") \
+            if why is None else ("huggingface", f"tiktoken not used: {why}")
+    return _CHOSEN[key]
+
+
+_CHOSEN: dict[str, tuple[str, str]] = {}  # choose_encoder's answers by the tokenizer file's sha256
 
 
 def describe(path: Path, eos_token: str, encoder: str) -> TokenizerInfo:
