@@ -3,7 +3,7 @@ proposed mixture beat the baselines when trained on? Run in resumable parts of a
 
     python benchmarks/proxy_study.py --part proxies [--limit-minutes 50]   # swarm, held-out mixtures, seeds
     python benchmarks/proxy_study.py --part fit                            # fit quality (no training)
-    python benchmarks/proxy_study.py --part transfer [--limit-minutes 50]  # larger target models (next)
+    python benchmarks/proxy_study.py --part transfer [--limit-minutes 50]  # larger target models
 
 Setup (decided before any run): ``specs/shared-corpus.yaml`` (six sources, held-out splits on,
 target budget 20M tokens, max_epochs 4) built into ``benchmarks/results/proxy_study/`` (ignored by
@@ -24,10 +24,22 @@ Criteria, set before the runs:
    mean absolute error and Spearman rho over the 4 (rho of 4 points is coarse: +-1 steps of 0.2 /
    0.4); also leave-one-out over the 24. Met if the objective's held-out MAE is at most 2x the
    seed standard deviation of the objective (the 3 natural-mixture seeds).
-2. Transfer (``--part transfer``, not yet run): preset small (1.8M) on 4x the tokens, 5 mixtures
-   (the convex proposal at KL 0.1, natural, uniform, temperature 0.5, UniMax, best of swarm) x 3
-   seeds; objective per mixture with paired standard errors across seeds; Spearman rho between the
-   proxy-predicted and the target-measured ranking.
+2. Transfer (``--part transfer``): preset small (1.8M, 4.1x the proxy's non-embedding parameters)
+   on 2x the proxy's tokens (262,144), 6 mixtures x 3 seeds (0, 1, 2): the convex proposal (KL
+   weight 0.1) of log-linear laws fitted on the 28 seed-0 proxy runs (24 swarm + 4 held-out
+   mixtures; equal weights over the six sources), natural, uniform, temperature 0.5, UniMax, and
+   the swarm run with the lowest measured objective. Each of the six is also trained once at the
+   proxy scale (seed 0), for a measured proxy ranking. Reported: objective per mixture (mean and
+   sd over seeds), the proposal against each other mixture with the paired standard error over
+   seeds (same seed = same initialisation and batch order), Spearman rho of the law-predicted and
+   of the proxy-measured objective against the target-measured one over the six. Met if the
+   proposal beats natural and uniform by more than 2 paired SEs each and is within 1 paired SE of
+   the best swarm mixture. Changed before any transfer run: the first plan said 4x the tokens;
+   measured on this machine (``step_seconds``) a small run of 4x costs ~533 s and 18 of them 2.7 h,
+   over the study's 3 h with the first part's ~1 h, so 2x (~275 s a run, ~1.5 h with the six
+   proxy-scale runs). Target runs go seed by seed; the report uses whole seeds only. A mixture
+   equal to an earlier one is trained once (UniMax is uniform here: no cap binds at 1/6), so 5
+   distinct mixtures x 3 seeds = 15 target runs, ~70 min.
 Everything that comes out is written to ``benchmarks/results/proxy_study.txt``, negative or not.
 """
 
@@ -184,6 +196,155 @@ def part_fit(loaded) -> list[str]:
     return lines
 
 
+TARGET = {"preset": "small", "budget": 2 * PROXY["budget"]}  # 4.1x the proxy's parameters, 2x its tokens
+TARGET_SEEDS = (0, 1, 2)
+
+
+def transfer_mixtures(loaded) -> tuple[dict[str, dict[str, float]], dict[str, str]]:
+    """The mixtures trained at the target scale: the convex proposal (KL weight 0.1) of log-linear
+    laws fitted on every seed-0 proxy run of the study's first part (24 swarm + 4 held-out mixtures),
+    the four baselines (temperature T as everywhere in corpusmix: shares n_i^(1/T)), and the swarm
+    run with the lowest measured objective; a mixture equal to one before it is trained once (the
+    second dict names it and the one it equals: UniMax is uniform where no cap binds at 1/6)."""
+    from corpusmix.mixing.design import prior_and_caps
+    from corpusmix.mixing.laws import fit_per_target
+    from corpusmix.mixing.propose import baselines, best_observed, convex
+    from corpusmix.mixture.plan import availability
+
+    sources = loaded.source_names
+    done = results(loaded)
+    fitted = [n for n in done if n.startswith(("swarm-", "heldout-"))]
+    swarm_runs = [n for n in fitted if n.startswith("swarm-")]
+    if len(swarm_runs) < 24 or len(fitted) < 28:
+        raise SystemExit("the transfer part needs the first part's 24 swarm and 4 held-out runs: run --part proxies")
+    prior, caps = prior_and_caps(loaded, availability(loaded, exact_only=True))
+    x = np.stack([[done[n][0][s] for s in sources] for n in fitted])
+    y = np.stack([done[n][1] for n in fitted])
+    objective = np.ones(len(sources))
+    laws = fit_per_target("log_linear", x, y, seed=0)
+    mixtures = {"proposal": convex(laws, objective, prior, caps, kl=0.1).weights}
+    mixtures |= {name.replace(" ", "-"): w for name, w in baselines(prior, caps).items()}
+    xs = np.stack([[done[n][0][s] for s in sources] for n in swarm_runs])
+    ys = np.stack([done[n][1] for n in swarm_runs])
+    mixtures["best-of-swarm"] = best_observed(xs, ys, objective, caps).weights
+    kept, same_as = {}, {}
+    for k, w in mixtures.items():
+        twin = next((j for j, v in kept.items() if np.allclose(v, w, atol=1e-9)), None)
+        if twin is None:
+            kept[k] = w
+        else:
+            same_as[k] = twin
+    return {k: dict(zip(sources, map(float, w))) for k, w in kept.items()}, same_as
+
+
+def transfer_runs(loaded) -> list[tuple[str, str, dict[str, float], int, bool]]:
+    """(run, mixture, weights, seed, target?) in training order: each mixture once at the proxy scale
+    (seed 0; the natural mixture's and the best swarm run's exist already), then seed by seed at the
+    target scale, so that a part cut short leaves whole seeds to compare."""
+    mixtures = transfer_mixtures(loaded)[0]
+    existing = {"natural": "natural-seed0"}
+    runs = [(existing.get(k, f"proxy-{k}"), k, w, 0, False) for k, w in mixtures.items() if k != "best-of-swarm"]
+    runs += [(f"target-{k}-seed{seed}", k, w, seed, True) for seed in TARGET_SEEDS for k, w in mixtures.items()]
+    return runs
+
+
+def part_transfer(loaded, limit_minutes: float) -> None:
+    from corpusmix.proxies.runs import run_dir, run_proxy, train_config
+    from corpusmix.proxies.train import RESULT, TrainConfig
+
+    deadline = time.monotonic() + 60 * limit_minutes
+    for name, _, weights, seed, target in transfer_runs(loaded):
+        if (run_dir(loaded, name) / "train" / RESULT).is_file():
+            continue
+        if time.monotonic() > deadline:
+            print(f"time limit reached before {name}: run this part again to go on", flush=True)
+            return
+        base, budget = train_config(loaded, **(TARGET if target else {}))
+        t = time.perf_counter()
+        result = run_proxy(loaded, name, weights, budget, TrainConfig(**{**base.__dict__, "seed": seed}),
+                           progress=lambda m: None)
+        print(f"{name}: {time.perf_counter() - t:6.1f} s, held-out "
+              + ", ".join(f"{s} {r['loss_nats']:.3f}" for s, r in result["eval"].items()), flush=True)
+
+
+def _measured(loaded, name: str) -> np.ndarray | None:
+    from corpusmix.proxies.runs import run_dir
+    from corpusmix.proxies.train import RESULT
+
+    f = run_dir(loaded, name) / "train" / RESULT
+    if not f.is_file():
+        return None
+    ev = orjson.loads(f.read_bytes())["eval"]
+    return np.array([ev[s]["loss_nats"] for s in loaded.source_names])
+
+
+def transfer_report(loaded) -> list[str]:
+    """Criterion 2's figures from whatever target runs have finished (whole seeds only)."""
+    from scipy.stats import spearmanr
+
+    from corpusmix.mixing.laws import fit_per_target, predict_targets
+
+    try:
+        runs = transfer_runs(loaded)
+    except SystemExit:
+        return []
+    sources = loaded.source_names
+    mixtures, same_as = transfer_mixtures(loaded)
+    lines = [f"transfer: target preset {TARGET['preset']}, {TARGET['budget']:,} tokens per run (proxy: "
+             f"{PROXY['preset']}, {PROXY['budget']:,}); seeds {list(TARGET_SEEDS)}; objective = mean held-out loss "
+             "of the six sources, nats per token",
+             "  mixtures (" + ", ".join(sources) + "):"]
+    lines += [f"    {k:16} " + " ".join(f"{w[s]:.3f}" for s in sources) for k, w in mixtures.items()]
+    lines += [f"    {k:16} = {twin} (the same weights: trained once)" for k, twin in same_as.items()]
+    target = {}  # mixture -> seeds x sources
+    for seed in TARGET_SEEDS:
+        got = {k: _measured(loaded, f"target-{k}-seed{seed}") for k in mixtures}
+        if any(v is None for v in got.values()):
+            break  # only whole seeds: every mixture at that seed
+        for k, v in got.items():
+            target.setdefault(k, []).append(v)
+    if not target:
+        lines.append("  no whole seed of target runs yet")
+        return lines
+    n = len(next(iter(target.values())))
+    obj = {k: np.array([v.mean() for v in vs]) for k, vs in target.items()}
+    lines.append(f"  target objective per mixture, mean over {n} seed(s) (sd over seeds):")
+    lines += [f"    {k:16} {o.mean():.4f} ({o.std(ddof=1) if n > 1 else float('nan'):.4f})"
+              for k, o in sorted(obj.items(), key=lambda kv: kv[1].mean())]
+
+    def paired(a: str, b: str) -> str:
+        d = obj[b] - obj[a]  # positive: a is better (lower loss)
+        se = d.std(ddof=1) / np.sqrt(n) if n > 1 else float("nan")
+        return f"{a} vs {b}: {d.mean():+.4f} +- {se:.4f} nats (paired SE, {n} seeds; positive: {a} lower)"
+
+    lines += ["  " + paired("proposal", other) for other in mixtures if other != "proposal"]
+    if n > 1:
+        d_nat, d_uni, d_best = (obj[o] - obj["proposal"] for o in ("natural", "uniform", "best-of-swarm"))
+        se = lambda d: d.std(ddof=1) / np.sqrt(n)  # noqa: E731
+        met = d_nat.mean() > 2 * se(d_nat) and d_uni.mean() > 2 * se(d_uni) and abs(d_best.mean()) <= se(d_best)
+        lines.append("criterion 2: the proposal beats natural and uniform by more than 2 paired SEs and is within 1 "
+                     f"SE of the best swarm mixture: {'MET' if met else 'NOT MET'} ({n} seeds)")
+    done = results(loaded)
+    fitted = [k for k in done if k.startswith(("swarm-", "heldout-"))]
+    laws = fit_per_target("log_linear", np.stack([[done[k][0][s] for s in sources] for k in fitted]),
+                          np.stack([done[k][1] for k in fitted]), seed=0)
+    keys = list(obj)
+    measured = np.array([obj[k].mean() for k in keys])
+    predicted = predict_targets(laws, np.array([[mixtures[k][s] for s in sources] for k in keys])).mean(axis=1)
+    lines.append("  law-predicted objective (proxy scale) vs target-measured, Spearman rho over the "
+                 f"{len(keys)} mixtures: {spearmanr(predicted, measured)[0]:+.2f}")
+    proxy = {k: _measured(loaded, name) for name, k, _, _, target in runs if not target}
+    proxy["best-of-swarm"] = next(done[r][1] for r in done if r.startswith("swarm-")
+                                  and np.allclose([done[r][0][s] for s in sources],
+                                                  [mixtures["best-of-swarm"][s] for s in sources]))
+    if all(proxy.get(k) is not None for k in keys):
+        pm = np.array([proxy[k].mean() for k in keys])
+        lines.append("  proxy-measured objective (seed 0) vs target-measured, Spearman rho: "
+                     f"{spearmanr(pm, measured)[0]:+.2f}; per mixture proxy -> target: "
+                     + ", ".join(f"{k} {p:.3f} -> {m:.3f}" for k, p, m in zip(keys, pm, measured)))
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--part", choices=["proxies", "fit", "transfer"], required=True)
@@ -193,9 +354,8 @@ def main() -> None:
     if args.part == "proxies":
         part_proxies(loaded, args.limit_minutes)
     elif args.part == "transfer":
-        print("transfer: not built yet (see the docstring's criterion 2)")
-        return
-    lines = part_fit(loaded)
+        part_transfer(loaded, args.limit_minutes)
+    lines = part_fit(loaded) + transfer_report(loaded)
     print("\n".join(lines))
     REPORT.write_text("proxy study (benchmarks/proxy_study.py; setup and criteria in its docstring)\n"
                       + "\n".join(lines) + "\n")
