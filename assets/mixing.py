@@ -49,14 +49,12 @@ SWARM_DESIGN = StageAsset(
 def _fit_metadata(loaded: LoadedSpec, manifest: dict, path: Path) -> dict:
     d = manifest["details"]
     meta = {"version": manifest["version"], "manifest": MetadataValue.path(str(path))}
-    if not d["fitted"]:
-        return {"fitted": False} | meta
     cv = d["cross_validated"]
     runs = pq.read_table(output_files(loaded, manifest)["runs"], columns=["objective", "predicted_out_of_fold"])
     picture = scatter_svg(runs["objective"].to_numpy(), runs["predicted_out_of_fold"].to_numpy(),
                           f"objective of {manifest['counts']['runs']} proxy runs, out of fold: rho {cv['objective']:.3f}")
     return {"predicted_vs_observed": MetadataValue.md(svg_markdown(picture, "predicted vs observed")),
-            "fitted": True, "regressor": d["regressor"], "runs": manifest["counts"]["runs"],
+            "regressor": d["regressor"], "runs": manifest["counts"]["runs"],
             "cv_objective_rho": f"{cv['objective']:.3f}", "cv_objective_mae": f"{cv['objective_mae']:.4f}",
             "per_target": text_table(["target", "objective weight", "cross-validated rho"],
                                      [[t, f"{d['objective'][t]:.3f}", f"{r:.3f}"]
@@ -71,8 +69,6 @@ MIXING_FIT = StageAsset(
 
 def _proposal_metadata(loaded: LoadedSpec, manifest: dict, path: Path) -> dict:
     meta = {"version": manifest["version"], "manifest": MetadataValue.path(str(path))}
-    if not manifest["details"]["proposed"]:
-        return {"proposed": False} | meta
     out = output_files(loaded, manifest)
     result = orjson.loads(out["proposals"].read_bytes())
     natural = result["baselines"]["natural"]["objective"]

@@ -59,6 +59,7 @@ sys.path.insert(0, str(REPO))
 
 STUDY = REPO / "benchmarks" / "results" / "proxy_study"
 REPORT = REPO / "benchmarks" / "results" / "proxy_study.txt"
+PICTURE = REPO / "benchmarks" / "results" / "proxy_study_fit.svg"  # predicted vs measured, the held-out mixtures
 PROXY = {"budget": 131_072, "preset": "tiny", "seq_len": 128, "batch": 8, "lr": 3e-3, "seed": 0,
          "eval_tokens": 8192, "threads": 2, "device": "cpu"}
 
@@ -138,6 +139,7 @@ def part_fit(loaded) -> list[str]:
     from scipy.stats import spearmanr
 
     from corpusmix.mixing.laws import fit_per_target, out_of_fold, predict_targets
+    from corpusmix.ops.report import scatter_svg
 
     done = results(loaded)
     sources = loaded.source_names
@@ -168,6 +170,8 @@ def part_fit(loaded) -> list[str]:
     yh = np.stack([done[n][1] for n in held])
     ph = predict_targets(models, xh)
     mae = np.abs(ph - yh).mean(axis=0)
+    PICTURE.write_text(scatter_svg(yh.ravel(), ph.ravel(), f"{len(held)} held-out mixtures x {len(sources)} sources: "
+                                   "held-out loss, nats", size=420))
     obj_mae = float(np.abs(ph.mean(axis=1) - yh.mean(axis=1)).mean())
     rho = lambda a, b: float(spearmanr(a, b)[0]) if len(a) > 2 else float("nan")  # noqa: E731
     lines.append(f"log-linear laws fitted on {len(swarm)} swarm runs, predicting the {len(held)} held-out mixtures:")

@@ -275,6 +275,9 @@ def _cmd_stages(args) -> int:
 
     spec = load_spec(args.spec, check_files=False).spec if args.spec else None
     for s in STAGES:
+        if spec is not None and not s.is_active(spec):
+            print(f"{s.name:20} {'per source' if s.per_source else 'global':10} not in this spec's build (nothing to do)")
+            continue
         reads = ", ".join(s.deps(spec)) if spec is not None or not callable(s.upstream) else "(depends on the spec)"
         print(f"{s.name:20} {'per source' if s.per_source else 'global':10} reads: {reads or '(files the spec names)'}")
         print(f"{'':20} code version {s.code_version()}: {', '.join(s.code_modules())}")

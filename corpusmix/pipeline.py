@@ -5,7 +5,11 @@ Everything that walks the stages derives from ``STAGES``: ``run_stage`` and
 Dagster assets and jobs, freshness, the report, the planner's availability
 lookup and the benchmarks. A stage is added by declaring its ``Stage`` in its
 own module and listing it here; its position must come after every stage it
-reads (checked at import).
+reads (checked at import). A spec's build has the stages it asks something of
+(``active_stages``): without eval sets there is no eval_index or decontaminate
+(quality reads dedup), without held-out splits no heldout_split (tokenize reads
+quality), without proxy-run tables no mixing_fit or mixing_proposal, and
+mds_shards only with ``handoff.mds.enabled``.
 
     raw files ─► ingest ─► dedup ─► decontaminate ─► quality ─► heldout_split ─► tokenize ─► mixture_plan ─► mixed_shards
                                                                                      │         ▲     ├─► megatron_blends
@@ -83,8 +87,15 @@ def stage(name: str) -> Stage:
         raise KeyError(f"no stage {name!r}; the stages are {list(REGISTRY)}") from None
 
 
-def per_source_stages() -> list[str]:
-    return [s.name for s in STAGES if s.per_source]
+def active_stages(spec: Spec) -> tuple[Stage, ...]:
+    """The stages this spec's build has, in order: ``STAGES`` less those it asks nothing of
+    (``Stage.active``); each stage's upstream then names what it reads instead."""
+    stages = tuple(s for s in STAGES if s.is_active(spec))
+    names = {s.name for s in stages}
+    for s in stages:
+        if missing := [d for d in s.deps(spec) if d not in names]:
+            raise RuntimeError(f"stage {s.name!r} reads {missing}, which this spec leaves out of the build")
+    return stages
 
 
 def run_stage(name: str, loaded: LoadedSpec, partition: str | None = None, *,
@@ -128,7 +139,7 @@ def waves(spec: Spec) -> list[Wave]:
     """
     done: set[str] = set()
     out: list[Wave] = []
-    pending = list(STAGES)
+    pending = list(active_stages(spec))
     while pending:
         progressed = False
         for scope in ("source", "global"):

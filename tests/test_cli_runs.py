@@ -70,10 +70,10 @@ def test_every_run_of_a_cli_build_is_a_run_of_the_code_location_with_the_build_t
         cli_build.printed
     assert build_id, out  # printed before the first run
     assert list(printed) == ["math ingest + dedup", "dialogue ingest + dedup",
-                             "cross_source_dedup + eval_index + tokenizer",
-                             "math decontaminate + quality + heldout_split + tokenize",
-                             "dialogue decontaminate + quality + heldout_split + tokenize",
-                             "swarm_design + mixing_fit + mixing_proposal + mixture_plan + mixed_shards + megatron_blends + mds_shards"]
+                             "cross_source_dedup + tokenizer",
+                             "math quality + heldout_split + tokenize",
+                             "dialogue quality + heldout_split + tokenize",
+                             "swarm_design + mixture_plan + mixed_shards + megatron_blends"]
     with _instance(home) as instance:
         runs = instance.get_runs()
         assert {r.run_id for r in runs} == set(printed.values())  # the build's runs and nothing else

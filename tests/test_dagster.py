@@ -73,10 +73,10 @@ def test_cli_build_records_runs_in_the_instance(make_spec, tmp_path, monkeypatch
                        capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     for line in ("math ingest + dedup: ok", "dialogue ingest + dedup: ok",
-                 "cross_source_dedup + eval_index + tokenizer: ok",
-                 "math decontaminate + quality + heldout_split + tokenize: ok",
-                 "dialogue decontaminate + quality + heldout_split + tokenize: ok",
-                 "swarm_design + mixing_fit + mixing_proposal + mixture_plan + mixed_shards + megatron_blends + mds_shards: ok"):
+                 "cross_source_dedup + tokenizer: ok",
+                 "math quality + heldout_split + tokenize: ok",
+                 "dialogue quality + heldout_split + tokenize: ok",
+                 "swarm_design + mixture_plan + mixed_shards + megatron_blends: ok"):
         assert line in r.stdout, r.stdout
     assert "telemetry" in (home / "dagster.yaml").read_text()
     report = r.stdout.split("report: ")[1].split()[0]
@@ -95,9 +95,9 @@ def test_cli_build_records_runs_in_the_instance(make_spec, tmp_path, monkeypatch
     assert plan["error"] is None and plan["per_source"]["math"]["allocated"] == pytest.approx(500_000)
     with DagsterInstance.get() as instance:
         assert sorted(run.job_name for run in instance.get_runs()) == [
-            "cross_source_dedup_eval_index_tokenizer_job", "decontaminate_quality_heldout_split_tokenize_job",
-            "decontaminate_quality_heldout_split_tokenize_job", "ingest_dedup_job", "ingest_dedup_job",
-            "swarm_design_mixing_fit_mixing_proposal_mixture_plan_mixed_shards_megatron_blends_mds_shards_job"]
+            "cross_source_dedup_tokenizer_job", "ingest_dedup_job", "ingest_dedup_job",
+            "quality_heldout_split_tokenize_job", "quality_heldout_split_tokenize_job",
+            "swarm_design_mixture_plan_mixed_shards_megatron_blends_job"]
         for stage in ("ingest", "dedup", "quality", "tokenize"):
             assert instance.get_materialized_partitions(AssetKey(stage)) == {"math", "dialogue"}
         assert instance.get_latest_materialization_event(AssetKey("cross_source_dedup")) is not None
@@ -137,11 +137,11 @@ def test_build_with_a_trained_tokenizer_runs_quality_before_the_tokenizer(make_s
     echo: list[str] = []
     assert run_build(spec, echo=echo.append), "\n".join(echo)
     order = [line.split(":")[0].strip() for line in echo if line.endswith(")") and ": ok (run" in line]
-    assert order == ["math ingest + dedup", "dialogue ingest + dedup", "cross_source_dedup + eval_index",
-                     "math decontaminate + quality + heldout_split", "dialogue decontaminate + quality + heldout_split",
+    assert order == ["math ingest + dedup", "dialogue ingest + dedup", "cross_source_dedup",
+                     "math quality + heldout_split", "dialogue quality + heldout_split",
                      "tokenizer", "math tokenize",
                      "dialogue tokenize",
-                     "swarm_design + mixing_fit + mixing_proposal + mixture_plan + mixed_shards + megatron_blends + mds_shards"]
+                     "swarm_design + mixture_plan + mixed_shards + megatron_blends"]
     with DagsterInstance.get() as instance:
         assert instance.get_materialized_partitions(AssetKey("tokenize")) == {"math", "dialogue"}
         tok = instance.get_latest_materialization_event(AssetKey("tokenizer")).asset_materialization.metadata

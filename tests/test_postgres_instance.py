@@ -77,9 +77,8 @@ def test_build_records_its_runs_in_a_postgres_instance(postgres, make_spec, tmp_
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
         assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
         runs = instance.get_runs(RunsFilter(statuses=[DagsterRunStatus.SUCCESS]))
-        # per source: ingest_dedup_job, decontaminate_quality_heldout_split_tokenize_job; once:
-        # cross_source_dedup_eval_index_tokenizer_job,
-        # swarm_design_mixing_fit_mixing_proposal_mixture_plan_mixed_shards_megatron_blends_mds_shards_job
+        # per source: ingest_dedup_job, quality_heldout_split_tokenize_job; once:
+        # cross_source_dedup_tokenizer_job, swarm_design_mixture_plan_mixed_shards_megatron_blends_job
         assert len(runs) == 2 * 2 + 2
         for stage in ("ingest", "dedup", "quality", "tokenize"):
             assert instance.get_materialized_partitions(AssetKey(stage)) == {"math", "dialogue"}

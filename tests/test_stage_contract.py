@@ -15,7 +15,7 @@ import pytest
 from corpusmix.core import stage as contract
 from corpusmix.core.manifest import iter_manifests, read_manifest
 from corpusmix.core.spec import load_spec
-from corpusmix.pipeline import REGISTRY, STAGES, run_stage, waves
+from corpusmix.pipeline import REGISTRY, STAGES, active_stages, run_stage, waves
 
 from .conftest import CORPUS, REPO
 
@@ -31,21 +31,30 @@ def test_the_registry_is_in_dependency_order_and_names_each_stage_once():
 
 
 def test_waves_run_every_stage_once_after_its_inputs(make_spec):
-    """Tokenizer from a file: it joins cross-source dedup and the eval index, so decontamination,
-    quality, the held-out split and tokenize share a run per source (4 waves); a trained tokenizer
-    reads quality, which splits them (6 waves)."""
+    """Tokenizer from a file: it joins cross-source dedup, so quality, the held-out split and tokenize
+    share a run per source (4 waves); a trained tokenizer reads quality, which splits them (6 waves).
+    A stage the spec asks nothing of is not in the build (no eval sets: no eval index, no
+    decontamination; no proxy runs: no fit, no proposal; MDS off; no held-out split anywhere), and
+    the stages after it read what it would have passed on."""
     sources = [{"name": "math", "kind": "math", "paths": [str(CORPUS / "math" / "math-0000-of-0002.jsonl.gz")]}]
     from_file = load_spec(make_spec(sources)).spec
     trained = load_spec(make_spec(sources, name="trained.yaml", tokenizer={"train": {"vocab_size": 512}})).spec
-    for spec, expected in ((from_file, [("ingest", "dedup"), ("cross_source_dedup", "eval_index", "tokenizer"),
-                                        ("decontaminate", "quality", "heldout_split", "tokenize"),
-                                        ("swarm_design", "mixing_fit", "mixing_proposal", "mixture_plan", "mixed_shards", "megatron_blends",
-                                         "mds_shards")]),
-                           (trained, [("ingest", "dedup"), ("cross_source_dedup", "eval_index"),
-                                      ("decontaminate", "quality", "heldout_split"),
-                                      ("tokenizer",),
-                                      ("tokenize",), ("swarm_design", "mixing_fit", "mixing_proposal", "mixture_plan", "mixed_shards", "megatron_blends",
-                                         "mds_shards")])):
+    lean = load_spec(make_spec([{**sources[0], "heldout": False}], name="lean.yaml")).spec
+    everything = load_spec(make_spec(
+        sources, name="all.yaml", eval_sets=[{"name": "gsm8k_test", "source": "math", "where": {"split": "test"}}],
+        mixing={"runs": {"mixtures": "runs.csv", "losses": "runs.csv"}}, handoff={"mds": {"enabled": True}}),
+        check_files=False).spec
+    last = ("swarm_design", "mixture_plan", "mixed_shards", "megatron_blends")
+    for spec, expected in ((from_file, [("ingest", "dedup"), ("cross_source_dedup", "tokenizer"),
+                                        ("quality", "heldout_split", "tokenize"), last]),
+                           (trained, [("ingest", "dedup"), ("cross_source_dedup",), ("quality", "heldout_split"),
+                                      ("tokenizer",), ("tokenize",), last]),
+                           (lean, [("ingest", "dedup"), ("cross_source_dedup", "tokenizer"), ("quality", "tokenize"),
+                                   last]),
+                           (everything, [("ingest", "dedup"), ("cross_source_dedup", "eval_index", "tokenizer"),
+                                         ("decontaminate", "quality", "heldout_split", "tokenize"),
+                                         ("swarm_design", "mixing_fit", "mixing_proposal", "mixture_plan", "mixed_shards",
+                                          "megatron_blends", "mds_shards")])):
         got = waves(spec)
         assert [w.stages for w in got] == expected
         seen: set[str] = set()
@@ -53,7 +62,10 @@ def test_waves_run_every_stage_once_after_its_inputs(make_spec):
             for name in w.stages:
                 assert set(REGISTRY[name].deps(spec)) <= seen | set(w.stages[:w.stages.index(name)])
                 seen.add(name)
-        assert seen == set(REGISTRY)
+        assert seen == {s.name for s in active_stages(spec)}
+    assert {s.name for s in active_stages(everything)} == set(REGISTRY)
+    assert REGISTRY["quality"].deps(lean) == ("dedup", "cross_source_dedup")  # what decontaminate passes on
+    assert REGISTRY["tokenize"].deps(lean) == ("quality", "tokenizer")  # what the split passes on
 
 
 def test_code_versions_cover_what_a_stage_runs_and_nothing_else():
@@ -121,10 +133,13 @@ def test_the_dagster_assets_carry_the_stage_code_versions(tmp_path):
 
     from workflows.definitions import build_definitions
 
-    defs = build_definitions(REPO / "specs" / "shared-corpus.yaml")
-    graph = defs.resolve_asset_graph()
-    for s in STAGES:
+    spec = REPO / "specs" / "shared-corpus.yaml"
+    graph = build_definitions(spec).resolve_asset_graph()
+    active = active_stages(load_spec(spec, check_files=False).spec)
+    for s in active:
         assert graph.get(AssetKey(s.name)).code_version == s.code_version()
+    # a stage this spec asks nothing of (no proxy runs to fit) has no asset
+    assert {k.path[0] for k in graph.get_all_asset_keys()} == {s.name for s in active} | {"proxy_run"}
 
 
 def _versions(manifest_root: Path) -> dict[tuple, str]:
@@ -159,8 +174,9 @@ def test_editing_the_report_rebuilds_nothing_and_a_quality_rule_rebuilds_from_qu
 
     build()
     first, runs = _versions(loaded.manifest_root), _runs()
-    per_source = sum(s.per_source for s in STAGES)
-    assert len(first) == 2 * per_source + len(STAGES) - per_source and runs > 0  # every stage, per source or once
+    stages = active_stages(loaded.spec)
+    per_source = sum(s.per_source for s in stages)
+    assert len(first) == 2 * per_source + len(stages) - per_source and runs > 0  # every stage, per source or once
 
     report = code / "corpusmix" / "ops" / "report.py"
     report.write_text(report.read_text().replace('"""What a build produced, for people:',
@@ -176,8 +192,8 @@ def test_editing_the_report_rebuilds_nothing_and_a_quality_rule_rebuilds_from_qu
     build()
     after = _versions(loaded.manifest_root)
     changed = sorted({asset for key, v in after.items() if first[key] != v for asset in [key[0]]})
-    assert changed == ["heldout_split", "mds_shards", "megatron_blends", "mixed_shards", "mixing_fit", "mixing_proposal",
-                       "mixture_plan", "quality", "swarm_design", "tokenize"]  # not decontaminate
+    assert changed == ["heldout_split", "megatron_blends", "mixed_shards", "mixture_plan", "quality", "swarm_design",
+                       "tokenize"]  # not ingest, dedup or cross-source dedup
     assert all(after[("quality", s)] != first[("quality", s)] for s in ("math", "web"))
 
 
@@ -195,13 +211,14 @@ def test_every_funnel_adds_up_and_hands_its_tokens_to_the_next_stage(built_corpu
         for unit, field in (("documents", "records"), ("tokens", "tokens")):
             removed = sum(r[field] for r in m["reasons"].values())
             assert c[f"{unit}_in"] - removed == c[f"{unit}_out"], (asset, part, unit)
-    # ingest, dedup, decontaminate, quality, heldout_split, tokenize; cross-source
-    assert funnels == 6 * len(built_corpus.source_names) + 1
+    # ingest, dedup, quality, heldout_split, tokenize (no eval sets: no decontaminate); cross-source
+    stages = ("ingest", "dedup", "quality", "heldout_split", "tokenize")
+    assert [s.name for s in active_stages(built_corpus.spec) if s.per_source] == list(stages)
+    assert funnels == len(stages) * len(built_corpus.source_names) + 1
     for s in built_corpus.source_names:
-        chain = [manifests[(a, s)]["counts"] for a in ("ingest", "dedup", "decontaminate", "quality", "heldout_split",
-                                                      "tokenize")]
+        chain = [manifests[(a, s)]["counts"] for a in stages]
         assert [c["tokens_out"] for c in chain[:-1]] == [c["tokens_in"] for c in chain[1:]], s
-        assert chain[4]["tokens_out"] == chain[5]["tokens_out"], s  # the train side's count = tokenize's exact count
+        assert chain[-2]["tokens_out"] == chain[-1]["tokens_out"], s  # the train side's count = tokenize's exact count
         split, tok = manifests[("heldout_split", s)], manifests[("tokenize", s)]
         assert split["reasons"]["heldout"]["records"] == split["counts"]["heldout_documents"] > 0, s
         # the held-out documents went to their own store, counted exactly the same way

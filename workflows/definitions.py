@@ -15,7 +15,7 @@ from assets import wiring
 from assets.factory import stage_asset
 from assets.proxies import PROXY_PARTITIONS, proxy_run_asset
 from corpusmix.core.spec import load_spec
-from corpusmix.pipeline import STAGES, waves
+from corpusmix.pipeline import active_stages, waves
 
 from .automation import build_automation_sensor, build_rebuild_schedule, build_source_sensor
 from .resources import CorpusSpec
@@ -29,11 +29,12 @@ def spec_path_from_env() -> Path:
 
 
 def build_definitions(spec_path: str | os.PathLike) -> Definitions:
-    """Assets from the engine's stages (in the pipeline's order), one job per wave of ``corpusmix build``."""
+    """Assets from the stages of this spec's build (in the pipeline's order; a stage the spec asks
+    nothing of has no asset), one job per wave of ``corpusmix build``."""
     loaded = load_spec(spec_path, check_files=False)
     sources = StaticPartitionsDefinition(loaded.source_names)
     assets, checks = {}, []
-    for stage in STAGES:
+    for stage in active_stages(loaded.spec):
         ui = wiring(stage)
         assets[stage.name] = stage_asset(stage, ui, loaded.spec, sources, assets)
         checks += ui.asset_checks(assets[stage.name])

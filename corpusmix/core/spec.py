@@ -435,6 +435,19 @@ class Spec(_Strict):
         """The eval set made of this source's held-out split, if the spec declares one."""
         return next((e for e in self.eval_sets if e.heldout and e.source == source), None)
 
+    def decontaminates(self) -> bool:
+        """Does the build index eval sets and decontaminate against them (any eval set declared)?"""
+        return bool(self.eval_sets)
+
+    def fits_laws(self) -> bool:
+        """Are there proxy-run results to fit mixing laws on (``mixing.runs``)? Without them the fit
+        and the proposal have nothing to do."""
+        return self.mixing.runs is not None
+
+    def holds_out(self) -> bool:
+        """Does the build split held-out text from train (any source with a held-out split)?"""
+        return any(s.heldout is not None for s in self.sources)
+
 
 @dataclass(frozen=True)
 class SpecIssue:

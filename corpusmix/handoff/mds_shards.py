@@ -188,4 +188,4 @@ def build_mds(ctx: StageRun) -> Built:
 
 
 STAGE = Stage(name=NAME, scope="global", upstream=("mixture_plan", "tokenize"), config=mds_config, build=build_mds,
-              module=__name__)
+              module=__name__, active=lambda spec: spec.handoff.mds.enabled)

@@ -13,7 +13,7 @@ objective.
 Outputs: ``laws.json`` (the laws' parameters, enough to predict without refitting: what
 ``mixing_proposal`` reads), ``runs.parquet`` (each run's mixture, measured losses and
 objective, and the objective predicted in sample and out of fold: the predicted-vs-observed
-picture) and ``fit.md``. Without ``mixing.runs`` the stage writes only ``fit.md`` saying so.
+picture) and ``fit.md``. Without ``mixing.runs`` there is nothing to fit and the stage is not part of the build.
 Same tables and spec, same bytes: the fits are seeded and LightGBM runs deterministic.
 """
 
@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from corpusmix.core.manifest import manifest_refs, require_manifest, staged_ref
-from corpusmix.core.spec import LoadedSpec
+from corpusmix.core.spec import LoadedSpec, Spec
 from corpusmix.core.stage import Built, Stage, StageRun
 from corpusmix.core.storage import sha256_file
 from corpusmix.mixing.laws import cross_validated, fit_per_target, out_of_fold, predict_targets
@@ -89,11 +89,6 @@ def build_fit(ctx: StageRun) -> Built:
     m = loaded.spec.mixing
     swarm = ctx.upstream("swarm_design")
     inputs = manifest_refs(loaded, [swarm])
-    if m.runs is None:
-        (ctx.staging / README).write_text("# Mixing laws\n\nNot fitted: no proxy-run results. Set `mixing.runs` "
-                                          "(mixtures and losses tables) to fit laws and propose mixtures.\n")
-        return Built(inputs=inputs, outputs=[staged_ref(ctx.staging, README, "readme")], counts={"runs": 0},
-                     details={"fitted": False}, summary="no proxy runs (mixing.runs not set)")
     runs = load_runs(loaded)
     where = str(loaded.resolve(m.runs.losses))
     weights = objective_weights(runs.targets, m.objective, where)
@@ -120,7 +115,7 @@ def build_fit(ctx: StageRun) -> Built:
         path = loaded.resolve(p)
         inputs.append({"path": str(path), "sha256": sha256_file(path), "bytes": path.stat().st_size,
                        "upstream_manifest": None})
-    details = {"fitted": True, "regressor": m.regressor, "targets": runs.targets,
+    details = {"regressor": m.regressor, "targets": runs.targets,
                "objective": laws["objective"], "cross_validated": cv}
     return Built(inputs=inputs,
                  outputs=[staged_ref(ctx.staging, LAWS_FILE, "laws", rows=1),
@@ -131,4 +126,4 @@ def build_fit(ctx: StageRun) -> Built:
 
 
 STAGE = Stage(name=NAME, scope="global", upstream=("swarm_design",), config=fit_config, build=build_fit,
-              module=__name__, inputs=fit_inputs)
+              module=__name__, inputs=fit_inputs, active=Spec.fits_laws)

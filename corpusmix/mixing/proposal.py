@@ -10,8 +10,8 @@ run of the swarm), all scored by the same laws: predicted objective, per-target 
 the caps that bind, with the fit's cross-validated quality.
 
 ``proposals.json`` is what a schedule's ``weights: {proposal: NAME}`` resolves to (the plan reads
-it) and ``proposals.md`` is the table for people. Without fitted laws (no ``mixing.runs``) the
-stage writes only ``proposals.md`` saying so.
+it) and ``proposals.md`` is the table for people. Without ``mixing.runs`` there are no laws, and
+the stage (like ``mixing_fit``) is not part of the build.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import orjson
 import pyarrow.parquet as pq
 
 from corpusmix.core.manifest import manifest_refs, output_files, staged_ref
-from corpusmix.core.spec import LoadedSpec
+from corpusmix.core.spec import LoadedSpec, Spec
 from corpusmix.core.stage import Built, Stage, StageRun
 from corpusmix.mixing.design import prior_and_caps
 from corpusmix.mixing.laws import from_params
@@ -71,11 +71,6 @@ def build_proposal(ctx: StageRun) -> Built:
     mixing = loaded.spec.mixing
     fit_path, fit = ctx.upstream("mixing_fit")
     ups = [(fit_path, fit)] + [ctx.upstream("tokenize", s) for s in loaded.source_names]
-    if not fit["details"]["fitted"]:
-        (ctx.staging / README).write_text("# Proposed mixtures\n\nNone: no mixing laws were fitted (set "
-                                          "`mixing.runs` to proxy-run results).\n")
-        return Built(inputs=manifest_refs(loaded, ups), outputs=[staged_ref(ctx.staging, README, "readme")],
-                     counts={"proposals": 0}, details={"proposed": False}, summary="no laws to propose from")
     outs = output_files(loaded, fit)
     laws = orjson.loads(outs["laws"].read_bytes())
     if laws["domains"] != loaded.source_names:
@@ -109,7 +104,7 @@ def build_proposal(ctx: StageRun) -> Built:
     (ctx.staging / PROPOSALS_FILE).write_bytes(orjson.dumps(result, option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2))
     (ctx.staging / README).write_text(render(result))
     natural = base["natural"]["objective"]
-    details = {"proposed": True, "fit": result["fit"],
+    details = {"fit": result["fit"],
                "proposals": {n: {"objective": r["objective"], "gain_vs_natural": natural - r["objective"],
                                  "weights": r["weights"], "binding_caps": r["binding_caps"]}
                              for n, r in proposals.items()},
@@ -123,4 +118,4 @@ def build_proposal(ctx: StageRun) -> Built:
 
 
 STAGE = Stage(name=NAME, scope="global", upstream=("mixing_fit", "tokenize"), config=proposal_config,
-              build=build_proposal, module=__name__)
+              build=build_proposal, module=__name__, active=Spec.fits_laws)

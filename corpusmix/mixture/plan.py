@@ -69,8 +69,7 @@ def published_proposals(loaded: LoadedSpec) -> tuple[dict, str] | None:
     m = read_manifest(path)
     out = [o for o in m["outputs"] if o["kind"] == "proposals"]
     if not out:
-        raise PlanError(f"{PROPOSAL_STAGE} ({path}) published no proposals: "
-                        f"{m['details'].get('summary', 'no laws were fitted')}; set mixing.runs and build it again")
+        raise PlanError(f"{PROPOSAL_STAGE} ({path}) published no proposals; set mixing.runs and build it again")
     return orjson.loads((loaded.storage_root / out[0]["path"]).read_bytes()), m["version"]
 
 
@@ -172,9 +171,10 @@ def availability(loaded: LoadedSpec, exact_only: bool = False, raw_estimate: boo
     the latest earlier stage's count, plus one EOS per document; a source with no manifest at all
     is an error, or with ``raw_estimate`` (``corpusmix plan`` before a build) an estimate from a
     sample of its raw files (``estimate.raw_estimate``), described in ``notes``."""
-    from corpusmix.pipeline import per_source_stages
+    from corpusmix.pipeline import active_stages
 
-    order = per_source_stages()  # the latest stage first; before tokenize, exact only with a tokenizer file
+    # the latest stage of this spec's build first; before tokenize, exact only with a tokenizer file
+    order = [st.name for st in active_stages(loaded.spec) if st.per_source]
     latest = order[: order.index("tokenize") + 1][::-1]
     tokens, documents, methods, notes = {}, {}, set(), {}
     sub = loaded.spec.mixture.subsample

@@ -10,7 +10,7 @@ itself, and ``corpusmix build`` (or a sensor) need not start a run for it.
 from __future__ import annotations
 
 from corpusmix.core.spec import LoadedSpec, canonical_hash
-from corpusmix.pipeline import STAGES, is_current
+from corpusmix.pipeline import active_stages, is_current
 from corpusmix.stages.ingest import source_files_rel
 
 
@@ -21,8 +21,9 @@ def stale_sources(loaded: LoadedSpec, stages: list[str], sources: list[str]) -> 
 
 def everything_current(loaded: LoadedSpec) -> bool:
     """Every stage of every source, and every global stage, would skip itself."""
-    return all(is_current(loaded, s.name, src) for src in loaded.source_names for s in STAGES if s.per_source) \
-        and all(is_current(loaded, s.name) for s in STAGES if not s.per_source)
+    stages = active_stages(loaded.spec)
+    return all(is_current(loaded, s.name, src) for src in loaded.source_names for s in stages if s.per_source) \
+        and all(is_current(loaded, s.name) for s in stages if not s.per_source)
 
 
 def source_fingerprint(loaded: LoadedSpec, source: str) -> str:

@@ -16,7 +16,7 @@ import numpy as np
 
 from corpusmix.core.manifest import iter_manifests, read_manifest
 from corpusmix.core.spec import LoadedSpec
-from corpusmix.pipeline import STAGES
+from corpusmix.pipeline import active_stages
 
 PALETTE = ("#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C", "#CCB974",
            "#64B5CD")
@@ -107,7 +107,7 @@ def build_report(loaded: LoadedSpec) -> str:
         except Exception:  # noqa: BLE001 - verify names unreadable manifests; the report skips them
             continue
         ms[(m["asset"], m["partition"])] = m
-    funnels = [(stage, part, m) for stage in (s.name for s in STAGES)  # build order; stages with a funnel
+    funnels = [(stage, part, m) for stage in (s.name for s in active_stages(loaded.spec))  # build order, with a funnel
                for (asset, part), m in sorted(ms.items(), key=lambda kv: (kv[0][0], kv[0][1] or ""))
                if asset == stage and "documents_out" in m["counts"]]
     estimated = any(m["token_counting"].get("method") == "estimate" for _, _, m in funnels)

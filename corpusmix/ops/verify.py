@@ -6,7 +6,7 @@ from corpusmix.core.manifest import GLOBAL_PARTITION as GLOBAL
 from corpusmix.core.manifest import OWNER_FILE, iter_manifests, manifest_path, ownership_problem, read_manifest
 from corpusmix.core.spec import load_spec
 from corpusmix.ops.checks import integrity_problems
-from corpusmix.pipeline import STAGES
+from corpusmix.pipeline import STAGES, active_stages
 
 
 def verify(spec_path: str, until: str | None = None) -> list[str]:
@@ -30,7 +30,7 @@ def verify(spec_path: str, until: str | None = None) -> list[str]:
         problems += integrity_problems(loaded, m)
     found = {(m.parent.name, m.stem) for m in manifests}
     names = [s.name for s in STAGES]
-    expected = STAGES[: names.index(until) + 1] if until else STAGES
+    expected = [s for s in active_stages(loaded.spec) if not until or names.index(s.name) <= names.index(until)]
     for stage in expected:  # every stage, for every source it runs on: a half-built root is not verified
         for part in (loaded.source_names if stage.per_source else [GLOBAL]):
             if (stage.name, part) not in found:

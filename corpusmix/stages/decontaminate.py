@@ -36,7 +36,7 @@ import pyarrow.parquet as pq
 
 from corpusmix.core.manifest import input_refs, output_files
 from corpusmix.core.parquet_io import PartWriter, link_part, write_parquet
-from corpusmix.core.spec import Decontamination, LoadedSpec
+from corpusmix.core.spec import Decontamination, LoadedSpec, Spec
 from corpusmix.core.stage import Stage, StageRun, documents_built
 from corpusmix.stages.eval_index import NORMALIZE, item_names, text_ngrams
 from corpusmix.stages.minhash import normalize
@@ -338,4 +338,4 @@ def contamination_summary(loaded: LoadedSpec) -> list[dict]:
 
 
 STAGE = Stage(name=NAME, scope="source", upstream=("dedup", "eval_index"), config=decontaminate_config,
-              build=build_decontaminate, module=__name__)
+              build=build_decontaminate, module=__name__, active=Spec.decontaminates)

@@ -278,4 +278,4 @@ def load_index(loaded: LoadedSpec) -> tuple[np.ndarray, np.ndarray, tuple[list[s
 
 
 STAGE = Stage(name=NAME, scope="global", upstream=upstream, config=index_config, inputs=index_inputs,
-              build=build_eval_index, module=__name__)
+              build=build_eval_index, module=__name__, active=Spec.decontaminates)

@@ -68,7 +68,7 @@ import pyarrow.parquet as pq
 from corpusmix.core.executor import Executor
 from corpusmix.core.manifest import input_refs, output_ref, require_manifest
 from corpusmix.core.parquet_io import PartWriter, link_part, write_parquet
-from corpusmix.core.spec import Dedup, HeldOut, LoadedSpec
+from corpusmix.core.spec import Dedup, HeldOut, LoadedSpec, Spec
 from corpusmix.core.stage import Built, Stage, StageRun, documents_built
 from corpusmix.stages.dedup import SCRATCH, Hashed, find_duplicates
 from schemas.tables import (
@@ -346,8 +346,9 @@ def _eval_config(loaded: LoadedSpec, source_name: str) -> dict | None:
 def heldout_inputs(loaded: LoadedSpec, source_name: str) -> list[str]:
     """This source's quality version and the other sources' dedup versions (what the split reads),
     not the cross-source version: a cross-source setting that changes no survivor rebuilds nothing."""
-    versions = [require_manifest(loaded.manifest_root, "quality", source_name)[1]["version"],
-                require_manifest(loaded.manifest_root, "eval_index", None)[1]["version"]]
+    versions = [require_manifest(loaded.manifest_root, "quality", source_name)[1]["version"]]
+    if loaded.spec.decontaminates():
+        versions.append(require_manifest(loaded.manifest_root, "eval_index", None)[1]["version"])
     if loaded.source(source_name).heldout:
         versions += [require_manifest(loaded.manifest_root, "dedup", s)[1]["version"]
                      for s in loaded.source_names if s != source_name]
@@ -509,5 +510,11 @@ def _split_table(source: str, ids: list[str], rank: np.ndarray, cl: Clusters, he
     return table
 
 
-STAGE = Stage(name=NAME, scope="source", upstream=("quality", "cross_source_dedup", "eval_index"), config=heldout_config,
+def heldout_upstream(spec: Spec) -> tuple[str, ...]:
+    """Quality's documents and the cross-source drop list, and the eval index where the build has one
+    (the held-out text is checked against the eval sets)."""
+    return ("quality", "cross_source_dedup") + (("eval_index",) if spec.decontaminates() else ())
+
+
+STAGE = Stage(name=NAME, scope="source", upstream=heldout_upstream, config=heldout_config, active=Spec.holds_out,
               inputs=heldout_inputs, build=build_heldout_split, module=__name__)

@@ -39,7 +39,7 @@ import pyarrow.parquet as pq
 
 from corpusmix.core.manifest import require_manifest
 from corpusmix.core.parquet_io import PartWriter, write_parquet
-from corpusmix.core.spec import LoadedSpec, canonical_hash
+from corpusmix.core.spec import LoadedSpec, Spec, canonical_hash
 from corpusmix.core.stage import Built, Stage, StageRun, documents_built
 from corpusmix.stages.quality_rules import evaluate, resolve_rules
 from schemas.tables import ARROW_SCHEMAS, QUALITY_DOCUMENTS, REJECTIONS, validate_table
@@ -211,10 +211,20 @@ def quality_config(loaded: LoadedSpec, source_name: str) -> dict:
             "source": source_name, "audit_samples": loaded.spec.quality.audit_samples}
 
 
+def documents_from(spec: Spec) -> str:
+    """The stage whose documents quality reads: decontaminate's, or dedup's when there is nothing
+    to decontaminate against (decontaminate is then not part of the build)."""
+    return "decontaminate" if spec.decontaminates() else "dedup"
+
+
+def quality_upstream(spec: Spec) -> tuple[str, ...]:
+    return documents_from(spec), "cross_source_dedup"
+
+
 def quality_inputs(loaded: LoadedSpec, source_name: str) -> list[str]:
-    """The dedup version and this source's own cross-source drop list, not the cross-source version:
-    a change in another source that drops nothing here leaves this partition current."""
-    up = require_manifest(loaded.manifest_root, "decontaminate", source_name)[1]
+    """The documents' version and this source's own cross-source drop list, not the cross-source
+    version: a change in another source that drops nothing here leaves this partition current."""
+    up = require_manifest(loaded.manifest_root, documents_from(loaded.spec), source_name)[1]
     return [up["version"], canonical_hash(sorted(cross_source_drops(loaded, source_name)))]
 
 
@@ -222,7 +232,7 @@ def build_quality(ctx: StageRun) -> Built:
     """One unit per dedup part on the executor; the outputs are the same bytes whatever the
     backend or the number of workers."""
     loaded, source = ctx.loaded, ctx.partition
-    up_path, up = ctx.upstream("decontaminate")
+    up_path, up = ctx.upstream(documents_from(loaded.spec))
     drops = cross_source_drops(loaded, source)
     rules, k = ctx.config["rules"], ctx.config["audit_samples"]
     parts = [str(loaded.storage_root / o["path"]) for o in up["outputs"] if o["kind"] == "documents"]
@@ -259,5 +269,5 @@ def build_quality(ctx: StageRun) -> Built:
     return built
 
 
-STAGE = Stage(name="quality", scope="source", upstream=("decontaminate", "cross_source_dedup"), config=quality_config,
+STAGE = Stage(name="quality", scope="source", upstream=quality_upstream, config=quality_config,
               inputs=quality_inputs, build=build_quality, module=__name__)

@@ -41,7 +41,7 @@ from corpusmix.core.hashing import text_digests
 from corpusmix.core.indexed import IndexedWriter
 from corpusmix.core.manifest import input_refs, output_ref, require_manifest
 from corpusmix.core.parquet_io import PARQUET_OPTS
-from corpusmix.core.spec import LoadedSpec
+from corpusmix.core.spec import LoadedSpec, Spec
 from corpusmix.core.stage import Built, Stage, StageRun
 from corpusmix.core.storage import sha256_file
 from corpusmix.stages.tokencount import token_id_lists
@@ -269,12 +269,22 @@ def _estimate_check(up: dict, counted: int, exact: int) -> dict:
             "relative_error": (counted - exact) / exact if exact else None}
 
 
+def documents_from(spec: Spec) -> str:
+    """The stage whose documents tokenize reads: the held-out split's (train and held-out), or
+    quality's when no source has a held-out split (the split is then not part of the build)."""
+    return "heldout_split" if spec.holds_out() else "quality"
+
+
+def tokenize_upstream(spec: Spec) -> tuple[str, ...]:
+    return documents_from(spec), "tokenizer"
+
+
 def tokenize_inputs(loaded: LoadedSpec, source_name: str) -> list:
     """The tokenizer's version and the split's document files by content, not the split's version: the
     split reruns whenever another source's dedup changes (a near-duplicate there could move a document
     here), and when it moved nothing this partition and everything after it stay current."""
     tok = require_manifest(loaded.manifest_root, "tokenizer", None)[1]
-    split = require_manifest(loaded.manifest_root, "heldout_split", source_name)[1]
+    split = require_manifest(loaded.manifest_root, documents_from(loaded.spec), source_name)[1]
     return [tok["version"], [(o["kind"], o["path"].rsplit("/", 1)[-1], o["sha256"]) for o in split["outputs"]
                              if o["kind"] in ("documents", "heldout_documents")]]
 
@@ -284,7 +294,7 @@ def build_tokenize(ctx: StageRun) -> Built:
     the ``valid`` store beside it. Memory: each result holds one part's tokens (``_tokenize_part``),
     and the executors keep at most 2 x workers results in flight."""
     loaded = ctx.loaded
-    up_path, up = ctx.upstream("heldout_split")
+    up_path, up = ctx.upstream(documents_from(loaded.spec))
     info, _ = built_tokenizer(loaded)
     parts = [loaded.storage_root / o["path"] for o in up["outputs"] if o["kind"] == "documents"]
     valid_parts = [loaded.storage_root / o["path"] for o in up["outputs"] if o["kind"] == "heldout_documents"]
@@ -330,5 +340,5 @@ def build_tokenize(ctx: StageRun) -> Built:
                 f"({up['token_counting']['method']}) off by {100 * (err or 0):+.2f}%")
 
 
-STAGE = Stage(name="tokenize", scope="source", upstream=("heldout_split", "tokenizer"), config=tokenize_config,
+STAGE = Stage(name="tokenize", scope="source", upstream=tokenize_upstream, config=tokenize_config,
               inputs=tokenize_inputs, build=build_tokenize, module=__name__)
