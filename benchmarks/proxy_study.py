@@ -204,12 +204,13 @@ TARGET = {"preset": "small", "budget": 2 * PROXY["budget"]}  # 4.1x the proxy's 
 TARGET_SEEDS = (0, 1, 2)
 
 
-def transfer_mixtures(loaded) -> tuple[dict[str, dict[str, float]], dict[str, str]]:
+def transfer_mixtures(loaded) -> tuple[dict[str, dict[str, float]], dict[str, str], list]:
     """The mixtures trained at the target scale: the convex proposal (KL weight 0.1) of log-linear
     laws fitted on every seed-0 proxy run of the study's first part (24 swarm + 4 held-out mixtures),
     the four baselines (temperature T as everywhere in corpusmix: shares n_i^(1/T)), and the swarm
     run with the lowest measured objective; a mixture equal to one before it is trained once (the
-    second dict names it and the one it equals: UniMax is uniform where no cap binds at 1/6)."""
+    second dict names it and the one it equals: UniMax is uniform where no cap binds at 1/6), and the
+    laws the proposal came from."""
     from corpusmix.mixing.design import prior_and_caps
     from corpusmix.mixing.laws import fit_per_target
     from corpusmix.mixing.propose import baselines, best_observed, convex
@@ -238,14 +239,13 @@ def transfer_mixtures(loaded) -> tuple[dict[str, dict[str, float]], dict[str, st
             kept[k] = w
         else:
             same_as[k] = twin
-    return {k: dict(zip(sources, map(float, w))) for k, w in kept.items()}, same_as
+    return {k: dict(zip(sources, map(float, w))) for k, w in kept.items()}, same_as, laws
 
 
-def transfer_runs(loaded) -> list[tuple[str, str, dict[str, float], int, bool]]:
+def transfer_runs(mixtures: dict[str, dict[str, float]]) -> list[tuple[str, str, dict[str, float], int, bool]]:
     """(run, mixture, weights, seed, target?) in training order: each mixture once at the proxy scale
     (seed 0; the natural mixture's and the best swarm run's exist already), then seed by seed at the
     target scale, so that a part cut short leaves whole seeds to compare."""
-    mixtures = transfer_mixtures(loaded)[0]
     existing = {"natural": "natural-seed0"}
     runs = [(existing.get(k, f"proxy-{k}"), k, w, 0, False) for k, w in mixtures.items() if k != "best-of-swarm"]
     runs += [(f"target-{k}-seed{seed}", k, w, seed, True) for seed in TARGET_SEEDS for k, w in mixtures.items()]
@@ -257,7 +257,7 @@ def part_transfer(loaded, limit_minutes: float) -> None:
     from corpusmix.proxies.train import RESULT, TrainConfig
 
     deadline = time.monotonic() + 60 * limit_minutes
-    for name, _, weights, seed, target in transfer_runs(loaded):
+    for name, _, weights, seed, target in transfer_runs(transfer_mixtures(loaded)[0]):
         if (run_dir(loaded, name) / "train" / RESULT).is_file():
             continue
         if time.monotonic() > deadline:
@@ -286,14 +286,14 @@ def transfer_report(loaded) -> list[str]:
     """Criterion 2's figures from whatever target runs have finished (whole seeds only)."""
     from scipy.stats import spearmanr
 
-    from corpusmix.mixing.laws import fit_per_target, predict_targets
+    from corpusmix.mixing.laws import predict_targets
 
     try:
-        runs = transfer_runs(loaded)
+        mixtures, same_as, laws = transfer_mixtures(loaded)
     except SystemExit:
         return []
+    runs = transfer_runs(mixtures)
     sources = loaded.source_names
-    mixtures, same_as = transfer_mixtures(loaded)
     lines = [f"transfer: target preset {TARGET['preset']}, {TARGET['budget']:,} tokens per run (proxy: "
              f"{PROXY['preset']}, {PROXY['budget']:,}); seeds {list(TARGET_SEEDS)}; objective = mean held-out loss "
              "of the six sources, nats per token",
@@ -329,9 +329,6 @@ def transfer_report(loaded) -> list[str]:
         lines.append("criterion 2: the proposal beats natural and uniform by more than 2 paired SEs and is within 1 "
                      f"SE of the best swarm mixture: {'MET' if met else 'NOT MET'} ({n} seeds)")
     done = results(loaded)
-    fitted = [k for k in done if k.startswith(("swarm-", "heldout-"))]
-    laws = fit_per_target("log_linear", np.stack([[done[k][0][s] for s in sources] for k in fitted]),
-                          np.stack([done[k][1] for k in fitted]), seed=0)
     keys = list(obj)
     measured = np.array([obj[k].mean() for k in keys])
     predicted = predict_targets(laws, np.array([[mixtures[k][s] for s in sources] for k in keys])).mean(axis=1)
