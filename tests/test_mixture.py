@@ -63,7 +63,11 @@ def _lineage(loaded, manifest) -> pa.Table:
 def test_quotas_per_phase_are_met(mixed):
     loaded, m = mixed
     plan = read_manifest(manifest_path(loaded.manifest_root, "mixture_plan", None))["details"]
-    assert m["counts"]["tokens_out"] == 3_000_001 and m["counts"]["shards"] == 6
+    # shards of 500k tokens, and one more edge at phase c's start (2.4M): every phase has shards of its own
+    assert m["counts"]["tokens_out"] == 3_000_001 and m["counts"]["shards"] == 7
+    starts = [info["stream_start"] for info in m["details"]["shards"]]
+    assert starts == [0, 500_000, 1_000_000, 1_500_000, 2_000_000, 2_400_000, 2_500_000]
+    assert [sorted(info["phases"]) for info in m["details"]["shards"]] == [["a"]] * 3 + [["b"]] * 2 + [["c"]] * 2
     for ph, want in zip(m["details"]["phases"], plan["phases"]):
         for s, r in ph["sources"].items():
             assert r["target"] == pytest.approx(want["quotas"][s])
@@ -375,3 +379,77 @@ def test_each_source_is_held_to_its_own_documents_and_what_others_displace():
     assert all(r["ok"] for r in ok.values())
     off = rows(665_000, 200_000, 135_000)  # web over by 35k: more than code's document can explain
     assert not off["web"]["ok"] and off["code"]["ok"] and off["math"]["ok"]
+
+
+def _phase_files(loaded, manifest, phases: set[str]) -> dict[str, str]:
+    """sha256 of every file of the shards lying wholly in ``phases`` (shard, index, manifest, lineage)."""
+    keep = {f"{p}-{i['shard']:05d}" for i in manifest["details"]["shards"] if set(i["phases"]) <= phases
+            for p in ("shard", "lineage")}
+    return {o["path"].rsplit("/", 1)[1]: o["sha256"] for o in manifest["outputs"]
+            if o["path"].rsplit("/", 1)[1].split(".")[0] in keep}
+
+
+@pytest.mark.parametrize("seed", [3, 11])
+def test_replanning_a_later_phase_keeps_the_shards_before_it_byte_identical(built_corpus, tmp_path, seed):
+    """New weights for phase b (an accepted next-phase proposal) rebuild b and c and leave every file of
+    phase a's shards byte-identical; new weights for c leave a's and b's; the new phase meets its quotas."""
+    def phases(b, c):
+        return {"total_tokens": 2_000_000, "seq_len": 512, "seed": seed, "max_epochs": 6,
+                "schedule": {"type": "phases", "phases": [
+                    {"name": "a", "end": 0.37, "weights": {"code": 1, "web": 1, "math": 2}},
+                    {"name": "b", "end": 0.71, "weights": b}, {"name": "c", "end": 1.0, "weights": c}]}}
+
+    b0, c0 = {"code": 3, "web": 0.5, "math": 1}, {"code": 1, "web": 1, "math": 1}
+    built = {}
+    for name, mixture in [("before", phases(b0, c0)), ("new_b", phases({"code": 1, "web": 2.5, "math": 0.7}, c0)),
+                          ("new_b2", phases({"code": 0.2, "web": 1, "math": 3}, c0)),
+                          ("new_c", phases(b0, {"code": 2, "web": 0.1, "math": 1}))]:
+        loaded = copy_build(built_corpus, tmp_path / name, mixture=mixture, output={"shard_tokens": 300_000})
+        run_stage("mixture_plan", loaded, **QUIET)
+        built[name] = (loaded, run_stage("mixed_shards", loaded, **QUIET)[0])
+        assert check_on_target(loaded)[0] == [], name
+    before = built["before"][1]
+    for name, kept in (("new_b", {"a"}), ("new_b2", {"a"}), ("new_c", {"a", "b"})):
+        m = built[name][1]
+        same = _phase_files(*built["before"], kept)
+        assert len(same) >= 8 and _phase_files(*built[name], kept) == same, name
+        # and the phase after it did change
+        assert {o["sha256"] for o in m["outputs"]} != {o["sha256"] for o in before["outputs"]}
+
+
+def test_sources_per_target_token_match_a_duckdb_recount_of_the_lineage(mixed):
+    """The dataset's source of every target token, over 100 random samples (workers and ranks as a trainer
+    runs them), counted per sample and source, equals DuckDB's recount of the lineage files' token ranges."""
+    import duckdb
+    import torch
+
+    from corpusmix.trainer.torch_data import MixedShardsDataset
+
+    loaded, m = mixed
+    directory = _dir(loaded, m)
+    ds = MixedShardsDataset(directory, 512)
+    names = ds.reader.stream.sources
+    assert names == loaded.source_names
+    wanted = set(np.random.default_rng(0).choice(len(ds.reader), 100, replace=False).tolist())
+    got = {}
+    loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=2)
+    for item in loader:
+        if item["sample"] in wanted:
+            assert item["sources"].shape == item["labels"].shape == (512,)
+            counts = np.bincount(item["sources"].numpy(), minlength=len(names))
+            got[item["sample"]] = {names[i]: int(n) for i, n in enumerate(counts) if n}
+    assert len(got) == 100 and sum(len(v) for v in got.values()) > 100  # some samples mix sources
+    files = [str(loaded.storage_root / o["path"]) for o in m["outputs"] if o["kind"] == "lineage"]
+    rows = duckdb.connect().execute("""
+        WITH s AS (SELECT unnest(?::BIGINT[]) AS k), w AS (SELECT k, k * 512 + 1 AS a, k * 512 + 513 AS b FROM s)
+        SELECT k, source, sum(least(stream_start + n_tokens, b) - greatest(stream_start, a))::BIGINT
+        FROM w JOIN read_parquet(?) ON stream_start < b AND stream_start + n_tokens > a GROUP BY ALL""",
+        [sorted(wanted), files]).fetchall()
+    recount = {}
+    for k, source, n in rows:
+        recount.setdefault(k, {})[source] = n
+    assert got == recount
+    # the per-sample path a Megatron-style trainer uses gives the same counts
+    for k in sorted(wanted)[:10]:
+        counts = ds.reader.source_counts(k)
+        assert {names[i]: int(n) for i, n in enumerate(counts) if n} == recount[k]

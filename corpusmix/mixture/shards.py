@@ -16,8 +16,16 @@ How documents are chosen and ordered:
   per-phase bookkeeping. Documents are never cut or shuffled inside, except that a
   document crossing a shard boundary continues in the next shard, and the stream
   stops after ``total_tokens + 1`` tokens (the last sample's last target).
-- The order is computed in windows of due position, one shard long, with a
-  cursor per source, so memory is bounded by a shard, not by the corpus.
+- The order is computed in windows of due position that end at every shard edge,
+  with a cursor per source, so memory is bounded by a shard, not by the corpus.
+- Phases are restart points: shards end at every phase boundary, and nothing placed
+  before a boundary depends on the shares after it. Documents due before it come
+  first; if they end short of it, the gap is filled from each source's next documents
+  in the order the ending phase's last shares would reach them (``_fill``). So new
+  weights for a later phase (an accepted next-phase proposal) leave every shard of the
+  phases before it byte-identical, provided the plan up to the boundary is unchanged
+  (step transitions; no cap renormalisation moved) and the same sources have a quota
+  right after it (the boundary's fence and fill read which sources have none).
 
 Outputs under ``<root>/mixed_shards/<version>/``: per shard ``shard-NNNNN.bin/.idx``
 (one sequence per document piece), ``shard-NNNNN.json`` (phase, tokens per phase and
@@ -47,6 +55,7 @@ from corpusmix.core.spec import LoadedSpec
 from corpusmix.core.stage import Built, Stage, StageRun
 from corpusmix.core.storage import sha256_file
 from corpusmix.mixture.plan import load_plan, source_key, source_subset
+from corpusmix.mixture.schedules import CELLS
 from corpusmix.stages.tokenizer import built_tokenizer
 from schemas.tables import ARROW_SCHEMAS
 
@@ -90,7 +99,7 @@ class _Cursor:
     pos: int = 0
     drawn: int = 0          # tokens drawn so far (before the pending block)
     perm: np.ndarray = field(default=None)
-    pending: tuple | None = None  # (seq, epoch, size, due) not yet emitted
+    pending: tuple | None = None  # (seq, epoch, size, due, mid) not yet emitted; mid: the cumulative midpoint
 
     def _draw(self) -> None:
         if self.perm is None or self.pos >= len(self.perm):
@@ -103,7 +112,7 @@ class _Cursor:
         start = self.drawn + np.concatenate([[0], np.cumsum(size[:-1])])
         due = inverse_target(self.x, self.cum, start + size / 2)
         self.drawn += int(size.sum())
-        self.pending = (seq, np.full(len(seq), self.epoch, np.int32), size, due)
+        self.pending = (seq, np.full(len(seq), self.epoch, np.int32), size, due, start + size / 2)
 
     def next_due(self) -> float:
         """The due position of the next document not yet taken (inf: none will ever be due)."""
@@ -121,14 +130,25 @@ class _Cursor:
                 if len(self.docs) == 0:
                     break
                 self._draw()
-            seq, ep, size, due = self.pending
-            k = int(np.searchsorted(due, until, side="left"))
-            parts.append((seq[:k], ep[:k], size[:k], due[:k]))
-            if k < len(seq):
-                self.pending = (seq[k:], ep[k:], size[k:], due[k:])
+            k = int(np.searchsorted(self.pending[3], until, side="left"))
+            parts.append(tuple(a[:k] for a in self.pending[:4]))
+            if k < len(self.pending[0]):
+                self.pending = tuple(a[k:] for a in self.pending)
                 break
             self.pending = None
         return tuple(np.concatenate(c) for c in zip(*parts)) if parts else (np.empty(0, np.int64),) * 4
+
+    def head(self) -> tuple[int, int, int, float] | None:
+        """The next document not yet taken: (seq, epoch, size, cumulative midpoint); None if none."""
+        if self.pending is None:
+            if len(self.docs) == 0:
+                return None
+            self._draw()
+        return tuple(a[0].item() for a in (self.pending[0], self.pending[1], self.pending[2], self.pending[4]))
+
+    def pop(self) -> None:
+        """Take the head document."""
+        self.pending = tuple(a[1:] for a in self.pending) if len(self.pending[0]) > 1 else None
 
 
 @dataclass
@@ -181,6 +201,42 @@ def _fence(order: np.ndarray, src: np.ndarray, due: np.ndarray, size: np.ndarray
                 break  # no room before the edge in this window: leave them
             order = np.concatenate([rest[:at], moved, rest[at:]])
     return order
+
+
+def _fill(cursors: list[_Cursor], position: int, edge: float, plan: dict, phase: int,
+          zero_next: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """Documents (seq, epoch, size, source index) that carry the stream from ``position`` past the start of
+    phase ``phase`` at ``edge``, when the documents due before it end short of it.
+
+    They are chosen from what is settled before the edge: each source's next documents, in the order its
+    target would reach them if the ending phase's last shares held on past the edge. The next phase's
+    shares are not read, so accepting new weights for a later phase (a next-phase proposal) leaves every
+    token before that phase where it was. Only sources with a quota in the next phase take part (their
+    document continues past the edge); without any, the next window's documents fill the gap as usual.
+    """
+    x = np.asarray(plan["grid"]["x"])
+    last = phase * CELLS  # the grid point ending the previous phase; its last cell ends there
+    at, rate = [], []
+    for s in plan["sources"]:
+        cum = np.asarray(plan["grid"]["cumulative"][s])
+        at.append(float(np.interp(edge, x, cum)))
+        rate.append((cum[last] - cum[last - 1]) / (x[last] - x[last - 1]))
+    out = []
+    while position < edge:
+        best, best_due = None, np.inf
+        for i, c in enumerate(cursors):
+            if zero_next[i] or rate[i] <= 1e-12 or (h := c.head()) is None:
+                continue
+            due = edge + (h[3] - at[i]) / rate[i]
+            if due < best_due:
+                best, best_due = i, due
+        if best is None:
+            break
+        seq, epoch, size, _ = cursors[best].head()
+        cursors[best].pop()
+        out.append((seq, epoch, size, best))
+        position += size
+    return out
 
 
 def _split(starts: np.ndarray, lengths: np.ndarray, cuts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -268,6 +324,7 @@ class _ShardWriter:
                 "documents_started": int((r["offset"] == 0).sum()),
                 "stream_start": int(r["start"][0]), "stream_end": int(r["start"][-1] + r["n"][-1]),
                 "phases": per_phase, "longest_document": longest_doc,
+                "sources": [s.name for s in self.sources],  # the lineage's source codes index this list
                 "tokens_per_source": {self.sources[s].name: int(t) for s, t in
                                       enumerate(np.bincount(r["src"], weights=r["n"], minlength=n_src)) if t},
                 "dtype": self.tok.dtype.name, "eos_id": self.tok.eos_id, "tokenizer_sha256": self.tok.sha256,
@@ -346,39 +403,26 @@ def build_shards(ctx: StageRun) -> Built:
     zero_quota = [np.array([ph["quotas"][s.name] <= 0 for s in sources]) for ph in plan["phases"]]
     ctx.say(f"{total - 1:,} tokens + 1 in shards of {shard_tokens:,} from {len(sources)} sources, "
              f"phases {names}")
+    # shards end at every multiple of shard_tokens and at every phase boundary, so each phase has shards
+    # of its own; the extra final token joins the last shard
+    shard_cuts = np.union1d(np.arange(shard_tokens, total - 1, shard_tokens), bounds[1:-1].astype(np.int64))
+    # windows of due position end at the same places: nothing due after a phase boundary is placed before
+    # the stream reaches it (``_fill``)
+    edges = np.append(shard_cuts, total).astype(np.float64)
+    phase_edge = {float(b): p for p, b in enumerate(bounds[1:-1], start=1)}
     position = 0
     try:
-        shards_total = len(np.arange(shard_tokens, total - 1, shard_tokens)) + 1  # the extra token joins the last
-        writer = _ShardWriter(staging, sources, tok, names, bounds, (total, shards_total))
-        window = 0
-        while position < total:
-            until = float((window + 1) * shard_tokens)
-            window += 1
-            taken = [c.take(until) for c in cursors]
-            seq = np.concatenate([t[0] for t in taken]).astype(np.int64)
-            if len(seq) == 0:  # nothing due in this window: skip ahead to the next document due
-                nxt = min(c.next_due() for c in cursors)
-                if not np.isfinite(nxt):
-                    raise RuntimeError("no source has a document to draw: every token store is empty, or no "
-                                       "source has a share at the end of the schedule")
-                window = max(window, int(nxt // shard_tokens))
-                continue
-            epoch = np.concatenate([t[1] for t in taken])
-            size = np.concatenate([t[2] for t in taken]).astype(np.int64)
-            due = np.concatenate([t[3] for t in taken])
-            src = np.concatenate([np.full(len(t[0]), i, np.int64) for i, t in enumerate(taken)])
-            order = np.lexsort((src, due))
-            order = _fence(order, src, due, size, position, bounds, zero_quota)
-            seq, epoch, size, src = seq[order], epoch[order], size[order], src[order]
+        writer = _ShardWriter(staging, sources, tok, names, bounds, (total, len(shard_cuts) + 1))
+
+        def place(seq: np.ndarray, epoch: np.ndarray, size: np.ndarray, src: np.ndarray) -> None:
+            nonlocal position
             starts = position + np.concatenate([[0], np.cumsum(size[:-1])])
             keep = starts < total
             seq, epoch, size, src, starts = seq[keep], epoch[keep], size[keep], src[keep], starts[keep]
             lengths = np.minimum(size, total - starts)
             position = int(starts[-1] + lengths[-1]) if len(starts) else position
-            # cut at shard and phase boundaries: each piece lies in one shard and one phase
-            shard_cuts = np.arange(shard_tokens, total - 1, shard_tokens)  # the extra token joins the last shard
-            cuts = np.union1d(shard_cuts, bounds[1:-1].astype(np.int64))
-            owner, p_start, p_len = _split(starts, lengths, cuts)
+            # cut at shard (hence phase) boundaries: each piece lies in one shard and one phase
+            owner, p_start, p_len = _split(starts, lengths, shard_cuts)
             rows = {"src": src[owner], "seq": seq[owner], "epoch": epoch[owner], "start": p_start, "n": p_len,
                     "offset": p_start - starts[owner], "doc_tokens": size[owner]}
             shard_of = np.searchsorted(shard_cuts, p_start, side="right")
@@ -387,6 +431,33 @@ def build_shards(ctx: StageRun) -> Built:
                 while writer.shard < k:
                     writer.flush()
                 writer.add({key: v[sel] for key, v in rows.items()})
+
+        w = 0
+        while position < total:  # past the last edge (the stream short of its end), windows go on a shard long
+            until = edges[w] if w < len(edges) else edges[-1] + (w - len(edges) + 1) * shard_tokens
+            w += 1
+            taken = [c.take(until) for c in cursors]
+            seq = np.concatenate([t[0] for t in taken]).astype(np.int64)
+            if len(seq):
+                epoch = np.concatenate([t[1] for t in taken])
+                size = np.concatenate([t[2] for t in taken]).astype(np.int64)
+                due = np.concatenate([t[3] for t in taken])
+                src = np.concatenate([np.full(len(t[0]), i, np.int64) for i, t in enumerate(taken)])
+                order = np.lexsort((src, due))
+                order = _fence(order, src, due, size, position, bounds, zero_quota)
+                place(seq[order], epoch[order], size[order], src[order])
+            if until in phase_edge and position < until:  # short of a phase boundary: fill up to it
+                filled = _fill(cursors, position, until, plan, phase_edge[until], zero_quota[phase_edge[until]])
+                if filled:
+                    place(*(np.array(c, dtype=np.int64) for c in zip(*filled)))
+            if len(seq) == 0 and position < until:  # nothing due in this window: skip ahead to the next one due
+                nxt = min(c.next_due() for c in cursors)
+                if not np.isfinite(nxt):
+                    raise RuntimeError("no source has a document to draw: every token store is empty, or no "
+                                       "source has a share at the end of the schedule")
+                w = max(w, int(np.searchsorted(edges, nxt, side="right")) if nxt < edges[-1]
+                        else len(edges) + int((nxt - edges[-1]) // shard_tokens))
+                continue
             ctx.say(f"{position:,} / {total:,} tokens placed")
         writer.flush()
         writer.close()

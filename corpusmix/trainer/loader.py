@@ -17,6 +17,12 @@ default recomputes every file's sha256 and the largest token id of each shard
 Opened with ``verify=False``, each sample is checked instead: a token id at or above
 the vocabulary size stops the read of the sample that holds it.
 
+Sources: ``SampleReader.target_sources(k)`` gives, for each target token of sample k,
+the index (into ``TokenStream.sources``) of the source it came from, read from the
+shards' lineage files (one row per document piece), never guessed: a trainer can
+attribute its per-token loss to sources exactly. Lineage is loaded one shard at a time
+and at most two shards are held, so memory is bounded by a shard's lineage.
+
 Data parallelism: rank r of a world of size W reads samples start + r,
 start + r + W, ... so the ranks partition the samples with no overlap and no gap,
 and a run resumed at ``start`` (the number of samples already consumed, a multiple
@@ -31,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 import orjson
+import pyarrow.parquet as pq
 
 from corpusmix.core.indexed import IndexedReader
 from corpusmix.core.storage import sha256_file
@@ -43,9 +50,11 @@ class ShardSetError(ValueError):
 class TokenStream:
     """The concatenated tokens of a run's shards, memory-mapped."""
 
-    def __init__(self, shard_prefixes: list[Path], vocab_size: int | None = None):
+    def __init__(self, shard_prefixes: list[Path], vocab_size: int | None = None, sources: list[str] | None = None):
         if not shard_prefixes:
             raise ValueError("no shards given")
+        self.prefixes = list(shard_prefixes)
+        self.sources = sources  # the names lineage's source codes index (None: a set from before they were recorded)
         self.readers = [IndexedReader(p) for p in shard_prefixes]
         dtypes = {r.index.dtype for r in self.readers}
         if len(dtypes) != 1:
@@ -83,7 +92,7 @@ class TokenStream:
         prefixes = [directory / f"shard-{k:05d}" for k in range(expected)]
         for k, prefix in enumerate(prefixes):
             _check_shard(prefix, infos[k], verify)
-        stream = cls(prefixes, first.get("vocab_size"))
+        stream = cls(prefixes, first.get("vocab_size"), first.get("sources"))
         if verify and stream.vocab_size is not None:  # once per shard here, so no sample needs it again
             for prefix, tokens in zip(prefixes, stream._arrays):
                 if len(tokens) and int(tokens.max()) >= stream.vocab_size:
@@ -134,6 +143,47 @@ def _check_shard(prefix: Path, info: dict, verify: bool) -> None:
                             "fix: rebuild the set (corpusmix build)")
 
 
+class SourceMap:
+    """The source of every token of a stream, from its shards' lineage files (``lineage-NNNNN.parquet``
+    beside each shard), loaded on demand and at most ``keep`` shards at a time."""
+
+    def __init__(self, stream: TokenStream, keep: int = 2):
+        if stream.sources is None:
+            raise ShardSetError(f"{stream.prefixes[0].parent}: the shard manifests do not name their sources "
+                                "(a set built before they did); fix: rebuild it (corpusmix build)")
+        self.stream, self.keep = stream, keep
+        self.code = {name: i for i, name in enumerate(stream.sources)}
+        self._loaded: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def _shard(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(stream start, source index) of each lineage row of shard k."""
+        if k not in self._loaded:
+            path = self.stream.prefixes[k].parent / f"lineage-{self.stream.prefixes[k].name.split('-')[-1]}.parquet"
+            if not path.is_file():
+                raise ShardSetError(f"{path}: missing; the shards' sources cannot be told without it; fix: restore "
+                                    "it or rebuild the set (corpusmix build)")
+            table = pq.read_table(path, columns=["stream_start", "source"], read_dictionary=["source"])
+            src = table.column("source").combine_chunks()
+            names = [self.code[n] for n in src.dictionary.to_pylist()]
+            codes = np.asarray(names, np.int16)[src.indices.to_numpy(zero_copy_only=False)]
+            while len(self._loaded) >= self.keep:
+                self._loaded.pop(next(iter(self._loaded)))
+            self._loaded[k] = (table.column("stream_start").to_numpy(), codes)
+        return self._loaded[k]
+
+    def codes(self, start: int, stop: int) -> np.ndarray:
+        """The source index of each token in [start, stop)."""
+        offsets = self.stream._offsets
+        k = bisect.bisect_right(offsets, start) - 1
+        parts = []
+        while start < stop:
+            end = min(stop, offsets[k + 1])
+            starts, codes = self._shard(k)
+            parts.append(codes[np.searchsorted(starts, np.arange(start, end), side="right") - 1])
+            start, k = end, k + 1
+        return np.concatenate(parts) if len(parts) != 1 else parts[0]
+
+
 class SampleReader:
     """``seq_len``-token samples with next-token targets, in training order."""
 
@@ -142,6 +192,20 @@ class SampleReader:
             raise ValueError("seq_len must be positive")
         self.stream, self.seq_len = stream, seq_len
         self.num_samples = (len(stream) - 1) // seq_len
+        self._sources: SourceMap | None = None
+
+    def target_sources(self, k: int) -> np.ndarray:
+        """For each target token of sample k, the index of its source in ``stream.sources`` (int16)."""
+        if not 0 <= k < self.num_samples:
+            raise IndexError(f"sample {k} outside 0..{self.num_samples - 1}")
+        if self._sources is None:
+            self._sources = SourceMap(self.stream)
+        return self._sources.codes(k * self.seq_len + 1, (k + 1) * self.seq_len + 1)
+
+    def source_counts(self, k: int) -> np.ndarray:
+        """Target tokens of sample k per source (``stream.sources`` order): for a trainer that logs one
+        loss per sample (``trainer.monitor``'s per-sample path)."""
+        return np.bincount(self.target_sources(k), minlength=len(self.stream.sources))
 
     def __len__(self) -> int:
         return self.num_samples

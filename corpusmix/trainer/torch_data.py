@@ -20,11 +20,15 @@ from corpusmix.trainer.loader import SampleReader, TokenStream
 
 
 class MixedShardsDataset(IterableDataset):
-    """Yields {"sample": k, "input_ids": int64[seq_len], "labels": int64[seq_len]}."""
+    """Yields {"sample": k, "input_ids": int64[seq_len], "labels": int64[seq_len]} and, with ``sources``,
+    "sources": int64[seq_len], the source of each label (an index into ``reader.stream.sources``, from
+    the lineage): what ``trainer.monitor.SourceLossMonitor`` attributes per-token loss by."""
 
-    def __init__(self, shards_dir: str | Path, seq_len: int, rank: int = 0, world: int = 1, start: int = 0):
+    def __init__(self, shards_dir: str | Path, seq_len: int, rank: int = 0, world: int = 1, start: int = 0,
+                 sources: bool = True):
         super().__init__()
         self.shards_dir, self.seq_len, self.rank, self.world, self.start = Path(shards_dir), seq_len, rank, world, start
+        self.sources = sources
         self._reader: SampleReader | None = None
 
     @property
@@ -43,4 +47,7 @@ class MixedShardsDataset(IterableDataset):
             indices = indices[info.id::info.num_workers]
         for k in indices:
             w = self.reader.window(k).astype(np.int64)
-            yield {"sample": k, "input_ids": torch.from_numpy(w[:-1]), "labels": torch.from_numpy(w[1:])}
+            item = {"sample": k, "input_ids": torch.from_numpy(w[:-1]), "labels": torch.from_numpy(w[1:])}
+            if self.sources:
+                item["sources"] = torch.from_numpy(self.reader.target_sources(k).astype(np.int64))
+            yield item
