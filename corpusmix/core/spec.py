@@ -252,7 +252,8 @@ class Baseline(_Strict):
 
 
 class ProposalRef(_Strict):
-    """Weights a mixing law proposed (stage ``mixing_proposal``): one of ``mixing.proposals`` by name."""
+    """Weights proposed from evidence: one of ``mixing.proposals`` by name (stage ``mixing_proposal``: a
+    mixing law), or ``next_phase/<id>``, a next-phase proposal from the training run's monitor log."""
 
     proposal: str
 
@@ -381,6 +382,28 @@ class Mixing(_Strict):
     proxy: ProxySettings = ProxySettings()
 
 
+class Monitor(_Strict):
+    """Per-source loss during training, and the next phase's weights proposed from it at a restart
+    (``corpusmix.mixing.next_phase``; the trainer side is ``corpusmix.trainer.monitor``)."""
+
+    log: str | None = Field(None, description="The trainer's monitor log (JSON Lines, one record per logging "
+                                              "interval), relative to the spec: watched by the next-phase sensor.")
+    policy: Literal["mixmonitor", "doremi"] = Field(
+        "mixmonitor", description="mixmonitor: EMA thresholds per source; doremi: excess loss over a reference run.")
+    ema_alpha: float = Field(0.1, gt=0, le=1, description="EMA of each source's interval loss: "
+                                                          "e = alpha x loss + (1 - alpha) x e.")
+    window: int = Field(5, ge=1, description="Logged intervals per window; the last two windows are compared.")
+    rise: float = Field(0.02, ge=0, description="mixmonitor: 'increase' when the EMA rose more than this "
+                                                "(relative) between windows.")
+    plateau: float = Field(0.005, ge=0, description="mixmonitor: 'decrease' when the EMA changed less than this "
+                                                    "(relative, either way) between windows.")
+    adjust: float = Field(0.2, gt=0, lt=1, description="mixmonitor: an increased source's weight x (1 + adjust), "
+                                                       "a decreased one's x (1 - adjust), before renormalising.")
+    reference: str | None = Field(None, description="doremi: the reference run's monitor log, relative to the spec.")
+    eta: float = Field(1.0, gt=0, description="doremi: step size of the exponentiated-gradient update.")
+    smoothing: float = Field(1e-3, ge=0, lt=1, description="doremi: weight of the uniform mixture blended in.")
+
+
 class Handoff(_Strict):
     megatron: MegatronHandoff = MegatronHandoff()
     mds: MdsHandoff = MdsHandoff()
@@ -405,6 +428,7 @@ class Spec(_Strict):
     output: Output = Output()
     handoff: Handoff = Handoff()
     mixing: Mixing = Mixing()
+    monitor: Monitor = Monitor()
 
     @field_validator("sources")
     @classmethod
@@ -533,10 +557,20 @@ def schedule_weights(schedule: Schedule) -> list[tuple[tuple, Weights]]:
     return found + [(base + ("phases", i, "weights"), ph.weights) for i, ph in enumerate(schedule.phases or [])]
 
 
+NEXT_PHASE = "next_phase/"  # names of next-phase proposals (``corpusmix.mixing.next_phase``), not mixing laws
+
+
 def named_proposals(spec: Spec) -> list[str]:
-    """The proposals the mixture's schedule uses, in order of first use."""
-    names = [w.proposal for _, w in schedule_weights(spec.mixture.schedule) if isinstance(w, ProposalRef)]
+    """The mixing-law proposals (stage ``mixing_proposal``) the mixture's schedule uses, in order of first use."""
+    names = [w.proposal for _, w in schedule_weights(spec.mixture.schedule)
+             if isinstance(w, ProposalRef) and not w.proposal.startswith(NEXT_PHASE)]
     return list(dict.fromkeys(names))
+
+
+def next_phase_proposals(spec: Spec) -> list[tuple[tuple, str]]:
+    """The accepted next-phase proposals the schedule names, with where (the field's location)."""
+    return [(loc, w.proposal) for loc, w in schedule_weights(spec.mixture.schedule)
+            if isinstance(w, ProposalRef) and w.proposal.startswith(NEXT_PHASE)]
 
 
 def with_execution(loaded: LoadedSpec, overrides: dict) -> LoadedSpec:

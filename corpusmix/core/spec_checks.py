@@ -16,7 +16,16 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from corpusmix.core.globs import find_files, glob_regex
-from corpusmix.core.spec import LoadedSpec, ProposalRef, Schedule, Spec, SpecIssue, field_path, schedule_weights
+from corpusmix.core.spec import (
+    NEXT_PHASE,
+    LoadedSpec,
+    ProposalRef,
+    Schedule,
+    Spec,
+    SpecIssue,
+    field_path,
+    schedule_weights,
+)
 
 # ---------------------------------------------------------------------------
 # YAML line numbers: map a field path to the line it sits on.
@@ -307,6 +316,12 @@ def _mixing_issues(loaded: LoadedSpec, check_files: bool) -> list[SpecIssue]:
                                 "give (low, high) with 0 < low <= high, e.g. [0.1, 5.0]"))
     for loc, w in schedule_weights(spec.mixture.schedule):
         if not isinstance(w, ProposalRef):
+            continue
+        if w.proposal.startswith(NEXT_PHASE):
+            if loc[2:3] != ("phases",) or loc[3] == 0:
+                issues.append(SpecIssue(field_path(loc + ("proposal",)), f"{w.proposal} is a next-phase proposal: "
+                                        "it gives the weights of a phase after the first, at a restart",
+                                        "name it in mixture.schedule.phases[q].weights for the phase it proposes"))
             continue
         if w.proposal not in declared:
             near = difflib.get_close_matches(w.proposal, declared, n=1, cutoff=0.5)

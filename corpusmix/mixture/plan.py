@@ -17,7 +17,16 @@ import numpy as np
 import orjson
 
 from corpusmix.core.manifest import manifest_path, manifest_refs, output_ref, read_manifest, require_manifest
-from corpusmix.core.spec import LoadedSpec, ProposalRef, Spec, field_path, named_proposals, schedule_weights
+from corpusmix.core.spec import (
+    NEXT_PHASE,
+    LoadedSpec,
+    ProposalRef,
+    Spec,
+    field_path,
+    named_proposals,
+    next_phase_proposals,
+    schedule_weights,
+)
 from corpusmix.core.stage import Built, Stage, StageRun
 from corpusmix.core.storage import sha256_file
 from corpusmix.mixture.schedules import CELLS, Availability, PlanError, build_schedule, capped_scale, cumulative
@@ -73,13 +82,38 @@ def published_proposals(loaded: LoadedSpec) -> tuple[dict, str] | None:
     return orjson.loads((loaded.storage_root / out[0]["path"]).read_bytes()), m["version"]
 
 
-def weights_origin(loaded: LoadedSpec, published: tuple[dict, str] | None) -> list[dict]:
-    """Where each weights entry of the schedule came from: typed by hand, a baseline, or a proposal
-    (with the laws behind it and its predicted objective against the natural mixture)."""
+def accepted_next_phase(loaded: LoadedSpec) -> dict[str, dict]:
+    """The next-phase proposals the schedule names, by name, each checked to be used for the phase it
+    was made for (a proposal's weights answer that phase's losses, not another's)."""
+    from corpusmix.mixing.next_phase import load_proposal
+
+    out = {}
+    for loc, name in next_phase_proposals(loaded.spec):
+        try:
+            body = load_proposal(loaded, name)
+        except (OSError, ValueError) as e:
+            raise PlanError(f"{field_path(loc)}: {e}") from e
+        if loc[2:3] != ("phases",) or loc[3] != body["phase_index"]:
+            raise PlanError(f"{field_path(loc)}: {name} was proposed for mixture.schedule.phases"
+                            f"[{body['phase_index']}] (phase {body['phase']!r}); use it there")
+        out[name] = body
+    return out
+
+
+def weights_origin(loaded: LoadedSpec, published: tuple[dict, str] | None, accepted: dict[str, dict]) -> list[dict]:
+    """Where each weights entry of the schedule came from: typed by hand, a baseline, a proposal
+    (with the laws behind it and its predicted objective against the natural mixture), or a
+    next-phase proposal (the policy, the log it read, and each source's verdict)."""
     out = []
     for loc, w in schedule_weights(loaded.spec.mixture.schedule):
         field = field_path(loc)
-        if isinstance(w, ProposalRef):
+        if isinstance(w, ProposalRef) and w.proposal.startswith(NEXT_PHASE):
+            p = accepted[w.proposal]
+            out.append({"field": field, "origin": "next-phase proposal", "proposal": w.proposal,
+                        "policy": p["policy"], "log": p["log"], "restart_tokens": p["restart_tokens"],
+                        "actions": {r["source"]: r["action"] for r in p["recommendations"]},
+                        "weights": {s: p["weights"][s] for s in loaded.source_names}})
+        elif isinstance(w, ProposalRef):
             result, version = published
             p, fit = result["proposals"][w.proposal], result["fit"]
             out.append({"field": field, "origin": "proposal", "proposal": w.proposal, "method": p["description"],
@@ -99,6 +133,10 @@ def weights_origin(loaded: LoadedSpec, published: tuple[dict, str] | None) -> li
 
 def describe_origin(o: dict) -> str:
     """One line: which weights, and where they came from."""
+    if o["origin"] == "next-phase proposal":
+        return (f"{o['field']}: {o['proposal']} ({o['policy']} on {o['log']['records']} logged intervals up to "
+                f"{o['log']['tokens']:,} tokens of {o['log']['path']})\n      "
+                + ", ".join(f"{s} {o['weights'][s]:.4f} ({o['actions'][s]})" for s in o["weights"]))
     if o["origin"] != "proposal":
         return f"{o['field']}: {o['origin']}"
     return (f"{o['field']}: proposal {o['proposal']!r} ({o['method']}) of mixing_proposal "
@@ -113,7 +151,8 @@ def make_plan(loaded: LoadedSpec, avail: Availability) -> dict:
     """The plan as JSON-ready data; raises PlanError (carrying the plan) for a source over the cap."""
     mix = loaded.spec.mixture
     published = published_proposals(loaded)
-    schedule = build_schedule(loaded, avail, published[0]["proposals"] if published else None)
+    accepted = accepted_next_phase(loaded)
+    schedule = build_schedule(loaded, avail, (published[0]["proposals"] if published else {}) | accepted)
     sources = schedule.sources
     n = np.array([avail.tokens[s] for s in sources], dtype=np.float64)
     caps = n * mix.max_epochs
@@ -146,7 +185,7 @@ def make_plan(loaded: LoadedSpec, avail: Availability) -> dict:
                     "quotas": {s: float(cum[edges[p + 1], i] - cum[edges[p], i]) for i, s in enumerate(sources)}}
                    for p, name in enumerate(schedule.phase_names)],
         "grid": {"x": grid.tolist(), "cumulative": {s: cum[:, i].tolist() for i, s in enumerate(sources)}},
-        "weights_origin": weights_origin(loaded, published),
+        "weights_origin": weights_origin(loaded, published, accepted),
     }
     if avail.notes:  # only a plan made before a build: the published plan's bytes do not change
         plan["estimated_from_raw_files"] = dict(avail.notes)

@@ -20,7 +20,7 @@ How documents are chosen and ordered:
   with a cursor per source, so memory is bounded by a shard, not by the corpus.
 - Phases are restart points: shards end at every phase boundary, and nothing placed
   before a boundary depends on the shares after it. Documents due before it come
-  first; if they end short of it, the gap is filled from each source's next documents
+  first; if they end short of it (or at it), the gap is filled from each source's next documents
   in the order the ending phase's last shares would reach them (``_fill``). So new
   weights for a later phase (an accepted next-phase proposal) leave every shard of the
   phases before it byte-identical, provided the plan up to the boundary is unchanged
@@ -206,7 +206,8 @@ def _fence(order: np.ndarray, src: np.ndarray, due: np.ndarray, size: np.ndarray
 def _fill(cursors: list[_Cursor], position: int, edge: float, plan: dict, phase: int,
           zero_next: np.ndarray) -> list[tuple[int, int, int, int]]:
     """Documents (seq, epoch, size, source index) that carry the stream from ``position`` past the start of
-    phase ``phase`` at ``edge``, when the documents due before it end short of it.
+    phase ``phase`` at ``edge``, when the documents due before it end short of it or exactly at it (the
+    token at the edge is the last target of the phase before: it must not depend on the next phase either).
 
     They are chosen from what is settled before the edge: each source's next documents, in the order its
     target would reach them if the ending phase's last shares held on past the edge. The next phase's
@@ -222,7 +223,7 @@ def _fill(cursors: list[_Cursor], position: int, edge: float, plan: dict, phase:
         at.append(float(np.interp(edge, x, cum)))
         rate.append((cum[last] - cum[last - 1]) / (x[last] - x[last - 1]))
     out = []
-    while position < edge:
+    while position <= edge:
         best, best_due = None, np.inf
         for i, c in enumerate(cursors):
             if zero_next[i] or rate[i] <= 1e-12 or (h := c.head()) is None:
@@ -446,7 +447,7 @@ def build_shards(ctx: StageRun) -> Built:
                 order = np.lexsort((src, due))
                 order = _fence(order, src, due, size, position, bounds, zero_quota)
                 place(seq[order], epoch[order], size[order], src[order])
-            if until in phase_edge and position < until:  # short of a phase boundary: fill up to it
+            if until in phase_edge and position <= until:  # not past a phase boundary: fill past it
                 filled = _fill(cursors, position, until, plan, phase_edge[until], zero_quota[phase_edge[until]])
                 if filled:
                     place(*(np.array(c, dtype=np.int64) for c in zip(*filled)))

@@ -10,7 +10,13 @@ fixed thread count, so the same shards and configuration give the same weights, 
 A run is checkpointed every ``checkpoint_every`` steps (model, optimizer, step; written
 atomically) and resumes from its checkpoint: a run killed at any point and started again
 ends with the same weights as one never stopped. A checkpoint made with another
-configuration or other shards is refused, not silently continued.
+configuration is refused, not silently continued; so is one made on other shards, unless
+every shard the run had read is in the new set byte for byte (a set re-planned at a restart
+point: the phases already trained kept, later ones with new weights), where it resumes.
+
+With ``monitor_log`` the run's per-token losses are attributed to sources through the
+lineage (``SampleReader.target_sources``) and logged by a ``trainer.monitor.SourceLossMonitor``
+every ``log_every`` steps, and at a stop: what a next-phase proposal reads.
 
 Evaluation: the loss on each source's held-out store (tokenize's ``valid.bin``), on its first
 ``eval_tokens`` tokens in windows of ``seq_len`` (fixed per source, so runs compare), reported
@@ -19,6 +25,7 @@ in nats and bits per token (not per byte: tokens are what the stores hold).
 
 from __future__ import annotations
 
+import hashlib
 import io
 import math
 import time
@@ -82,6 +89,11 @@ def _batch(reader: SampleReader, step: int, batch: int, device: str) -> tuple[to
     return w[:, :-1], w[:, 1:]
 
 
+def _batch_sources(reader: SampleReader, step: int, batch: int, device: str) -> torch.Tensor:
+    codes = np.stack([reader.target_sources(k) for k in range(step * batch, step * batch + batch)])
+    return torch.from_numpy(codes.astype(np.int64)).to(device)
+
+
 def evaluate(model: ProxyLM, stores: dict[str, Path], cfg: TrainConfig) -> dict[str, dict]:
     """Mean loss per source on the first ``eval_tokens`` (+1) tokens of its held-out store."""
     out = {}
@@ -103,19 +115,38 @@ def evaluate(model: ProxyLM, stores: dict[str, Path], cfg: TrainConfig) -> dict[
     return out
 
 
-def _identity(cfg: TrainConfig, model_cfg: ModelConfig, shards: Path) -> dict:
-    """What a checkpoint must match to be resumed: the configuration and the shards (their checksums,
-    from the shard manifests the loader has just checked them against)."""
-    sums = [orjson.loads(p.read_bytes())["bin_sha256"] for p in sorted(shards.glob("shard-*.json"))]
-    return {"train": asdict(cfg) | {"checkpoint_every": None, "log_every": None}, "model": model_cfg.as_dict(),
-            "shards": sums}
+def _identity(cfg: TrainConfig, model_cfg: ModelConfig) -> dict:
+    """What a checkpoint must match to be resumed: the configuration."""
+    return {"train": asdict(cfg) | {"checkpoint_every": None, "log_every": None}, "model": model_cfg.as_dict()}
+
+
+def _read_digests(shards: Path, stream: TokenStream, read_until: int) -> list[list]:
+    """What the run has read, shard by shard: each shard's stream range and the sha256 of its tokens
+    before ``read_until`` (the whole shard's checksum from its manifest when it was read to the end)."""
+    out = []
+    for p in sorted(shards.glob("shard-*.json")):
+        info = orjson.loads(p.read_bytes())
+        a, b = info["stream_start"], info["stream_end"]
+        if a >= read_until:
+            break
+        digest = info["bin_sha256"] if b <= read_until else \
+            hashlib.sha256(np.ascontiguousarray(stream.tokens(a, read_until)).tobytes()).hexdigest()
+        out.append([a, min(b, read_until), digest])
+    return out
+
+
+def _read_until(step: int, cfg: TrainConfig) -> int:
+    """Stream tokens the first ``step`` steps read: every sample's window, the last target included."""
+    return step * cfg.batch * cfg.seq_len + 1
 
 
 def train_proxy(shards_dir: str | Path, stores: dict[str, Path], out_dir: str | Path, cfg: TrainConfig,
-                progress: Callable[[str], None] = print, stop_after: int | None = None) -> dict:
+                progress: Callable[[str], None] = print, stop_after: int | None = None,
+                monitor_log: str | Path | None = None) -> dict:
     """Train (or resume) one proxy on the shards in ``shards_dir``; evaluate it on ``stores``
     (source -> held-out store prefix); write ``train.json`` and return it. ``stop_after`` ends
-    the run after that many steps in total, as a kill would (checkpoint written, no result)."""
+    the run after that many steps in total, as a kill would (checkpoint written, no result);
+    ``monitor_log``: where the per-source loss log goes."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     _deterministic(cfg)
@@ -133,32 +164,56 @@ def train_proxy(shards_dir: str | Path, stores: dict[str, Path], out_dir: str | 
     rest = [p for n, p in model.named_parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0}],
                             lr=cfg.lr, betas=(0.9, 0.95))
-    identity = _identity(cfg, model_cfg, Path(shards_dir))
-    start, curve, resumed = 0, [], None
+    identity = _identity(cfg, model_cfg)
+    start, curve, resumed, monitor_state = 0, [], None, None
     ckpt = out / CHECKPOINT
     if ckpt.is_file():
         state = torch.load(ckpt, map_location=cfg.device, weights_only=False)
         if state["identity"] != identity:
-            raise CheckpointError(f"{ckpt} was made by another run (other configuration or shards); delete it to "
+            raise CheckpointError(f"{ckpt} was made by another run (other configuration); delete it to "
                                   "start over, or give this run its own output directory")
+        if _read_digests(Path(shards_dir), stream, _read_until(state["step"], cfg)) != state["read"]:
+            raise CheckpointError(f"{ckpt} was trained on shards that differ from these in what it has read (stream "
+                                  f"tokens 0-{_read_until(state['step'], cfg):,}): resuming would not continue the "
+                                  "same data. Re-plan only phases the run has not reached, or delete the "
+                                  "checkpoint to start over")
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         start, curve, resumed = state["step"], state["curve"], state["step"]
         progress(f"resuming from step {start} of {steps} ({ckpt})")
+        monitor_state = state.get("monitor")
     progress(f"{cfg.preset}: {model_cfg.non_embedding_parameters:,} parameters without embeddings, "
              f"{sum(p.numel() for p in model.parameters()):,} in all; {steps} steps of {cfg.batch} x {cfg.seq_len} "
              f"tokens ({steps * cfg.batch * cfg.seq_len:,}) on {cfg.device}")
+    monitor = None
+    if monitor_log is not None:
+        from corpusmix.trainer.monitor import SourceLossMonitor
+
+        monitor = SourceLossMonitor(stream.sources, monitor_log, every=cfg.log_every)
+        monitor.resume(start)
+        if monitor_state is not None:
+            monitor.load_state_dict(monitor_state)
+    tokens_per_step = cfg.batch * cfg.seq_len
     t0, done_at_start = time.perf_counter(), start
     for step in range(start, steps):
         for group in opt.param_groups:
             group["lr"] = lr_at(cfg, step, steps)
         ids, targets = _batch(reader, step, cfg.batch, cfg.device)
-        loss = model.loss(ids, targets)
+        if monitor is None:
+            loss = model.loss(ids, targets)
+        else:
+            per_token = model.loss(ids, targets, reduction="none").view(targets.shape)
+            loss = per_token.mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         curve.append([step + 1, loss.item()])
+        if monitor is not None:
+            monitor.update(per_token, _batch_sources(reader, step, cfg.batch, cfg.device), step + 1,
+                           (step + 1) * tokens_per_step)
+            if step + 1 == stop_after or step + 1 == steps:
+                monitor.flush(step + 1, (step + 1) * tokens_per_step)
         if (step + 1) % cfg.log_every == 0 or step + 1 == steps:
             rate = (step + 1 - done_at_start) * cfg.batch * cfg.seq_len / max(time.perf_counter() - t0, 1e-9)
             eta = (steps - step - 1) * cfg.batch * cfg.seq_len / max(rate, 1e-9)
@@ -166,8 +221,10 @@ def train_proxy(shards_dir: str | Path, stores: dict[str, Path], out_dir: str | 
                      f"{rate:,.0f} tokens/s ETA {eta:.0f} s")
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == steps or step + 1 == stop_after:
             buf = io.BytesIO()
-            torch.save({"identity": identity, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                        "step": step + 1, "curve": curve}, buf)
+            torch.save({"identity": identity, "read": _read_digests(Path(shards_dir), stream, _read_until(step + 1, cfg)),
+                        "model": model.state_dict(),
+                        "optimizer": opt.state_dict(), "step": step + 1, "curve": curve,
+                        "monitor": None if monitor is None else monitor.state_dict()}, buf)
             atomic_write_bytes(ckpt, buf.getvalue())
         if stop_after is not None and step + 1 >= stop_after:
             progress(f"stopped after step {step + 1} (checkpointed)")
