@@ -147,12 +147,36 @@ def _cmd_train_proxy(args) -> int:
                           seed=args.seed, eval_tokens=args.eval_tokens, threads=args.threads, device=args.device)
     cfg = TrainConfig(**{**cfg.__dict__, "steps": args.steps})  # the whole shards unless told
     out = Path(args.out) if args.out else loaded.storage_root / "proxy_train" / f"{cfg.preset}-seed{cfg.seed}"
+    log = loaded.resolve(loaded.spec.monitor.log) if loaded.spec.monitor.log else None
     try:
-        result = train_proxy(shards_dir(loaded), heldout_stores(loaded), out, cfg, progress=print)
+        result = train_proxy(shards_dir(loaded), heldout_stores(loaded), out, cfg, progress=print,
+                             stop_after=args.stop_after, monitor_log=log)
     except (FileNotFoundError, CheckpointError, ValueError) as e:
         print(f"cannot train: {e}", file=sys.stderr)
         return 2
-    print(f"result: {out / 'train.json'} ({result['elapsed_s']:.1f} s)")
+    if log is not None:
+        print(f"per-source loss: {log}")
+    print(f"stopped at step {args.stop_after}: resume by running the same command" if not result
+          else f"result: {out / 'train.json'} ({result['elapsed_s']:.1f} s)")
+    return 0
+
+
+def _cmd_next_phase(args) -> int:
+    """Propose the next phase's weights from the run's monitor log, and say how to accept them."""
+    loaded = _load_built(args.spec)
+    if loaded is None:
+        return 2
+    from corpusmix.mixing.next_phase import NotYet, propose, render
+
+    try:
+        body = propose(loaded)
+    except NotYet as e:
+        print(f"no proposal yet: {e}")
+        return 1
+    except (FileNotFoundError, ValueError) as e:
+        print(f"cannot propose: {e}", file=sys.stderr)
+        return 2
+    print(render(body))
     return 0
 
 
@@ -427,7 +451,14 @@ def make_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
     p.add_argument("--steps", type=int, help="default: every sample of the shards once")
     p.add_argument("--out", help="run directory (checkpoint, train.json); default <storage>/proxy_train/<preset>-seed<N>; "
                                  "a run started again there resumes from its checkpoint")
+    p.add_argument("--stop-after", type=int, help="stop (checkpointed) after this many steps, e.g. at a phase "
+                                                  "boundary; per-source loss goes to monitor.log when the spec sets it")
     p.set_defaults(fn=_cmd_train_proxy)
+    p = sub.add_parser("next-phase", help="propose the next phase's weights from the training run's per-source loss "
+                                          "(monitor.log) at a restart point; changes nothing", formatter_class=RAW,
+                       epilog=examples(f"corpusmix next-phase {spec}"))
+    p.add_argument("spec")
+    p.set_defaults(fn=_cmd_next_phase)
     p = sub.add_parser("proxies", help="train a proxy on each swarm mixture (swarm_design), resumably; the runs "
                                        "tables for mixing.runs", formatter_class=RAW,
                        epilog=examples(f"corpusmix proxies {spec} --estimate",

@@ -10,7 +10,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from dagster import DagsterInstance, RunRequest, SkipReason, build_sensor_context, materialize
 
+from corpusmix.cli import main as cli
 from corpusmix.core.spec import load_spec
 from corpusmix.mixture.plan import PlanError, load_plan
 from corpusmix.mixture.shards import check_on_target
@@ -23,6 +25,7 @@ torch = pytest.importorskip("torch")
 from corpusmix.mixing.next_phase import NotYet, propose, render  # noqa: E402
 from corpusmix.proxies.train import CheckpointError, TrainConfig, heldout_stores, shards_dir, train_proxy  # noqa: E402
 from corpusmix.trainer.monitor import read_log  # noqa: E402
+from workflows.definitions import build_definitions  # noqa: E402
 
 QUIET = {"progress": lambda m: None}
 # 8 x 128 = 1,024 tokens a step; 128 steps of 131,072 tokens; phase a is steps 1-64
@@ -56,7 +59,7 @@ def _files(loaded, manifest, phase: str) -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_monitor_proposal_accept_replan_resume(built_corpus, tmp_path):
+def test_monitor_proposal_accept_replan_resume(built_corpus, tmp_path, capsys):
     names = built_corpus.source_names
     skewed = {s: (6.0 if i == 0 else 1.0) for i, s in enumerate(names)}  # phase a starves all but one source
     monitor = {"log": "run/monitor.jsonl", "policy": "doremi", "reference": "reference/monitor.jsonl",
@@ -79,6 +82,11 @@ def test_monitor_proposal_accept_replan_resume(built_corpus, tmp_path):
                 monitor_log=tmp_path / "run" / "run" / "monitor.jsonl", **QUIET)
     with pytest.raises(NotYet, match="first restart point"):  # half-way through phase a: nothing to propose
         propose(loaded)
+    defs = build_definitions(loaded.path)
+    sensor = next(s for s in defs.sensors if s.name == "next_phase_sensor")
+    with DagsterInstance.ephemeral() as instance:
+        skipped = sensor(build_sensor_context(instance=instance))
+    assert isinstance(skipped, SkipReason) and "first restart point (phase boundary) is at 65,536" in skipped.skip_message
     train_proxy(shards_dir(loaded), stores, out, CFG, stop_after=RESTART_STEP,
                 monitor_log=tmp_path / "run" / "run" / "monitor.jsonl", **QUIET)
     log = read_log(tmp_path / "run" / "run" / "monitor.jsonl")
@@ -86,7 +94,22 @@ def test_monitor_proposal_accept_replan_resume(built_corpus, tmp_path):
     assert log[-1]["tokens"] == 65_536 and sum(r["sources"][names[0]]["tokens"] for r in log) > \
         3 * sum(r["sources"][names[1]]["tokens"] for r in log)  # the log sees phase a's 6:1:1:1
 
+    with DagsterInstance.ephemeral() as instance:  # the sensor asks once the run reaches phase b
+        request = sensor(build_sensor_context(instance=instance))
+        assert isinstance(request, RunRequest) and request.tags["corpusmix/phase"] == "b"
+        assert sensor(build_sensor_context(instance=instance)).run_key == request.run_key  # the same log: one run
+        done = materialize([defs.resolve_assets_def("next_phase_proposal")], instance=instance)
+        assert done.success
+        md = {k: v.value for k, v in done.asset_materializations_for_node("next_phase_proposal")[0].metadata.items()}
     proposal = propose(loaded)
+    assert cli(["next-phase", str(loaded.path)]) == 0
+    printed = capsys.readouterr().out
+    assert proposal["accept"] in printed and all(f"\n{s} " in printed for s in names)
+    assert md["proposal"] == proposal["name"]  # the asset's proposal is the engine's, byte for byte
+    assert md["loss_curves"].startswith("![per-source loss](data:image/svg+xml;base64,")
+    table = [r.data for r in md["recommendations"].records]  # the UI's table: one row per source, with its reason
+    assert [r["source"] for r in table] == names and all("excess" in r["reason"] for r in table)
+    assert {r["source"]: r["proposed"] for r in table} == {s: f"{w:.4f}" for s, w in proposal["weights"].items()}
     assert proposal["phase"] == "b" and proposal["restart_tokens"] == 65_536 and proposal["restart_sample"] == 512
     assert proposal["keeps_trained_shards"] and proposal["log"]["records"] == len(log)
     recs = {r["source"]: r for r in proposal["recommendations"]}

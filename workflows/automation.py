@@ -89,3 +89,35 @@ def build_rebuild_schedule(spec_path: str, source_job, loaded: LoadedSpec):
         return [_request(current, s) for s in stale]
 
     return rebuild_schedule
+
+
+def build_next_phase_sensor(spec_path: str, job, loaded: LoadedSpec):
+    """Watches the trainer's monitor log (``monitor.log``): once the run reaches a phase boundary, a restart
+    point, it asks for next_phase_proposal once per (phase, records read), so a log that grows past the
+    boundary, or a restarted sensor, asks nothing twice."""
+    cfg = loaded.spec.automation
+
+    @sensor(name="next_phase_sensor", job=job, minimum_interval_seconds=cfg.sensor_interval_s,
+            default_status=DefaultSensorStatus.RUNNING,
+            description="Reads the trainer's per-source loss log (monitor.log); when the run reaches a phase "
+                        "boundary, materializes next_phase_proposal for the phase that starts there.")
+    def next_phase_sensor(context: SensorEvaluationContext):
+        from corpusmix.core.spec import load_spec
+        from corpusmix.mixing.next_phase import NotYet, records_digest, restart_reached
+        from corpusmix.mixture.plan import load_plan
+
+        current = load_spec(spec_path, check_files=False)
+        try:
+            plan = load_plan(current)[0]
+        except FileNotFoundError as e:
+            return SkipReason(f"no mixture plan yet: {e}")
+        try:
+            q, used = restart_reached(current, plan)
+        except NotYet as e:
+            return SkipReason(str(e))
+        phase = plan["phases"][q]["name"]
+        context.log.info(f"the run reached phase {phase!r} ({len(used)} logged intervals): asking for a proposal")
+        return RunRequest(run_key=f"{phase}:{records_digest(used)[:20]}",
+                          tags={"corpusmix/trigger": "monitor log", "corpusmix/phase": phase})
+
+    return next_phase_sensor

@@ -13,11 +13,12 @@ from dagster import Definitions, StaticPartitionsDefinition, define_asset_job
 
 from assets import wiring
 from assets.factory import stage_asset
+from assets.next_phase import next_phase_asset
 from assets.proxies import PROXY_PARTITIONS, proxy_run_asset
 from corpusmix.core.spec import load_spec
 from corpusmix.pipeline import active_stages, waves
 
-from .automation import build_automation_sensor, build_rebuild_schedule, build_source_sensor
+from .automation import build_automation_sensor, build_next_phase_sensor, build_rebuild_schedule, build_source_sensor
 from .resources import CorpusSpec
 
 SPEC_ENV = "CORPUSMIX_SPEC"
@@ -48,11 +49,19 @@ def build_definitions(spec_path: str | os.PathLike) -> Definitions:
                                  description="One proxy run per partition (a swarm mixture): not part of a build."))
     source_job = jobs[0]  # the first wave reads the raw files: what a changed source needs first
     schedule = build_rebuild_schedule(str(loaded.path), source_job, loaded)
+    sensors = [build_source_sensor(str(loaded.path), source_job, loaded), build_automation_sensor(loaded)]
+    extra = [proxy]
+    if loaded.spec.monitor.log is not None:  # a training run to watch: its proposals, and the sensor that asks
+        extra.append(next_phase_asset(loaded.spec, assets["mixture_plan"]))
+        jobs.append(define_asset_job("next_phase_proposal_job", selection=[extra[-1]],
+                                     description="The next phase's proposal from the monitor log: not part of a "
+                                                 "build; the next-phase sensor starts it at a restart point."))
+        sensors.append(build_next_phase_sensor(str(loaded.path), jobs[-1], loaded))
     return Definitions(
-        assets=[*assets.values(), proxy],
+        assets=[*assets.values(), *extra],
         asset_checks=checks,
         jobs=jobs,
-        sensors=[build_source_sensor(str(loaded.path), source_job, loaded), build_automation_sensor(loaded)],
+        sensors=sensors,
         schedules=[schedule] if schedule else [],
         resources={"corpus": CorpusSpec(spec_path=str(loaded.path))},
     )

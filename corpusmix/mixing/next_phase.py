@@ -25,6 +25,7 @@ import orjson
 from corpusmix.core.spec import NEXT_PHASE, LoadedSpec
 from corpusmix.core.storage import atomic_write_bytes
 from corpusmix.mixing.recommend import clip_to_caps, predicted_epochs, proposed_weights, recommend
+from corpusmix.trainer.monitor_log import read_log
 
 DIR = "next_phase"
 
@@ -34,9 +35,7 @@ class NotYet(ValueError):
 
 
 def read_records(path: Path) -> list[dict]:
-    """The monitor log's records (``trainer.monitor.read_log``), or a message naming the file and the fix."""
-    from corpusmix.trainer.monitor import read_log
-
+    """The monitor log's records (``trainer.monitor_log.read_log``), or a message naming the file and the fix."""
     if not path.is_file():
         raise NotYet(f"no monitor log at {path} (monitor.log): start training with a SourceLossMonitor "
                      "writing there (corpusmix.trainer.monitor)")
@@ -71,6 +70,27 @@ def keeps_trained_shards(plan: dict) -> tuple[bool, str]:
     return True, "step transitions and no renormalisation under the caps: the plan up to phase q is unchanged"
 
 
+def restart_reached(loaded: LoadedSpec, plan: dict) -> tuple[int, list[dict]]:
+    """The phase whose start (a restart point) the run's log has reached, and the records up to it;
+    ``NotYet`` (saying where the run is and where the next point lies) before the first."""
+    if loaded.spec.monitor.log is None:
+        raise ValueError("monitor.log is not set: name the trainer's monitor log in the spec")
+    log = loaded.resolve(loaded.spec.monitor.log)
+    records = read_records(log)
+    q = reached_phase(plan, records)
+    if q is None:
+        seen = records[-1]["tokens"] if records else 0
+        first = plan["phases"][1]["start"] if len(plan["phases"]) > 1 else None
+        raise NotYet(f"{log}: the run has seen {seen:,} tokens; the first restart point (phase boundary) is "
+                     + (f"at {first:,.0f}" if first is not None else "none: the schedule has one phase"))
+    return q, [r for r in records if r["tokens"] <= plan["phases"][q]["start"]]
+
+
+def records_digest(records: list[dict]) -> str:
+    """What a proposal read from the log: the same records, the same proposal."""
+    return hashlib.sha256(orjson.dumps(records, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
 def propose(loaded: LoadedSpec) -> dict:
     """The proposal for the phase the run has reached (``NotYet`` before the first boundary), from the
     published plan, written to ``<storage>/next_phase/<id>.json`` (atomic; an identical proposal is the
@@ -80,18 +100,9 @@ def propose(loaded: LoadedSpec) -> dict:
     plan, plan_manifest = load_plan(loaded)
     plan_version = plan_manifest["version"]
     m = loaded.spec.monitor
-    if m.log is None:
-        raise ValueError("monitor.log is not set: name the trainer's monitor log in the spec")
+    q, used = restart_reached(loaded, plan)
     log = loaded.resolve(m.log)
-    records = read_records(log)
-    q = reached_phase(plan, records)
-    if q is None:
-        seen = records[-1]["tokens"] if records else 0
-        first = plan["phases"][1]["start"] if len(plan["phases"]) > 1 else None
-        raise NotYet(f"{log}: the run has seen {seen:,} tokens; the first restart point (phase boundary) is "
-                     + (f"at {first:,.0f}" if first is not None else "none: the schedule has one phase"))
     start = plan["phases"][q]["start"]
-    used = [r for r in records if r["tokens"] <= start]
     reference = None
     if m.policy == "doremi":
         if m.reference is None:
@@ -111,7 +122,7 @@ def propose(loaded: LoadedSpec) -> dict:
         "restart_sample": int(start // plan["seq_len"]), "policy": m.policy, "settings": m.model_dump(mode="json"),
         "log": {"path": str(log), "records": len(used), "tokens": used[-1]["tokens"] if used else 0,
                 "exact": all(r.get("exact", True) for r in used),
-                "sha256": hashlib.sha256(orjson.dumps(used, option=orjson.OPT_SORT_KEYS)).hexdigest()},
+                "sha256": records_digest(used)},
         "reference": None if reference is None else {"path": str(loaded.resolve(m.reference)),
                                                      "records": len(reference)},
         "mixture_plan_version": plan_version,
