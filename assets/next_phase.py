@@ -65,9 +65,10 @@ def next_phase_asset(spec: Spec, plan: AssetsDefinition) -> AssetsDefinition:
         curves = loss_curves_svg(records, plan["sources"], [ph["start"] for ph in plan["phases"][1:]])
         return MaterializeResult(metadata={
             "recommendations": text_table(
-                ["source", "action", "planned", "proposed", "epochs", "reason"],
-                [[r["source"], r["action"], f"{r['planned']:.4f}", f"{r['weight']:.4f}",
-                  fmt(body["epochs_predicted"][r["source"]]), r["reason"]] for r in body["recommendations"]]),
+                ["source", "action", "trained", "planned", "proposed", "epochs", "reason"],
+                [[r["source"], r["action"], f"{body['trained'][r['source']]:.4f}", f"{r['planned']:.4f}",
+                  f"{r['weight']:.4f}", fmt(body["epochs_predicted"][r["source"]]), r["reason"]]
+                 for r in body["recommendations"]]),
             "loss_curves": MetadataValue.md(svg_markdown(curves, "per-source loss") if curves else "no losses yet"),
             "accept": MetadataValue.md(f"`{body['accept']}`"),
             "proposal": body["name"], "phase": body["phase"], "restart_tokens": int(body["restart_tokens"]),

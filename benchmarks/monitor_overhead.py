@@ -1,6 +1,11 @@
 """What ``SourceLossMonitor`` costs a training step, at the tiny proxy model's size on CPU.
 
-Usage:  python benchmarks/monitor_overhead.py [--repeats 5] [--steps 20] [--warmup 4]
+Usage:  python benchmarks/monitor_overhead.py [--repeats 5] [--steps 20] [--warmup 4] [--shards DIR]
+
+With ``--shards`` (a mixed_shards output, e.g. the demo build's ``data/demo/mixed_shards/<version>``)
+it also times what the attribution adds to the data side of a step: the source id of every target
+token of a batch, read from the lineage (``SampleReader.target_sources``), over random samples of
+the whole stream so that lineage files are loaded as a trainer's reads move through the shards.
 
 Setup: ``ProxyLM`` preset tiny with GPT-2's vocabulary (50,257) and seq_len 256, batches of
 8 x 256, AdamW, ``torch.set_num_threads(2)``. A step is: forward, per-token loss
@@ -70,11 +75,28 @@ def isolated_costs(loss: torch.Tensor, source_ids: torch.Tensor, log: Path) -> t
     return statistics.median(updates), statistics.median(records)
 
 
+def lookup_cost(shards: Path, batches: int = 200) -> float:
+    """Median seconds to give a batch of BATCH samples of SEQ tokens its source ids from the lineage."""
+    import numpy as np
+
+    from corpusmix.trainer.loader import SampleReader, TokenStream
+
+    reader = SampleReader(TokenStream.from_dir(shards), SEQ)
+    starts = np.random.default_rng(0).integers(0, len(reader) - BATCH, batches)
+    times = []
+    for k in starts.tolist():
+        t = time.perf_counter()
+        np.stack([reader.target_sources(j) for j in range(k, k + BATCH)])
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--steps", type=int, default=20, help="steps per repeat, A and B alternating")
     ap.add_argument("--warmup", type=int, default=4)
+    ap.add_argument("--shards", type=Path, help="a mixed_shards directory: also time the source-id lookup")
     args = ap.parse_args()
     started = time.perf_counter()
     torch.set_num_threads(2)
@@ -122,6 +144,10 @@ def main() -> None:
     amortized = update_s + record_s / 10
     print(f"isolated: update() {update_s * 1e6:.1f} us, a record {record_s * 1e3:.2f} ms; amortized per step "
           f"{amortized * 1e6:.1f} us = {100 * amortized / a:.4f}% of a step")
+    if args.shards is not None:
+        lookup = lookup_cost(args.shards)
+        print(f"source ids of a batch from the lineage ({args.shards}): {lookup * 1e6:.1f} us; with the monitor "
+              f"{(amortized + lookup) * 1e6:.1f} us = {100 * (amortized + lookup) / a:.4f}% of a step")
     met = b / a - 1 < 0.02 and mb / ma - 1 < 0.02
     print(f"criterion (overhead < 2% on both interleaved figures): {'met' if met else 'NOT met'}")
     print(f"total {time.perf_counter() - started:.0f} s")

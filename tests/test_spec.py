@@ -215,3 +215,24 @@ def test_symlink_loops_under_a_recursive_glob_are_cut(tmp_path):
     files = loaded.source_files(loaded.source("s"))
     assert time.perf_counter() - t0 < 5
     assert sorted(f.name for f in files) == ["0.jsonl", "1.jsonl", "2.jsonl"]
+
+
+def test_monitor_and_next_phase_mistakes_name_the_field_and_the_fix(tmp_path):
+    def doremi_without_reference(spec):
+        spec["monitor"] = {"log": "run.jsonl", "policy": "doremi"}
+
+    issue = _one(tmp_path, doremi_without_reference)
+    assert issue.path == "monitor.reference" and "set monitor.reference" in issue.fix
+
+    def one_phase(spec):
+        spec["monitor"] = {"log": "run.jsonl"}
+        spec["mixture"]["schedule"] = {"type": "static", "weights": "equal"}
+
+    issue = _one(tmp_path, one_phase)
+    assert issue.path == "monitor.log" and "two or more phases" in issue.fix
+
+    def proposal_for_the_first_phase(spec):
+        spec["mixture"]["schedule"]["phases"][0]["weights"] = {"proposal": "next_phase/0123456789abcdef"}
+
+    issue = _one(tmp_path, proposal_for_the_first_phase)
+    assert issue.path == "mixture.schedule.phases[0].weights.proposal" and "phases[q]" in issue.fix

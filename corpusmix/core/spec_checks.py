@@ -283,6 +283,7 @@ def semantic_issues(loaded: LoadedSpec, check_files: bool) -> list[SpecIssue]:
                                 f"{near.num_perm}", "lower bands or rows, or raise num_perm"))
     issues += _schedule_issues(spec.mixture.schedule, names)
     issues += _mixing_issues(loaded, check_files)
+    issues += _monitor_issues(spec)
     if spec.mixture.subsample < 1 and spec.handoff.mds.enabled:
         issues.append(SpecIssue("mixture.subsample", f"{spec.mixture.subsample:g} draws from a subset of each source, "
                                 "and the MDS hand-off (handoff.mds.enabled) writes whole stores' samples",
@@ -293,6 +294,20 @@ def semantic_issues(loaded: LoadedSpec, check_files: bool) -> list[SpecIssue]:
     if spec.mixture.total_tokens > 0 and 0 < spec.mixture.seq_len and spec.mixture.total_tokens < spec.mixture.seq_len:
         issues.append(SpecIssue("mixture.total_tokens", f"budget {spec.mixture.total_tokens} is shorter than one "
                                 f"sequence of seq_len {spec.mixture.seq_len}", "raise total_tokens or lower seq_len"))
+    return issues
+
+
+def _monitor_issues(spec: Spec) -> list[SpecIssue]:
+    """A next-phase proposal needs a restart point to propose for, and DoReMi a reference run."""
+    m, issues = spec.monitor, []
+    if m.policy == "doremi" and m.reference is None:
+        issues.append(SpecIssue("monitor.reference", "policy doremi weighs each source's excess loss over a "
+                                "reference run, and no reference log is named",
+                                "set monitor.reference to the reference run's monitor log, or use policy: mixmonitor"))
+    if m.log is not None and not (spec.mixture.schedule.type == "phases" and len(spec.mixture.schedule.phases or []) > 1):
+        issues.append(SpecIssue("monitor.log", "the schedule has one phase, so a run has no restart point to "
+                                "propose the next phase's weights at", "use a phases schedule with two or more phases "
+                                "(each boundary is a restart point), or remove monitor.log"))
     return issues
 
 

@@ -126,7 +126,7 @@ def propose(loaded: LoadedSpec) -> dict:
         "reference": None if reference is None else {"path": str(loaded.resolve(m.reference)),
                                                      "records": len(reference)},
         "mixture_plan_version": plan_version,
-        "planned": planned,
+        "trained": phase_shares(plan, q - 1), "planned": planned,
         "recommendations": [{"source": r.source, "action": r.action, "reason": r.reason, "planned": r.current,
                              "policy_weight": r.proposed, "weight": weights[r.source], "counted_intervals": r.counted,
                              "ema_prev": r.ema_prev, "ema_now": r.ema_now, "change": r.change, "loss": r.loss,
@@ -166,13 +166,15 @@ def load_proposal(loaded: LoadedSpec, name: str) -> dict:
 
 
 def render(body: dict) -> str:
-    """The proposal as text: per source, the verdict and its reason, planned and proposed weights."""
+    """The proposal as text: per source, the verdict and its reason; the weights of the phase trained,
+    those planned for the next one, and those proposed for it."""
     lines = [f"next phase {body['phase']!r} (restart at token {body['restart_tokens']:,.0f}, sample "
              f"{body['restart_sample']:,}): policy {body['policy']}, {body['log']['records']} logged intervals up to "
              f"{body['log']['tokens']:,} tokens" + ("" if body["log"]["exact"] else " (per-sample estimates)"),
-             f"{'source':12} {'action':18} {'planned':>8} {'proposed':>8} {'epochs':>7}  reason"]
+             f"{'source':12} {'action':18} {'trained':>8} {'planned':>8} {'proposed':>8} {'epochs':>7}  reason"]
     for r in body["recommendations"]:
-        lines.append(f"{r['source']:12} {r['action']:18} {r['planned']:8.4f} {r['weight']:8.4f} "
+        lines.append(f"{r['source']:12} {r['action']:18} {body['trained'][r['source']]:8.4f} "
+                     f"{r['planned']:8.4f} {r['weight']:8.4f} "
                      f"{body['epochs_predicted'][r['source']]:7.3f}  {r['reason']}")
     if body["binding_caps"]:
         lines.append(f"at the repetition cap: {', '.join(body['binding_caps'])}")
