@@ -28,13 +28,14 @@ from corpusmix.trainer.monitor import read_log  # noqa: E402
 from workflows.definitions import build_definitions  # noqa: E402
 
 QUIET = {"progress": lambda m: None}
-# 8 x 128 = 1,024 tokens a step; 128 steps of 131,072 tokens; phase a is steps 1-64
-CFG = TrainConfig(preset="tiny", seq_len=128, batch=8, warmup=8, checkpoint_every=16, log_every=4, eval_tokens=1024)
-BUDGET, RESTART_STEP = 131_072, 64
+# 4 x 64 = 256 tokens a step; 128 steps of 32,768 tokens; phase a is steps 1-64, up to token 16,384
+CFG = TrainConfig(preset="tiny", seq_len=64, batch=4, warmup=8, checkpoint_every=16, log_every=4, eval_tokens=1024)
+BUDGET, RESTART_STEP = 32_768, 64
+RESTART = BUDGET // 2
 
 
 def _mixture(a: dict, b) -> dict:
-    return {"total_tokens": BUDGET, "seq_len": 128, "seed": 5, "max_epochs": 8,
+    return {"total_tokens": BUDGET, "seq_len": 64, "seed": 5, "max_epochs": 8,
             "schedule": {"type": "phases", "phases": [{"name": "a", "end": 0.5, "weights": a},
                                                       {"name": "b", "end": 1.0, "weights": b}]}}
 
@@ -65,11 +66,11 @@ def test_monitor_proposal_accept_replan_resume(built_corpus, tmp_path, capsys):
     monitor = {"log": "run/monitor.jsonl", "policy": "doremi", "reference": "reference/monitor.jsonl",
                "eta": 2.0, "smoothing": 0.05}
     loaded = copy_build(built_corpus, tmp_path / "run", mixture=_mixture(skewed, skewed), monitor=monitor,
-                        output={"shard_tokens": 16_384})
+                        output={"shard_tokens": 4_096})
     before = _build(loaded)
     # the reference run: the same budget on equal weights (DoReMi's reference model)
     ref = copy_build(built_corpus, tmp_path / "reference", mixture=_mixture("equal", "equal"),
-                     output={"shard_tokens": 16_384})
+                     output={"shard_tokens": 4_096})
     _build(ref)
     stores = heldout_stores(loaded)
     train_proxy(shards_dir(ref), stores, tmp_path / "reference" / "train", CFG, stop_after=RESTART_STEP,
@@ -86,12 +87,12 @@ def test_monitor_proposal_accept_replan_resume(built_corpus, tmp_path, capsys):
     sensor = next(s for s in defs.sensors if s.name == "next_phase_sensor")
     with DagsterInstance.ephemeral() as instance:
         skipped = sensor(build_sensor_context(instance=instance))
-    assert isinstance(skipped, SkipReason) and "first restart point (phase boundary) is at 65,536" in skipped.skip_message
+    assert isinstance(skipped, SkipReason) and f"first restart point (phase boundary) is at {RESTART:,}" in skipped.skip_message
     train_proxy(shards_dir(loaded), stores, out, CFG, stop_after=RESTART_STEP,
                 monitor_log=tmp_path / "run" / "run" / "monitor.jsonl", **QUIET)
     log = read_log(tmp_path / "run" / "run" / "monitor.jsonl")
     assert [r["step"] for r in log] == list(range(4, RESTART_STEP + 1, 4)) and all(r["exact"] for r in log)
-    assert log[-1]["tokens"] == 65_536 and sum(r["sources"][names[0]]["tokens"] for r in log) > \
+    assert log[-1]["tokens"] == RESTART and sum(r["sources"][names[0]]["tokens"] for r in log) > \
         3 * sum(r["sources"][names[1]]["tokens"] for r in log)  # the log sees phase a's 6:1:1:1
 
     with DagsterInstance.ephemeral() as instance:  # the sensor asks once the run reaches phase b
@@ -110,7 +111,7 @@ def test_monitor_proposal_accept_replan_resume(built_corpus, tmp_path, capsys):
     table = [r.data for r in md["recommendations"].records]  # the UI's table: one row per source, with its reason
     assert [r["source"] for r in table] == names and all("excess" in r["reason"] for r in table)
     assert {r["source"]: r["proposed"] for r in table} == {s: f"{w:.4f}" for s, w in proposal["weights"].items()}
-    assert proposal["phase"] == "b" and proposal["restart_tokens"] == 65_536 and proposal["restart_sample"] == 512
+    assert proposal["phase"] == "b" and proposal["restart_tokens"] == RESTART and proposal["restart_sample"] == RESTART // 64
     assert proposal["keeps_trained_shards"] and proposal["log"]["records"] == len(log)
     recs = {r["source"]: r for r in proposal["recommendations"]}
     # the starved sources lag the equal-weights reference: their excess loss raises their weight
@@ -147,11 +148,11 @@ def test_monitor_proposal_accept_replan_resume(built_corpus, tmp_path, capsys):
     log = read_log(tmp_path / "run" / "run" / "monitor.jsonl")
     assert log[-1]["step"] == 128 and log[-1]["tokens"] == BUDGET
     # what the monitor attributed after the restart is exactly the new lineage's tokens there, per source
-    # (targets of steps 65-128: stream positions 65,537 to 131,072)
+    # (targets of steps 65-128: stream positions RESTART + 1 to BUDGET)
     lineage = pa.concat_tables([pq.read_table(accepted.storage_root / o["path"]) for o in after["outputs"]
                                 if o["kind"] == "lineage"])
     start, n = lineage.column("stream_start").to_numpy(), lineage.column("n_tokens").to_numpy()
-    inside = np.clip(np.minimum(start + n, BUDGET + 1) - np.maximum(start, 65_537), 0, None)
+    inside = np.clip(np.minimum(start + n, BUDGET + 1) - np.maximum(start, RESTART + 1), 0, None)
     recount = {s: int(inside[np.array(lineage.column("source").to_pylist()) == s].sum()) for s in names}
     assert {s: sum(r["sources"][s]["tokens"] for r in log if r["step"] > RESTART_STEP) for s in names} == recount
 

@@ -169,7 +169,7 @@ def train_proxy(shards_dir: str | Path, stores: dict[str, Path], out_dir: str | 
     ckpt = out / CHECKPOINT
     if ckpt.is_file():
         state = torch.load(ckpt, map_location=cfg.device, weights_only=False)
-        if state["identity"] != identity:
+        if state["identity"] != identity or "read" not in state:  # "read": recorded since re-planned resumes
             raise CheckpointError(f"{ckpt} was made by another run (other configuration); delete it to "
                                   "start over, or give this run its own output directory")
         if _read_digests(Path(shards_dir), stream, _read_until(state["step"], cfg)) != state["read"]:
