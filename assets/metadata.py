@@ -148,3 +148,35 @@ def stage_metadata(manifest: dict, manifest_file: Path) -> dict:
         "manifest": MetadataValue.path(str(manifest_file)),
         "skipped_files": MetadataValue.json(manifest["skipped_files"]),
     }
+
+
+def lines_svg(series: dict[str, list[tuple[float, float]]], caption: str, marks: list[float] = (),
+              width: int = 560, height: int = 240) -> str:
+    """Lines of (x, y) points on shared axes, named in a legend when there is more than one, with dashed
+    vertical marks (e.g. phase boundaries); an empty string when there is nothing to draw."""
+    from corpusmix.ops.report import PALETTE
+
+    points = [p for line in series.values() for p in line]
+    if not points:
+        return ""
+    x0 = min(p[0] for p in points)
+    x1 = max(max(p[0] for p in points), x0 + 1)
+    lo, hi = min(p[1] for p in points), max(p[1] for p in points)
+    span, pad, right = (hi - lo) or 1.0, 44, (110 if len(series) > 1 else 10)
+    px = lambda x: pad + (width - pad - right) * (x - x0) / (x1 - x0)  # noqa: E731
+    py = lambda v: 10 + (height - 40) * (1 - (v - lo) / span)  # noqa: E731
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
+             'font-size="11"><rect width="100%" height="100%" fill="white"/>']
+    parts += [f'<line x1="{px(b):.1f}" x2="{px(b):.1f}" y1="10" y2="{height - 30}" stroke="#999" '
+              'stroke-dasharray="4 3"/>' for b in marks if x0 < b <= x1]
+    for i, (name, line) in enumerate(series.items()):
+        colour = PALETTE[i % len(PALETTE)]
+        if line:
+            pts = " ".join(f"{px(x):.1f},{py(v):.1f}" for x, v in line)
+            parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{pts}"/>')
+        if len(series) > 1:
+            parts.append(f'<text x="{width - right + 8}" y="{20 + 14 * i}" fill="{colour}">{name}</text>')
+    parts += [f'<text x="{pad - 4}" y="{py(hi) + 4:.1f}" text-anchor="end">{hi:.2f}</text>',
+              f'<text x="{pad - 4}" y="{py(lo) + 4:.1f}" text-anchor="end">{lo:.2f}</text>',
+              f'<text x="{(width - right) / 2:.0f}" y="{height - 8}" text-anchor="middle">{caption}</text></svg>']
+    return "".join(parts)

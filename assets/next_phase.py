@@ -7,42 +7,17 @@ from dagster import AssetDep, AssetExecutionContext, AssetsDefinition, Materiali
 from corpusmix.core.spec import Spec
 from workflows.resources import CorpusSpec
 
-from .metadata import fmt, text_table
+from .metadata import fmt, lines_svg, text_table
 
 
-def loss_curves_svg(records: list[dict], sources: list[str], boundaries: list[float], width: int = 560,
-                    height: int = 240) -> str:
+def loss_curves_svg(records: list[dict], sources: list[str], boundaries: list[float]) -> str:
     """Each source's loss EMA against tokens seen, with the phase boundaries as dashed lines."""
-    from corpusmix.ops.report import PALETTE
-
     series = {s: [(r["tokens"], r["sources"][s]["ema"]) for r in records
                   if s in r["sources"] and r["sources"][s]["ema"] is not None] for s in sources}
-    points = [p for line in series.values() for p in line]
-    if not points:
-        return ""
-    x0 = min(p[0] for p in points)
-    x1 = max(max(p[0] for p in points), x0 + 1)
-    lo, hi = min(p[1] for p in points), max(p[1] for p in points)
-    span, pad, right = (hi - lo) or 1.0, 44, 110
-    px = lambda x: pad + (width - pad - right) * (x - x0) / (x1 - x0)  # noqa: E731
-    py = lambda v: 10 + (height - 40) * (1 - (v - lo) / span)  # noqa: E731
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
-             'font-size="11"><rect width="100%" height="100%" fill="white"/>']
-    for b in boundaries:
-        if x0 < b <= x1:
-            parts.append(f'<line x1="{px(b):.1f}" x2="{px(b):.1f}" y1="10" y2="{height - 30}" stroke="#999" '
-                         'stroke-dasharray="4 3"/>')
-    for i, (s, line) in enumerate(series.items()):
-        colour = PALETTE[i % len(PALETTE)]
-        if line:
-            pts = " ".join(f"{px(x):.1f},{py(v):.1f}" for x, v in line)
-            parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{pts}"/>')
-        parts.append(f'<text x="{width - right + 8}" y="{20 + 14 * i}" fill="{colour}">{s}</text>')
-    parts += [f'<text x="{pad - 4}" y="{py(hi) + 4:.1f}" text-anchor="end">{hi:.2f}</text>',
-              f'<text x="{pad - 4}" y="{py(lo) + 4:.1f}" text-anchor="end">{lo:.2f}</text>',
-              f'<text x="{(width - right) / 2:.0f}" y="{height - 8}" text-anchor="middle">tokens seen {x0:,}-{x1:,}: '
-              'loss EMA per source (nats per token); dashed: phase boundaries</text></svg>']
-    return "".join(parts)
+    seen = [x for line in series.values() for x, _ in line]
+    caption = (f"tokens seen {min(seen):,}-{max(seen):,}: loss EMA per source (nats per token); "
+               "dashed: phase boundaries") if seen else ""
+    return lines_svg(series, caption, boundaries)
 
 
 def next_phase_asset(spec: Spec, plan: AssetsDefinition) -> AssetsDefinition:

@@ -17,7 +17,7 @@ from dagster import (
 from corpusmix.core.spec import LoadedSpec, Spec
 from workflows.resources import CorpusSpec
 
-from .metadata import text_table
+from .metadata import lines_svg, text_table
 from .progress import progress_log
 
 PROXY_PARTITIONS = DynamicPartitionsDefinition(name="proxy_runs")
@@ -34,26 +34,6 @@ def add_swarm_partitions(context: AssetExecutionContext, loaded: LoadedSpec, man
     if new:
         context.instance.add_dynamic_partitions(PROXY_PARTITIONS.name, new)
         context.log.info(f"{len(new)} proxy_run partition(s) added: {new[0]} ... {new[-1]}")
-
-
-def curve_svg(curve: list[list[float]], width: int = 480, height: int = 200) -> str:
-    """Training loss against step, one line."""
-    from corpusmix.ops.report import PALETTE
-
-    steps, losses = [c[0] for c in curve], [c[1] for c in curve]
-    lo, hi = min(losses), max(losses)
-    span = (hi - lo) or 1.0
-    pad = 40
-    px = lambda s: pad + (width - pad - 10) * (s - steps[0]) / max(steps[-1] - steps[0], 1)  # noqa: E731
-    py = lambda v: 10 + (height - 40) * (1 - (v - lo) / span)  # noqa: E731
-    pts = " ".join(f"{px(s):.1f},{py(v):.1f}" for s, v in zip(steps, losses))
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
-            f'font-size="11"><rect width="100%" height="100%" fill="white"/>'
-            f'<polyline fill="none" stroke="{PALETTE[0]}" stroke-width="1.5" points="{pts}"/>'
-            f'<text x="{pad - 4}" y="{py(hi) + 4:.1f}" text-anchor="end">{hi:.2f}</text>'
-            f'<text x="{pad - 4}" y="{py(lo) + 4:.1f}" text-anchor="end">{lo:.2f}</text>'
-            f'<text x="{width / 2:.0f}" y="{height - 8}" text-anchor="middle">step {steps[0]}-{steps[-1]}: '
-            f'training loss (nats per token)</text></svg>')
 
 
 def proxy_run_asset(spec: Spec, swarm: AssetsDefinition, tokenize: AssetsDefinition) -> AssetsDefinition:
@@ -82,7 +62,9 @@ def proxy_run_asset(spec: Spec, swarm: AssetsDefinition, tokenize: AssetsDefinit
                                        [[s, f"{runs[name][s]:.4f}", f"{r['loss_nats']:.4f}",
                                          f"{r['bits_per_token']:.4f}", f"{r['tokens']:,}"]
                                         for s, r in result["eval"].items() if r["loss_nats"] is not None]),
-            "curve": MetadataValue.md(svg_markdown(curve_svg(result["curve"]), "training loss")),
+            "curve": MetadataValue.md(svg_markdown(lines_svg(
+                {"loss": result["curve"]}, f"step {result['curve'][0][0]}-{result['curve'][-1][0]}: training loss "
+                "(nats per token)", width=480, height=200), "training loss")),
             "final_train_loss": f"{result['final_train_loss']:.4f}",
             "tokens_trained": f"{result['tokens_trained']:,}", "steps": result["steps"],
             "elapsed_s": f"{result['elapsed_s']:.1f}", "resumed_from": result["resumed_from"] or 0,
