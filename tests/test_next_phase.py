@@ -159,3 +159,21 @@ def test_monitor_proposal_accept_replan_resume(built_corpus, tmp_path, capsys):
     # shards that differ in what the run has read (the reference's equal weights in phase a) are refused
     with pytest.raises(CheckpointError, match="differ from these in what it has read"):
         train_proxy(shards_dir(ref), stores, out, CFG, **QUIET)
+
+
+def test_restart_points_and_when_the_trained_shards_are_kept():
+    """The phase a log has reached is the latest whose start it has seen; the trained shards are kept
+    only for step transitions without renormalisation under the caps, and the reason says why not."""
+    from corpusmix.mixing.next_phase import keeps_trained_shards, reached_phase
+
+    plan = {"phases": [{"start": 0.0}, {"start": 100.0}, {"start": 250.0}], "renormalized": False,
+            "schedule": {"type": "phases", "transition": "step"}}
+    at = [{"tokens": t} for t in (40, 80)]
+    assert reached_phase(plan, []) is None and reached_phase(plan, at) is None
+    assert reached_phase(plan, at + [{"tokens": 100}]) == 1 and reached_phase(plan, at + [{"tokens": 260}]) == 2
+    assert keeps_trained_shards(plan)[0]
+    linear = plan | {"schedule": {"type": "phases", "transition": "linear"}}
+    kept, why = keeps_trained_shards(linear)
+    assert not kept and "transition: linear" in why
+    assert not keeps_trained_shards(plan | {"renormalized": True})[0]
+    assert not keeps_trained_shards(plan | {"schedule": {"type": "static"}})[0]
