@@ -102,8 +102,8 @@ def build_next_phase_sensor(spec_path: str, job, loaded: LoadedSpec):
             description="Reads the trainer's per-source loss log (monitor.log); when the run reaches a phase "
                         "boundary, materializes next_phase_proposal for the phase that starts there.")
     def next_phase_sensor(context: SensorEvaluationContext):
-        from corpusmix.core.spec import load_spec
-        from corpusmix.mixing.next_phase import NotYet, records_digest, restart_reached
+        from corpusmix.core.spec import canonical_hash, load_spec
+        from corpusmix.mixing.next_phase import NotYet, restart_reached
         from corpusmix.mixture.plan import load_plan
 
         current = load_spec(spec_path, check_files=False)
@@ -117,7 +117,7 @@ def build_next_phase_sensor(spec_path: str, job, loaded: LoadedSpec):
             return SkipReason(str(e))
         phase = plan["phases"][q]["name"]
         context.log.info(f"the run reached phase {phase!r} ({len(used)} logged intervals): asking for a proposal")
-        return RunRequest(run_key=f"{phase}:{records_digest(used)[:20]}",
+        return RunRequest(run_key=f"{phase}:{canonical_hash(used)[:20]}",
                           tags={"corpusmix/trigger": "monitor log", "corpusmix/phase": phase})
 
     return next_phase_sensor

@@ -17,12 +17,11 @@ before q stay byte-identical, and q's follow the new weights.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import orjson
 
-from corpusmix.core.spec import NEXT_PHASE, LoadedSpec
+from corpusmix.core.spec import NEXT_PHASE, LoadedSpec, canonical_hash
 from corpusmix.core.storage import atomic_write_bytes
 from corpusmix.mixing.recommend import clip_to_caps, predicted_epochs, proposed_weights, recommend
 from corpusmix.trainer.monitor_log import read_log
@@ -86,9 +85,12 @@ def restart_reached(loaded: LoadedSpec, plan: dict) -> tuple[int, list[dict]]:
     return q, [r for r in records if r["tokens"] <= plan["phases"][q]["start"]]
 
 
-def records_digest(records: list[dict]) -> str:
-    """What a proposal read from the log: the same records, the same proposal."""
-    return hashlib.sha256(orjson.dumps(records, option=orjson.OPT_SORT_KEYS)).hexdigest()
+NAMING = ("id", "name", "accept")  # what a proposal's id is made from, so not part of its content
+
+
+def content_id(content: dict) -> str:
+    """A proposal's id: its content's digest, so a name always stands for the same weights."""
+    return canonical_hash(content)[:16]
 
 
 def propose(loaded: LoadedSpec) -> dict:
@@ -103,12 +105,8 @@ def propose(loaded: LoadedSpec) -> dict:
     q, used = restart_reached(loaded, plan)
     log = loaded.resolve(m.log)
     start = plan["phases"][q]["start"]
-    reference = None
-    if m.policy == "doremi":
-        if m.reference is None:
-            raise ValueError("monitor.policy doremi compares with a reference run: set monitor.reference to its "
-                             "monitor log")
-        reference = read_records(loaded.resolve(m.reference))
+    # validation has refused doremi without a reference
+    reference = read_records(loaded.resolve(m.reference)) if m.policy == "doremi" else None
     planned = phase_shares(plan, q)
     recs = recommend(used, planned, m, reference)
     sources = plan["sources"]
@@ -122,7 +120,7 @@ def propose(loaded: LoadedSpec) -> dict:
         "restart_sample": int(start // plan["seq_len"]), "policy": m.policy, "settings": m.model_dump(mode="json"),
         "log": {"path": str(log), "records": len(used), "tokens": used[-1]["tokens"] if used else 0,
                 "exact": all(r.get("exact", True) for r in used),
-                "sha256": records_digest(used)},
+                "sha256": canonical_hash(used)},
         "reference": None if reference is None else {"path": str(loaded.resolve(m.reference)),
                                                      "records": len(reference)},
         "mixture_plan_version": plan_version,
@@ -136,7 +134,7 @@ def propose(loaded: LoadedSpec) -> dict:
         "epochs_predicted": predicted_epochs(weights, other, phase_tokens, available),
         "keeps_trained_shards": keeps, "keeps_trained_shards_why": why,
     }
-    pid = hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+    pid = content_id(body)
     body |= {"id": pid, "name": f"{NEXT_PHASE}{pid}",
              "accept": f"mixture.schedule.phases[{q}].weights: {{proposal: {NEXT_PHASE}{pid}}}"}
     path = proposal_path(loaded, pid)
@@ -158,8 +156,7 @@ def load_proposal(loaded: LoadedSpec, name: str) -> dict:
         raise FileNotFoundError(f"the schedule names {name} and {path} does not exist: materialize "
                                 "next_phase_proposal (or run corpusmix next-phase) and copy its name")
     body = orjson.loads(path.read_bytes())
-    content = {k: v for k, v in body.items() if k not in ("id", "name", "accept")}
-    if hashlib.sha256(orjson.dumps(content, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16] != pid:
+    if content_id({k: v for k, v in body.items() if k not in NAMING}) != pid:
         raise ValueError(f"{path}: its content does not match its name {name} (edited or damaged); restore it or "
                          "make a new proposal")
     return body

@@ -164,8 +164,8 @@ class SourceMap:
                                     "it or rebuild the set (corpusmix build)")
             table = pq.read_table(path, columns=["stream_start", "source"], read_dictionary=["source"])
             src = table.column("source").combine_chunks()
-            names = [self.code[n] for n in src.dictionary.to_pylist()]
-            codes = np.asarray(names, np.int16)[src.indices.to_numpy(zero_copy_only=False)]
+            index = np.asarray([self.code[n] for n in src.dictionary.to_pylist()], np.int16)  # file's -> set's
+            codes = index[src.indices.to_numpy(zero_copy_only=False)]
             while len(self._loaded) >= self.keep:
                 self._loaded.pop(next(iter(self._loaded)))
             self._loaded[k] = (table.column("stream_start").to_numpy(), codes)
