@@ -8,8 +8,10 @@ own module and listing it here; its position must come after every stage it
 reads (checked at import). A spec's build has the stages it asks something of
 (``active_stages``): without eval sets there is no eval_index or decontaminate
 (quality reads dedup), without held-out splits no heldout_split (tokenize reads
-quality), without proxy-run tables no mixing_fit or mixing_proposal, and
-mds_shards only with ``handoff.mds.enabled``.
+quality), without proxy-run tables no mixing_fit or mixing_proposal, without a
+reasoning_traces source no trace_validation (dedup reads ingest), and
+mds_shards only with ``handoff.mds.enabled``. trace_validation, when present,
+sits between ingest and dedup (not drawn).
 
     raw files ─► ingest ─► dedup ─► decontaminate ─► quality ─► heldout_split ─► tokenize ─► mixture_plan ─► mixed_shards
                                                                                      │         ▲     ├─► megatron_blends
@@ -43,10 +45,12 @@ from corpusmix.stages import (
     quality,
     tokenize,
     tokenizer,
+    trace_validation,
 )
 
 STAGES: tuple[Stage, ...] = (
     ingest.STAGE,
+    trace_validation.STAGE,
     dedup.STAGE,
     cross_source_dedup.STAGE,
     eval_index.STAGE,

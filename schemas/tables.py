@@ -299,10 +299,37 @@ def arrow_schema(schema: pa_.DataFrameSchema) -> pa.Schema:
     return pa.schema([(name, col.dtype.type.pyarrow_dtype) for name, col in schema.columns.items()])
 
 
+TRACE_VERDICTS = pa_.DataFrameSchema(
+    {
+        "source": pa_.Column(STR, nullable=False),
+        "doc_id": pa_.Column(STR, pa_.Check(_unique, name="unique", error="doc_id values repeat"), nullable=False),
+        "problem_id": pa_.Column(STR, nullable=True, description="The seed problem (null: the record named none)"),
+        "strategy": pa_.Column(STR, nullable=True),
+        "difficulty": pa_.Column(STR, nullable=True),
+        "kept": pa_.Column(BOOL, nullable=False, description="Validated: the trace goes on to dedup and quality"),
+        "reason": pa_.Column(STR, nullable=True, description="Why not kept: no_answer_found, wrong_answer, bad_step, "
+                                                              "no_majority, duplicate_trace, missing_problem_id, "
+                                                              "conflicting_reference"),
+        "answer": pa_.Column(STR, nullable=True, description="The final answer extracted from the trace"),
+        "expected": pa_.Column(STR, nullable=True, description="The reference answer, or the majority's"),
+        "judged_by": pa_.Column(STR, nullable=True, description="reference or majority"),
+        "rule": pa_.Column(STR, nullable=True, description="How the answer was found (pattern, ####, boxed, ...)"),
+        "detail": pa_.Column(STR, nullable=True, description="The failed step, the vote count, the near-copy"),
+        "steps_checked": pa_.Column(I64, pa_.Check.ge(0), nullable=False,
+                                    description="Calculator annotations evaluated and found true"),
+        "n_bytes": pa_.Column(I64, pa_.Check.ge(1), nullable=False),
+        "n_tokens": pa_.Column(I64, pa_.Check.ge(0), nullable=False),
+    },
+    strict=True,
+    ordered=True,
+    name="trace_verdicts",
+    description="trace_validation: every trace of a reasoning_traces source, in ingest order, with its verdict",
+)
+
 SCHEMAS: dict[str, pa_.DataFrameSchema] = {
     s.name: s for s in (INGEST_DOCUMENTS, QUARANTINE, DUPLICATES, QUALITY_DOCUMENTS, REJECTIONS,
                         TOKENIZED_DOCUMENTS, QUALITY_AUDIT, LINEAGE, CANDIDATES, HELDOUT_DOCUMENTS, HELDOUT_SPLIT,
-                        EVAL_ITEMS, EVAL_NGRAMS, CONTAMINATION, HELDOUT_LINKS)
+                        EVAL_ITEMS, EVAL_NGRAMS, CONTAMINATION, HELDOUT_LINKS, TRACE_VERDICTS)
 }
 ARROW_SCHEMAS: dict[str, pa.Schema] = {name: arrow_schema(s) for name, s in SCHEMAS.items()}
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import re
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -29,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from corpusmix.core.globs import find_files
 
-SOURCE_KINDS = ("prose", "web", "code", "math", "dialogue")
+SOURCE_KINDS = ("prose", "web", "code", "math", "dialogue", "reasoning_traces")
 FORMATS = ("auto", "jsonl", "parquet", "text")
 MiB = 1 << 20
 
@@ -201,9 +202,57 @@ class HeldOut(_Strict):
             "fraction", DEFAULT_HELDOUT_FRACTION if self.fraction is None else self.fraction)
 
 
+class Vote(_Strict):
+    """The majority vote that judges a problem's traces when it has no reference answer."""
+
+    min_agree: int | float = Field(0.5, description="Votes the largest answer group needs: an int is a count of "
+                                                    "independent traces, a float in (0, 1] a fraction of them "
+                                                    "(rounded up: 0.8 of 5 is 4). The default is a plain majority.")
+    min_traces: int = Field(3, ge=1, description="Fewer independent traces than this: no vote, nothing kept.")
+
+    @field_validator("min_agree")
+    @classmethod
+    def _count_or_fraction(cls, value: int | float) -> int | float:
+        if isinstance(value, bool) or (isinstance(value, int) and value < 1) or (
+                isinstance(value, float) and not 0 < value <= 1):
+            raise ValueError(f"min_agree is a count (an int >= 1, e.g. 4 of 5) or a fraction in (0, 1] (e.g. 0.8), "
+                             f"not {value!r}")
+        return value
+
+
+class Traces(_Strict):
+    """How a ``reasoning_traces`` source's records describe their traces: the record's text is the
+    trace; these name the metadata fields that carry the rest, and how traces are judged."""
+
+    problem_id: str = Field("problem_id", description="Field naming the seed problem: a problem's traces are "
+                                                      "judged together (vote, near-copies).")
+    problem: str | None = Field("problem", description="Field with the problem statement (shown in audits).")
+    strategy: str | None = Field("strategy", description="Field naming the generation strategy: a funnel per value.")
+    reference: str | None = Field("reference_answer", description="Field with the ground-truth answer; a problem "
+                                                                   "without one is judged by majority vote.")
+    difficulty: str | None = Field("difficulty", description="Field with the problem's difficulty: a funnel per value.")
+    answer_pattern: str | None = Field(None, description="A regex whose last match's first group is the final "
+                                                         "answer, tried before #### / \\boxed{} / 'the answer is'.")
+    vote: Vote = Vote()
+    duplicate_threshold: float = Field(0.9, gt=0, description="5-gram Jaccard at which two traces of one problem "
+                                                              "are near-copies and vote once (above 1: off).")
+
+    @field_validator("answer_pattern")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                if re.compile(value).groups < 1:
+                    raise ValueError(f"answer_pattern {value!r} has no group: put the answer in ( ), e.g. "
+                                     "'Final answer: (.+)'")
+            except re.error as e:
+                raise ValueError(f"answer_pattern {value!r} is not a regular expression: {e}") from None
+        return value
+
+
 class Source(_Strict):
     name: str = Field(pattern=r"^[a-z][a-z0-9_\-]{0,63}$")
-    kind: Literal["prose", "web", "code", "math", "dialogue"]
+    kind: Literal["prose", "web", "code", "math", "dialogue", "reasoning_traces"]
     paths: list[str] = Field(min_length=1)
     format: Literal["auto", "jsonl", "parquet", "text"] = "auto"
     text_field: str = "text"
@@ -214,6 +263,30 @@ class Source(_Strict):
     filters: SourceFilters = SourceFilters()
     # every source gets a small held-out split unless it opts out with ``heldout: false``
     heldout: HeldOut | None = HeldOut()
+    # a reasoning_traces source's fields and judging (defaults when the kind is given alone)
+    traces: Traces | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _trace_defaults(cls, data: Any) -> Any:
+        """A reasoning_traces source without a ``traces`` block gets the default field names."""
+        if isinstance(data, dict) and data.get("kind") == "reasoning_traces" and data.get("traces") is None:
+            return {**data, "traces": {}}
+        return data
+
+    @model_validator(mode="after")
+    def _traces_for_trace_sources(self) -> Source:
+        if self.traces is not None and self.kind != "reasoning_traces":
+            raise ValueError(f"source {self.name!r}: 'traces' applies only to kind reasoning_traces (this source is "
+                             f"kind {self.kind}); drop 'traces' or set kind: reasoning_traces")
+        if self.traces is None:
+            return self
+        if self.metadata_fields == "none" or (
+                isinstance(self.metadata_fields, list) and self.traces.problem_id not in self.metadata_fields):
+            raise ValueError(f"source {self.name!r}: a reasoning_traces source reads each trace's problem id from "
+                             f"its metadata field {self.traces.problem_id!r}, which metadata_fields leaves out; use "
+                             "metadata_fields: all, or list the trace fields")
+        return self
 
     @field_validator("heldout", mode="before")
     @classmethod
@@ -467,6 +540,10 @@ class Spec(_Strict):
         """Are there proxy-run results to fit mixing laws on (``mixing.runs``)? Without them the fit
         and the proposal have nothing to do."""
         return self.mixing.runs is not None
+
+    def validates_traces(self) -> bool:
+        """Does the build have a reasoning_traces source (hence the trace_validation stage)?"""
+        return any(s.kind == "reasoning_traces" for s in self.sources)
 
     def holds_out(self) -> bool:
         """Does the build split held-out text from train (any source with a held-out split)?"""

@@ -43,7 +43,9 @@ Rules this module commits to (the tests pin each one):
   large; every other answer is ``no_majority``.
 * **Duplicates**: only a cluster's representative can be kept. A member that fails its own
   checks keeps its own reason; one that passes is ``duplicate_trace`` when the representative
-  is kept and otherwise shares the representative's reason. This holds with a reference too:
+  is kept and otherwise shares the representative's reason. Under a vote, a member whose own
+  answer differs from the winning one is ``wrong_answer`` (a near-copy can change only its last
+  line), so every ``duplicate_trace`` is a correct trace. This holds with a reference too:
   a near-copy adds nothing to a mix.
 """
 
@@ -609,6 +611,11 @@ def judge_problem(texts: Sequence[str], reference: str | None = None, *, min_agr
         for m in cluster:
             if m == r:
                 out[m] = fate[r]
+            elif own[m].kept and fate[r].kept and reference is None and not compare_answers(
+                    own[m].answer, fate[r].expected).equal:
+                # a near-copy that ends on another answer did not vote; it is judged against the winner
+                out[m] = replace(own[m], kept=False, reason="wrong_answer", expected=fate[r].expected,
+                                 detail=f"{own[m].answer!r} != majority {fate[r].expected!r} (near-copy of trace {r})")
             elif own[m].kept:
                 out[m] = (replace(own[m], kept=False, reason="duplicate_trace", detail=f"near-copy of trace {r}")
                           if fate[r].kept else

@@ -44,7 +44,7 @@ import pyarrow.parquet as pq
 from corpusmix.core.executor import Executor
 from corpusmix.core.manifest import output_ref
 from corpusmix.core.parquet_io import PartWriter, write_parquet
-from corpusmix.core.spec import Dedup, LoadedSpec
+from corpusmix.core.spec import Dedup, LoadedSpec, Spec
 from corpusmix.core.stage import Built, Stage, StageRun, documents_built
 from corpusmix.core.storage import file_record
 from corpusmix.stages.minhash import (
@@ -418,10 +418,20 @@ def dedup_config(loaded: LoadedSpec, source_name: str) -> dict:
     return {"dedup": loaded.spec.dedup.model_dump(mode="json"), "source": source_name}
 
 
+def documents_from(spec: Spec) -> str:
+    """The stage whose documents dedup reads: trace validation's when the build has a
+    reasoning_traces source (it passes every other source's on untouched), else ingest's."""
+    return "trace_validation" if spec.validates_traces() else "ingest"
+
+
+def dedup_upstream(spec: Spec) -> tuple[str, ...]:
+    return (documents_from(spec),)
+
+
 def build_dedup(ctx: StageRun) -> Built:
-    """A source's duplicates found and removed, one unit per ingest part on the executor."""
+    """A source's duplicates found and removed, one unit per upstream part on the executor."""
     cfg, loaded = ctx.loaded.spec.dedup, ctx.loaded
-    up_path, up = ctx.upstream("ingest")
+    up_path, up = ctx.upstream(documents_from(loaded.spec))
     parts = [loaded.storage_root / o["path"] for o in up["outputs"] if o["kind"] == "documents"]
     ctx.say(f"{up['counts']['documents_out']} documents in {len(parts)} part(s)")
     with ctx.executor(len(parts)) as executor:
@@ -455,5 +465,5 @@ def build_dedup(ctx: StageRun) -> Built:
     return built
 
 
-STAGE = Stage(name="dedup", scope="source", upstream=("ingest",), config=dedup_config, build=build_dedup,
+STAGE = Stage(name="dedup", scope="source", upstream=dedup_upstream, config=dedup_config, build=build_dedup,
               module=__name__)

@@ -452,6 +452,8 @@ KIND_DEFAULTS: dict[str, list[str]] = {
     "math": ["length_chars", "gopher_dup_line_fraction", "gopher_dup_para_fraction"],
     "dialogue": ["length_chars", "gopher_dup_line_fraction", "gopher_dup_5gram_char_fraction"],
 }
+# a reasoning trace is worked math in another voice: the same rules, after trace validation judged its answer
+KIND_DEFAULTS["reasoning_traces"] = KIND_DEFAULTS["math"]
 
 
 def evaluate(text: str, rules: dict[str, dict]) -> tuple[dict[str, float], list[str]]:

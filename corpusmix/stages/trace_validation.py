@@ -1,0 +1,325 @@
+"""Trace validation stage: a reasoning_traces source's traces judged before anything else sees them.
+
+A teacher model's traces are only worth training on when they are right. Per source, after
+ingest: the traces are grouped by their problem id (a metadata field the spec names), and each
+problem's traces are judged together by ``answers.judge_problem``: final answer found, every
+calculator step true, the answer equal to the problem's reference or, without one, to the
+majority of its independent traces; near-copies of one problem vote once and only one of them
+is kept. A trace that names no problem, or whose problem carries two different references,
+cannot be judged and is rejected for that (``missing_problem_id``, ``conflicting_reference``).
+
+Outputs: the kept traces (ingest's schema, in ingest's order, so dedup and everything after it
+read them as they would ingest's), and ``trace_verdicts``: every trace with its verdict, the
+answer found, the answer expected and the detail (which step, what vote), in ingest order.
+The funnel is additive (each rejected trace is charged to its one reason); the manifest also
+keeps the step funnel generated -> answer found -> correct -> distinct per strategy and per
+difficulty, and an audit sample of each reason. The quality stage adds the last step (passed
+quality) for the same traces (``passed_quality``).
+
+A source of any other kind passes through untouched: its ingest parts are hard-linked, so the
+stage costs it nothing and the stages after it read one upstream whatever the source's kind.
+
+Memory: DuckDB groups the traces by problem (spilling to disk past its memory limit), the
+judge holds one problem's traces at a time, and the kept documents are written part by part.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from corpusmix.core.parquet_io import PartWriter, link_part, write_parquet
+from corpusmix.core.spec import LoadedSpec, Spec, Traces
+from corpusmix.core.stage import Built, Stage, StageRun, documents_built
+from corpusmix.stages.answers import compare_answers, judge_problem
+from schemas.tables import ARROW_SCHEMAS
+
+NAME = "trace_validation"
+DOCS_SCHEMA = ARROW_SCHEMAS["ingest_documents"]
+VERDICTS_SCHEMA = ARROW_SCHEMAS["trace_verdicts"]
+SCRATCH = "_scratch"
+JUDGED_BATCH = 50_000  # judged rows buffered before they go to a scratch file
+# the additive funnel's reasons, in the order a trace meets them
+REASONS = ("missing_problem_id", "conflicting_reference", "no_answer_found", "bad_step", "wrong_answer",
+           "no_majority", "duplicate_trace")
+# the step funnel: which reasons a trace has passed once it reaches each step
+STEPS = {"generated": (), "answer_found": ("missing_problem_id", "conflicting_reference", "no_answer_found"),
+         "correct": ("bad_step", "wrong_answer", "no_majority"), "distinct": ("duplicate_trace",)}
+TAIL_CHARS = 240  # an audit sample shows a trace's end: where its answer is
+
+
+def trace_config(loaded: LoadedSpec, source_name: str) -> dict:
+    """The source's trace fields and judging (every default filled in: a changed default changes
+    the key); a source of another kind passes through, whatever the spec says."""
+    traces = loaded.source(source_name).traces
+    return {"source": source_name, "traces": None if traces is None else traces.model_dump(mode="json"),
+            "audit_samples": loaded.spec.quality.audit_samples}
+
+
+def trace_active(spec: Spec) -> bool:
+    return spec.validates_traces()
+
+
+def documents_from(spec: Spec) -> str:
+    """The stage whose documents dedup reads: this one's when the build validates traces."""
+    return NAME if trace_active(spec) else "ingest"
+
+
+# ------------------------------------------------------------------------------------ judging
+
+@dataclass(frozen=True)
+class _Trace:
+    part: int
+    row: int
+    text: str
+    reference: str | None
+
+
+def _field(column: str, name: str | None) -> str:
+    """The SQL reading one metadata field as text (null when absent, or when no field is named)."""
+    if name is None:
+        return f"NULL::VARCHAR AS {column}"
+    quoted = name.replace('"', '\\"').replace("'", "''")
+    return f"nullif(trim(json_extract_string(metadata, '$.\"{quoted}\"')), '') AS {column}"
+
+
+def _connect(scratch: Path):
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute(f"SET temp_directory = '{scratch / 'duckdb'}'")
+    return con
+
+
+def _load(con, parts: list[Path], traces: Traces) -> None:
+    """``places``: each part's number and path; ``docs``: one row per trace with its place (part,
+    row in part) and its fields, text aside."""
+    con.register("part_paths", pa.table({"part": pa.array(range(len(parts)), pa.int64()),
+                                         "filename": [str(p) for p in parts]}))
+    files = ", ".join("'" + str(p).replace("'", "''") + "'" for p in parts)
+    con.execute(f"""CREATE VIEW placed AS SELECT n.part, d.file_row_number AS "row", d.*
+                    FROM read_parquet([{files}], filename = true, file_row_number = true) d
+                    JOIN part_paths n USING (filename)""")
+    con.execute(f"""
+        CREATE TABLE docs AS
+        SELECT part, "row", doc_id, source, n_bytes, n_tokens,
+               {_field('problem_id', traces.problem_id)}, {_field('strategy', traces.strategy)},
+               {_field('difficulty', traces.difficulty)}, {_field('reference', traces.reference)}
+        FROM placed""")
+
+
+def _groups(con) -> Iterator[tuple[str, list[_Trace]]]:
+    """Each problem's traces together, problems in id order and traces in ingest order: the
+    texts stream out of DuckDB sorted, so one problem's traces are in memory at a time."""
+    reader = con.sql("""
+        SELECT d.problem_id, d.part, d."row", t.text, d.reference
+        FROM docs d JOIN (SELECT part, "row", text FROM placed) t USING (part, "row")
+        WHERE d.problem_id IS NOT NULL
+        ORDER BY d.problem_id, d.part, d."row" """).to_arrow_reader(4096)
+    current, group = None, []
+    for batch in reader:
+        for pid, part, row, text, ref in zip(*(batch.column(i).to_pylist() for i in range(5))):
+            if pid != current and group:
+                yield current, group
+                group = []
+            current = pid
+            group.append(_Trace(part, row, text, ref))
+    if group:
+        yield current, group
+
+
+def _reference(group: list[_Trace]) -> tuple[str | None, str | None]:
+    """(the problem's reference answer, None) or (None, why it has no single one): references
+    written differently but equal (``18`` and ``18.00``) are one reference."""
+    refs: list[str] = []
+    for t in group:
+        if t.reference is not None and not any(compare_answers(t.reference, r).equal for r in refs):
+            refs.append(t.reference)
+    if len(refs) > 1:
+        return None, f"the problem's traces carry {len(refs)} different references: {refs[:3]}"
+    return (refs[0] if refs else None), None
+
+
+def _judge_group(traces: Traces, group: list[_Trace]) -> list[dict]:
+    """One problem's traces as verdict rows (place, verdict fields)."""
+    reference, conflict = _reference(group)
+    if conflict is not None:
+        return [{"part": t.part, "row": t.row, "kept": False, "reason": "conflicting_reference", "answer": None,
+                 "expected": None, "judged_by": None, "rule": None, "detail": conflict, "steps_checked": 0}
+                for t in group]
+    judged = judge_problem([t.text for t in group], reference, min_agree=traces.vote.min_agree,
+                           min_traces=traces.vote.min_traces, pattern=traces.answer_pattern,
+                           duplicate_threshold=traces.duplicate_threshold)
+    by = "reference" if reference is not None else "majority"
+    return [{"part": t.part, "row": t.row, "kept": j.kept, "reason": j.reason, "answer": j.answer,
+             "expected": j.expected, "judged_by": by, "rule": j.rule, "detail": j.detail,
+             "steps_checked": j.steps.checked} for t, j in zip(group, judged)]
+
+
+JUDGED_SCHEMA = pa.schema([("part", pa.int64()), ("row", pa.int64()), ("kept", pa.bool_()),
+                           ("reason", pa.string()), ("answer", pa.string()), ("expected", pa.string()),
+                           ("judged_by", pa.string()), ("rule", pa.string()), ("detail", pa.string()),
+                           ("steps_checked", pa.int64())])
+
+
+def _judge_all(ctx: StageRun, con, traces: Traces, scratch: Path) -> None:
+    """``judged``: a verdict row per trace that names a problem, from scratch files of
+    ``JUDGED_BATCH`` rows (memory: one batch and one problem)."""
+    files, rows, problems, n = [], [], 0, 0
+    total = con.execute("SELECT count(*) FROM docs WHERE problem_id IS NOT NULL").fetchall()[0][0]
+
+    def spill() -> None:
+        path = scratch / f"judged-{len(files):05d}.parquet"
+        pq.write_table(pa.Table.from_pylist(rows, schema=JUDGED_SCHEMA), path)
+        files.append(path)
+        rows.clear()
+
+    for _, group in _groups(con):
+        rows += _judge_group(traces, group)
+        problems += 1
+        n += len(group)
+        if len(rows) >= JUDGED_BATCH:
+            spill()
+            ctx.say(f"judged {n:,}/{total:,} traces of {problems:,} problems")
+    spill()
+    listed = ", ".join(f"'{f}'" for f in files)
+    con.execute(f"CREATE TABLE judged AS SELECT * FROM read_parquet([{listed}])")
+    ctx.say(f"judged {n:,} traces of {problems:,} problems")
+
+
+def _verdicts(con) -> pa.Table:
+    """Every trace's verdict, in ingest order (a trace naming no problem: ``missing_problem_id``)."""
+    return con.sql("""
+        SELECT d.source, d.doc_id, d.problem_id, d.strategy, d.difficulty, coalesce(j.kept, false) AS kept,
+               CASE WHEN j.part IS NULL THEN 'missing_problem_id' ELSE j.reason END AS reason,
+               j.answer, j.expected, j.judged_by, j.rule,
+               CASE WHEN j.part IS NULL THEN 'the record has no problem id field (or it is empty)' ELSE j.detail END
+                   AS detail,
+               coalesce(j.steps_checked, 0) AS steps_checked, d.n_bytes, d.n_tokens
+        FROM docs d LEFT JOIN judged j USING (part, "row")
+        ORDER BY d.part, d."row" """).to_arrow_table().cast(VERDICTS_SCHEMA)
+
+
+def _write_kept(parts: list[Path], kept: list[pa.Array], staging: Path, part_bytes: int) -> list[dict]:
+    """The kept traces, part by part in ingest order (``kept``: each part's mask, in row order)."""
+    writer = PartWriter(staging, "part", DOCS_SCHEMA, part_bytes)
+    for path, mask in zip(parts, kept):
+        writer.write(pq.read_table(path, schema=DOCS_SCHEMA).filter(mask))
+    return writer.close()
+
+
+# ------------------------------------------------------------------------------------ funnels
+
+def step_funnel(verdicts: pa.Table, by: str | None) -> list[dict]:
+    """Documents and tokens reaching each step (``STEPS``), per value of ``by`` (strategy or
+    difficulty; None: the whole source). Counted from the verdicts, so exact."""
+    groups: dict[str | None, dict[str, list[int]]] = {}
+    keys = verdicts.column(by).to_pylist() if by else [None] * verdicts.num_rows
+    for key, reason, tokens in zip(keys, verdicts.column("reason").to_pylist(),
+                                   verdicts.column("n_tokens").to_pylist()):
+        g = groups.setdefault(key, {s: [0, 0] for s in STEPS})
+        out_at = next((s for s, reasons in STEPS.items() if reason in reasons), None)
+        for step in STEPS:
+            if step == out_at:
+                break
+            g[step][0] += 1
+            g[step][1] += tokens
+    return [{"by": by, "value": key, **{f"{s}_{u}": g[s][k] for s in STEPS for k, u in ((0, "documents"),
+                                                                                       (1, "tokens"))}}
+            for key, g in sorted(groups.items(), key=lambda kv: (kv[0] is None, kv[0] or ""))]
+
+
+def _audit(con, k: int) -> dict[str, list[dict]]:
+    """Up to ``k`` traces per reason, chosen by a hash of the doc_id (the same whatever the order)."""
+    out = {}
+    for reason in REASONS:
+        rows = con.execute("""
+            SELECT v.doc_id, v.problem_id, v.strategy, v.answer, v.expected, v.detail, t.text
+            FROM verdicts v JOIN placed t USING (doc_id) WHERE v.reason = ? ORDER BY md5(v.doc_id) LIMIT ?""",
+                           [reason, k]).fetchall()
+        if rows:
+            out[reason] = [{"doc_id": d, "problem_id": p, "strategy": s, "answer": a, "expected": e, "detail": x,
+                            "tail": text[-TAIL_CHARS:]} for d, p, s, a, e, x, text in rows]
+    return out
+
+
+# ------------------------------------------------------------------------------------ the stage
+
+def _pass_through(ctx: StageRun, up_path: Path, up: dict, parts: list[Path]) -> Built:
+    """A source of another kind: ingest's parts, linked."""
+    linked = [link_part(p, ctx.staging, f"part-{i:03d}.parquet") | {"name": f"part-{i:03d}.parquet"}
+              for i, p in enumerate(parts)]
+    docs = sum(p["rows"] for p in linked)
+    text_bytes = sum(p["text_bytes"] for p in linked)
+    tokens = sum(p["tokens"] for p in linked)
+    return documents_built(ctx, (up_path, up), linked, [], (docs, docs), (text_bytes, text_bytes),
+                           (tokens, tokens), summary=f"not a reasoning_traces source: {docs:,} documents passed on")
+
+
+def build_trace_validation(ctx: StageRun) -> Built:
+    loaded = ctx.loaded
+    up_path, up = ctx.upstream("ingest")
+    parts = [loaded.storage_root / o["path"] for o in up["outputs"] if o["kind"] == "documents"]
+    traces = loaded.source(ctx.partition).traces
+    if traces is None:
+        return _pass_through(ctx, up_path, up, parts)
+    ctx.say(f"{up['counts']['documents_out']:,} traces in {len(parts)} part(s); grouped by {traces.problem_id!r}")
+    verdicts, kept, audit = VERDICTS_SCHEMA.empty_table(), [], {}
+    if parts:
+        scratch = ctx.staging / SCRATCH
+        scratch.mkdir()
+        con = _connect(scratch)
+        try:
+            _load(con, parts, traces)
+            _judge_all(ctx, con, traces, scratch)
+            verdicts = _verdicts(con)
+            bounds = con.execute('SELECT part, count(*) FROM docs GROUP BY part ORDER BY part').fetchall()
+            con.register("verdicts", verdicts)
+            audit = _audit(con, ctx.config["audit_samples"])
+        finally:
+            con.close()
+        shutil.rmtree(scratch)
+        counts = dict(bounds)
+        flags, start = verdicts.column("kept").combine_chunks(), 0
+        for i in range(len(parts)):
+            kept.append(flags.slice(start, counts.get(i, 0)))
+            start += counts.get(i, 0)
+    doc_parts = _write_kept(parts, kept, ctx.staging, loaded.spec.ingest.part_bytes)
+    verdict_out = write_parquet(verdicts, ctx.staging / "trace-verdicts.parquet")
+    reasons: dict[str, dict] = {}
+    for reason, size, tokens in zip(verdicts.column("reason").to_pylist(), verdicts.column("n_bytes").to_pylist(),
+                                    verdicts.column("n_tokens").to_pylist()):
+        if reason is not None:
+            r = reasons.setdefault(reason, {"records": 0, "bytes": 0, "tokens": 0})
+            r["records"] += 1
+            r["bytes"] += size
+            r["tokens"] += tokens
+    n_in = verdicts.num_rows
+    n_out = sum(p["rows"] for p in doc_parts)
+    b_in = sum(verdicts.column("n_bytes").to_pylist())
+    t_in = sum(verdicts.column("n_tokens").to_pylist())
+    built = documents_built(ctx, (up_path, up), doc_parts, [("trace_verdicts", verdict_out)], (n_in, n_out),
+                            (b_in, sum(p["text_bytes"] for p in doc_parts)),
+                            (t_in, sum(p["tokens"] for p in doc_parts)), summary="")
+    built.reasons = {r: reasons[r] for r in REASONS if r in reasons}
+    problems = verdicts.column("problem_id").unique().drop_null()
+    by_judge = verdicts.filter(verdicts.column("judged_by").is_valid()).group_by("judged_by").aggregate(
+        [("problem_id", "count_distinct")]).to_pylist()
+    built.counts |= {"problems": len(problems), "rejected": n_in - n_out} | {
+        f"problems_by_{r['judged_by']}": r["problem_id_count_distinct"] for r in by_judge}
+    funnel = step_funnel(verdicts, None)
+    for by in ("strategy", "difficulty"):  # a field the records never fill gives no table
+        if verdicts.column(by).null_count < verdicts.num_rows:
+            funnel += step_funnel(verdicts, by)
+    built.details = {"funnel": funnel, "audit": audit, "traces": ctx.config["traces"]}
+    built.summary = f"{n_out:,}/{n_in:,} traces kept from {len(problems):,} problems"
+    return built
+
+
+STAGE = Stage(name=NAME, scope="source", upstream=("ingest",), config=trace_config, build=build_trace_validation,
+              module=__name__, active=trace_active)
