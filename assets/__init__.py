@@ -11,9 +11,10 @@ from .mixing import MIXING_FIT, MIXING_PROPOSAL, SWARM_DESIGN
 from .mixture import MIXED_SHARDS, MIXTURE_PLAN
 from .quality import QUALITY
 from .tokenize import TOKENIZE, TOKENIZER
+from .trace_validation import TRACE_VALIDATION
 
 WIRING: dict[str, StageAsset] = {
-    "ingest": INGEST, "dedup": DEDUP, "cross_source_dedup": CROSS_SOURCE_DEDUP, "quality": QUALITY,
+    "ingest": INGEST, "trace_validation": TRACE_VALIDATION, "dedup": DEDUP, "cross_source_dedup": CROSS_SOURCE_DEDUP, "quality": QUALITY,
     "eval_index": EVAL_INDEX, "decontaminate": DECONTAMINATE,
     "heldout_split": HELDOUT_SPLIT,
     "tokenizer": TOKENIZER, "tokenize": TOKENIZE, "mixture_plan": MIXTURE_PLAN, "mixed_shards": MIXED_SHARDS,

@@ -8,6 +8,7 @@ from corpusmix.core.spec import LoadedSpec
 
 from .factory import StageAsset
 from .metadata import fmt, markdown_table
+from .trace_validation import trace_funnel_table
 
 
 def _audit_table(audit: dict[str, list[dict]]) -> MetadataValue:
@@ -18,11 +19,12 @@ def _audit_table(audit: dict[str, list[dict]]) -> MetadataValue:
 
 
 def _quality_metadata(loaded: LoadedSpec, manifest: dict, path: Path) -> dict:
+    traces = manifest["details"].get("trace_funnel")
     return {
         "rules": MetadataValue.json(manifest["details"]["rules"]),
         "rule_overlap": MetadataValue.json(manifest["details"]["overlap"]),
         "audit_samples": _audit_table(manifest["details"]["audit"]),
-    }
+    } | ({"trace_funnel": trace_funnel_table(traces)} if traces is not None else {})
 
 
 QUALITY = StageAsset(

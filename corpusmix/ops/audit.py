@@ -26,6 +26,7 @@ VIEWS = {
     "manifests": "one row per manifest: asset, partition, version, counts, rates",
     "outputs": "one row per output file a manifest names",
     "quarantine": "ingest: records that were not documents, with reason and detail",
+    "traces": "trace validation: every reasoning trace's verdict, answer found, answer expected, reason, detail",
     "duplicates": "dedup: removed documents with their cluster and representative",
     "cross_source": "cross-source dedup: documents another source already holds",
     "contamination": "decontaminate: every (document, eval item) match: first n-gram, offset, action",
@@ -49,7 +50,9 @@ RULES_SCHEMA = pa.schema([("source", pa.string()), ("rule", pa.string()), ("para
                           ("threshold", pa.string())])
 
 # view -> (stage, output kind, schema of its table)
-TABLE_KINDS = {"quarantine": ("ingest", "quarantine", "quarantine"), "duplicates": ("dedup", "duplicates", "duplicates"),
+TABLE_KINDS = {"quarantine": ("ingest", "quarantine", "quarantine"),
+               "traces": ("trace_validation", "trace_verdicts", "trace_verdicts"),
+               "duplicates": ("dedup", "duplicates", "duplicates"),
                "cross_source": ("cross_source_dedup", "cross_source_duplicates", "duplicates"),
                "contamination": ("decontaminate", "contamination", "contamination"),
                "rejections": ("quality", "rejections", "rejections"),
@@ -188,6 +191,11 @@ def _rows(con, query: str, params: list) -> list[dict]:
 _FINDINGS = {
     "quarantine": ("source, reason, detail, file, record_no", lambda r: f"quarantined: {r['reason']}",
                    lambda r: f"{r['detail']} ({r['file']} record {r['record_no']})"),
+    "traces": ("source, kept, reason, problem_id, answer, expected, judged_by, detail",
+               lambda r: ("trace validated" if r["kept"] else f"trace rejected: {r['reason']}")
+               + f" (problem {r['problem_id']}, judged by {r['judged_by'] or 'nothing'})",
+               lambda r: f"answer {r['answer']!r}, expected {r['expected']!r}"
+                         + (f"; {r['detail']}" if r["detail"] else "")),
     "duplicates": ("source, kind, representative_doc_id, estimated_jaccard, true_jaccard",
                    lambda r: f"{r['kind']} duplicate",
                    lambda r: f"of {r['representative_doc_id']} (estimated Jaccard {r['estimated_jaccard']}, "

@@ -125,6 +125,7 @@ def build_report(loaded: LoadedSpec) -> str:
                            f"{c['tokens_in']:,}{mark}", f"{c['tokens_out']:,}{mark}",
                            "" if rate is None else f"{100 * rate:.2f} %", f"`{m['version']}`"]))
     lines += _rejection_reasons(funnels)
+    lines += _trace_funnels(loaded, ms)
     checks = [(p, m["details"]["estimate_check"]) for (a, p), m in sorted(ms.items(), key=lambda kv: str(kv[0]))
               if a == "tokenize"]
     if checks and estimated:
@@ -184,6 +185,32 @@ def _rejection_reasons(funnels: list[tuple[str, str | None, dict]], top: int = 5
             "\"only\" those it alone rejected.", "",
             _row(["stage", "source", "reason", "documents", "tokens", "share of tokens in", "failed", "only"]),
             _row(["---"] * 8), *rows]
+
+
+def _trace_funnels(loaded: LoadedSpec, ms: dict) -> list[str]:
+    """Per reasoning_traces source, the step funnel per strategy and difficulty: through quality
+    when quality is built (its manifest adds the last step), else trace_validation's steps."""
+    from corpusmix.stages.trace_funnel import funnel_cells
+
+    lines = []
+    for s in (s for s in loaded.spec.sources if s.traces is not None):
+        quality, validation = ms.get(("quality", s.name)), ms.get(("trace_validation", s.name))
+        rows = ((quality or {}).get("details") or {}).get("trace_funnel") or (
+            (validation or {}).get("details") or {}).get("funnel")
+        if not rows:
+            continue
+        header, cells = funnel_cells(rows)
+        c = validation["counts"] if validation else {}
+        lines += ["", f"### {s.name}: {c.get('problems', 0):,} problems, {c.get('problems_by_reference', 0):,} "
+                      f"judged by their reference answer, {c.get('problems_by_majority', 0):,} by majority vote", "",
+                  _row(header), _row(["---"] * len(header)), *(_row(r) for r in cells)]
+    if not lines:
+        return []
+    return ["", "## Reasoning traces: generated to kept, per strategy and difficulty", "",
+            "Each step holds the traces that passed every step before it: an answer found, the answer correct "
+            "(reference or majority) with every calculator step true, distinct (near-copies of one problem count "
+            "once), then still there after dedup, decontamination and the quality rules. Every trace's verdict "
+            "is in `trace_verdicts` (`corpusmix audit SPEC sql`, view `traces`).", *lines]
 
 
 def write_report(loaded: LoadedSpec) -> str:

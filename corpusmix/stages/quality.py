@@ -42,6 +42,7 @@ from corpusmix.core.parquet_io import PartWriter, write_parquet
 from corpusmix.core.spec import LoadedSpec, Spec, canonical_hash
 from corpusmix.core.stage import Built, Stage, StageRun, documents_built
 from corpusmix.stages.quality_rules import evaluate, resolve_rules
+from corpusmix.stages.trace_funnel import through_quality
 from schemas.tables import ARROW_SCHEMAS, QUALITY_DOCUMENTS, REJECTIONS, validate_table
 
 DOCS_SCHEMA = ARROW_SCHEMAS["quality_documents"]
@@ -264,6 +265,10 @@ def build_quality(ctx: StageRun) -> Built:
                      "overlap": [{"rule_a": a, "rule_b": b, "documents": n}
                                  for (a, b), n in sorted(total.overlap.items())],
                      "audit": {r: [x for _, x in v] for r, v in total.audit.items() if v}}
+    if loaded.source(source).traces is not None:  # the trace funnel's last step: which traces passed quality
+        verdicts = require_manifest(loaded.manifest_root, "trace_validation", source)[1]
+        path = next(loaded.storage_root / o["path"] for o in verdicts["outputs"] if o["kind"] == "trace_verdicts")
+        built.details["trace_funnel"] = through_quality(path, [ctx.staging / p["name"] for p in doc_parts])
     built.summary = (f"{total.n_out}/{total.n_in} kept, token acceptance "
                      f"{built.rates['token_acceptance'] or 0:.4f}")
     return built

@@ -37,6 +37,7 @@ from corpusmix.core.parquet_io import PartWriter, link_part, write_parquet
 from corpusmix.core.spec import LoadedSpec, Spec, Traces
 from corpusmix.core.stage import Built, Stage, StageRun, documents_built
 from corpusmix.stages.answers import compare_answers, judge_problem
+from corpusmix.stages.trace_funnel import step_funnel
 from schemas.tables import ARROW_SCHEMAS
 
 NAME = "trace_validation"
@@ -47,9 +48,6 @@ JUDGED_BATCH = 50_000  # judged rows buffered before they go to a scratch file
 # the additive funnel's reasons, in the order a trace meets them
 REASONS = ("missing_problem_id", "conflicting_reference", "no_answer_found", "bad_step", "wrong_answer",
            "no_majority", "duplicate_trace")
-# the step funnel: which reasons a trace has passed once it reaches each step
-STEPS = {"generated": (), "answer_found": ("missing_problem_id", "conflicting_reference", "no_answer_found"),
-         "correct": ("bad_step", "wrong_answer", "no_majority"), "distinct": ("duplicate_trace",)}
 TAIL_CHARS = 240  # an audit sample shows a trace's end: where its answer is
 
 
@@ -213,26 +211,7 @@ def _write_kept(parts: list[Path], kept: list[pa.Array], staging: Path, part_byt
     return writer.close()
 
 
-# ------------------------------------------------------------------------------------ funnels
-
-def step_funnel(verdicts: pa.Table, by: str | None) -> list[dict]:
-    """Documents and tokens reaching each step (``STEPS``), per value of ``by`` (strategy or
-    difficulty; None: the whole source). Counted from the verdicts, so exact."""
-    groups: dict[str | None, dict[str, list[int]]] = {}
-    keys = verdicts.column(by).to_pylist() if by else [None] * verdicts.num_rows
-    for key, reason, tokens in zip(keys, verdicts.column("reason").to_pylist(),
-                                   verdicts.column("n_tokens").to_pylist()):
-        g = groups.setdefault(key, {s: [0, 0] for s in STEPS})
-        out_at = next((s for s, reasons in STEPS.items() if reason in reasons), None)
-        for step in STEPS:
-            if step == out_at:
-                break
-            g[step][0] += 1
-            g[step][1] += tokens
-    return [{"by": by, "value": key, **{f"{s}_{u}": g[s][k] for s in STEPS for k, u in ((0, "documents"),
-                                                                                       (1, "tokens"))}}
-            for key, g in sorted(groups.items(), key=lambda kv: (kv[0] is None, kv[0] or ""))]
-
+# ------------------------------------------------------------------------------------ audit
 
 def _audit(con, k: int) -> dict[str, list[dict]]:
     """Up to ``k`` traces per reason, chosen by a hash of the doc_id (the same whatever the order)."""
@@ -312,11 +291,7 @@ def build_trace_validation(ctx: StageRun) -> Built:
         [("problem_id", "count_distinct")]).to_pylist()
     built.counts |= {"problems": len(problems), "rejected": n_in - n_out} | {
         f"problems_by_{r['judged_by']}": r["problem_id_count_distinct"] for r in by_judge}
-    funnel = step_funnel(verdicts, None)
-    for by in ("strategy", "difficulty"):  # a field the records never fill gives no table
-        if verdicts.column(by).null_count < verdicts.num_rows:
-            funnel += step_funnel(verdicts, by)
-    built.details = {"funnel": funnel, "audit": audit, "traces": ctx.config["traces"]}
+    built.details = {"funnel": step_funnel(verdicts), "audit": audit, "traces": ctx.config["traces"]}
     built.summary = f"{n_out:,}/{n_in:,} traces kept from {len(problems):,} problems"
     return built
 
