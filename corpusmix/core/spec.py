@@ -233,6 +233,9 @@ class Traces(_Strict):
     difficulty: str | None = Field("difficulty", description="Field with the problem's difficulty: a funnel per value.")
     answer_pattern: str | None = Field(None, description="A regex whose last match's first group is the final "
                                                          "answer, tried before #### / \\boxed{} / 'the answer is'.")
+    augments: str | None = Field(None, description="The source these traces make up for (e.g. math): when it is "
+                                                   "short of its share, the plan says how many problems x traces "
+                                                   "would close the gap, at this source's measured pass rate.")
     vote: Vote = Vote()
     duplicate_threshold: float = Field(0.9, gt=0, description="5-gram Jaccard at which two traces of one problem "
                                                               "are near-copies and vote once (above 1: off).")
@@ -512,6 +515,18 @@ class Spec(_Strict):
                 raise ValueError(f"source name {s.name!r} is used twice; source names must be unique")
             seen.add(s.name)
         return sources
+
+    @model_validator(mode="after")
+    def _traces_augment_sources(self) -> Spec:
+        kinds = {s.name: s.kind for s in self.sources}
+        for i, s in enumerate(self.sources):
+            target = s.traces.augments if s.traces is not None else None
+            if target is not None and kinds.get(target, "reasoning_traces") == "reasoning_traces":
+                raise ValueError(f"sources[{i}] ({s.name!r}): traces.augments names {target!r}, which is "
+                                 + ("a reasoning_traces source itself" if target in kinds else "not a source")
+                                 + f"; name the source these traces make up for, one of "
+                                 f"{[n for n, k in kinds.items() if k != 'reasoning_traces']}")
+        return self
 
     @model_validator(mode="after")
     def _eval_sets_name_sources(self) -> Spec:

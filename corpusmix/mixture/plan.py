@@ -4,13 +4,16 @@ Allocated tokens A_i = integral of source i's share over [0, B] (``schedules``).
 epochs_i = A_i / n_i. A source above ``max_epochs`` is an error, naming the source,
 unless ``on_over_cap: cap_and_renormalize``: then its share is scaled down everywhere
 (c_i s_i, renormalised at every point) until it is at the cap, the others absorbing
-the difference. The plan also reports the synthetic tokens that would bring each
-source under the cap, A_i / max_epochs - n_i.
+the difference. The plan also reports the synthetic tokens that would let each source
+take its scheduled share under the cap, A_i / max_epochs - n_i (A_i before any capping),
+and, where a reasoning_traces source ``augments`` it, how many problems x traces would
+give those tokens at that source's measured yield (``traces_needed``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -166,6 +169,7 @@ def make_plan(loaded: LoadedSpec, avail: Availability) -> dict:
         scale = capped_scale(schedule, caps)
     grid, cum = cumulative(schedule, scale)
     alloc = cum[-1]
+    wanted = cumulative(schedule, None)[1][-1] if scale is not None else alloc  # the schedule's, uncapped
     # no tokens allocated is 0 epochs, even of an empty source; tokens allocated to an empty source are inf
     epochs = np.divide(alloc, n, out=np.where(alloc > 0, np.inf, 0.0), where=n > 0)
     over = epochs > mix.max_epochs * (1 + 1e-9)
@@ -178,7 +182,7 @@ def make_plan(loaded: LoadedSpec, avail: Availability) -> dict:
         "per_source": {s: {"allocated": float(alloc[i]), "share": float(alloc[i] / B), "available": int(n[i]),
                            "documents": int(avail.documents[s]), "epochs": float(epochs[i]),
                            "over_cap": bool(over[i]),
-                           "synthetic_tokens_needed": float(max(0.0, alloc[i] / mix.max_epochs - n[i])),
+                           "synthetic_tokens_needed": float(max(0.0, wanted[i] / mix.max_epochs - n[i])),
                            "cap_factor": float(scale[i]) if scale is not None else 1.0}
                        for i, s in enumerate(sources)},
         "phases": [{"name": name, "start": float(schedule.bounds[p]), "end": float(schedule.bounds[p + 1]),
@@ -187,6 +191,9 @@ def make_plan(loaded: LoadedSpec, avail: Availability) -> dict:
         "grid": {"x": grid.tolist(), "cumulative": {s: cum[:, i].tolist() for i, s in enumerate(sources)}},
         "weights_origin": weights_origin(loaded, published, accepted),
     }
+    for s, r in plan["per_source"].items():
+        if r["synthetic_tokens_needed"] > 0 and (t := traces_needed(loaded, avail, s, r["synthetic_tokens_needed"])):
+            r["synthetic_traces"] = t
     if avail.notes:  # only a plan made before a build: the published plan's bytes do not change
         plan["estimated_from_raw_files"] = dict(avail.notes)
     if over.any():
@@ -195,10 +202,45 @@ def make_plan(loaded: LoadedSpec, avail: Availability) -> dict:
                  f"({plan['per_source'][s]['allocated']:,.0f} tokens allocated, {int(n[sources.index(s)]):,} "
                  f"available), over mixture.max_epochs {mix.max_epochs:g}; it needs "
                  f"{plan['per_source'][s]['synthetic_tokens_needed']:,.0f} more tokens (e.g. synthetic) to get "
-                 f"under the cap" for s in worst]
+                 f"under the cap" + "".join(f"; {line}" for line in _traces_lines(plan, s)) for s in worst]
         raise PlanError("\n".join(lines) + "\nfix: lower those sources' weights, raise mixture.max_epochs, add data, "
                         "or set mixture.on_over_cap: cap_and_renormalize", plan)
     return plan
+
+
+def traces_needed(loaded: LoadedSpec, avail: Availability, source: str, shortfall: float) -> dict | None:
+    """Problems x traces that would close ``source``'s shortfall, measured on the reasoning_traces
+    source that augments it: its trace_validation counts give the traces generated and the
+    problems, its availability the documents and tokens that reached training. Tokens per
+    generated trace = pass rate (trained documents / generated) x mean trained trace tokens
+    (EOS included), so traces = shortfall / that, problems = traces / traces per problem.
+    None when no source augments this one; ``measured`` False when it is not built yet."""
+    helper = next((s.name for s in loaded.spec.sources if s.traces is not None and s.traces.augments == source), None)
+    if helper is None:
+        return None
+    path = manifest_path(loaded.manifest_root, "trace_validation", helper)
+    generated = read_manifest(path)["counts"] if path.is_file() else {}
+    if not generated.get("documents_in") or not avail.documents.get(helper):
+        return {"source": helper, "measured": False}
+    per_problem = generated["documents_in"] / max(1, generated["problems"])
+    pass_rate = avail.documents[helper] / generated["documents_in"]
+    mean_tokens = avail.tokens[helper] / avail.documents[helper]
+    traces = math.ceil(shortfall / (pass_rate * mean_tokens))
+    return {"source": helper, "measured": True, "traces": traces, "problems": math.ceil(traces / per_problem),
+            "traces_per_problem": per_problem, "pass_rate": pass_rate, "mean_trace_tokens": mean_tokens,
+            "generated": generated["documents_in"], "availability": avail.method}
+
+
+def _traces_lines(plan: dict, source: str) -> list[str]:
+    t = plan["per_source"][source].get("synthetic_traces")
+    if t is None:
+        return []
+    if not t["measured"]:
+        return [f"{source}: {t['source']} augments it but is not built yet: build it to measure how many traces "
+                f"the shortfall takes"]
+    return [f"{source}: ~{t['problems']:,} problems x {t['traces_per_problem']:.2f} traces = {t['traces']:,} traces "
+            f"would close it, at the yield measured on {t['source']} ({t['generated']:,} generated traces: pass "
+            f"rate {t['pass_rate']:.4f}, {t['mean_trace_tokens']:.1f} tokens per trained trace)"]
 
 
 RAW_METHOD = "ESTIMATED from the raw input files (nothing built yet)"
@@ -355,6 +397,8 @@ def render_plan(plan: dict) -> str:
         r = plan["per_source"][s]
         lines.append(f"{s:12} {r['share']:7.4f} {r['allocated']:14,.0f} {r['available']:14,} {r['epochs']:7.3f} "
                      f"{'YES' if r['over_cap'] else 'no':>8} {r['synthetic_tokens_needed']:17,.0f}")
+    traces = [line for s in src for line in _traces_lines(plan, s)]
+    lines += ["", "synthetic traces needed:", *(f"  {line}" for line in traces)] if traces else []
     lines += ["", f"{'phase':16} {'tokens':>14} " + " ".join(f"{s:>12}" for s in src)]
     for ph in plan["phases"]:
         lines.append(f"{ph['name']:16} {ph['end'] - ph['start']:14,.0f} "

@@ -1,0 +1,241 @@
+"""The trace_validation stage on real GSM8K solutions: labelled traces judged through the stage,
+majority votes of five, near-copies, bad records, pass-through, determinism, the funnel through
+quality, the audit trail, and the plan's "traces needed" figure."""
+
+from __future__ import annotations
+
+import gzip
+import itertools
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from corpusmix.core.spec import SpecError, load_spec
+from corpusmix.pipeline import run_stage, waves
+from tests.conftest import CORPUS, REPO, base_spec, write_spec
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+from trace_judging import build as labelled_variants  # noqa: E402
+
+GSM8K = CORPUS / "math" / "math-0000-of-0002.jsonl.gz"
+# five ways to open a solution, long enough that traces sharing a solution are not near-copies
+OPENINGS = [
+    "Approach one. I will read the problem slowly, write down every quantity it gives me with its unit, and only "
+    "then combine them, checking each intermediate result against the story before moving on to the next line.",
+    "Let me work backwards from what the question asks for: first decide which quantity is unknown, then find the "
+    "facts that pin it down, and finally compute those facts in the order the problem presents them.",
+    "By analogy with a simpler version of this problem, where every number is small enough to count on fingers, the "
+    "same operations apply here; I just carry them out with the actual values from the statement.",
+    "Setting this up algebraically, each amount in the story becomes a named quantity, the relations between "
+    "them become equations, and solving those equations step by step yields the requested value.",
+    "Numerically, a table of the values involved makes the structure obvious: listing the rows in order and "
+    "summing or multiplying as the story dictates gives the result without any guessing at all.",
+]
+FINAL = "\n#### "
+
+
+def gsm8k(n: int) -> list[dict]:
+    with gzip.open(GSM8K, "rt") as f:
+        return [json.loads(line) for line in itertools.islice(f, n)]
+
+
+def vote_records(records: list[dict], source_tag: str) -> list[dict]:
+    """Per solution and k in 0..5: a problem of five traces, no reference, 5 - k ending on the true
+    answer and k on distinct wrong ones (so wrong answers never agree with each other)."""
+    out = []
+    for r in records:
+        body = r["answer"].rsplit(FINAL, 1)[0]
+        n = int(r["final_answer"])
+        for k in range(6):
+            for i in range(5):
+                answer = n if i < 5 - k else n + 1 + i
+                out.append({"id": f"{source_tag}/{r['id']}/w{k}/t{i}", "text": f"{OPENINGS[i]}\n{body}{FINAL}{answer}",
+                            "problem_id": f"{r['id']}/w{k}", "strategy": f"opening{i}",
+                            "difficulty": f"{k} wrong"})
+    return out
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> str:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """One build (ingest + trace_validation) of five sources: labelled traces with references,
+    two vote settings over the same groups, bad records, and a web source passing through."""
+    root = tmp_path_factory.mktemp("traces")
+    records = gsm8k(300)
+    labelled = labelled_variants(records, 24)
+    ref = {r["id"]: r["final_answer"] for r in records}
+    lab_rows = [{"id": f"{rid}/{v}", "text": text, "problem_id": f"{rid}/{v}", "strategy": v,
+                 "reference_answer": ref[rid], "difficulty": "long" if text.count("<<") > 2 else "short"}
+                for rid, v, text, _, _ in labelled]
+    votes = vote_records(records[:40], "v")
+    messy = [{"id": "no-problem", "text": "2+2 = <<2+2=4>>4\n#### 4"},
+             {"id": "empty-problem", "text": "#### 4", "problem_id": "  "},
+             {"id": "ref-a", "text": "#### 4", "problem_id": "p1", "reference_answer": "4"},
+             {"id": "ref-b", "text": "so it is 4.\n#### 4", "problem_id": "p1", "reference_answer": "5"},
+             {"id": "ref-same", "text": "#### 7", "problem_id": "p2", "reference_answer": "7"},
+             {"id": "ref-same-2", "text": "therefore seven.\n#### 7.0", "problem_id": "p2", "reference_answer": "7.00"}]
+    spec = base_spec([
+        {"name": "labelled", "kind": "reasoning_traces", "paths": [write_jsonl(root / "labelled.jsonl", lab_rows)]},
+        {"name": "vote80", "kind": "reasoning_traces", "paths": [write_jsonl(root / "votes.jsonl", votes)],
+         "traces": {"vote": {"min_agree": 0.8, "min_traces": 3}}},
+        {"name": "vote50", "kind": "reasoning_traces", "paths": [str(root / "votes.jsonl")]},
+        {"name": "messy", "kind": "reasoning_traces", "paths": [write_jsonl(root / "messy.jsonl", messy)]},
+        {"name": "web", "kind": "web", "paths": [str(CORPUS / "web" / "web-0000-of-0003.jsonl.gz")]},
+    ], root)
+    loaded = load_spec(write_spec(root / "spec.yaml", spec))
+    manifests = {}
+    for s in loaded.source_names:
+        run_stage("ingest", loaded, s)
+        manifests[s] = run_stage("trace_validation", loaded, s)[0]
+    return loaded, manifests, labelled
+
+
+def verdicts(loaded, manifest) -> list[dict]:
+    out = next(o for o in manifest["outputs"] if o["kind"] == "trace_verdicts")
+    return pq.read_table(loaded.storage_root / out["path"]).to_pylist()
+
+
+def test_labelled_gsm8k_traces_are_judged_as_labelled_through_the_stage(built):
+    """2,395 traces from 300 real solutions, each its own problem with its reference: originals and
+    equivalent answer formats kept, wrong answers, missing answer lines and broken steps rejected
+    with that reason. Exact on this set (the module benchmark's three mislabels are later records)."""
+    loaded, manifests, labelled = built
+    rows = verdicts(loaded, manifests["labelled"])
+    assert len(rows) == len(labelled) >= 2000
+    by_id = {r["doc_id"]: r for r in rows}
+    tp = fp = fn = 0
+    for rid, variant, _, keep, reason in labelled:
+        v = by_id[f"{rid}/{variant}"]
+        assert (v["kept"], v["reason"]) == (keep, reason), (rid, variant, v)
+        tp, fp, fn = tp + (keep and v["kept"]), fp + (not keep and v["kept"]), fn + (keep and not v["kept"])
+    assert tp / (tp + fp) == 1.0 and tp / (tp + fn) == 1.0
+    assert all(v["judged_by"] == "reference" for v in rows)
+    bad = next(v for v in rows if v["reason"] == "bad_step")
+    assert bad["detail"].startswith("step ") and "computed" in bad["detail"]
+    m = manifests["labelled"]
+    c = m["counts"]
+    assert c["documents_in"] - sum(r["records"] for r in m["reasons"].values()) == c["documents_out"] == tp
+    assert c["tokens_in"] - sum(r["tokens"] for r in m["reasons"].values()) == c["tokens_out"]
+    # the kept documents are exactly the kept verdicts, in ingest order
+    kept = [o for o in m["outputs"] if o["kind"] == "documents"]
+    ids = [i for o in kept for i in pq.read_table(loaded.storage_root / o["path"], columns=["doc_id"]).column(0).to_pylist()]
+    assert ids == [r["doc_id"] for r in rows if r["kept"]]
+    # the step funnel per strategy: generated adds up, and each strategy stops where its label says
+    funnel = m["details"]["funnel"]
+    strategies = {r["value"]: r for r in funnel if r["by"] == "strategy"}
+    assert sum(r["generated_documents"] for r in strategies.values()) == c["documents_in"]
+    assert strategies["no_answer"]["answer_found_documents"] == 0
+    assert strategies["wrong_answer"]["answer_found_documents"] == 300 and strategies["wrong_answer"]["correct_documents"] == 0
+    assert strategies["boxed"]["distinct_documents"] == 300
+    assert {r["value"] for r in funnel if r["by"] == "difficulty"} == {"long", "short"}
+    assert set(m["details"]["audit"]) == {"no_answer_found", "bad_step", "wrong_answer"}
+
+
+def expected_kept(wrong: int, min_agree: float) -> bool:
+    """The vote's rule, written independently of answers.py: 5 independent traces, the correct
+    group has 5 - wrong, each wrong answer a group of one; the largest group wins when it is
+    unique and reaches ceil(min_agree x 5)."""
+    correct = 5 - wrong
+    unique_largest = correct > 1 or (correct == 1 and wrong == 0)
+    return unique_largest and correct >= math.ceil(min_agree * 5)
+
+
+@pytest.mark.parametrize("source,min_agree", [("vote80", 0.8), ("vote50", 0.5)])
+def test_groups_of_five_without_reference_are_kept_exactly_when_the_threshold_is_met(built, source, min_agree):
+    loaded, manifests, _ = built
+    rows = verdicts(loaded, manifests[source])
+    assert len(rows) == 40 * 6 * 5
+    for k in range(6):
+        group = [r for r in rows if r["problem_id"].endswith(f"/w{k}")]
+        assert len(group) == 200
+        want = expected_kept(k, min_agree)
+        for r in group:
+            correct = int(r["doc_id"].rsplit("/t", 1)[1]) < 5 - k
+            assert r["kept"] == (want and correct), (k, r)
+            assert r["judged_by"] == "majority"
+            assert r["reason"] in ((None,) if r["kept"] else ("no_majority", "wrong_answer"))
+    # 0.8: k in {0, 1} keep their correct traces; 0.5: k in {0, 1, 2}
+    kept_problems = {r["problem_id"].rsplit("/", 1)[1] for r in rows if r["kept"]}
+    assert kept_problems == ({"w0", "w1"} if min_agree == 0.8 else {"w0", "w1", "w2"})
+    assert manifests[source]["counts"]["problems_by_majority"] == 240
+
+
+def test_bad_trace_records_are_rejected_with_their_reason_and_counted(built):
+    loaded, manifests, _ = built
+    by_id = {r["doc_id"]: r for r in verdicts(loaded, manifests["messy"])}
+    assert by_id["no-problem"]["reason"] == by_id["empty-problem"]["reason"] == "missing_problem_id"
+    assert by_id["ref-a"]["reason"] == by_id["ref-b"]["reason"] == "conflicting_reference"
+    assert "2 different references" in by_id["ref-a"]["detail"]
+    # "7" and "7.00" are one reference, so p2 is judged: both traces answer 7
+    assert by_id["ref-same"]["kept"] and by_id["ref-same-2"]["kept"] is True
+    m = manifests["messy"]
+    assert m["reasons"]["missing_problem_id"]["records"] == 2 and m["reasons"]["conflicting_reference"]["records"] == 2
+    assert m["counts"]["documents_out"] == 2
+
+
+def test_other_sources_pass_through_as_hard_links(built):
+    loaded, manifests, _ = built
+    m = manifests["web"]
+    ingest = json.loads((loaded.manifest_root / "ingest" / "web.json").read_text())
+    src = [loaded.storage_root / o["path"] for o in ingest["outputs"] if o["kind"] == "documents"]
+    out = [loaded.storage_root / o["path"] for o in m["outputs"] if o["kind"] == "documents"]
+    assert [os.stat(p).st_ino for p in out] == [os.stat(p).st_ino for p in src]
+    assert m["counts"]["documents_out"] == m["counts"]["documents_in"] == ingest["counts"]["documents_out"]
+    assert m["reasons"] == {} and m["details"].get("traces") is None
+    # dedup reads trace_validation's documents when the build has a trace source
+    dm, _ = run_stage("dedup", loaded, "web")
+    assert dm["inputs"][0]["upstream_manifest"] == "trace_validation/web.json"
+
+
+def test_same_inputs_give_byte_identical_outputs(built, tmp_path):
+    """A second build elsewhere writes the same files (the vote source: DuckDB sorts, the
+    judging groups, the audit sample are all order-independent)."""
+    loaded, manifests, _ = built
+    raw = yaml.safe_load(loaded.path.read_text())
+    raw["storage"] = {"root": str(tmp_path / "data"), "manifests": str(tmp_path / "manifests")}
+    raw["sources"] = [s for s in raw["sources"] if s["name"] == "vote80"]
+    raw["mixture"]["schedule"]["weights"] = {"vote80": 1}
+    again = load_spec(write_spec(tmp_path / "spec.yaml", raw))
+    run_stage("ingest", again, "vote80")
+    m2, _ = run_stage("trace_validation", again, "vote80")
+    digest = lambda m: sorted((o["kind"], o["sha256"]) for o in m["outputs"])  # noqa: E731
+    assert digest(m2) == digest(manifests["vote80"])
+    assert m2["details"] == manifests["vote80"]["details"]
+
+
+def test_without_a_trace_source_the_stage_is_not_in_the_build(make_spec):
+    loaded = load_spec(make_spec([{"name": "web", "kind": "web", "paths": [str(CORPUS / "web" / "*.jsonl.gz")]}]))
+    assert not any("trace_validation" in w.stages for w in waves(loaded.spec))
+    traced_spec = make_spec([{"name": "t", "kind": "reasoning_traces", "paths": ["x.jsonl"]}], name="t.yaml")
+    (traced_spec.parent / "x.jsonl").write_text('{"id": "a", "text": "#### 1", "problem_id": "p"}\n')
+    traced = load_spec(traced_spec)
+    assert waves(traced.spec)[0].stages[:3] == ("ingest", "trace_validation", "dedup")
+
+
+@pytest.mark.parametrize("source,fragment", [
+    ({"kind": "math", "traces": {}}, "'traces' applies only to kind reasoning_traces"),
+    ({"traces": {"vote": {"min_agree": 0}}}, "min_agree is a count"),
+    ({"traces": {"vote": {"min_agree": 1.5}}}, "min_agree is a count"),
+    ({"traces": {"answer_pattern": "Final: .+"}}, "has no group"),
+    ({"traces": {"answer_pattern": "(unclosed"}}, "is not a regular expression"),
+    ({"metadata_fields": "none"}, "metadata_fields leaves out"),
+    ({"metadata_fields": ["strategy"]}, "metadata_fields leaves out"),
+    ({"traces": {"augments": "nowhere"}}, "not a source"),
+    ({"traces": {"augments": "t"}}, "a reasoning_traces source itself"),
+])
+def test_trace_spec_mistakes_name_the_field_and_the_fix(make_spec, source, fragment):
+    path = make_spec([{"name": "t", "kind": "reasoning_traces", "paths": ["x.jsonl"], **source},
+                      {"name": "web", "kind": "web", "paths": ["y.jsonl"]}])
+    with pytest.raises(SpecError) as e:
+        load_spec(path)
+    assert fragment in str(e.value)
