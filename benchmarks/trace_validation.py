@@ -47,7 +47,9 @@ Dagster) in a temporary storage root, removed at the end. Three sources of one s
    stage's manifest and output directory removed before each run), median of 3, against
    ``judge_problem`` called per problem on the same texts and references in this process,
    median of 3: the ratio is the stage's own cost (Parquet reading, DuckDB grouping and
-   sorting, writing the kept parts and the verdicts, the funnels and the audit sample).
+   sorting, writing the kept parts and the verdicts, the funnels and the audit sample). Shown
+   for context, not compared: judge_trace alone (what trace_judging.py times; judge_problem adds
+   the near-copy clustering even for a one-trace problem) and the vote sources' single build.
 
 Every source's manifest funnel is checked too: documents_in - sum(reasons[*].records) ==
 documents_out, the same for tokens, and the per-strategy (and per-difficulty) funnel rows'
@@ -85,7 +87,7 @@ from trace_judging import FINAL_LINE, build, load
 
 from corpusmix.core.spec import load_spec
 from corpusmix.pipeline import run_stage
-from corpusmix.stages.answers import judge_problem, near_duplicate_clusters
+from corpusmix.stages.answers import judge_problem, judge_trace, near_duplicate_clusters
 
 STAGE = "trace_validation"
 KNOWN_MISLABELS = {"gsm8k-train-02291", "gsm8k-train-05415", "gsm8k-train-07157"}  # trace_judging.txt
@@ -366,12 +368,17 @@ def throughput(loaded, root: Path, labelled: list[tuple], references: dict[str, 
         m, _ = run_stage(STAGE, loaded, "traces")
         stage_times.append(time.perf_counter() - t)
         inside.append(m["elapsed_s"])
-    module_times = []
+    module_times, trace_times = [], []
     for _ in range(runs):
         t = time.perf_counter()
         for rid, _, text, _, _ in labelled:
             judge_problem([text], references[rid])
         module_times.append(time.perf_counter() - t)
+    for _ in range(runs):  # what trace_judging.py measures: no near-copy clustering around it
+        t = time.perf_counter()
+        for rid, _, text, _, _ in labelled:
+            judge_trace(text, references[rid])
+        trace_times.append(time.perf_counter() - t)
     n = len(labelled)
     stage_rate, module_rate = n / statistics.median(stage_times), n / statistics.median(module_times)
     print(f"cores: os.cpu_count() {os.cpu_count()}, usable by this process {len(os.sched_getaffinity(0))}; "
@@ -381,6 +388,8 @@ def throughput(loaded, root: Path, labelled: list[tuple], references: dict[str, 
           f"{', '.join(f'{t:.2f}' for t in inside)})")
     print(f"module (judge_problem per problem, same texts):             {module_rate:,.0f} traces/s "
           f"(median of {runs}: {', '.join(f'{t:.2f} s' for t in module_times)})")
+    print(f"(judge_trace alone, as trace_judging.py times it:           {n / statistics.median(trace_times):,.0f} "
+          f"traces/s, median of {runs}: {', '.join(f'{t:.2f} s' for t in trace_times)})")
     print(f"stage overhead: module rate / stage rate = {module_rate / stage_rate:.2f}x "
           f"({statistics.median(stage_times) - statistics.median(module_times):.2f} s over the judging)")
 
@@ -432,6 +441,10 @@ def main() -> None:
 
         print("\n== 3. throughput of the stage on the labelled source")
         throughput(loaded, root, labelled, references)
+        for s in SETTINGS:
+            m = manifests[s]
+            print(f"for scale, the vote source {s}'s one build: {m['counts']['documents_in'] / m['elapsed_s']:,.0f} "
+                  f"traces/s ({m['counts']['documents_in']:,} traces, 5 per problem, {m['elapsed_s']:.2f} s)")
     print(f"\ntotal {time.perf_counter() - started:.0f} s")
 
 

@@ -303,3 +303,13 @@ def test_representative_is_the_first_copy_that_passes():
     texts = [broken, trace(0, "72"), trace(1, "72"), trace(2, "72")]
     judged = judge_problem(texts, min_agree=3, min_traces=3)
     assert [j.reason for j in judged] == ["bad_step", None, None, None]
+
+
+def test_a_near_copy_ending_on_another_answer_is_judged_against_the_winner():
+    """A near-copy votes through its representative; when its own last line says something else
+    it is wrong, not a duplicate of a correct trace."""
+    texts = [trace(0, "72"), trace(0, "72").replace("#### 72", "#### 73"), trace(1, "72"), trace(2, "72")]
+    assert near_duplicate_clusters(texts)[0] == [0, 1]
+    judged = judge_problem(texts, min_agree=3, min_traces=3)
+    assert [j.reason for j in judged] == [None, "wrong_answer", None, None]
+    assert judged[1].expected == "72" and "near-copy of trace 0" in judged[1].detail

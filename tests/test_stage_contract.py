@@ -34,14 +34,15 @@ def test_waves_run_every_stage_once_after_its_inputs(make_spec):
     """Tokenizer from a file: it joins cross-source dedup, so quality, the held-out split and tokenize
     share a run per source (4 waves); a trained tokenizer reads quality, which splits them (6 waves).
     A stage the spec asks nothing of is not in the build (no eval sets: no eval index, no
-    decontamination; no proxy runs: no fit, no proposal; MDS off; no held-out split anywhere), and
+    decontamination; no proxy runs: no fit, no proposal; MDS off; no held-out split anywhere; no
+    reasoning_traces source: no trace validation), and
     the stages after it read what it would have passed on."""
     sources = [{"name": "math", "kind": "math", "paths": [str(CORPUS / "math" / "math-0000-of-0002.jsonl.gz")]}]
     from_file = load_spec(make_spec(sources)).spec
     trained = load_spec(make_spec(sources, name="trained.yaml", tokenizer={"train": {"vocab_size": 512}})).spec
     lean = load_spec(make_spec([{**sources[0], "heldout": False}], name="lean.yaml")).spec
     everything = load_spec(make_spec(
-        sources, name="all.yaml", eval_sets=[{"name": "gsm8k_test", "source": "math", "where": {"split": "test"}}],
+        [*sources, {"name": "traces", "kind": "reasoning_traces", "paths": ["traces.jsonl"]}], name="all.yaml", eval_sets=[{"name": "gsm8k_test", "source": "math", "where": {"split": "test"}}],
         mixing={"runs": {"mixtures": "runs.csv", "losses": "runs.csv"}}, handoff={"mds": {"enabled": True}}),
         check_files=False).spec
     last = ("swarm_design", "mixture_plan", "mixed_shards", "megatron_blends")
@@ -51,7 +52,8 @@ def test_waves_run_every_stage_once_after_its_inputs(make_spec):
                                       ("tokenizer",), ("tokenize",), last]),
                            (lean, [("ingest", "dedup"), ("cross_source_dedup", "tokenizer"), ("quality", "tokenize"),
                                    last]),
-                           (everything, [("ingest", "dedup"), ("cross_source_dedup", "eval_index", "tokenizer"),
+                           (everything, [("ingest", "trace_validation", "dedup"),
+                                         ("cross_source_dedup", "eval_index", "tokenizer"),
                                          ("decontaminate", "quality", "heldout_split", "tokenize"),
                                          ("swarm_design", "mixing_fit", "mixing_proposal", "mixture_plan", "mixed_shards",
                                           "megatron_blends", "mds_shards")])):
@@ -65,6 +67,7 @@ def test_waves_run_every_stage_once_after_its_inputs(make_spec):
         assert seen == {s.name for s in active_stages(spec)}
     assert {s.name for s in active_stages(everything)} == set(REGISTRY)
     assert REGISTRY["quality"].deps(lean) == ("dedup", "cross_source_dedup")  # what decontaminate passes on
+    assert REGISTRY["dedup"].deps(lean) == ("ingest",) and REGISTRY["dedup"].deps(everything) == ("trace_validation",)
     assert REGISTRY["tokenize"].deps(lean) == ("quality", "tokenizer")  # what the split passes on
 
 

@@ -239,3 +239,72 @@ def test_trace_spec_mistakes_name_the_field_and_the_fix(make_spec, source, fragm
     with pytest.raises(SpecError) as e:
         load_spec(path)
     assert fragment in str(e.value)
+
+
+@pytest.fixture(scope="module")
+def through_plan(tmp_path_factory):
+    """Real math (one GSM8K shard) and a trace source augmenting it, built through tokenize, with
+    math's share over the epoch cap."""
+    from corpusmix.pipeline import build_all
+
+    root = tmp_path_factory.mktemp("traces_plan")
+    records = gsm8k(120)
+    rows = [{"id": f"{rid}/{v}", "text": text, "problem_id": rid, "strategy": v,
+             "reference_answer": next(r["final_answer"] for r in records if r["id"] == rid)}
+            for rid, v, text, _, _ in labelled_variants(records, 7)]
+    spec = base_spec([{"name": "math", "kind": "math", "paths": [str(CORPUS / "math" / "math-0001-of-0002.jsonl.gz")]},
+                      {"name": "math_traces", "kind": "reasoning_traces",
+                       "paths": [write_jsonl(root / "traces.jsonl", rows)], "traces": {"augments": "math"}}], root)
+    spec["mixture"] = {"total_tokens": 4_000_000, "seq_len": 512, "max_epochs": 2,
+                       "schedule": {"type": "static", "weights": {"math": 3, "math_traces": 1}}}
+    loaded = load_spec(write_spec(root / "spec.yaml", spec))
+    build_all(loaded, until="tokenize")
+    return loaded
+
+
+def test_the_trace_funnel_runs_through_quality_into_the_report_and_the_audit(through_plan):
+    from corpusmix.ops import audit
+    from corpusmix.ops.report import build_report
+
+    loaded = through_plan
+    q = json.loads((loaded.manifest_root / "quality" / "math_traces.json").read_text())
+    tv = json.loads((loaded.manifest_root / "trace_validation" / "math_traces.json").read_text())
+    whole = next(r for r in q["details"]["trace_funnel"] if r["by"] is None)
+    # the steps shrink, the first four are trace_validation's, the last is quality's documents out
+    steps = ["generated", "answer_found", "correct", "distinct", "passed_quality"]
+    counts = [whole[f"{s}_documents"] for s in steps]
+    assert counts == sorted(counts, reverse=True) and counts[0] == tv["counts"]["documents_in"]
+    assert whole["distinct_documents"] == tv["counts"]["documents_out"]
+    assert whole["passed_quality_documents"] == q["counts"]["documents_out"]
+    # one solution's right variants are mostly near-copies: duplicates leave between correct and distinct
+    assert tv["reasons"]["duplicate_trace"]["records"] == whole["correct_documents"] - whole["distinct_documents"] > 0
+    report = build_report(loaded)
+    assert "## Reasoning traces: generated to kept" in report and "passed dedup + quality" in report
+    assert f"| all traces |  | {whole['generated_documents']:,} (100.0 %)" in report
+    con = audit.connect(loaded)
+    rid = gsm8k(1)[0]["id"]
+    found = audit.why(con, f"{rid}/wrong_answer", "math_traces")
+    assert found[0]["stage"] == "trace_validation" and "wrong_answer" in found[0]["why"]
+    assert "expected '72'" in found[0]["detail"]
+    kept = audit.why(con, f"{rid}/original", "math_traces")
+    assert kept[0]["why"].startswith("trace validated")
+
+
+def test_the_plan_says_how_many_problems_x_traces_close_the_shortfall(through_plan):
+    from corpusmix.mixture.plan import PlanError, availability, make_plan, render_plan
+
+    loaded = through_plan
+    with pytest.raises(PlanError) as e:
+        make_plan(loaded, availability(loaded, exact_only=True))
+    r = e.value.plan["per_source"]["math"]
+    t = r["synthetic_traces"]
+    tv = json.loads((loaded.manifest_root / "trace_validation" / "math_traces.json").read_text())["counts"]
+    tok = json.loads((loaded.manifest_root / "tokenize" / "math_traces.json").read_text())["counts"]
+    # recomputed from the manifests: trained tokens per generated trace, then traces and problems
+    traces = math.ceil(r["synthetic_tokens_needed"] / (tok["tokens_stored"] / tv["documents_in"]))
+    assert (t["traces"], t["problems"]) == (traces, math.ceil(traces / (tv["documents_in"] / tv["problems"])))
+    assert t["pass_rate"] == tok["documents_out"] / tv["documents_in"] < 1
+    assert f"~{t['problems']:,} problems x" in str(e.value) and "math_traces" in str(e.value)
+    assert "synthetic traces needed:" in render_plan(e.value.plan)
+    # nothing augments the trace source itself: tokens only, if it is short
+    assert "synthetic_traces" not in e.value.plan["per_source"]["math_traces"]
