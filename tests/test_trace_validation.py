@@ -308,3 +308,36 @@ def test_the_plan_says_how_many_problems_x_traces_close_the_shortfall(through_pl
     assert "synthetic traces needed:" in render_plan(e.value.plan)
     # nothing augments the trace source itself: tokens only, if it is short
     assert "synthetic_traces" not in e.value.plan["per_source"]["math_traces"]
+
+
+@pytest.mark.slow  # materializes through Dagster
+def test_dagster_materializes_trace_validation_with_its_funnel_and_audit(tmp_path):
+    """With a trace source the asset graph has trace_validation between ingest and dedup; its
+    materialization shows the per-strategy funnel and the audit samples, and checks pass."""
+    from dagster import AssetKey, DagsterInstance, materialize
+
+    from workflows.definitions import build_definitions
+
+    records = gsm8k(30)
+    ref = {r["id"]: r["final_answer"] for r in records}
+    rows = [{"id": f"{rid}/{v}", "text": text, "problem_id": f"{rid}/{v}", "strategy": v, "reference_answer": ref[rid]}
+            for rid, v, text, _, _ in labelled_variants(records, 3)]
+    spec = base_spec([{"name": "traces", "kind": "reasoning_traces", "paths": [write_jsonl(tmp_path / "t.jsonl", rows)]},
+                      {"name": "web", "kind": "web", "paths": [str(CORPUS / "web" / "web-0000-of-0003.jsonl.gz")]}],
+                     tmp_path)
+    defs = build_definitions(write_spec(tmp_path / "spec.yaml", spec))
+    assert AssetKey("trace_validation") in defs.resolve_assets_def("dedup").asset_deps[AssetKey("dedup")]
+    with DagsterInstance.ephemeral() as instance:
+        assets = [defs.resolve_assets_def("ingest"), defs.resolve_assets_def("trace_validation")]
+        result = materialize(assets, partition_key="traces", instance=instance)
+        assert result.success
+        md = {k: v.value for k, v in result.asset_materializations_for_node("trace_validation")[0].metadata.items()}
+        assert md["problems"] == len(rows) and md["problems_judged_by_reference"] == len(rows)
+        assert "| strategy | wrong_answer | 30 (100.0 %)" in md["trace_funnel"] and "| 0 (0.0 %) / 0 tok" in md["trace_funnel"]
+        assert "wrong_answer" in md["audit_samples"] and "computed" in md["audit_samples"]  # a bad step's detail
+        funnel = {r.data["step"]: r.data["documents"] for r in md["funnel"].records}
+        assert funnel["in"] == f"{len(rows):,}" and "removed: bad_step" in funnel
+        assert all(c.passed for c in result.get_asset_check_evaluations())
+        web = materialize(assets, partition_key="web", instance=instance)
+        md = {k: v.value for k, v in web.asset_materializations_for_node("trace_validation")[0].metadata.items()}
+        assert "passed_through" in md

@@ -213,17 +213,20 @@ def _write_kept(parts: list[Path], kept: list[pa.Array], staging: Path, part_byt
 
 # ------------------------------------------------------------------------------------ audit
 
-def _audit(con, k: int) -> dict[str, list[dict]]:
-    """Up to ``k`` traces per reason, chosen by a hash of the doc_id (the same whatever the order)."""
+def _audit(con, k: int, traces: Traces) -> dict[str, list[dict]]:
+    """Up to ``k`` traces per reason, chosen by a hash of the doc_id (the same whatever the order),
+    with the problem's start and the trace's end (where its answer is)."""
     out = {}
     for reason in REASONS:
-        rows = con.execute("""
-            SELECT v.doc_id, v.problem_id, v.strategy, v.answer, v.expected, v.detail, t.text
+        rows = con.execute(f"""
+            SELECT v.doc_id, v.problem_id, v.strategy, v.answer, v.expected, v.detail, t.text,
+                   {_field('problem', traces.problem)}
             FROM verdicts v JOIN placed t USING (doc_id) WHERE v.reason = ? ORDER BY md5(v.doc_id) LIMIT ?""",
                            [reason, k]).fetchall()
         if rows:
-            out[reason] = [{"doc_id": d, "problem_id": p, "strategy": s, "answer": a, "expected": e, "detail": x,
-                            "tail": text[-TAIL_CHARS:]} for d, p, s, a, e, x, text in rows]
+            out[reason] = [{"doc_id": d, "problem_id": p, "problem": (q or "")[:TAIL_CHARS], "strategy": s,
+                            "answer": a, "expected": e, "detail": x, "tail": text[-TAIL_CHARS:]}
+                           for d, p, s, a, e, x, text, q in rows]
     return out
 
 
@@ -259,7 +262,7 @@ def build_trace_validation(ctx: StageRun) -> Built:
             verdicts = _verdicts(con)
             bounds = con.execute('SELECT part, count(*) FROM docs GROUP BY part ORDER BY part').fetchall()
             con.register("verdicts", verdicts)
-            audit = _audit(con, ctx.config["audit_samples"])
+            audit = _audit(con, ctx.config["audit_samples"], traces)
         finally:
             con.close()
         shutil.rmtree(scratch)
