@@ -197,17 +197,24 @@ def test_other_sources_pass_through_as_hard_links(built):
     assert dm["inputs"][0]["upstream_manifest"] == "trace_validation/web.json"
 
 
-def test_same_inputs_give_byte_identical_outputs(built, tmp_path):
-    """A second build elsewhere writes the same files (the vote source: DuckDB sorts, the
-    judging groups, the audit sample are all order-independent)."""
+def test_same_inputs_give_byte_identical_outputs_on_a_process_pool(built, tmp_path, monkeypatch):
+    """A second build elsewhere, its problems judged in units of 100 traces on two worker
+    processes, writes the same files as the in-process build (DuckDB's sort, the units, the
+    audit sample are all independent of order and placement)."""
+    from corpusmix.stages import trace_validation
+
     loaded, manifests, _ = built
     raw = yaml.safe_load(loaded.path.read_text())
     raw["storage"] = {"root": str(tmp_path / "data"), "manifests": str(tmp_path / "manifests")}
+    raw["execution"] = {"backend": "processes", "workers": 2}
     raw["sources"] = [s for s in raw["sources"] if s["name"] == "vote80"]
     raw["mixture"]["schedule"]["weights"] = {"vote80": 1}
     again = load_spec(write_spec(tmp_path / "spec.yaml", raw))
+    monkeypatch.setattr(trace_validation, "UNIT_TRACES", 100)
+    lines = []
     run_stage("ingest", again, "vote80")
-    m2, _ = run_stage("trace_validation", again, "vote80")
+    m2, _ = run_stage("trace_validation", again, "vote80", progress=lines.append)
+    assert any("on processes (2 worker(s))" in line for line in lines)
     digest = lambda m: sorted((o["kind"], o["sha256"]) for o in m["outputs"])  # noqa: E731
     assert digest(m2) == digest(manifests["vote80"])
     assert m2["details"] == manifests["vote80"]["details"]

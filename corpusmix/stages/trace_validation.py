@@ -19,12 +19,15 @@ quality) for the same traces (``passed_quality``).
 A source of any other kind passes through untouched: its ingest parts are hard-linked, so the
 stage costs it nothing and the stages after it read one upstream whatever the source's kind.
 
-Memory: DuckDB groups the traces by problem (spilling to disk past its memory limit), the
-judge holds one problem's traces at a time, and the kept documents are written part by part.
+Memory: DuckDB groups the traces by problem (spilling to disk past its memory limit), runs of
+whole problems are judged on the spec's executor a few at a time, and the kept documents are
+written part by part.
 """
 
 from __future__ import annotations
 
+import functools
+import math
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -45,6 +48,7 @@ DOCS_SCHEMA = ARROW_SCHEMAS["ingest_documents"]
 VERDICTS_SCHEMA = ARROW_SCHEMAS["trace_verdicts"]
 SCRATCH = "_scratch"
 JUDGED_BATCH = 50_000  # judged rows buffered before they go to a scratch file
+UNIT_TRACES = 2_000  # traces per unit of work (whole problems): ~0.3 s of judging, well above a task's cost
 # the additive funnel's reasons, in the order a trace meets them
 REASONS = ("missing_problem_id", "conflicting_reference", "no_answer_found", "bad_step", "wrong_answer",
            "no_majority", "duplicate_trace")
@@ -165,11 +169,33 @@ JUDGED_SCHEMA = pa.schema([("part", pa.int64()), ("row", pa.int64()), ("kept", p
                            ("steps_checked", pa.int64())])
 
 
+def _judge_unit(traces: Traces, problems: list[list[_Trace]]) -> list[dict]:
+    """One unit of work: a run of whole problems, judged one after another (problems are
+    independent, so where a unit runs and how many there are changes no verdict)."""
+    return [row for group in problems for row in _judge_group(traces, group)]
+
+
+def _units(groups: Iterator[tuple[str, list[_Trace]]]) -> Iterator[list[list[_Trace]]]:
+    """Whole problems in runs of at least ``UNIT_TRACES`` traces, in problem order."""
+    unit, size = [], 0
+    for _, group in groups:
+        unit.append(group)
+        size += len(group)
+        if size >= UNIT_TRACES:
+            yield unit
+            unit, size = [], 0
+    if unit:
+        yield unit
+
+
 def _judge_all(ctx: StageRun, con, traces: Traces, scratch: Path) -> None:
-    """``judged``: a verdict row per trace that names a problem, from scratch files of
-    ``JUDGED_BATCH`` rows (memory: one batch and one problem)."""
-    files, rows, problems, n = [], [], 0, 0
-    total = con.execute("SELECT count(*) FROM docs WHERE problem_id IS NOT NULL").fetchall()[0][0]
+    """``judged``: a verdict row per trace that names a problem. Runs of problems are judged on the
+    spec's executor (the driver streams them out of DuckDB's sort, at most two per worker in
+    flight) and their rows go to scratch files of ``JUDGED_BATCH`` rows: memory is a few units
+    and one batch, whatever the source's size."""
+    files, rows, n = [], [], 0
+    total, problems = con.execute(
+        "SELECT count(*), count(DISTINCT problem_id) FROM docs WHERE problem_id IS NOT NULL").fetchall()[0]
 
     def spill() -> None:
         path = scratch / f"judged-{len(files):05d}.parquet"
@@ -177,13 +203,15 @@ def _judge_all(ctx: StageRun, con, traces: Traces, scratch: Path) -> None:
         files.append(path)
         rows.clear()
 
-    for _, group in _groups(con):
-        rows += _judge_group(traces, group)
-        problems += 1
-        n += len(group)
-        if len(rows) >= JUDGED_BATCH:
-            spill()
-            ctx.say(f"judged {n:,}/{total:,} traces of {problems:,} problems")
+    with ctx.executor(math.ceil(total / UNIT_TRACES)) as executor:
+        ctx.say(f"judging {total:,} traces of {problems:,} problems on {executor.backend} "
+                f"({executor.workers} worker(s))")
+        for judged in executor.map(functools.partial(_judge_unit, traces), _units(_groups(con))):
+            rows += judged
+            n += len(judged)
+            if len(rows) >= JUDGED_BATCH:
+                spill()
+                ctx.say(f"judged {n:,}/{total:,} traces")
     spill()
     listed = ", ".join(f"'{f}'" for f in files)
     con.execute(f"CREATE TABLE judged AS SELECT * FROM read_parquet([{listed}])")
