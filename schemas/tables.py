@@ -309,7 +309,7 @@ TRACE_VERDICTS = pa_.DataFrameSchema(
         "kept": pa_.Column(BOOL, nullable=False, description="Validated: the trace goes on to dedup and quality"),
         "reason": pa_.Column(STR, nullable=True, description="Why not kept: no_answer_found, wrong_answer, bad_step, "
                                                               "no_majority, duplicate_trace, missing_problem_id, "
-                                                              "conflicting_reference"),
+                                                              "too_many_traces, conflicting_reference"),
         "answer": pa_.Column(STR, nullable=True, description="The final answer extracted from the trace"),
         "expected": pa_.Column(STR, nullable=True, description="The reference answer, or the majority's"),
         "judged_by": pa_.Column(STR, nullable=True, description="reference or majority"),

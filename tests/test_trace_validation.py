@@ -84,12 +84,14 @@ def built(tmp_path_factory):
              {"id": "ref-b", "text": "so it is 4.\n#### 4", "problem_id": "p1", "reference_answer": "5"},
              {"id": "ref-same", "text": "#### 7", "problem_id": "p2", "reference_answer": "7"},
              {"id": "ref-same-2", "text": "therefore seven.\n#### 7.0", "problem_id": "p2", "reference_answer": "7.00"}]
+    messy += [{"id": f"many-{i}", "text": f"try {i}\n#### 3", "problem_id": "p3"} for i in range(4)]
     spec = base_spec([
         {"name": "labelled", "kind": "reasoning_traces", "paths": [write_jsonl(root / "labelled.jsonl", lab_rows)]},
         {"name": "vote80", "kind": "reasoning_traces", "paths": [write_jsonl(root / "votes.jsonl", votes)],
          "traces": {"vote": {"min_agree": 0.8, "min_traces": 3}}},
         {"name": "vote50", "kind": "reasoning_traces", "paths": [str(root / "votes.jsonl")]},
-        {"name": "messy", "kind": "reasoning_traces", "paths": [write_jsonl(root / "messy.jsonl", messy)]},
+        {"name": "messy", "kind": "reasoning_traces", "paths": [write_jsonl(root / "messy.jsonl", messy)],
+         "traces": {"max_per_problem": 3}},
         {"name": "web", "kind": "web", "paths": [str(CORPUS / "web" / "web-0000-of-0003.jsonl.gz")]},
     ], root)
     loaded = load_spec(write_spec(root / "spec.yaml", spec))
@@ -178,9 +180,14 @@ def test_bad_trace_records_are_rejected_with_their_reason_and_counted(built):
     assert "2 different references" in by_id["ref-a"]["detail"]
     # "7" and "7.00" are one reference, so p2 is judged: both traces answer 7
     assert by_id["ref-same"]["kept"] and by_id["ref-same-2"]["kept"] is True
+    # four traces of one problem, over max_per_problem 3: not judged, each rejected saying why
+    assert {by_id[f"many-{i}"]["reason"] for i in range(4)} == {"too_many_traces"}
+    assert "4 traces name this problem, over traces.max_per_problem 3" in by_id["many-0"]["detail"]
     m = manifests["messy"]
     assert m["reasons"]["missing_problem_id"]["records"] == 2 and m["reasons"]["conflicting_reference"]["records"] == 2
+    assert m["reasons"]["too_many_traces"]["records"] == 4
     assert m["counts"]["documents_out"] == 2
+    assert m["counts"]["documents_in"] - sum(r["records"] for r in m["reasons"].values()) == 2
 
 
 def test_other_sources_pass_through_as_hard_links(built):

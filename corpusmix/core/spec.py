@@ -237,6 +237,8 @@ class Traces(_Strict):
                                                    "short of its share, the plan says how many problems x traces "
                                                    "would close the gap, at this source's measured pass rate.")
     vote: Vote = Vote()
+    max_per_problem: int = Field(256, ge=1, description="A problem with more traces is not judged (too_many_traces): "
+                                                        "the near-copy search is quadratic in a problem's traces.")
     duplicate_threshold: float = Field(0.9, gt=0, description="5-gram Jaccard at which two traces of one problem "
                                                               "are near-copies and vote once (above 1: off).")
 

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 # the reasons a trace leaves at each step (a step is reached by passing every earlier one)
 STEPS: dict[str, tuple[str, ...]] = {
     "generated": (),
-    "answer_found": ("missing_problem_id", "conflicting_reference", "no_answer_found"),
+    "answer_found": ("missing_problem_id", "too_many_traces", "conflicting_reference", "no_answer_found"),
     "correct": ("bad_step", "wrong_answer", "no_majority"),
     "distinct": ("duplicate_trace",),
 }

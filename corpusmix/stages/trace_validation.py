@@ -6,7 +6,10 @@ problem's traces are judged together by ``answers.judge_problem``: final answer 
 calculator step true, the answer equal to the problem's reference or, without one, to the
 majority of its independent traces; near-copies of one problem vote once and only one of them
 is kept. A trace that names no problem, or whose problem carries two different references,
-cannot be judged and is rejected for that (``missing_problem_id``, ``conflicting_reference``).
+cannot be judged and is rejected for that (``missing_problem_id``, ``conflicting_reference``),
+as are the traces of a problem with more than ``traces.max_per_problem`` (``too_many_traces``:
+a generator that wrote one id for everything must not make the near-copy search quadratic in
+the source, nor hold the source in memory as one problem).
 
 Outputs: the kept traces (ingest's schema, in ingest's order, so dedup and everything after it
 read them as they would ingest's), and ``trace_verdicts``: every trace with its verdict, the
@@ -50,7 +53,7 @@ SCRATCH = "_scratch"
 JUDGED_BATCH = 50_000  # judged rows buffered before they go to a scratch file
 UNIT_TRACES = 2_000  # traces per unit of work (whole problems): ~0.3 s of judging, well above a task's cost
 # the additive funnel's reasons, in the order a trace meets them
-REASONS = ("missing_problem_id", "conflicting_reference", "no_answer_found", "bad_step", "wrong_answer",
+REASONS = ("missing_problem_id", "too_many_traces", "conflicting_reference", "no_answer_found", "bad_step", "wrong_answer",
            "no_majority", "duplicate_trace")
 TAIL_CHARS = 240  # an audit sample shows a trace's end: where its answer is
 
@@ -121,7 +124,7 @@ def _groups(con) -> Iterator[tuple[str, list[_Trace]]]:
     reader = con.sql("""
         SELECT d.problem_id, d.part, d."row", t.text, d.reference
         FROM docs d JOIN (SELECT part, "row", text FROM placed) t USING (part, "row")
-        WHERE d.problem_id IS NOT NULL
+        WHERE d.problem_id IS NOT NULL AND d.problem_id NOT IN (SELECT problem_id FROM oversized)
         ORDER BY d.problem_id, d.part, d."row" """).to_arrow_reader(4096)
     current, group = None, []
     for batch in reader:
@@ -194,8 +197,14 @@ def _judge_all(ctx: StageRun, con, traces: Traces, scratch: Path) -> None:
     flight) and their rows go to scratch files of ``JUDGED_BATCH`` rows: memory is a few units
     and one batch, whatever the source's size."""
     files, rows, n = [], [], 0
+    con.execute(f"""CREATE TABLE oversized AS SELECT problem_id, count(*) AS n FROM docs
+                    WHERE problem_id IS NOT NULL GROUP BY problem_id HAVING count(*) > {int(traces.max_per_problem)}""")
+    for pid, size in con.execute("SELECT problem_id, n FROM oversized ORDER BY problem_id LIMIT 5").fetchall():
+        ctx.say(f"problem {pid!r} has {size:,} traces, over traces.max_per_problem {traces.max_per_problem}: "
+                f"its traces are rejected (too_many_traces), not judged")
     total, problems = con.execute(
-        "SELECT count(*), count(DISTINCT problem_id) FROM docs WHERE problem_id IS NOT NULL").fetchall()[0]
+        "SELECT count(*), count(DISTINCT problem_id) FROM docs WHERE problem_id IS NOT NULL "
+        "AND problem_id NOT IN (SELECT problem_id FROM oversized)").fetchall()[0]
 
     def spill() -> None:
         path = scratch / f"judged-{len(files):05d}.parquet"
@@ -218,16 +227,20 @@ def _judge_all(ctx: StageRun, con, traces: Traces, scratch: Path) -> None:
     ctx.say(f"judged {n:,} traces of {problems:,} problems")
 
 
-def _verdicts(con) -> pa.Table:
-    """Every trace's verdict, in ingest order (a trace naming no problem: ``missing_problem_id``)."""
-    return con.sql("""
+def _verdicts(con, max_per_problem: int) -> pa.Table:
+    """Every trace's verdict, in ingest order; the traces that were not judged are a trace naming
+    no problem (``missing_problem_id``) or one of a problem with too many (``too_many_traces``)."""
+    return con.sql(f"""
         SELECT d.source, d.doc_id, d.problem_id, d.strategy, d.difficulty, coalesce(j.kept, false) AS kept,
-               CASE WHEN j.part IS NULL THEN 'missing_problem_id' ELSE j.reason END AS reason,
+               CASE WHEN j.part IS NOT NULL THEN j.reason WHEN o.n IS NOT NULL THEN 'too_many_traces'
+                    ELSE 'missing_problem_id' END AS reason,
                j.answer, j.expected, j.judged_by, j.rule,
-               CASE WHEN j.part IS NULL THEN 'the record has no problem id field (or it is empty)' ELSE j.detail END
-                   AS detail,
+               CASE WHEN j.part IS NOT NULL THEN j.detail
+                    WHEN o.n IS NOT NULL THEN o.n || ' traces name this problem, over traces.max_per_problem '
+                         || {int(max_per_problem)} || ': check the generator''s problem ids, or raise the limit'
+                    ELSE 'the record has no problem id field (or it is empty)' END AS detail,
                coalesce(j.steps_checked, 0) AS steps_checked, d.n_bytes, d.n_tokens
-        FROM docs d LEFT JOIN judged j USING (part, "row")
+        FROM docs d LEFT JOIN judged j USING (part, "row") LEFT JOIN oversized o USING (problem_id)
         ORDER BY d.part, d."row" """).to_arrow_table().cast(VERDICTS_SCHEMA)
 
 
@@ -287,7 +300,7 @@ def build_trace_validation(ctx: StageRun) -> Built:
         try:
             _load(con, parts, traces)
             _judge_all(ctx, con, traces, scratch)
-            verdicts = _verdicts(con)
+            verdicts = _verdicts(con, traces.max_per_problem)
             bounds = con.execute('SELECT part, count(*) FROM docs GROUP BY part ORDER BY part').fetchall()
             con.register("verdicts", verdicts)
             audit = _audit(con, ctx.config["audit_samples"], traces)
