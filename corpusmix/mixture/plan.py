@@ -202,7 +202,7 @@ def make_plan(loaded: LoadedSpec, avail: Availability) -> dict:
                  f"({plan['per_source'][s]['allocated']:,.0f} tokens allocated, {int(n[sources.index(s)]):,} "
                  f"available), over mixture.max_epochs {mix.max_epochs:g}; it needs "
                  f"{plan['per_source'][s]['synthetic_tokens_needed']:,.0f} more tokens (e.g. synthetic) to get "
-                 f"under the cap" + "".join(f"; {line}" for line in _traces_lines(plan, s)) for s in worst]
+                 f"under the cap" + "".join(f"; {line}" for line in traces_lines(plan, s)) for s in worst]
         raise PlanError("\n".join(lines) + "\nfix: lower those sources' weights, raise mixture.max_epochs, add data, "
                         "or set mixture.on_over_cap: cap_and_renormalize", plan)
     return plan
@@ -231,7 +231,7 @@ def traces_needed(loaded: LoadedSpec, avail: Availability, source: str, shortfal
             "generated": generated["documents_in"], "availability": avail.method}
 
 
-def _traces_lines(plan: dict, source: str) -> list[str]:
+def traces_lines(plan: dict, source: str) -> list[str]:
     t = plan["per_source"][source].get("synthetic_traces")
     if t is None:
         return []
@@ -397,7 +397,7 @@ def render_plan(plan: dict) -> str:
         r = plan["per_source"][s]
         lines.append(f"{s:12} {r['share']:7.4f} {r['allocated']:14,.0f} {r['available']:14,} {r['epochs']:7.3f} "
                      f"{'YES' if r['over_cap'] else 'no':>8} {r['synthetic_tokens_needed']:17,.0f}")
-    traces = [line for s in src for line in _traces_lines(plan, s)]
+    traces = [line for s in src for line in traces_lines(plan, s)]
     lines += ["", "synthetic traces needed:", *(f"  {line}" for line in traces)] if traces else []
     lines += ["", f"{'phase':16} {'tokens':>14} " + " ".join(f"{s:>12}" for s in src)]
     for ph in plan["phases"]:

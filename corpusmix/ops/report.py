@@ -16,6 +16,7 @@ import numpy as np
 
 from corpusmix.core.manifest import iter_manifests, read_manifest
 from corpusmix.core.spec import LoadedSpec
+from corpusmix.mixture.plan import traces_lines
 from corpusmix.pipeline import active_stages
 
 PALETTE = ("#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C", "#CCB974",
@@ -149,9 +150,13 @@ def build_report(loaded: LoadedSpec) -> str:
         d = plan["details"]
         lines += ["", "## Mixture plan", "", f"Availability: {d['availability']}"
                   + ("; shares renormalised under the epoch cap" if d["renormalized"] else ""), "",
-                  _row(["source", "share", "allocated", "available", "epochs", "over cap"]), _row(["---"] * 6)]
+                  _row(["source", "share", "allocated", "available", "epochs", "over cap", "synthetic needed"]),
+                  _row(["---"] * 7)]
         lines += [_row([s, f"{r['share']:.4f}", f"{r['allocated']:,.0f}", f"{r['available']:,}", f"{r['epochs']:.3f}",
-                        "yes" if r["over_cap"] else "no"]) for s, r in d["per_source"].items()]
+                        "yes" if r["over_cap"] else "no", f"{r['synthetic_tokens_needed']:,.0f}"])
+                  for s, r in d["per_source"].items()]
+        traces = [line for s in d["per_source"] for line in traces_lines(d, s)]
+        lines += ["", *(f"- {line}" for line in traces)] if traces else []
     shards = ms.get(("mixed_shards", None))
     if shards:
         lines += ["", "## Mixed shards", "",
