@@ -102,8 +102,8 @@ def _connect(scratch: Path):
 
 
 def _load(con, parts: list[Path], traces: Traces) -> None:
-    """``places``: each part's number and path; ``docs``: one row per trace with its place (part,
-    row in part) and its fields, text aside."""
+    """``placed``: the parts' rows with their place (part number, row in the part); ``docs``: one
+    row per trace with its place and its fields, text aside."""
     con.register("part_paths", pa.table({"part": pa.array(range(len(parts)), pa.int64()),
                                          "filename": [str(p) for p in parts]}))
     files = ", ".join("'" + str(p).replace("'", "''") + "'" for p in parts)
