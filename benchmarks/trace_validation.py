@@ -395,7 +395,7 @@ def throughput(loaded, root: Path, labelled: list[tuple], references: dict[str, 
     n = len(labelled)
     stage_rate, module_rate = n / statistics.median(stage_times), n / statistics.median(module_times)
     print(f"cores: os.cpu_count() {os.cpu_count()}, usable by this process {len(os.sched_getaffinity(0))}; "
-          f"one process throughout (DuckDB inside the stage uses its own threads)")
+          f"in-process runs use one process (DuckDB inside the stage uses its own threads); the pool adds two workers")
     print(f"stage  (run_stage trace_validation, {n:,} traces, {n:,} problems): {stage_rate:,.0f} traces/s "
           f"(median of {runs}: {', '.join(f'{t:.2f} s' for t in stage_times)}; manifest elapsed_s "
           f"{', '.join(f'{t:.2f}' for t in inside)})")
