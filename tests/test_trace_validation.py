@@ -266,6 +266,9 @@ def through_plan(tmp_path_factory):
     rows = [{"id": f"{rid}/{v}", "text": text, "problem_id": rid, "strategy": v,
              "reference_answer": next(r["final_answer"] for r in records if r["id"] == rid)}
             for rid, v, text, _, _ in labelled_variants(records, 7)]
+    # a teacher stuck in a loop: right answer, true steps, so validated; then quality's repetition rule
+    rows.append({"id": "loop-1", "problem_id": "loop", "strategy": "original", "reference_answer": "24",
+                 "text": "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\n" * 8 + "#### 24"})
     spec = base_spec([{"name": "math", "kind": "math", "paths": [str(CORPUS / "math" / "math-0001-of-0002.jsonl.gz")]},
                       {"name": "math_traces", "kind": "reasoning_traces",
                        "paths": [write_jsonl(root / "traces.jsonl", rows)], "traces": {"augments": "math"}}], root)
@@ -302,6 +305,10 @@ def test_the_trace_funnel_runs_through_quality_into_the_report_and_the_audit(thr
     assert "expected '72'" in found[0]["detail"]
     kept = audit.why(con, f"{rid}/original", "math_traces")
     assert kept[0]["why"].startswith("trace validated")
+    # the quality rules that apply come after the trace's verdict
+    loop = audit.why(con, "loop-1", "math_traces")
+    assert [f["stage"] for f in loop] == ["trace_validation", "quality"] and loop[0]["why"].startswith("trace validated")
+    assert "gopher_dup_line_fraction" in loop[1]["why"]
 
 
 def test_the_plan_says_how_many_problems_x_traces_close_the_shortfall(through_plan):
