@@ -8,13 +8,13 @@ from corpusmix.core.spec import LoadedSpec
 from corpusmix.stages.trace_funnel import funnel_cells
 
 from .factory import StageAsset
-from .metadata import markdown_table
+from .metadata import markdown_table, text_table
 
 
 def trace_funnel_table(rows: list[dict]) -> MetadataValue:
-    """The step funnel per strategy and difficulty (this stage's steps, or quality's with the last)."""
-    header, cells = funnel_cells(rows)
-    return markdown_table(header, cells, empty="not a reasoning_traces source", width=60)
+    """The step funnel per strategy and difficulty (this stage's steps, or quality's with the last),
+    inline as a table like every stage's funnel."""
+    return text_table(*funnel_cells(rows))
 
 
 def _audit_table(audit: dict[str, list[dict]]) -> MetadataValue:

@@ -15,6 +15,8 @@ Screenshots of each page go to test-artifacts/ (git-ignored).
 
 from __future__ import annotations
 
+import gzip
+import itertools
 import json
 import os
 import re
@@ -28,6 +30,9 @@ import pytest
 
 from .conftest import CORPUS, REPO
 from .dagster_dev import dagster_dev, graphql
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+from trace_judging import build as labelled_variants  # noqa: E402
 
 pytestmark = pytest.mark.slow  # a CLI build, then Chromium against dagster dev
 
@@ -103,9 +108,21 @@ def test_after_a_build_the_ui_shows_what_a_user_needs(make_spec, tmp_path):
         pytest.fail(f"no Chromium at {CHROMIUM}: `make test` installs Debian's chromium package (apt-get)")
     from playwright.sync_api import expect, sync_playwright
 
+    # a reasoning_traces source too (GSM8K solutions and their labelled variants), weight 0: it is
+    # built and judged, and its pages show the trace funnel, but it does not enter the shards
+    records = [json.loads(line) for line in itertools.islice(gzip.open(CORPUS / "math" / "math-0000-of-0002.jsonl.gz",
+                                                                         "rt"), 40)]
+    ref = {r["id"]: r["final_answer"] for r in records}
+    traces = tmp_path / "traces.jsonl"
+    traces.write_text("".join(json.dumps({"id": f"{rid}/{v}", "text": text, "problem_id": f"{rid}/{v}",
+                                          "strategy": v, "reference_answer": ref[rid]}) + "\n"
+                              for rid, v, text, _, _ in labelled_variants(records, 5)))
     spec = make_spec([{"name": "math", "kind": "math", "paths": [str(CORPUS / "math" / "math-0000-of-0002.jsonl.gz")]},
-                      {"name": "web", "kind": "web", "paths": [str(CORPUS / "web" / "web-0000-of-0003.jsonl.gz")]}],
-                     owners=["team:corpus"])
+                      {"name": "web", "kind": "web", "paths": [str(CORPUS / "web" / "web-0000-of-0003.jsonl.gz")]},
+                      {"name": "traces", "kind": "reasoning_traces", "paths": [str(traces)]}],
+                     owners=["team:corpus"],
+                     mixture={"total_tokens": 1_000_000, "seq_len": 512,
+                              "schedule": {"type": "static", "weights": {"math": 1, "web": 1, "traces": 0}}})
     home = tmp_path / "home"
     home.mkdir()
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
@@ -128,7 +145,7 @@ def test_after_a_build_the_ui_shows_what_a_user_needs(make_spec, tmp_path):
 
             # the asset graph around ingest
             page.goto(f"{base}/assets/ingest?view=lineage", wait_until="networkidle")
-            page.get_by_text("dedup", exact=True).first.wait_for(timeout=WAIT)
+            page.get_by_text("trace_validation", exact=True).first.wait_for(timeout=WAIT)  # ingest's next stage
             _shot(page, "ui-lineage.png")
             shots.append("ui-lineage.png")
 
@@ -147,7 +164,8 @@ def test_after_a_build_the_ui_shows_what_a_user_needs(make_spec, tmp_path):
             page.get_by_role("button", name="Materialize…").click()
             dialog = page.get_by_role("dialog")
             dialog.get_by_role("button", name="All", exact=True).click()
-            dialog.locator("[data-tooltip='web']").get_by_role("img", name="close").click()  # keep math only
+            for other in ("web", "traces"):  # keep math only
+                dialog.locator(f"[data-tooltip='{other}']").get_by_role("img", name="close").click()
             dialog.get_by_role("button", name="Launch 1 run").click()
             deadline, run = time.time() + 180, None
             while time.time() < deadline:
@@ -193,12 +211,32 @@ def test_after_a_build_the_ui_shows_what_a_user_needs(make_spec, tmp_path):
             _shot(page, "ui-quality-funnel.png", focus=funnel.locator("thead th").last)
             shots.append("ui-quality-funnel.png")
 
+            # trace_validation, traces: the step funnel per strategy, inline, and audit samples
+            page.goto(f"{base}/assets/trace_validation?view=partitions&partition=traces", wait_until="networkidle")
+            steps = _metadata_row(page, "trace_funnel").locator("table").first
+            steps.wait_for(timeout=WAIT)
+            headers = [h.strip() for h in steps.locator("thead th").all_inner_texts()]
+            assert headers == ["by", "value", "generated", "answer found", "correct", "distinct"], headers
+            shown = {(r[0], r[1]): r for r in _table_rows(steps)}
+            manifest = json.loads((tmp_path / "manifests" / "trace_validation" / "traces.json").read_text())
+            whole = next(r for r in manifest["details"]["funnel"] if r["by"] is None)
+            assert shown["all traces", ""][2].startswith(f"{whole['generated_documents']:,} (100.0 %)")
+            assert shown["strategy", "wrong_answer"][4].startswith("0 (0.0 %)")  # none of them correct
+            expect(_metadata_row(page, "audit_samples")).to_be_visible()
+            _shot(page, "ui-trace-funnel.png", focus=steps.locator("thead th").last)
+            shots.append("ui-trace-funnel.png")
+            # quality, traces: the same funnel with its last step
+            page.goto(f"{base}/assets/quality?view=partitions&partition=traces", wait_until="networkidle")
+            steps = _metadata_row(page, "trace_funnel").locator("table").first
+            steps.wait_for(timeout=WAIT)
+            assert [h.strip() for h in steps.locator("thead th").all_inner_texts()][-1] == "passed dedup + quality"
+
             # mixture_plan: the schedule picture and the phase quotas
             page.goto(f"{base}/assets/mixture_plan", wait_until="networkidle")
             quotas = _metadata_row(page, "phase_quotas").locator("table").first
             quotas.wait_for(timeout=WAIT)
             assert [h.strip() for h in quotas.locator("thead th").all_inner_texts()] == ["phase", "tokens", "math",
-                                                                                       "web"]
+                                                                                       "web", "traces"]
             assert _table_rows(quotas)[0][:2] == ["all", "1,000,000"]
             _metadata_row(page, "schedule").get_by_text("[Show Markdown]").click()  # Dagster hides markdown
             picture = page.get_by_role("dialog").get_by_role("img", name="mixture schedule")
@@ -216,7 +254,7 @@ def test_after_a_build_the_ui_shows_what_a_user_needs(make_spec, tmp_path):
             headers = [h.strip() for h in target.locator("thead th").all_inner_texts()]
             assert "within" in headers, headers
             rows = _table_rows(target)
-            assert {r[headers.index("source")] for r in rows} == {"math", "web"}, rows
+            assert {r[headers.index("source")] for r in rows} == {"math", "web", "traces"}, rows  # traces: 0 of 0
             assert all(r[headers.index("within")] == "ok" for r in rows), rows
             shard_dir = _value(page, "shard_dir", column=2)
             expect(shard_dir).to_be_visible()
@@ -235,4 +273,4 @@ def test_after_a_build_the_ui_shows_what_a_user_needs(make_spec, tmp_path):
             browser.close()
     for name in shots:
         assert (SCREENSHOTS / name).stat().st_size > 10_000, name
-    assert len(shots) == 7
+    assert len(shots) == 8
