@@ -357,7 +357,7 @@ def test_dagster_materializes_trace_validation_with_its_funnel_and_audit(tmp_pat
         funnel_rows = {(r.data["by"], r.data["value"]): r.data for r in md["trace_funnel"].records}
         wrong = funnel_rows["strategy", "wrong_answer"]
         assert wrong["generated"] == "30 (100.0 %) / " + wrong["generated"].split(" / ")[1]
-        assert wrong["answer found"].startswith("30 ") and wrong["correct"] == "0 (0.0 %) / 0 tok"
+        assert wrong["answer found"].startswith("30 ") and wrong["correct"] == "0 (0.0 %) / 0 tok (0.0 %)"
         assert "wrong_answer" in md["audit_samples"] and "computed" in md["audit_samples"]  # a bad step's detail
         funnel = {r.data["step"]: r.data["documents"] for r in md["funnel"].records}
         assert funnel["in"] == f"{len(rows):,}" and "removed: bad_step" in funnel

@@ -229,7 +229,7 @@ def test_after_a_build_the_ui_shows_what_a_user_needs(make_spec, tmp_path):
             page.goto(f"{base}/assets/quality?view=partitions&partition=traces", wait_until="networkidle")
             steps = _metadata_row(page, "trace_funnel").locator("table").first
             steps.wait_for(timeout=WAIT)
-            assert [h.strip() for h in steps.locator("thead th").all_inner_texts()][-1] == "passed dedup + quality"
+            assert [h.strip() for h in steps.locator("thead th").all_inner_texts()][-1] == "kept (passed dedup + quality)"
 
             # mixture_plan: the schedule picture and the phase quotas
             page.goto(f"{base}/assets/mixture_plan", wait_until="networkidle")

@@ -65,18 +65,18 @@ def through_quality(verdicts_path, kept_parts: list) -> list[dict]:
 
 
 STEP_LABELS = {"generated": "generated", "answer_found": "answer found", "correct": "correct",
-               "distinct": "distinct", PASSED: "passed dedup + quality"}
+               "distinct": "distinct", PASSED: "kept (passed dedup + quality)"}
 
 
 def funnel_cells(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
     """The funnel as a table for people (the UI's and REPORT.md's): one row per strategy or
-    difficulty value, per step "documents (share of generated) / tokens"."""
+    difficulty value, per step "documents (share of generated) / tokens (share of generated)"."""
     steps = [s for s in STEP_LABELS if f"{s}_documents" in (rows[0] if rows else {})]
     header = ["by", "value", *(STEP_LABELS[s] for s in steps)]
     cells = []
     for r in rows:
-        n = max(1, r["generated_documents"])
+        n, t = max(1, r["generated_documents"]), max(1, r["generated_tokens"])
         cells.append([r["by"] or "all traces", "" if r["by"] is None else str(r["value"]),
                       *(f"{r[f'{s}_documents']:,} ({100 * r[f'{s}_documents'] / n:.1f} %) / "
-                        f"{r[f'{s}_tokens']:,} tok" for s in steps)])
+                        f"{r[f'{s}_tokens']:,} tok ({100 * r[f'{s}_tokens'] / t:.1f} %)" for s in steps)])
     return header, cells
