@@ -94,6 +94,21 @@ def variants(record: dict, rng: random.Random) -> list[tuple[str, str, bool, str
     return out
 
 
+def report_keep(decisions: list[tuple[bool, bool]], judge: str) -> tuple[float, float]:
+    """Print the confusion of the keep decision ((label, kept) pairs), precision and recall
+    against the criterion (>= 0.99 each); returns (precision, recall)."""
+    matrix = Counter(decisions)
+    tp, fp, fn, tn = matrix[True, True], matrix[False, True], matrix[True, False], matrix[False, False]
+    precision, recall = tp / (tp + fp), tp / (tp + fn)
+    print(f"\nconfusion of keep (rows: label, columns: {judge})")
+    print(f"{'':14}{'kept':>8}{'rejected':>10}")
+    print(f"{'label keep':14}{tp:>8}{fn:>10}")
+    print(f"{'label reject':14}{fp:>8}{tn:>10}")
+    verdict = "PASS" if precision >= 0.99 and recall >= 0.99 else "FAIL"
+    print(f"\nprecision {precision:.4f}  recall {recall:.4f}  (criterion >= 0.99 each: {verdict})")
+    return precision, recall
+
+
 def build(records: list[dict], seed: int) -> list[tuple[str, str, str, bool, str | None]]:
     """(record id, variant, trace, keep?, expected reason) for the whole set."""
     rng = random.Random(seed)
@@ -114,15 +129,7 @@ def main() -> None:
     counts = Counter(v for _, v, _, _, _ in labelled)
     print("\nper variant:  " + ", ".join(f"{v} {c}" for v, c in counts.items()))
 
-    matrix = Counter((keep, j.kept) for (_, _, _, keep, _), j in zip(labelled, judged))
-    tp, fp, fn, tn = matrix[True, True], matrix[False, True], matrix[True, False], matrix[False, False]
-    precision, recall = tp / (tp + fp), tp / (tp + fn)
-    print("\nconfusion of keep (rows: label, columns: judged)")
-    print(f"{'':14}{'kept':>8}{'rejected':>10}")
-    print(f"{'label keep':14}{tp:>8}{fn:>10}")
-    print(f"{'label reject':14}{fp:>8}{tn:>10}")
-    verdict = "PASS" if precision >= 0.99 and recall >= 0.99 else "FAIL"
-    print(f"\nprecision {precision:.4f}  recall {recall:.4f}  (criterion >= 0.99 each: {verdict})")
+    report_keep([(keep, j.kept) for (_, _, _, keep, _), j in zip(labelled, judged)], "judged")
 
     print("\nper-variant accuracy (decision; decision and reason)")
     for name in counts:

@@ -87,7 +87,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import pyarrow.parquet as pq
 import yaml
 from common import GPT2
-from trace_judging import FINAL_LINE, build, load
+from trace_judging import FINAL_LINE, build, load, report_keep
 
 from corpusmix.core.spec import Execution, LoadedSpec, load_spec
 from corpusmix.pipeline import run_stage
@@ -283,15 +283,7 @@ def report_labelled(labelled: list[tuple], verdicts) -> None:
     print(f"judged by: {dict(Counter(verdicts.column('judged_by').to_pylist()))}; "
           f"reasons: {dict(Counter(verdicts.column('reason').to_pylist()))}")
 
-    matrix = Counter((keep, kept) for _, _, _, keep, _, kept, _, _ in rows)
-    tp, fp, fn, tn = matrix[True, True], matrix[False, True], matrix[True, False], matrix[False, False]
-    precision, recall = tp / (tp + fp), tp / (tp + fn)
-    print("\nconfusion of keep (rows: label, columns: the stage's kept)")
-    print(f"{'':14}{'kept':>8}{'rejected':>10}")
-    print(f"{'label keep':14}{tp:>8}{fn:>10}")
-    print(f"{'label reject':14}{fp:>8}{tn:>10}")
-    verdict = "PASS" if precision >= 0.99 and recall >= 0.99 else "FAIL"
-    print(f"\nprecision {precision:.4f}  recall {recall:.4f}  (criterion >= 0.99 each: {verdict})")
+    report_keep([(keep, kept) for _, _, _, keep, _, kept, _, _ in rows], "the stage's kept")
 
     print("\nper-variant accuracy (decision; decision and reason)")
     for name in counts:
