@@ -27,7 +27,8 @@ def _audit_table(audit: dict[str, list[dict]]) -> MetadataValue:
 def _metadata(loaded: LoadedSpec, manifest: dict, path: Path) -> dict:
     d, c = manifest["details"], manifest["counts"]
     if d.get("traces") is None:
-        return {"passed_through": MetadataValue.md("_Not a reasoning_traces source: ingest's documents, linked._")}
+        return {"not_judged": MetadataValue.md("_Not a reasoning_traces source: nothing to judge; its dedup reads "
+                                               "ingest's documents._")}
     return {
         "problems": c["problems"],
         "problems_judged_by_reference": c.get("problems_by_reference", 0),
@@ -41,5 +42,5 @@ def _metadata(loaded: LoadedSpec, manifest: dict, path: Path) -> dict:
 TRACE_VALIDATION = StageAsset(
     description="Reasoning traces judged per problem before they enter the mix: final answer found, calculator "
                 "steps true, answer equal to the reference or the majority of independent traces, near-copies "
-                "once. Every verdict is in trace_verdicts; other sources pass through.",
+                "once. Every verdict is in trace_verdicts; a source of another kind has nothing to judge.",
     metadata=_metadata, table="trace_verdicts")

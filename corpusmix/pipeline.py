@@ -11,7 +11,8 @@ reads (checked at import). A spec's build has the stages it asks something of
 quality), without proxy-run tables no mixing_fit or mixing_proposal, without a
 reasoning_traces source no trace_validation (dedup reads ingest), and
 mds_shards only with ``handoff.mds.enabled``. trace_validation, when present,
-sits between ingest and dedup (not drawn).
+sits between ingest and dedup (not drawn): a reasoning_traces source's dedup reads
+the traces it kept, any other source's reads ingest.
 
     raw files ─► ingest ─► dedup ─► decontaminate ─► quality ─► heldout_split ─► tokenize ─► mixture_plan ─► mixed_shards
                                                                                      │         ▲     ├─► megatron_blends

@@ -8,7 +8,6 @@ import gzip
 import itertools
 import json
 import math
-import os
 import sys
 from pathlib import Path
 
@@ -190,18 +189,31 @@ def test_bad_trace_records_are_rejected_with_their_reason_and_counted(built):
     assert m["counts"]["documents_in"] - sum(r["records"] for r in m["reasons"].values()) == 2
 
 
-def test_other_sources_pass_through_as_hard_links(built):
+def test_other_sources_are_not_judged_and_keep_their_dedup_key(built):
+    """A web source in a spec with trace sources: its trace_validation partition writes nothing,
+    its dedup reads ingest, and its dedup key is the one it has in a spec without trace sources
+    (adding a trace source to a corpus rebuilds nothing of the others)."""
+    from corpusmix.core.stage import stage_key
+    from corpusmix.pipeline import REGISTRY
+
     loaded, manifests, _ = built
     m = manifests["web"]
     ingest = json.loads((loaded.manifest_root / "ingest" / "web.json").read_text())
-    src = [loaded.storage_root / o["path"] for o in ingest["outputs"] if o["kind"] == "documents"]
-    out = [loaded.storage_root / o["path"] for o in m["outputs"] if o["kind"] == "documents"]
-    assert [os.stat(p).st_ino for p in out] == [os.stat(p).st_ino for p in src]
+    assert m["outputs"] == [] and m["reasons"] == {} and m["details"].get("traces") is None
     assert m["counts"]["documents_out"] == m["counts"]["documents_in"] == ingest["counts"]["documents_out"]
-    assert m["reasons"] == {} and m["details"].get("traces") is None
-    # dedup reads trace_validation's documents when the build has a trace source
     dm, _ = run_stage("dedup", loaded, "web")
-    assert dm["inputs"][0]["upstream_manifest"] == "trace_validation/web.json"
+    assert dm["inputs"][0]["upstream_manifest"] == "ingest/web.json"
+    assert {i["path"] for i in dm["inputs"]} == {o["path"] for o in ingest["outputs"] if o["kind"] == "documents"}
+    raw = yaml.safe_load(loaded.path.read_text())
+    raw["sources"] = [s for s in raw["sources"] if s["name"] == "web"]
+    raw["mixture"]["schedule"]["weights"] = {"web": 1}
+    alone = load_spec(write_spec(loaded.path.parent / "web-alone.yaml", raw))
+    assert not alone.spec.validates_traces()
+    assert stage_key(REGISTRY["dedup"], alone, "web", REGISTRY)[1] == dm["version"]
+    # and a trace source's dedup reads the traces trace_validation kept
+    traced, _ = run_stage("dedup", loaded, "messy")
+    assert traced["inputs"][0]["upstream_manifest"] == "trace_validation/messy.json"
+    assert traced["counts"]["documents_in"] == manifests["messy"]["counts"]["documents_out"]
 
 
 def test_same_inputs_give_byte_identical_outputs_on_a_process_pool(built, tmp_path, monkeypatch):
@@ -364,4 +376,4 @@ def test_dagster_materializes_trace_validation_with_its_funnel_and_audit(tmp_pat
         assert all(c.passed for c in result.get_asset_check_evaluations())
         web = materialize(assets, partition_key="web", instance=instance)
         md = {k: v.value for k, v in web.asset_materializations_for_node("trace_validation")[0].metadata.items()}
-        assert "passed_through" in md
+        assert "not_judged" in md

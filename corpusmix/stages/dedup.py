@@ -42,7 +42,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from corpusmix.core.executor import Executor
-from corpusmix.core.manifest import output_ref
+from corpusmix.core.manifest import output_ref, require_manifest
 from corpusmix.core.parquet_io import PartWriter, write_parquet
 from corpusmix.core.spec import Dedup, LoadedSpec, Spec
 from corpusmix.core.stage import Built, Stage, StageRun, documents_built
@@ -418,20 +418,28 @@ def dedup_config(loaded: LoadedSpec, source_name: str) -> dict:
     return {"dedup": loaded.spec.dedup.model_dump(mode="json"), "source": source_name}
 
 
-def documents_from(spec: Spec) -> str:
-    """The stage whose documents dedup reads: trace validation's when the build has a
-    reasoning_traces source (it passes every other source's on untouched), else ingest's."""
-    return "trace_validation" if spec.validates_traces() else "ingest"
+def documents_from(loaded: LoadedSpec, source_name: str) -> str:
+    """The stage whose documents dedup reads: trace validation's for a reasoning_traces source
+    (the traces it kept), ingest's for any other."""
+    return "trace_validation" if loaded.source(source_name).traces is not None else "ingest"
 
 
 def dedup_upstream(spec: Spec) -> tuple[str, ...]:
-    return (documents_from(spec),)
+    """ingest, and trace validation when the build has a reasoning_traces source (it runs before
+    dedup for every source, so the partitions of one asset graph line up)."""
+    return ("ingest", "trace_validation") if spec.validates_traces() else ("ingest",)
+
+
+def dedup_inputs(loaded: LoadedSpec, source_name: str) -> list[str]:
+    """Only the version of what this source's dedup reads: adding a trace source to a spec must
+    not change the other sources' keys (and rebuild everything after their dedup)."""
+    return [require_manifest(loaded.manifest_root, documents_from(loaded, source_name), source_name)[1]["version"]]
 
 
 def build_dedup(ctx: StageRun) -> Built:
     """A source's duplicates found and removed, one unit per upstream part on the executor."""
     cfg, loaded = ctx.loaded.spec.dedup, ctx.loaded
-    up_path, up = ctx.upstream(documents_from(loaded.spec))
+    up_path, up = ctx.upstream(documents_from(loaded, ctx.partition))
     parts = [loaded.storage_root / o["path"] for o in up["outputs"] if o["kind"] == "documents"]
     ctx.say(f"{up['counts']['documents_out']} documents in {len(parts)} part(s)")
     with ctx.executor(len(parts)) as executor:
@@ -466,4 +474,5 @@ def build_dedup(ctx: StageRun) -> Built:
 
 
 STAGE = Stage(name="dedup", scope="source", upstream=dedup_upstream, config=dedup_config, build=build_dedup,
+              inputs=dedup_inputs,
               module=__name__)

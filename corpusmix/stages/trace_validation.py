@@ -19,8 +19,8 @@ keeps the step funnel generated -> answer found -> correct -> distinct per strat
 difficulty, and an audit sample of each reason. The quality stage adds the last step (passed
 quality) for the same traces (``passed_quality``).
 
-A source of any other kind passes through untouched: its ingest parts are hard-linked, so the
-stage costs it nothing and the stages after it read one upstream whatever the source's kind.
+A source of any other kind has nothing to judge: its partition writes no files and its dedup
+reads ingest's documents, so adding a trace source to a spec changes no other source's keys.
 
 Memory: DuckDB groups the traces by problem (spilling to disk past its memory limit), runs of
 whole problems are judged on the spec's executor a few at a time, and the kept documents are
@@ -39,7 +39,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from corpusmix.core.parquet_io import PartWriter, link_part, write_parquet
+from corpusmix.core.parquet_io import PartWriter, write_parquet
 from corpusmix.core.spec import LoadedSpec, Spec, Traces
 from corpusmix.core.stage import Built, Stage, StageRun, documents_built
 from corpusmix.stages.answers import compare_answers, judge_problem
@@ -60,7 +60,7 @@ TAIL_CHARS = 240  # an audit sample shows a trace's end: where its answer is
 
 def trace_config(loaded: LoadedSpec, source_name: str) -> dict:
     """The source's trace fields and judging (every default filled in: a changed default changes
-    the key); a source of another kind passes through, whatever the spec says."""
+    the key); a source of another kind has nothing to judge, whatever the spec says."""
     traces = loaded.source(source_name).traces
     return {"source": source_name, "traces": None if traces is None else traces.model_dump(mode="json"),
             "audit_samples": loaded.spec.quality.audit_samples}
@@ -68,11 +68,6 @@ def trace_config(loaded: LoadedSpec, source_name: str) -> dict:
 
 def trace_active(spec: Spec) -> bool:
     return spec.validates_traces()
-
-
-def documents_from(spec: Spec) -> str:
-    """The stage whose documents dedup reads: this one's when the build validates traces."""
-    return NAME if trace_active(spec) else "ingest"
 
 
 # ------------------------------------------------------------------------------------ judging
@@ -273,15 +268,18 @@ def _audit(con, k: int, traces: Traces) -> dict[str, list[dict]]:
 
 # ------------------------------------------------------------------------------------ the stage
 
-def _pass_through(ctx: StageRun, up_path: Path, up: dict, parts: list[Path]) -> Built:
-    """A source of another kind: ingest's parts, linked."""
-    linked = [link_part(p, ctx.staging, f"part-{i:03d}.parquet") | {"name": f"part-{i:03d}.parquet"}
-              for i, p in enumerate(parts)]
-    docs = sum(p["rows"] for p in linked)
-    text_bytes = sum(p["text_bytes"] for p in linked)
-    tokens = sum(p["tokens"] for p in linked)
-    return documents_built(ctx, (up_path, up), linked, [], (docs, docs), (text_bytes, text_bytes),
-                           (tokens, tokens), summary=f"not a reasoning_traces source: {docs:,} documents passed on")
+def _nothing_to_judge(ctx: StageRun, up_path: Path, up: dict) -> Built:
+    """A source of another kind: nothing to judge, nothing written; its dedup reads ingest's
+    documents (the partition exists because every stage's asset has one per source)."""
+    c = up["counts"]
+    return Built(inputs=[], outputs=[],
+                 counts={k: c[k] for k in ("documents_out", "tokens_out", "bytes_out")} | {
+                     "documents_in": c["documents_out"], "tokens_in": c["tokens_out"], "bytes_in": c["bytes_out"]},
+                 rates={"document_acceptance": 1.0 if c["documents_out"] else None,
+                        "token_acceptance": 1.0 if c["tokens_out"] else None},
+                 token_counting=up["token_counting"],
+                 summary=f"not a reasoning_traces source: nothing to judge ({c['documents_out']:,} documents; "
+                         f"dedup reads them from ingest)")
 
 
 def build_trace_validation(ctx: StageRun) -> Built:
@@ -290,7 +288,7 @@ def build_trace_validation(ctx: StageRun) -> Built:
     parts = [loaded.storage_root / o["path"] for o in up["outputs"] if o["kind"] == "documents"]
     traces = loaded.source(ctx.partition).traces
     if traces is None:
-        return _pass_through(ctx, up_path, up, parts)
+        return _nothing_to_judge(ctx, up_path, up)
     ctx.say(f"{up['counts']['documents_out']:,} traces in {len(parts)} part(s); grouped by {traces.problem_id!r}")
     verdicts, kept, audit = VERDICTS_SCHEMA.empty_table(), [], {}
     if parts:
