@@ -5,7 +5,7 @@ from pathlib import Path
 from dagster import MetadataValue
 
 from corpusmix.core.spec import LoadedSpec
-from corpusmix.stages.trace_funnel import funnel_cells
+from corpusmix.ops.report import trace_funnel_cells
 
 from .factory import StageAsset
 from .metadata import markdown_table, text_table
@@ -14,7 +14,7 @@ from .metadata import markdown_table, text_table
 def trace_funnel_table(rows: list[dict]) -> MetadataValue:
     """The step funnel per strategy and difficulty (this stage's steps, or quality's with the last),
     inline as a table like every stage's funnel."""
-    return text_table(*funnel_cells(rows))
+    return text_table(*trace_funnel_cells(rows))
 
 
 def _audit_table(audit: dict[str, list[dict]]) -> MetadataValue:

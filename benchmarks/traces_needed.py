@@ -114,7 +114,7 @@ def main() -> None:
         per_trace = tok["tokens_stored"] / tv["documents_in"]  # tokens trained per generated trace
         traces = math.ceil(r["synthetic_tokens_needed"] / per_trace)
         problems = math.ceil(traces / (tv["documents_in"] / tv["problems"]))
-        got = r.get("synthetic_traces", {})
+        got = r.get("synthetic_traces", [{}])[0]
         print(f"\ncheck from the manifests: shortfall {r['synthetic_tokens_needed']:,.0f} tokens / "
               f"{per_trace:.3f} trained tokens per generated trace = {traces:,} traces = {problems:,} problems "
               f"x {tv['documents_in'] / tv['problems']:.2f}; plan says {got.get('traces')} traces, "

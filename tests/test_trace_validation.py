@@ -256,6 +256,7 @@ def test_without_a_trace_source_the_stage_is_not_in_the_build(make_spec):
     ({"traces": {"answer_pattern": "(unclosed"}}, "is not a regular expression"),
     ({"metadata_fields": "none"}, "metadata_fields leaves out"),
     ({"metadata_fields": ["strategy"]}, "metadata_fields leaves out"),
+    ({"metadata_fields": ["problem_id"]}, "['reference_answer', 'strategy', 'difficulty', 'problem']"),
     ({"traces": {"augments": "nowhere"}}, "not a source"),
     ({"traces": {"augments": "t"}}, "a reasoning_traces source itself"),
 ])
@@ -330,12 +331,13 @@ def test_the_plan_says_how_many_problems_x_traces_close_the_shortfall(through_pl
     with pytest.raises(PlanError) as e:
         make_plan(loaded, availability(loaded, exact_only=True))
     r = e.value.plan["per_source"]["math"]
-    t = r["synthetic_traces"]
+    [t] = r["synthetic_traces"]
     tv = json.loads((loaded.manifest_root / "trace_validation" / "math_traces.json").read_text())["counts"]
     tok = json.loads((loaded.manifest_root / "tokenize" / "math_traces.json").read_text())["counts"]
     # recomputed from the manifests: trained tokens per generated trace, then traces and problems
     traces = math.ceil(r["synthetic_tokens_needed"] / (tok["tokens_stored"] / tv["documents_in"]))
     assert (t["traces"], t["problems"]) == (traces, math.ceil(traces / (tv["documents_in"] / tv["problems"])))
+    assert t["mean_trace_tokens"] == tok["tokens_stored"] / tok["documents_out"]
     assert t["pass_rate"] == tok["documents_out"] / tv["documents_in"] < 1
     assert f"~{t['problems']:,} problems x" in str(e.value) and "math_traces" in str(e.value)
     assert "synthetic traces needed:" in render_plan(e.value.plan)
@@ -377,3 +379,14 @@ def test_dagster_materializes_trace_validation_with_its_funnel_and_audit(tmp_pat
         web = materialize(assets, partition_key="web", instance=instance)
         md = {k: v.value for k, v in web.asset_materializations_for_node("trace_validation")[0].metadata.items()}
         assert "not_judged" in md
+
+
+def test_traces_needed_says_why_when_there_is_no_yield_to_measure(make_spec):
+    from corpusmix.mixture.plan import traces_needed
+
+    loaded = load_spec(make_spec([{"name": "math", "kind": "math", "paths": ["m.jsonl"]},
+                                  {"name": "t", "kind": "reasoning_traces", "paths": ["t.jsonl"],
+                                   "traces": {"augments": "math"}}]), check_files=False)
+    [t] = traces_needed(loaded, "math", 1000.0)
+    assert not t["measured"] and "not built through tokenize yet" in t["why"]
+    assert traces_needed(loaded, "t", 1000.0) == []  # nothing augments the trace source

@@ -286,11 +286,14 @@ class Source(_Strict):
                              f"kind {self.kind}); drop 'traces' or set kind: reasoning_traces")
         if self.traces is None:
             return self
-        if self.metadata_fields == "none" or (
-                isinstance(self.metadata_fields, list) and self.traces.problem_id not in self.metadata_fields):
-            raise ValueError(f"source {self.name!r}: a reasoning_traces source reads each trace's problem id from "
-                             f"its metadata field {self.traces.problem_id!r}, which metadata_fields leaves out; use "
-                             "metadata_fields: all, or list the trace fields")
+        t = self.traces
+        named = [f for f in (t.problem_id, t.reference, t.strategy, t.difficulty, t.problem) if f is not None]
+        kept = named if self.metadata_fields == "all" else [] if self.metadata_fields == "none" else self.metadata_fields
+        if left_out := [f for f in named if f not in kept]:
+            raise ValueError(f"source {self.name!r}: a reasoning_traces source reads its traces' {left_out} from "
+                             "their metadata, which metadata_fields leaves out (a reference left out would turn "
+                             "every problem into a vote); use metadata_fields: all, or list the trace fields, or set "
+                             "the traces field to null")
         return self
 
     @field_validator("heldout", mode="before")

@@ -192,7 +192,7 @@ def make_plan(loaded: LoadedSpec, avail: Availability) -> dict:
         "weights_origin": weights_origin(loaded, published, accepted),
     }
     for s, r in plan["per_source"].items():
-        if r["synthetic_tokens_needed"] > 0 and (t := traces_needed(loaded, avail, s, r["synthetic_tokens_needed"])):
+        if r["synthetic_tokens_needed"] > 0 and (t := traces_needed(loaded, s, r["synthetic_tokens_needed"])):
             r["synthetic_traces"] = t
     if avail.notes:  # only a plan made before a build: the published plan's bytes do not change
         plan["estimated_from_raw_files"] = dict(avail.notes)
@@ -208,39 +208,50 @@ def make_plan(loaded: LoadedSpec, avail: Availability) -> dict:
     return plan
 
 
-def traces_needed(loaded: LoadedSpec, avail: Availability, source: str, shortfall: float) -> dict | None:
-    """Problems x traces that would close ``source``'s shortfall, measured on the reasoning_traces
-    source that augments it: its trace_validation counts give the traces generated and the
-    problems, its availability the documents and tokens that reached training. Tokens per
-    generated trace = pass rate (trained documents / generated) x mean trained trace tokens
-    (EOS included), so traces = shortfall / that, problems = traces / traces per problem.
-    None when no source augments this one; ``measured`` False when it is not built yet."""
-    helper = next((s.name for s in loaded.spec.sources if s.traces is not None and s.traces.augments == source), None)
-    if helper is None:
-        return None
-    path = manifest_path(loaded.manifest_root, "trace_validation", helper)
-    generated = read_manifest(path)["counts"] if path.is_file() else {}
-    if not generated.get("documents_in") or not avail.documents.get(helper):
-        return {"source": helper, "measured": False}
-    per_problem = generated["documents_in"] / max(1, generated["problems"])
-    pass_rate = avail.documents[helper] / generated["documents_in"]
-    mean_tokens = avail.tokens[helper] / avail.documents[helper]
-    traces = math.ceil(shortfall / (pass_rate * mean_tokens))
-    return {"source": helper, "measured": True, "traces": traces, "problems": math.ceil(traces / per_problem),
-            "traces_per_problem": per_problem, "pass_rate": pass_rate, "mean_trace_tokens": mean_tokens,
-            "generated": generated["documents_in"], "availability": avail.method}
+def _trace_yield(loaded: LoadedSpec, helper: str) -> dict:
+    """What one generated trace of ``helper`` gave training, from its trace_validation and tokenize
+    manifests (the train store: held-out traces are not trained on); ``measured`` False, with why,
+    when either is missing."""
+    tv_path = manifest_path(loaded.manifest_root, "trace_validation", helper)
+    tok_path = manifest_path(loaded.manifest_root, "tokenize", helper)
+    if not tv_path.is_file() or not tok_path.is_file():
+        return {"source": helper, "measured": False,
+                "why": f"{helper} augments it but is not built through tokenize yet: build it to measure its yield"}
+    tv, tok = read_manifest(tv_path)["counts"], read_manifest(tok_path)["counts"]
+    generated = tv["documents_in"]
+    judged = generated - read_manifest(tv_path)["reasons"].get("missing_problem_id", {}).get("records", 0)
+    trained, tokens = tok["documents_out"], tok["tokens_stored"]
+    if not trained:
+        return {"source": helper, "measured": False, "generated": generated,
+                "why": f"no trace of {helper}'s {generated:,} reached training (pass rate 0): no number of such "
+                       f"traces closes it; see its trace_validation funnel"}
+    return {"source": helper, "measured": True, "generated": generated, "pass_rate": trained / generated,
+            "mean_trace_tokens": tokens / trained, "traces_per_problem": judged / max(1, tv["problems"])}
+
+
+def traces_needed(loaded: LoadedSpec, source: str, shortfall: float) -> list[dict]:
+    """Problems x traces that would close ``source``'s shortfall, for each reasoning_traces source
+    that augments it (each alone), at that source's measured yield: tokens per generated trace =
+    pass rate (trained documents / generated traces) x mean trained trace tokens (EOS included),
+    so traces = shortfall / that, problems = traces / (judged traces per problem). Measured on the
+    whole source, whatever ``mixture.subsample`` draws from it."""
+    out = []
+    for helper in (s.name for s in loaded.spec.sources if s.traces is not None and s.traces.augments == source):
+        y = _trace_yield(loaded, helper)
+        if y["measured"]:
+            y["traces"] = math.ceil(shortfall / (y["pass_rate"] * y["mean_trace_tokens"]))
+            y["problems"] = math.ceil(y["traces"] / y["traces_per_problem"])
+        out.append(y)
+    return out
 
 
 def traces_lines(plan: dict, source: str) -> list[str]:
-    t = plan["per_source"][source].get("synthetic_traces")
-    if t is None:
-        return []
-    if not t["measured"]:
-        return [f"{source}: {t['source']} augments it but is not built yet: build it to measure how many traces "
-                f"the shortfall takes"]
-    return [f"{source}: ~{t['problems']:,} problems x {t['traces_per_problem']:.2f} traces = {t['traces']:,} traces "
-            f"would close it, at the yield measured on {t['source']} ({t['generated']:,} generated traces: pass "
-            f"rate {t['pass_rate']:.4f}, {t['mean_trace_tokens']:.1f} tokens per trained trace)"]
+    """The plan's traces-needed figures for one source, as text."""
+    return [f"{source}: {t['why']}" if not t["measured"] else
+            f"{source}: ~{t['problems']:,} problems x {t['traces_per_problem']:.2f} traces = {t['traces']:,} traces "
+            f"of {t['source']} would close it, at its measured yield ({t['generated']:,} generated traces: pass "
+            f"rate {t['pass_rate']:.4f}, {t['mean_trace_tokens']:.1f} tokens per trained trace)"
+            for t in plan["per_source"][source].get("synthetic_traces", [])]
 
 
 RAW_METHOD = "ESTIMATED from the raw input files (nothing built yet)"

@@ -192,11 +192,28 @@ def _rejection_reasons(funnels: list[tuple[str, str | None, dict]], top: int = 5
             _row(["---"] * 8), *rows]
 
 
+TRACE_STEP_LABELS = {"generated": "generated", "answer_found": "answer found", "correct": "correct",
+                     "distinct": "distinct", "passed_quality": "kept (passed dedup + quality)"}
+
+
+def trace_funnel_cells(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """A trace funnel (``stages.trace_funnel``) as a table for people, the UI's and REPORT.md's:
+    one row per strategy or difficulty value, per step "documents (share of generated) / tokens
+    (share of generated)"."""
+    steps = [s for s in TRACE_STEP_LABELS if f"{s}_documents" in (rows[0] if rows else {})]
+    header = ["by", "value", *(TRACE_STEP_LABELS[s] for s in steps)]
+    cells = []
+    for r in rows:
+        n, t = max(1, r["generated_documents"]), max(1, r["generated_tokens"])
+        cells.append([r["by"] or "all traces", "" if r["by"] is None else str(r["value"]),
+                      *(f"{r[f'{s}_documents']:,} ({100 * r[f'{s}_documents'] / n:.1f} %) / "
+                        f"{r[f'{s}_tokens']:,} tok ({100 * r[f'{s}_tokens'] / t:.1f} %)" for s in steps)])
+    return header, cells
+
+
 def _trace_funnels(loaded: LoadedSpec, ms: dict) -> list[str]:
     """Per reasoning_traces source, the step funnel per strategy and difficulty: through quality
     when quality is built (its manifest adds the last step), else trace_validation's steps."""
-    from corpusmix.stages.trace_funnel import funnel_cells
-
     lines = []
     for s in (s for s in loaded.spec.sources if s.traces is not None):
         quality, validation = ms.get(("quality", s.name)), ms.get(("trace_validation", s.name))
@@ -204,7 +221,7 @@ def _trace_funnels(loaded: LoadedSpec, ms: dict) -> list[str]:
             (validation or {}).get("details") or {}).get("funnel")
         if not rows:
             continue
-        header, cells = funnel_cells(rows)
+        header, cells = trace_funnel_cells(rows)
         c = validation["counts"] if validation else {}
         lines += ["", f"### {s.name}: {c.get('problems', 0):,} problems, {c.get('problems_by_reference', 0):,} "
                       f"judged by their reference answer, {c.get('problems_by_majority', 0):,} by majority vote", "",

@@ -37,7 +37,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from corpusmix.core.manifest import require_manifest
+from corpusmix.core.manifest import input_refs, require_manifest
 from corpusmix.core.parquet_io import PartWriter, write_parquet
 from corpusmix.core.spec import LoadedSpec, Spec, canonical_hash
 from corpusmix.core.stage import Built, Stage, StageRun, documents_built
@@ -266,9 +266,10 @@ def build_quality(ctx: StageRun) -> Built:
                                  for (a, b), n in sorted(total.overlap.items())],
                      "audit": {r: [x for _, x in v] for r, v in total.audit.items() if v}}
     if loaded.source(source).traces is not None:  # the trace funnel's last step: which traces passed quality
-        verdicts = require_manifest(loaded.manifest_root, "trace_validation", source)[1]
-        path = next(loaded.storage_root / o["path"] for o in verdicts["outputs"] if o["kind"] == "trace_verdicts")
+        tv_path, tv = require_manifest(loaded.manifest_root, "trace_validation", source)
+        path = next(loaded.storage_root / o["path"] for o in tv["outputs"] if o["kind"] == "trace_verdicts")
         built.details["trace_funnel"] = through_quality(path, [ctx.staging / p["name"] for p in doc_parts])
+        built.inputs += input_refs(loaded, tv_path, tv, kinds=("trace_verdicts",))
     built.summary = (f"{total.n_out}/{total.n_in} kept, token acceptance "
                      f"{built.rates['token_acceptance'] or 0:.4f}")
     return built

@@ -39,11 +39,12 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from corpusmix.core.parquet_io import PartWriter, write_parquet
+from corpusmix.core.parquet_io import PARQUET_OPTS, PartWriter
 from corpusmix.core.spec import LoadedSpec, Spec, Traces
 from corpusmix.core.stage import Built, Stage, StageRun, documents_built
+from corpusmix.core.storage import file_record
 from corpusmix.stages.answers import compare_answers, judge_problem
-from corpusmix.stages.trace_funnel import step_funnel
+from corpusmix.stages.trace_funnel import sql_text, step_funnel
 from schemas.tables import ARROW_SCHEMAS
 
 NAME = "trace_validation"
@@ -51,6 +52,7 @@ DOCS_SCHEMA = ARROW_SCHEMAS["ingest_documents"]
 VERDICTS_SCHEMA = ARROW_SCHEMAS["trace_verdicts"]
 SCRATCH = "_scratch"
 JUDGED_BATCH = 50_000  # judged rows buffered before they go to a scratch file
+VERDICT_ROWS = 65_536  # rows per row group of trace-verdicts.parquet
 UNIT_TRACES = 2_000  # traces per unit of work (whole problems): ~0.3 s of judging, well above a task's cost
 # the additive funnel's reasons, in the order a trace meets them
 REASONS = ("missing_problem_id", "too_many_traces", "conflicting_reference", "no_answer_found", "bad_step", "wrong_answer",
@@ -80,19 +82,20 @@ class _Trace:
     reference: str | None
 
 
-def _field(column: str, name: str | None) -> str:
-    """The SQL reading one metadata field as text (null when absent, or when no field is named)."""
+def _field(name: str | None) -> str:
+    """The SQL reading one metadata field as text (null when absent or blank, or when no field is
+    named); a number in the JSON reads as its text, so problem ids 7 and "7" are one problem."""
     if name is None:
-        return f"NULL::VARCHAR AS {column}"
+        return "NULL::VARCHAR"
     quoted = name.replace('"', '\\"').replace("'", "''")
-    return f"nullif(trim(json_extract_string(metadata, '$.\"{quoted}\"')), '') AS {column}"
+    return f"nullif(trim(json_extract_string(metadata, '$.\"{quoted}\"')), '')"
 
 
 def _connect(scratch: Path):
     import duckdb
 
     con = duckdb.connect()
-    con.execute(f"SET temp_directory = '{scratch / 'duckdb'}'")
+    con.execute(f"SET temp_directory = {sql_text(str(scratch / 'duckdb'))}")
     return con
 
 
@@ -101,15 +104,15 @@ def _load(con, parts: list[Path], traces: Traces) -> None:
     row per trace with its place and its fields, text aside."""
     con.register("part_paths", pa.table({"part": pa.array(range(len(parts)), pa.int64()),
                                          "filename": [str(p) for p in parts]}))
-    files = ", ".join("'" + str(p).replace("'", "''") + "'" for p in parts)
+    files = ", ".join(sql_text(str(p)) for p in parts)
     con.execute(f"""CREATE VIEW placed AS SELECT n.part, d.file_row_number AS "row", d.*
                     FROM read_parquet([{files}], filename = true, file_row_number = true) d
                     JOIN part_paths n USING (filename)""")
     con.execute(f"""
         CREATE TABLE docs AS
         SELECT part, "row", doc_id, source, n_bytes, n_tokens,
-               {_field('problem_id', traces.problem_id)}, {_field('strategy', traces.strategy)},
-               {_field('difficulty', traces.difficulty)}, {_field('reference', traces.reference)}
+               {_field(traces.problem_id)} AS problem_id, {_field(traces.strategy)} AS strategy,
+               {_field(traces.difficulty)} AS difficulty, {_field(traces.reference)} AS reference
         FROM placed""")
 
 
@@ -217,16 +220,19 @@ def _judge_all(ctx: StageRun, con, traces: Traces, scratch: Path) -> None:
                 spill()
                 ctx.say(f"judged {n:,}/{total:,} traces")
     spill()
-    listed = ", ".join(f"'{f}'" for f in files)
+    listed = ", ".join(sql_text(str(f)) for f in files)
     con.execute(f"CREATE TABLE judged AS SELECT * FROM read_parquet([{listed}])")
     ctx.say(f"judged {n:,} traces of {problems:,} problems")
 
 
-def _verdicts(con, max_per_problem: int) -> pa.Table:
-    """Every trace's verdict, in ingest order; the traces that were not judged are a trace naming
-    no problem (``missing_problem_id``) or one of a problem with too many (``too_many_traces``)."""
-    return con.sql(f"""
-        SELECT d.source, d.doc_id, d.problem_id, d.strategy, d.difficulty, coalesce(j.kept, false) AS kept,
+def _verdicts(con, max_per_problem: int) -> None:
+    """``verdicts``: every trace's verdict with its place; the traces that were not judged are a
+    trace naming no problem (``missing_problem_id``) or one of a problem with too many
+    (``too_many_traces``)."""
+    con.execute(f"""
+        CREATE TABLE verdicts AS
+        SELECT d.part, d."row", d.source, d.doc_id, d.problem_id, d.strategy, d.difficulty,
+               coalesce(j.kept, false) AS kept,
                CASE WHEN j.part IS NOT NULL THEN j.reason WHEN o.n IS NOT NULL THEN 'too_many_traces'
                     ELSE 'missing_problem_id' END AS reason,
                j.answer, j.expected, j.judged_by, j.rule,
@@ -235,14 +241,32 @@ def _verdicts(con, max_per_problem: int) -> pa.Table:
                          || {int(max_per_problem)} || ': check the generator''s problem ids, or raise the limit'
                     ELSE 'the record has no problem id field (or it is empty)' END AS detail,
                coalesce(j.steps_checked, 0) AS steps_checked, d.n_bytes, d.n_tokens
-        FROM docs d LEFT JOIN judged j USING (part, "row") LEFT JOIN oversized o USING (problem_id)
-        ORDER BY d.part, d."row" """).to_arrow_table().cast(VERDICTS_SCHEMA)
+        FROM docs d LEFT JOIN judged j USING (part, "row") LEFT JOIN oversized o USING (problem_id)""")
 
 
-def _write_kept(parts: list[Path], kept: list[pa.Array], staging: Path, part_bytes: int) -> list[dict]:
-    """The kept traces, part by part in ingest order (``kept``: each part's mask, in row order)."""
+def _write_verdicts(con, path: Path) -> dict:
+    """The verdicts in ingest order, streamed from DuckDB in row groups of ``VERDICT_ROWS`` (a
+    fixed size, so the bytes do not depend on how DuckDB cut its batches)."""
+    columns = ", ".join(f'"{c}"' for c in VERDICTS_SCHEMA.names)
+    reader = con.sql(f'SELECT {columns} FROM verdicts ORDER BY part, "row"').to_arrow_reader(VERDICT_ROWS)
+    pending: list[pa.RecordBatch] = []
+    with pq.ParquetWriter(path, VERDICTS_SCHEMA, **PARQUET_OPTS) as writer:
+        for batch in reader:
+            pending.append(batch.cast(VERDICTS_SCHEMA))
+            while sum(b.num_rows for b in pending) >= VERDICT_ROWS:
+                table = pa.Table.from_batches(pending)
+                writer.write_table(table.slice(0, VERDICT_ROWS), row_group_size=VERDICT_ROWS)
+                pending = table.slice(VERDICT_ROWS).to_batches()
+        if rows := sum(b.num_rows for b in pending):
+            writer.write_table(pa.Table.from_batches(pending, VERDICTS_SCHEMA), row_group_size=rows)
+    return file_record(path, con.execute("SELECT count(*) FROM verdicts").fetchall()[0][0])
+
+
+def _write_kept(con, parts: list[Path], staging: Path, part_bytes: int) -> list[dict]:
+    """The kept traces, part by part in ingest order (each part's mask read from ``verdicts``)."""
     writer = PartWriter(staging, "part", DOCS_SCHEMA, part_bytes)
-    for path, mask in zip(parts, kept):
+    for i, path in enumerate(parts):
+        mask = con.sql(f'SELECT kept FROM verdicts WHERE part = {i} ORDER BY "row"').to_arrow_table().column(0)
         writer.write(pq.read_table(path, schema=DOCS_SCHEMA).filter(mask))
     return writer.close()
 
@@ -251,19 +275,20 @@ def _write_kept(parts: list[Path], kept: list[pa.Array], staging: Path, part_byt
 
 def _audit(con, k: int, traces: Traces) -> dict[str, list[dict]]:
     """Up to ``k`` traces per reason, chosen by a hash of the doc_id (the same whatever the order),
-    with the problem's start and the trace's end (where its answer is)."""
-    out = {}
-    for reason in REASONS:
-        rows = con.execute(f"""
-            SELECT v.doc_id, v.problem_id, v.strategy, v.answer, v.expected, v.detail, t.text,
-                   {_field('problem', traces.problem)}
-            FROM verdicts v JOIN placed t USING (doc_id) WHERE v.reason = ? ORDER BY md5(v.doc_id) LIMIT ?""",
-                           [reason, k]).fetchall()
-        if rows:
-            out[reason] = [{"doc_id": d, "problem_id": p, "problem": (q or "")[:TAIL_CHARS], "strategy": s,
-                            "answer": a, "expected": e, "detail": x, "tail": text[-TAIL_CHARS:]}
-                           for d, p, s, a, e, x, text, q in rows]
-    return out
+    with the problem's start and the trace's end (where its answer is); one pass over the texts."""
+    rows = con.execute(f"""
+        WITH chosen AS (
+            SELECT * FROM verdicts WHERE reason IS NOT NULL
+            QUALIFY row_number() OVER (PARTITION BY reason ORDER BY md5(doc_id)) <= {int(k)})
+        SELECT c.reason, c.doc_id, c.problem_id, c.strategy, c.answer, c.expected, c.detail,
+               right(t.text, {TAIL_CHARS}), left(coalesce({_field(traces.problem)}, ''), {TAIL_CHARS})
+        FROM chosen c JOIN placed t USING (part, "row")
+        ORDER BY c.reason, md5(c.doc_id)""").fetchall()
+    out: dict[str, list[dict]] = {}
+    for reason, d, p, s, a, e, x, tail, problem in rows:
+        out.setdefault(reason, []).append({"doc_id": d, "problem_id": p, "problem": problem, "strategy": s,
+                                           "answer": a, "expected": e, "detail": x, "tail": tail})
+    return {r: out[r] for r in REASONS if r in out}
 
 
 # ------------------------------------------------------------------------------------ the stage
@@ -290,51 +315,42 @@ def build_trace_validation(ctx: StageRun) -> Built:
     if traces is None:
         return _nothing_to_judge(ctx, up_path, up)
     ctx.say(f"{up['counts']['documents_out']:,} traces in {len(parts)} part(s); grouped by {traces.problem_id!r}")
-    verdicts, kept, audit = VERDICTS_SCHEMA.empty_table(), [], {}
-    if parts:
-        scratch = ctx.staging / SCRATCH
-        scratch.mkdir()
-        con = _connect(scratch)
-        try:
+    scratch = ctx.staging / SCRATCH
+    scratch.mkdir()
+    con = _connect(scratch)
+    try:
+        if parts:
             _load(con, parts, traces)
             _judge_all(ctx, con, traces, scratch)
-            verdicts = _verdicts(con, traces.max_per_problem)
-            bounds = con.execute('SELECT part, count(*) FROM docs GROUP BY part ORDER BY part').fetchall()
-            con.register("verdicts", verdicts)
-            audit = _audit(con, ctx.config["audit_samples"], traces)
-        finally:
-            con.close()
-        shutil.rmtree(scratch)
-        counts = dict(bounds)
-        flags, start = verdicts.column("kept").combine_chunks(), 0
-        for i in range(len(parts)):
-            kept.append(flags.slice(start, counts.get(i, 0)))
-            start += counts.get(i, 0)
-    doc_parts = _write_kept(parts, kept, ctx.staging, loaded.spec.ingest.part_bytes)
-    verdict_out = write_parquet(verdicts, ctx.staging / "trace-verdicts.parquet")
-    reasons: dict[str, dict] = {}
-    for reason, size, tokens in zip(verdicts.column("reason").to_pylist(), verdicts.column("n_bytes").to_pylist(),
-                                    verdicts.column("n_tokens").to_pylist()):
-        if reason is not None:
-            r = reasons.setdefault(reason, {"records": 0, "bytes": 0, "tokens": 0})
-            r["records"] += 1
-            r["bytes"] += size
-            r["tokens"] += tokens
-    n_in = verdicts.num_rows
+            _verdicts(con, traces.max_per_problem)
+        else:  # an empty source: the same tables, with no rows
+            con.register("empty_verdicts", VERDICTS_SCHEMA.empty_table())
+            con.execute('CREATE TABLE verdicts AS SELECT 0::BIGINT AS part, 0::BIGINT AS "row", * '
+                        'FROM empty_verdicts')
+        doc_parts = _write_kept(con, parts, ctx.staging, loaded.spec.ingest.part_bytes)
+        verdict_out = _write_verdicts(con, ctx.staging / "trace-verdicts.parquet")
+        audit = _audit(con, ctx.config["audit_samples"], traces) if parts else {}
+        (n_in, b_in, t_in), = con.execute("SELECT count(*), coalesce(sum(n_bytes), 0)::BIGINT, "
+                                          "coalesce(sum(n_tokens), 0)::BIGINT FROM verdicts").fetchall()
+        reasons = {r: {"records": n, "bytes": b, "tokens": t} for r, n, b, t in con.execute(
+            "SELECT reason, count(*), sum(n_bytes)::BIGINT, sum(n_tokens)::BIGINT FROM verdicts "
+            "WHERE reason IS NOT NULL GROUP BY reason").fetchall()}
+        (problems,), = con.execute("SELECT count(DISTINCT problem_id) FROM verdicts").fetchall()
+        by_judge = dict(con.execute("SELECT judged_by, count(DISTINCT problem_id) FROM verdicts "
+                                    "WHERE judged_by IS NOT NULL GROUP BY judged_by").fetchall())
+        funnel = step_funnel(con, "verdicts")
+    finally:
+        con.close()
+    shutil.rmtree(scratch)
     n_out = sum(p["rows"] for p in doc_parts)
-    b_in = sum(verdicts.column("n_bytes").to_pylist())
-    t_in = sum(verdicts.column("n_tokens").to_pylist())
     built = documents_built(ctx, (up_path, up), doc_parts, [("trace_verdicts", verdict_out)], (n_in, n_out),
                             (b_in, sum(p["text_bytes"] for p in doc_parts)),
                             (t_in, sum(p["tokens"] for p in doc_parts)), summary="")
     built.reasons = {r: reasons[r] for r in REASONS if r in reasons}
-    problems = verdicts.column("problem_id").unique().drop_null()
-    by_judge = verdicts.filter(verdicts.column("judged_by").is_valid()).group_by("judged_by").aggregate(
-        [("problem_id", "count_distinct")]).to_pylist()
-    built.counts |= {"problems": len(problems), "rejected": n_in - n_out} | {
-        f"problems_by_{r['judged_by']}": r["problem_id_count_distinct"] for r in by_judge}
-    built.details = {"funnel": step_funnel(verdicts), "audit": audit, "traces": ctx.config["traces"]}
-    built.summary = f"{n_out:,}/{n_in:,} traces kept from {len(problems):,} problems"
+    built.counts |= {"problems": problems, "rejected": n_in - n_out} | {
+        f"problems_by_{judge}": n for judge, n in sorted(by_judge.items())}
+    built.details = {"funnel": funnel, "audit": audit, "traces": ctx.config["traces"]}
+    built.summary = f"{n_out:,}/{n_in:,} traces kept from {problems:,} problems"
     return built
 
 
