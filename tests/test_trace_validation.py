@@ -69,7 +69,7 @@ def write_jsonl(path: Path, rows: list[dict]) -> str:
 def built(tmp_path_factory):
     """One build (ingest + trace_validation) of five sources: labelled traces with references,
     two vote settings over the same groups, bad records, and a web source passing through."""
-    root = tmp_path_factory.mktemp("traces")
+    root = tmp_path_factory.mktemp("traces o'brien")  # a quote and a space in every path DuckDB reads
     records = gsm8k(300)
     labelled = labelled_variants(records, 24)
     ref = {r["id"]: r["final_answer"] for r in records}
