@@ -20,7 +20,8 @@ def trace_funnel_table(rows: list[dict]) -> MetadataValue:
 def _audit_table(audit: dict[str, list[dict]]) -> MetadataValue:
     return markdown_table(["reason", "doc_id", "problem", "strategy", "answer", "expected", "detail", "trace (end)"],
                           [[reason, a["doc_id"], f"{a['problem_id']}: {a['problem']}", a["strategy"], a["answer"],
-                            a["expected"], a["detail"], a["tail"]] for reason, samples in audit.items() for a in samples],
+                            a["expected"], a["detail"], a["tail"]]
+                           for reason, samples in audit.items() for a in samples],
                           empty="nothing rejected", width=90)
 
 

@@ -129,14 +129,16 @@ def test_labelled_gsm8k_traces_are_judged_as_labelled_through_the_stage(built):
     assert c["tokens_in"] - sum(r["tokens"] for r in m["reasons"].values()) == c["tokens_out"]
     # the kept documents are exactly the kept verdicts, in ingest order
     kept = [o for o in m["outputs"] if o["kind"] == "documents"]
-    ids = [i for o in kept for i in pq.read_table(loaded.storage_root / o["path"], columns=["doc_id"]).column(0).to_pylist()]
+    ids = [i for o in kept
+           for i in pq.read_table(loaded.storage_root / o["path"], columns=["doc_id"]).column(0).to_pylist()]
     assert ids == [r["doc_id"] for r in rows if r["kept"]]
     # the step funnel per strategy: generated adds up, and each strategy stops where its label says
     funnel = m["details"]["funnel"]
     strategies = {r["value"]: r for r in funnel if r["by"] == "strategy"}
     assert sum(r["generated_documents"] for r in strategies.values()) == c["documents_in"]
     assert strategies["no_answer"]["answer_found_documents"] == 0
-    assert strategies["wrong_answer"]["answer_found_documents"] == 300 and strategies["wrong_answer"]["correct_documents"] == 0
+    wrong = strategies["wrong_answer"]
+    assert wrong["answer_found_documents"] == 300 and wrong["correct_documents"] == 0
     assert strategies["boxed"]["distinct_documents"] == 300
     assert {r["value"] for r in funnel if r["by"] == "difficulty"} == {"long", "short"}
     assert set(m["details"]["audit"]) == {"no_answer_found", "bad_step", "wrong_answer"}
@@ -320,7 +322,8 @@ def test_the_trace_funnel_runs_through_quality_into_the_report_and_the_audit(thr
     assert kept[0]["why"].startswith("trace validated")
     # the quality rules that apply come after the trace's verdict
     loop = audit.why(con, "loop-1", "math_traces")
-    assert [f["stage"] for f in loop] == ["trace_validation", "quality"] and loop[0]["why"].startswith("trace validated")
+    assert [f["stage"] for f in loop] == ["trace_validation", "quality"]
+    assert loop[0]["why"].startswith("trace validated")
     assert "gopher_dup_line_fraction" in loop[1]["why"]
 
 
@@ -357,7 +360,8 @@ def test_dagster_materializes_trace_validation_with_its_funnel_and_audit(tmp_pat
     ref = {r["id"]: r["final_answer"] for r in records}
     rows = [{"id": f"{rid}/{v}", "text": text, "problem_id": f"{rid}/{v}", "strategy": v, "reference_answer": ref[rid]}
             for rid, v, text, _, _ in labelled_variants(records, 3)]
-    spec = base_spec([{"name": "traces", "kind": "reasoning_traces", "paths": [write_jsonl(tmp_path / "t.jsonl", rows)]},
+    spec = base_spec([{"name": "traces", "kind": "reasoning_traces",
+                       "paths": [write_jsonl(tmp_path / "t.jsonl", rows)]},
                       {"name": "web", "kind": "web", "paths": [str(CORPUS / "web" / "web-0000-of-0003.jsonl.gz")]}],
                      tmp_path)
     defs = build_definitions(write_spec(tmp_path / "spec.yaml", spec))

@@ -23,8 +23,9 @@ A source of any other kind has nothing to judge: its partition writes no files a
 reads ingest's documents, so adding a trace source to a spec changes no other source's keys.
 
 Memory: DuckDB groups the traces by problem (spilling to disk past its memory limit), runs of
-whole problems are judged on the spec's executor a few at a time, and the kept documents are
-written part by part.
+whole problems are judged on the spec's executor a few at a time, the verdicts stay in DuckDB
+(counted, sampled and written to Parquet in fixed row groups from there), and the kept
+documents are written part by part: nothing grows with the source.
 """
 
 from __future__ import annotations
@@ -55,8 +56,8 @@ JUDGED_BATCH = 50_000  # judged rows buffered before they go to a scratch file
 VERDICT_ROWS = 65_536  # rows per row group of trace-verdicts.parquet
 UNIT_TRACES = 2_000  # traces per unit of work (whole problems): ~0.3 s of judging, well above a task's cost
 # the additive funnel's reasons, in the order a trace meets them
-REASONS = ("missing_problem_id", "too_many_traces", "conflicting_reference", "no_answer_found", "bad_step", "wrong_answer",
-           "no_majority", "duplicate_trace")
+REASONS = ("missing_problem_id", "too_many_traces", "conflicting_reference", "no_answer_found", "bad_step",
+           "wrong_answer", "no_majority", "duplicate_trace")
 TAIL_CHARS = 240  # an audit sample shows a trace's end: where its answer is
 
 
