@@ -259,8 +259,8 @@ def test_without_a_trace_source_the_stage_is_not_in_the_build(make_spec):
     ({"metadata_fields": "none"}, "metadata_fields leaves out"),
     ({"metadata_fields": ["strategy"]}, "metadata_fields leaves out"),
     ({"metadata_fields": ["problem_id"]}, "['reference_answer', 'strategy', 'difficulty', 'problem']"),
-    ({"traces": {"augments": "nowhere"}}, "not a source"),
-    ({"traces": {"augments": "t"}}, "a reasoning_traces source itself"),
+    ({"traces": {"augments": "nowhere"}}, "sources[0].traces.augments: names 'nowhere', which is not a source"),
+    ({"traces": {"augments": "t"}}, "sources[0].traces.augments: names 't', which is a reasoning_traces source itself"),
 ])
 def test_trace_spec_mistakes_name_the_field_and_the_fix(make_spec, source, fragment):
     path = make_spec([{"name": "t", "kind": "reasoning_traces", "paths": ["x.jsonl"], **source},

@@ -522,18 +522,6 @@ class Spec(_Strict):
         return sources
 
     @model_validator(mode="after")
-    def _traces_augment_sources(self) -> Spec:
-        kinds = {s.name: s.kind for s in self.sources}
-        for i, s in enumerate(self.sources):
-            target = s.traces.augments if s.traces is not None else None
-            if target is not None and kinds.get(target, "reasoning_traces") == "reasoning_traces":
-                raise ValueError(f"sources[{i}] ({s.name!r}): traces.augments names {target!r}, which is "
-                                 + ("a reasoning_traces source itself" if target in kinds else "not a source")
-                                 + f"; name the source these traces make up for, one of "
-                                 f"{[n for n, k in kinds.items() if k != 'reasoning_traces']}")
-        return self
-
-    @model_validator(mode="after")
     def _eval_sets_name_sources(self) -> Spec:
         names = [s.name for s in self.sources]
         for i, e in enumerate(self.eval_sets):

@@ -189,6 +189,19 @@ def _own_files_matched(loaded: LoadedSpec, pattern: str) -> list[tuple[str, Path
     return found
 
 
+def _augments_issues(spec) -> list[SpecIssue]:
+    """A trace source's ``augments`` must name a source that is not itself a trace source."""
+    kinds = {s.name: s.kind for s in spec.sources}
+    others = [n for n, k in kinds.items() if k != "reasoning_traces"]
+    return [SpecIssue(f"sources[{i}].traces.augments",
+                      f"names {s.traces.augments!r}, which is "
+                      + ("a reasoning_traces source itself" if s.traces.augments in kinds else "not a source"),
+                      f"name the source these traces make up for, one of {others}, or drop augments")
+            for i, s in enumerate(spec.sources)
+            if s.traces is not None and s.traces.augments is not None
+            and kinds.get(s.traces.augments, "reasoning_traces") == "reasoning_traces"]
+
+
 def semantic_issues(loaded: LoadedSpec, check_files: bool) -> list[SpecIssue]:
     spec = loaded.spec
     names = loaded.source_names
@@ -215,6 +228,7 @@ def semantic_issues(loaded: LoadedSpec, check_files: bool) -> list[SpecIssue]:
                     f"sources[{i}].paths[{j}]", f"glob {pattern!r} would read the build's own {what} ({root}), "
                     f"e.g. {example}: every build would ingest its own outputs and never converge",
                     "narrow the glob, or move storage.root / storage.manifests / DAGSTER_HOME out of it"))
+    issues += _augments_issues(spec)
     tok = spec.tokenizer
     if (tok.path is None) == (tok.train is None):
         issues.append(SpecIssue("tokenizer", "give exactly one of 'path' or 'train'",
