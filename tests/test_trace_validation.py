@@ -394,3 +394,28 @@ def test_traces_needed_says_why_when_there_is_no_yield_to_measure(make_spec):
     [t] = traces_needed(loaded, "math", 1000.0)
     assert not t["measured"] and "not built through tokenize yet" in t["why"]
     assert traces_needed(loaded, "t", 1000.0) == []  # nothing augments the trace source
+
+
+def test_a_trace_source_with_every_trace_wrong_builds_and_the_plan_says_it_yields_nothing(tmp_path):
+    """A generator whose every trace is wrong: nothing passes validation, every later stage builds
+    an empty source without failing, and the plan says no number of such traces closes math's
+    shortfall (not that the source is unbuilt)."""
+    from corpusmix.mixture.plan import PlanError, availability, make_plan
+    from corpusmix.pipeline import build_all
+
+    rows = [{"id": f"w{i}", "text": f"We compute {i}+1 = <<{i}+1={i + 1}>>{i + 1}.\n#### {i + 5}", "problem_id": f"p{i}",
+             "reference_answer": str(i + 1)} for i in range(30)]
+    spec = base_spec([{"name": "math", "kind": "math", "paths": [str(CORPUS / "math" / "math-0001-of-0002.jsonl.gz")]},
+                      {"name": "t", "kind": "reasoning_traces", "paths": [write_jsonl(tmp_path / "t.jsonl", rows)],
+                       "traces": {"augments": "math"}}], tmp_path)
+    spec["mixture"] = {"total_tokens": 4_000_000, "seq_len": 512, "max_epochs": 2,
+                       "schedule": {"type": "static", "weights": {"math": 1, "t": 0}}}
+    loaded = load_spec(write_spec(tmp_path / "spec.yaml", spec))
+    build_all(loaded, until="tokenize")
+    tv = json.loads((loaded.manifest_root / "trace_validation" / "t.json").read_text())
+    assert tv["counts"]["documents_out"] == 0 and tv["reasons"]["wrong_answer"]["records"] == 30
+    assert json.loads((loaded.manifest_root / "tokenize" / "t.json").read_text())["counts"]["documents_out"] == 0
+    with pytest.raises(PlanError) as e:
+        make_plan(loaded, availability(loaded, exact_only=True))
+    [t] = e.value.plan["per_source"]["math"]["synthetic_traces"]
+    assert not t["measured"] and "no trace of t's 30 reached training (pass rate 0)" in t["why"]
