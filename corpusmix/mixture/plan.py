@@ -217,9 +217,10 @@ def _trace_yield(loaded: LoadedSpec, helper: str) -> dict:
     if not tv_path.is_file() or not tok_path.is_file():
         return {"source": helper, "measured": False,
                 "why": f"{helper} augments it but is not built through tokenize yet: build it to measure its yield"}
-    tv, tok = read_manifest(tv_path)["counts"], read_manifest(tok_path)["counts"]
+    tv_manifest, tok = read_manifest(tv_path), read_manifest(tok_path)["counts"]
+    tv = tv_manifest["counts"]
     generated = tv["documents_in"]
-    judged = generated - read_manifest(tv_path)["reasons"].get("missing_problem_id", {}).get("records", 0)
+    judged = generated - tv_manifest["reasons"].get("missing_problem_id", {}).get("records", 0)
     trained, tokens = tok["documents_out"], tok["tokens_stored"]
     if not trained:
         return {"source": helper, "measured": False, "generated": generated,

@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from corpusmix.core.manifest import iter_manifests, read_manifest
 from corpusmix.core.spec import LoadedSpec
+from corpusmix.core.sql import literal, literals
 from schemas.tables import ARROW_SCHEMAS
 
 # What each view holds, in the order the help lists them (``tests/test_audit.py`` checks that these
@@ -101,11 +102,10 @@ def connect(loaded: LoadedSpec, manifest_root: Path | None = None) -> duckdb.Duc
             part = {o["path"]: o["partition"] for o in outs if o["asset"] == asset and o["kind"] == kind}
             if view == "tokenized":
                 selects = " UNION ALL ".join(
-                    f"SELECT {_q(part[f])} AS source, * FROM read_parquet({_q(f)})" for f in files)
+                    f"SELECT {literal(part[f])} AS source, * FROM read_parquet({literal(f)})" for f in files)
                 con.execute(f"CREATE VIEW {view} AS {selects}")
             else:
-                listed = ", ".join(_q(f) for f in files)
-                con.execute(f"CREATE VIEW {view} AS SELECT * FROM read_parquet([{listed}], union_by_name=true)")
+                con.execute(f"CREATE VIEW {view} AS SELECT * FROM read_parquet([{literals(files)}], union_by_name=true)")
         else:  # no such output in this build (nothing quarantined, a --source build): empty, with every column
             con.register(f"{view}_empty", _table_schema(table).empty_table())
             con.execute(f"CREATE VIEW {view} AS SELECT * FROM {view}_empty")
@@ -175,10 +175,6 @@ def threshold_text(params: dict) -> str:
         return f"== {_num(lo)}" if lo == hi else f"in [{_num(lo)}, {_num(hi)}]"
     return f">= {_num(lo)}" if lo is not None else f"<= {_num(hi)}"
 
-
-def _q(text: str) -> str:
-    """A SQL string literal (DuckDB views cannot take parameters)."""
-    return "'" + text.replace("'", "''") + "'"
 
 
 def _rows(con, query: str, params: list) -> list[dict]:

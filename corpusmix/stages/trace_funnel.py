@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from corpusmix.core.sql import literal, literals
+
 # the reasons a trace leaves at each step (a step is reached by passing every earlier one)
 STEPS: dict[str, tuple[str, ...]] = {
     "generated": (),
@@ -28,11 +30,6 @@ PASSED = "passed_quality"
 BY = ("strategy", "difficulty")
 
 
-def sql_text(value: str) -> str:
-    """A string as an SQL literal (paths and labels may hold quotes)."""
-    return "'" + value.replace("'", "''") + "'"
-
-
 def _step_columns(passed: str | None) -> str:
     """count and token sum per step: a trace reaches a step when its reason is none of that
     step's or an earlier step's (and, for the last, when ``passed`` holds)."""
@@ -40,7 +37,7 @@ def _step_columns(passed: str | None) -> str:
     steps = [(s, r) for s, r in STEPS.items()] + ([(PASSED, ())] if passed else [])
     for step, reasons in steps:
         gone += reasons
-        cond = ("reason IS NULL OR reason NOT IN (" + ", ".join(map(sql_text, gone)) + ")") if gone else "true"
+        cond = ("reason IS NULL OR reason NOT IN (" + literals(gone) + ")") if gone else "true"
         if step == PASSED:
             cond = f"reason IS NULL AND {passed}"
         cols += [f"count(*) FILTER (WHERE {cond}) AS {step}_documents",
@@ -74,9 +71,8 @@ def through_quality(verdicts_path: Path, kept_parts: list[Path]) -> list[dict]:
 
     con = duckdb.connect()
     try:
-        con.execute(f"CREATE VIEW verdicts AS SELECT * FROM read_parquet({sql_text(str(verdicts_path))})")
-        listed = ", ".join(sql_text(str(p)) for p in kept_parts)
-        con.execute(f"CREATE VIEW kept AS SELECT doc_id FROM read_parquet([{listed}])" if kept_parts else
+        con.execute(f"CREATE VIEW verdicts AS SELECT * FROM read_parquet({literal(str(verdicts_path))})")
+        con.execute(f"CREATE VIEW kept AS SELECT doc_id FROM read_parquet([{literals(kept_parts)}])" if kept_parts else
                     "CREATE VIEW kept AS SELECT NULL::VARCHAR AS doc_id WHERE false")
         return step_funnel(con, "verdicts", "doc_id IN (SELECT doc_id FROM kept)")
     finally:

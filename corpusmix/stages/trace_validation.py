@@ -42,10 +42,11 @@ import pyarrow.parquet as pq
 
 from corpusmix.core.parquet_io import PARQUET_OPTS, PartWriter
 from corpusmix.core.spec import LoadedSpec, Spec, Traces
+from corpusmix.core.sql import literal, literals
 from corpusmix.core.stage import Built, Stage, StageRun, documents_built
 from corpusmix.core.storage import file_record
 from corpusmix.stages.answers import compare_answers, judge_problem
-from corpusmix.stages.trace_funnel import sql_text, step_funnel
+from corpusmix.stages.trace_funnel import step_funnel
 from schemas.tables import ARROW_SCHEMAS
 
 NAME = "trace_validation"
@@ -67,10 +68,6 @@ def trace_config(loaded: LoadedSpec, source_name: str) -> dict:
     traces = loaded.source(source_name).traces
     return {"source": source_name, "traces": None if traces is None else traces.model_dump(mode="json"),
             "audit_samples": loaded.spec.quality.audit_samples}
-
-
-def trace_active(spec: Spec) -> bool:
-    return spec.validates_traces()
 
 
 # ------------------------------------------------------------------------------------ judging
@@ -96,7 +93,7 @@ def _connect(scratch: Path):
     import duckdb
 
     con = duckdb.connect()
-    con.execute(f"SET temp_directory = {sql_text(str(scratch / 'duckdb'))}")
+    con.execute(f"SET temp_directory = {literal(str(scratch / 'duckdb'))}")
     return con
 
 
@@ -105,9 +102,8 @@ def _load(con, parts: list[Path], traces: Traces) -> None:
     row per trace with its place and its fields, text aside."""
     con.register("part_paths", pa.table({"part": pa.array(range(len(parts)), pa.int64()),
                                          "filename": [str(p) for p in parts]}))
-    files = ", ".join(sql_text(str(p)) for p in parts)
     con.execute(f"""CREATE VIEW placed AS SELECT n.part, d.file_row_number AS "row", d.*
-                    FROM read_parquet([{files}], filename = true, file_row_number = true) d
+                    FROM read_parquet([{literals(parts)}], filename = true, file_row_number = true) d
                     JOIN part_paths n USING (filename)""")
     con.execute(f"""
         CREATE TABLE docs AS
@@ -221,8 +217,7 @@ def _judge_all(ctx: StageRun, con, traces: Traces, scratch: Path) -> None:
                 spill()
                 ctx.say(f"judged {n:,}/{total:,} traces")
     spill()
-    listed = ", ".join(sql_text(str(f)) for f in files)
-    con.execute(f"CREATE TABLE judged AS SELECT * FROM read_parquet([{listed}])")
+    con.execute(f"CREATE TABLE judged AS SELECT * FROM read_parquet([{literals(files)}])")
     ctx.say(f"judged {n:,} traces of {problems:,} problems")
 
 
@@ -356,4 +351,4 @@ def build_trace_validation(ctx: StageRun) -> Built:
 
 
 STAGE = Stage(name=NAME, scope="source", upstream=("ingest",), config=trace_config, build=build_trace_validation,
-              module=__name__, active=trace_active)
+              module=__name__, active=Spec.validates_traces)
